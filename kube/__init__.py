@@ -1,0 +1,1 @@
+"""podnet.kube: the Kubernetes API layer shared by the proxy, DNS and CNI daemon."""

@@ -1,0 +1,573 @@
+"""Small frozen types for the Kubernetes objects podnet reads.
+
+API objects are stripped here, at the boundary, into immutable values with
+only the fields podnet uses. Every ``parse_*`` function takes the raw JSON
+dict of one object and either returns a fully validated value or raises
+:class:`InvalidObject`; no unchecked string survives into these types, so
+nothing downstream (iptables rules, DNS names) ever needs to re-check them.
+
+Values are hashable and compare by content, so an informer can drop no-op
+updates with ``==`` and a tracker can diff snapshots cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from podnet.kube import validate as v
+
+__all__ = [
+    "InvalidObject",
+    "Labels",
+    "ServicePort",
+    "Service",
+    "EndpointConditions",
+    "Endpoint",
+    "EndpointPort",
+    "EndpointSlice",
+    "NodeAddress",
+    "Node",
+    "Namespace",
+    "Pod",
+    "parse_service",
+    "parse_endpoint_slice",
+    "parse_node",
+    "parse_namespace",
+    "parse_pod",
+    "object_key",
+    "SERVICE_NAME_LABEL",
+    "MAX_ENDPOINTS_PER_SLICE",
+]
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+# The API server caps a slice at 1000 endpoints; anything larger is hostile.
+MAX_ENDPOINTS_PER_SLICE = 1000
+MAX_PORTS = 1000
+
+Labels = tuple[tuple[str, str], ...]
+"""Labels as a sorted tuple of (key, value) pairs, so that they hash."""
+
+
+class InvalidObject(ValueError):
+    """An API object failed validation. ``kind``/``key`` say which one."""
+
+    def __init__(self, kind: str, key: str, reason: str) -> None:
+        super().__init__(f"{kind} {key}: {reason}")
+        self.kind = kind
+        self.key = key
+        self.reason = reason
+
+
+def object_key(namespace: str, name: str) -> str:
+    """The informer key: ``namespace/name``, or ``name`` when cluster-scoped."""
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _labels(raw: Mapping[str, Any] | None, field_name: str = "metadata.labels") -> Labels:
+    if not raw:
+        return ()
+    if not isinstance(raw, Mapping):
+        raise v.InvalidField(field_name, raw, "not a map")
+    return tuple(
+        sorted(
+            (v.label_key(field_name, k), v.label_value(f"{field_name}[{k}]", val))
+            for k, val in raw.items()
+        )
+    )
+
+
+def _list(raw: Any, field_name: str, limit: int = 100_000) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise v.InvalidField(field_name, raw, "not a list")
+    if len(raw) > limit:
+        raise v.InvalidField(field_name, f"<{len(raw)} items>", f"more than {limit} items")
+    return raw
+
+
+def _map(raw: Any, field_name: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise v.InvalidField(field_name, raw, "not an object")
+    return raw
+
+
+def _bool(raw: Any, field_name: str, default: bool | None) -> bool | None:
+    if raw is None:
+        return default
+    if not isinstance(raw, bool):
+        raise v.InvalidField(field_name, raw, "not a boolean")
+    return raw
+
+
+def _choice(raw: Any, field_name: str, choices: tuple[str, ...], default: str) -> str:
+    if raw is None or raw == "":
+        return default
+    if raw not in choices:
+        raise v.InvalidField(field_name, raw, f"not one of {', '.join(choices)}")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class _Meta:
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    labels: Labels
+    deleting: bool
+
+
+def _meta(raw: Mapping[str, Any], kind: str, namespaced: bool, name_check: Callable[[str, object], str]) -> _Meta:
+    meta = raw.get("metadata")
+    if not isinstance(meta, Mapping):
+        raise InvalidObject(kind, "?", "metadata missing")
+    name_raw, ns_raw = meta.get("name"), meta.get("namespace")
+    shown = f"{ns_raw}/{name_raw}" if namespaced else str(name_raw)
+    try:
+        name = name_check("metadata.name", name_raw)
+        namespace = v.dns_label("metadata.namespace", ns_raw) if namespaced else ""
+        uid = meta.get("uid") or ""
+        rv = meta.get("resourceVersion") or ""
+        if not isinstance(uid, str) or not isinstance(rv, str):
+            raise v.InvalidField("metadata", meta, "uid/resourceVersion not strings")
+        labels = _labels(meta.get("labels"))
+    except v.InvalidField as e:
+        raise InvalidObject(kind, shown[:120], str(e)) from None
+    return _Meta(namespace, name, uid, rv, labels, bool(meta.get("deletionTimestamp")))
+
+
+# --------------------------------------------------------------------------- Service
+
+
+@dataclass(frozen=True, slots=True)
+class ServicePort:
+    name: str
+    protocol: str
+    port: int
+    target_port: int | str
+    """A number, or a named container port (resolved through EndpointSlice ports)."""
+    node_port: int | None = None
+    app_protocol: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    namespace: str
+    name: str
+    type: str = "ClusterIP"
+    """ClusterIP, NodePort, LoadBalancer or ExternalName."""
+    cluster_ips: tuple[str, ...] = ()
+    """Allocated cluster IPs, primary first; empty for headless and ExternalName."""
+    headless: bool = False
+    ports: tuple[ServicePort, ...] = ()
+    external_ips: tuple[str, ...] = ()
+    load_balancer_ips: tuple[str, ...] = ()
+    """status.loadBalancer.ingress[].ip"""
+    load_balancer_source_ranges: tuple[str, ...] = ()
+    session_affinity: str = "None"
+    session_affinity_timeout: int = 10800
+    external_traffic_policy: str = "Cluster"
+    internal_traffic_policy: str = "Cluster"
+    health_check_node_port: int | None = None
+    publish_not_ready_addresses: bool = False
+    ip_families: tuple[str, ...] = ()
+    selector: Labels = ()
+    external_name: str = ""
+    labels: Labels = ()
+    uid: str = ""
+    resource_version: str = field(default="", compare=False)
+
+    @property
+    def key(self) -> str:
+        return object_key(self.namespace, self.name)
+
+    @property
+    def cluster_ip(self) -> str | None:
+        """The primary cluster IP, or None (headless, ExternalName, unallocated)."""
+        return self.cluster_ips[0] if self.cluster_ips else None
+
+    @property
+    def selector_dict(self) -> dict[str, str]:
+        return dict(self.selector)
+
+
+def parse_service(raw: Mapping[str, Any]) -> Service:
+    meta = _meta(raw, "Service", True, v.dns_label)
+    key = object_key(meta.namespace, meta.name)
+    try:
+        spec = _map(raw.get("spec"), "spec")
+        status = _map(raw.get("status"), "status")
+        stype = _choice(spec.get("type"), "spec.type", ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"), "ClusterIP")
+        ips_raw = _list(spec.get("clusterIPs"), "spec.clusterIPs", 2) or (
+            [spec["clusterIP"]] if spec.get("clusterIP") else []
+        )
+        headless = bool(ips_raw) and ips_raw[0] == "None"
+        cluster_ips: tuple[str, ...] = ()
+        if not headless and stype != "ExternalName":
+            cluster_ips = tuple(v.ip_address(f"spec.clusterIPs[{i}]", ip) for i, ip in enumerate(ips_raw))
+        ports = []
+        seen: set[tuple[str, int]] = set()
+        for i, p in enumerate(_list(spec.get("ports"), "spec.ports", MAX_PORTS)):
+            p = _map(p, f"spec.ports[{i}]")
+            tp = p.get("targetPort")
+            port = v.port_number(f"spec.ports[{i}].port", p.get("port"))
+            if tp is None or tp == 0 or tp == "":
+                target: int | str = port
+            elif isinstance(tp, str) and not tp.isdigit():
+                target = v.port_name(f"spec.ports[{i}].targetPort", tp)
+            else:
+                target = v.port_number(f"spec.ports[{i}].targetPort", int(tp) if isinstance(tp, str) else tp)
+            sp = ServicePort(
+                name=v.port_name(f"spec.ports[{i}].name", p.get("name")),
+                protocol=v.protocol(f"spec.ports[{i}].protocol", p.get("protocol")),
+                port=port,
+                target_port=target,
+                node_port=v.optional_port_number(f"spec.ports[{i}].nodePort", p.get("nodePort")),
+                app_protocol=_app_protocol(p.get("appProtocol")),
+            )
+            if (sp.protocol, sp.port) in seen:
+                raise v.InvalidField(f"spec.ports[{i}]", sp.port, "duplicate port/protocol")
+            seen.add((sp.protocol, sp.port))
+            ports.append(sp)
+        if len({p.name for p in ports}) != len(ports):
+            raise v.InvalidField("spec.ports", [p.name for p in ports], "duplicate port names")
+        ext_name = ""
+        if stype == "ExternalName":
+            ext_name = v.dns_subdomain("spec.externalName", (spec.get("externalName") or "").rstrip(".").lower())
+        ingress = _list(_map(status.get("loadBalancer"), "status.loadBalancer").get("ingress"), "ingress", 100)
+        affinity = _choice(spec.get("sessionAffinity"), "spec.sessionAffinity", ("None", "ClientIP"), "None")
+        timeout = 10800
+        cfg = _map(_map(spec.get("sessionAffinityConfig"), "sessionAffinityConfig").get("clientIP"), "clientIP")
+        if cfg.get("timeoutSeconds") is not None:
+            t = cfg["timeoutSeconds"]
+            if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 86400:
+                raise v.InvalidField("timeoutSeconds", t, "not in 1..86400")
+            timeout = t
+        selector = _labels(spec.get("selector"), "spec.selector")
+        fams = tuple(
+            _choice(f, "spec.ipFamilies", ("IPv4", "IPv6"), "IPv4") for f in _list(spec.get("ipFamilies"), "ipFamilies", 2)
+        )
+        return Service(
+            namespace=meta.namespace,
+            name=meta.name,
+            type=stype,
+            cluster_ips=cluster_ips,
+            headless=headless,
+            ports=tuple(ports),
+            external_ips=tuple(
+                v.ip_address("spec.externalIPs", ip) for ip in _list(spec.get("externalIPs"), "externalIPs", 100)
+            ),
+            load_balancer_ips=tuple(
+                v.ip_address("status.loadBalancer.ingress.ip", _map(i, "ingress")["ip"])
+                for i in ingress
+                if _map(i, "ingress").get("ip")
+            ),
+            load_balancer_source_ranges=tuple(
+                v.cidr("spec.loadBalancerSourceRanges", c)
+                for c in _list(spec.get("loadBalancerSourceRanges"), "loadBalancerSourceRanges", 1000)
+            ),
+            session_affinity=affinity,
+            session_affinity_timeout=timeout,
+            external_traffic_policy=_choice(
+                spec.get("externalTrafficPolicy"), "spec.externalTrafficPolicy", ("Cluster", "Local"), "Cluster"
+            ),
+            internal_traffic_policy=_choice(
+                spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy", ("Cluster", "Local"), "Cluster"
+            ),
+            health_check_node_port=v.optional_port_number("spec.healthCheckNodePort", spec.get("healthCheckNodePort")),
+            publish_not_ready_addresses=bool(
+                _bool(spec.get("publishNotReadyAddresses"), "spec.publishNotReadyAddresses", False)
+            ),
+            ip_families=fams,
+            selector=selector,
+            external_name=ext_name,
+            labels=meta.labels,
+            uid=meta.uid,
+            resource_version=meta.resource_version,
+        )
+    except (v.InvalidField, KeyError, TypeError) as e:
+        raise InvalidObject("Service", key, str(e)) from None
+
+
+def _app_protocol(raw: Any) -> str:
+    if raw is None:
+        return ""
+    if not isinstance(raw, str) or len(raw) > 253 or not all(c.isalnum() or c in "-._/:" for c in raw):
+        raise v.InvalidField("appProtocol", raw, "not a protocol name")
+    return raw
+
+
+# --------------------------------------------------------------------------- EndpointSlice
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConditions:
+    ready: bool = True
+    """Unset means ready (API: 'unknown state, interpreted as ready')."""
+    serving: bool = True
+    """Unset means the same as ready."""
+    terminating: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    addresses: tuple[str, ...]
+    conditions: EndpointConditions = EndpointConditions()
+    hostname: str = ""
+    node_name: str = ""
+    zone: str = ""
+    target_pod: str = ""
+    """targetRef.name when targetRef.kind is Pod."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPort:
+    name: str = ""
+    protocol: str = "TCP"
+    port: int | None = None
+    app_protocol: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    namespace: str
+    name: str
+    service_name: str
+    """The kubernetes.io/service-name label; '' when missing (then ignored by consumers)."""
+    address_type: str
+    """IPv4, IPv6 or FQDN."""
+    endpoints: tuple[Endpoint, ...] = ()
+    ports: tuple[EndpointPort, ...] = ()
+    labels: Labels = ()
+    uid: str = ""
+    resource_version: str = field(default="", compare=False)
+
+    @property
+    def key(self) -> str:
+        return object_key(self.namespace, self.name)
+
+    @property
+    def service_key(self) -> str:
+        return object_key(self.namespace, self.service_name)
+
+
+def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
+    meta = _meta(raw, "EndpointSlice", True, v.dns_subdomain)
+    key = object_key(meta.namespace, meta.name)
+    try:
+        labels = dict(meta.labels)
+        svc = labels.get(SERVICE_NAME_LABEL, "")
+        if svc:
+            v.dns_label(f"labels[{SERVICE_NAME_LABEL}]", svc)
+        atype = _choice(raw.get("addressType"), "addressType", ("IPv4", "IPv6", "FQDN"), "")
+        if not atype:
+            raise v.InvalidField("addressType", None, "missing")
+        endpoints = []
+        for i, e in enumerate(_list(raw.get("endpoints"), "endpoints", MAX_ENDPOINTS_PER_SLICE)):
+            e = _map(e, f"endpoints[{i}]")
+            addrs_raw = _list(e.get("addresses"), f"endpoints[{i}].addresses", 100)
+            if not addrs_raw:
+                raise v.InvalidField(f"endpoints[{i}].addresses", addrs_raw, "empty")
+            if atype == "FQDN":
+                addrs = tuple(v.dns_subdomain(f"endpoints[{i}].addresses", a) for a in addrs_raw)
+            else:
+                addrs = tuple(v.ip_address(f"endpoints[{i}].addresses", a) for a in addrs_raw)
+                want = 4 if atype == "IPv4" else 6
+                if any(":" in a if want == 4 else ":" not in a for a in addrs):
+                    raise v.InvalidField(f"endpoints[{i}].addresses", addrs_raw, f"not {atype}")
+            c = _map(e.get("conditions"), f"endpoints[{i}].conditions")
+            ready = _bool(c.get("ready"), "conditions.ready", True)
+            serving = _bool(c.get("serving"), "conditions.serving", ready)
+            terminating = _bool(c.get("terminating"), "conditions.terminating", False)
+            ref = _map(e.get("targetRef"), "targetRef")
+            pod = ""
+            if ref.get("kind") == "Pod" and ref.get("name"):
+                pod = v.dns_subdomain("targetRef.name", ref["name"])
+            endpoints.append(
+                Endpoint(
+                    addresses=addrs,
+                    conditions=EndpointConditions(bool(ready), bool(serving), bool(terminating)),
+                    hostname=v.dns_label("hostname", e["hostname"]) if e.get("hostname") else "",
+                    node_name=v.dns_subdomain("nodeName", e["nodeName"]) if e.get("nodeName") else "",
+                    zone=v.zone_name("zone", e["zone"]) if e.get("zone") else "",
+                    target_pod=pod,
+                )
+            )
+        ports = []
+        for i, p in enumerate(_list(raw.get("ports"), "ports", 100)):
+            p = _map(p, f"ports[{i}]")
+            ports.append(
+                EndpointPort(
+                    name=v.port_name(f"ports[{i}].name", p.get("name")),
+                    protocol=v.protocol(f"ports[{i}].protocol", p.get("protocol")),
+                    port=v.optional_port_number(f"ports[{i}].port", p.get("port")),
+                    app_protocol=_app_protocol(p.get("appProtocol")),
+                )
+            )
+        return EndpointSlice(
+            namespace=meta.namespace,
+            name=meta.name,
+            service_name=svc,
+            address_type=atype,
+            endpoints=tuple(endpoints),
+            ports=tuple(ports),
+            labels=meta.labels,
+            uid=meta.uid,
+            resource_version=meta.resource_version,
+        )
+    except (v.InvalidField, KeyError, TypeError) as e:
+        raise InvalidObject("EndpointSlice", key, str(e)) from None
+
+
+# --------------------------------------------------------------------------- Node
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAddress:
+    type: str
+    """InternalIP, ExternalIP, Hostname, InternalDNS or ExternalDNS."""
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    addresses: tuple[NodeAddress, ...] = ()
+    pod_cidrs: tuple[str, ...] = ()
+    labels: Labels = ()
+    ready: bool = True
+    uid: str = ""
+    resource_version: str = field(default="", compare=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    def ips(self, *types: str) -> tuple[str, ...]:
+        """IP addresses of the given types (default InternalIP then ExternalIP)."""
+        types = types or ("InternalIP", "ExternalIP")
+        return tuple(a.address for t in types for a in self.addresses if a.type == t)
+
+    @property
+    def internal_ip(self) -> str | None:
+        ips = self.ips("InternalIP") or self.ips("ExternalIP")
+        return ips[0] if ips else None
+
+
+_IP_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
+_NAME_ADDRESS_TYPES = ("Hostname", "InternalDNS", "ExternalDNS")
+
+
+def parse_node(raw: Mapping[str, Any]) -> Node:
+    meta = _meta(raw, "Node", False, v.dns_subdomain)
+    try:
+        spec = _map(raw.get("spec"), "spec")
+        status = _map(raw.get("status"), "status")
+        addrs = []
+        for i, a in enumerate(_list(status.get("addresses"), "status.addresses", 100)):
+            a = _map(a, f"status.addresses[{i}]")
+            t = _choice(a.get("type"), "address.type", _IP_ADDRESS_TYPES + _NAME_ADDRESS_TYPES, "")
+            if t in _IP_ADDRESS_TYPES:
+                addrs.append(NodeAddress(t, v.ip_address(f"status.addresses[{i}]", a.get("address"))))
+            elif t:
+                addrs.append(NodeAddress(t, v.dns_subdomain(f"status.addresses[{i}]", a.get("address"))))
+        cidrs_raw = _list(spec.get("podCIDRs"), "spec.podCIDRs", 2) or (
+            [spec["podCIDR"]] if spec.get("podCIDR") else []
+        )
+        ready = True
+        for c in _list(status.get("conditions"), "status.conditions", 100):
+            c = _map(c, "condition")
+            if c.get("type") == "Ready":
+                ready = c.get("status") == "True"
+        return Node(
+            name=meta.name,
+            addresses=tuple(addrs),
+            pod_cidrs=tuple(v.cidr("spec.podCIDRs", c) for c in cidrs_raw),
+            labels=meta.labels,
+            ready=ready,
+            uid=meta.uid,
+            resource_version=meta.resource_version,
+        )
+    except (v.InvalidField, KeyError, TypeError) as e:
+        raise InvalidObject("Node", meta.name, str(e)) from None
+
+
+# --------------------------------------------------------------------------- Namespace
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    name: str
+    labels: Labels = ()
+    uid: str = ""
+    resource_version: str = field(default="", compare=False)
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+def parse_namespace(raw: Mapping[str, Any]) -> Namespace:
+    meta = _meta(raw, "Namespace", False, v.dns_label)
+    return Namespace(meta.name, meta.labels, meta.uid, meta.resource_version)
+
+
+# --------------------------------------------------------------------------- Pod
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    namespace: str
+    name: str
+    ips: tuple[str, ...] = ()
+    labels: Labels = ()
+    node_name: str = ""
+    ready: bool = False
+    phase: str = "Pending"
+    hostname: str = ""
+    subdomain: str = ""
+    host_network: bool = False
+    deleting: bool = False
+    uid: str = ""
+    resource_version: str = field(default="", compare=False)
+
+    @property
+    def key(self) -> str:
+        return object_key(self.namespace, self.name)
+
+
+def parse_pod(raw: Mapping[str, Any]) -> Pod:
+    meta = _meta(raw, "Pod", True, v.dns_subdomain)
+    key = object_key(meta.namespace, meta.name)
+    try:
+        spec = _map(raw.get("spec"), "spec")
+        status = _map(raw.get("status"), "status")
+        ips_raw = [
+            _map(p, "status.podIPs").get("ip") for p in _list(status.get("podIPs"), "status.podIPs", 2)
+        ] or ([status["podIP"]] if status.get("podIP") else [])
+        ready = False
+        for c in _list(status.get("conditions"), "status.conditions", 100):
+            c = _map(c, "condition")
+            if c.get("type") == "Ready":
+                ready = c.get("status") == "True"
+        return Pod(
+            namespace=meta.namespace,
+            name=meta.name,
+            ips=tuple(v.ip_address("status.podIPs", ip) for ip in ips_raw),
+            labels=meta.labels,
+            node_name=v.dns_subdomain("spec.nodeName", spec["nodeName"]) if spec.get("nodeName") else "",
+            ready=ready,
+            phase=_choice(status.get("phase"), "status.phase", ("Pending", "Running", "Succeeded", "Failed", "Unknown"), "Pending"),
+            hostname=v.dns_label("spec.hostname", spec["hostname"]) if spec.get("hostname") else "",
+            subdomain=v.dns_label("spec.subdomain", spec["subdomain"]) if spec.get("subdomain") else "",
+            host_network=bool(_bool(spec.get("hostNetwork"), "spec.hostNetwork", False)),
+            deleting=meta.deleting,
+            uid=meta.uid,
+            resource_version=meta.resource_version,
+        )
+    except (v.InvalidField, KeyError, TypeError) as e:
+        raise InvalidObject("Pod", key, str(e)) from None
