@@ -1,0 +1,60 @@
+"""The ``podnet`` command: ``podnet lab <verb>`` and small tools.
+
+Each subcommand lives in its own module, which provides
+``add_arguments(parser)`` and ``run(args) -> int``; this file only maps verbs
+to modules, imported lazily so ``podnet --help`` stays fast and one broken
+subcommand cannot break the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# verb -> (module, help). Modules are imported only when their verb runs.
+LAB_VERBS = {
+    "apiserver": ("podnet.netlab.apiserver", "run the lab API server (kube-apiserver wire protocol)"),
+    "up": ("podnet.netlab.lab_up", "build a lab cluster in network namespaces"),
+    "check": ("podnet.netlab.lab_check", "run the end-to-end check table against the running lab"),
+    "down": ("podnet.netlab.lab_down", "remove everything a lab created (works after a crash)"),
+    "demo": ("podnet.netlab.lab_demo", "up + sample app + check + topology picture + down"),
+}
+TOOLS = {
+    "watch": ("podnet.kube.watchcli", "list+watch a resource and print changes as they happen"),
+}
+
+
+def _add(sub: argparse._SubParsersAction, verbs: dict[str, tuple[str, str]]) -> None:
+    for verb, (module, help_) in verbs.items():
+        p = sub.add_parser(verb, help=help_, description=help_)
+        p.set_defaults(_module=module, _verb=verb)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            p.set_defaults(_missing=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="podnet", description="podnet: a Kubernetes service-networking data plane")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    top = parser.add_subparsers(dest="cmd", required=True)
+    lab = top.add_parser("lab", help="network-namespace labs").add_subparsers(dest="verb", required=True)
+    _add(lab, LAB_VERBS)
+    _add(top, TOOLS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if getattr(args, "_missing", False):
+        print(f"podnet: '{args._verb}' is not available in this build", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
