@@ -1,0 +1,200 @@
+"""The CNI verbs: IPAM + plumbing for one node, with rollback.
+
+:class:`Plugin` implements :class:`podnet.cni.skel.Handler`. It runs in the
+daemon's event loop: IPAM calls run on the loop thread (which serialises
+them, so no lock is needed and allocation is the only critical section);
+netns work runs in a thread pool, so many ADDs proceed in parallel.
+
+Guarantees:
+
+* ADD is all or nothing: if plumbing fails, the veth is deleted and the
+  addresses are released before the error is returned.
+* DEL is idempotent and best-effort: it succeeds when the netns is missing,
+  empty or not a netns, and for attachments it never saw; it always releases
+  the attachment's addresses once the node-side veth (and with it every host
+  route ADD made) is gone.
+* GC releases every reservation and node-side veth of this network whose
+  attachment is not in ``cni.dev/valid-attachments``; it keeps going past
+  errors and reports them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from podnet.cni import netops
+from podnet.cni.ipam import Allocator, Range
+from podnet.cni.skel import Request
+from podnet.cni.types import (
+    INTERNAL,
+    NOT_AVAILABLE,
+    TRY_AGAIN_LATER,
+    Attachment,
+    CniError,
+    IPConfig,
+    build_result,
+)
+
+
+class NetOps(Protocol):
+    def validate_netns(self, path: str) -> None: ...
+    def add_pod(self, netns: str, ifname: str, host: str, alias: str, ips: list[IPConfig], mtu: int) -> netops.Plumbed: ...
+    def del_pod(self, netns: str, ifname: str, host: str) -> None: ...
+    def check_pod(self, netns: str, ifname: str, host: str, ips: list[IPConfig]) -> None: ...
+    def podnet_links(self) -> dict[str, str]: ...
+    def delete_host_link(self, name: str) -> bool: ...
+
+
+class KernelNetOps:
+    """:class:`NetOps` on the real kernel (pyroute2)."""
+
+    def validate_netns(self, path: str) -> None:
+        os.close(netops.open_netns(path))
+
+    add_pod = staticmethod(netops.add_pod)
+    del_pod = staticmethod(netops.del_pod)
+    check_pod = staticmethod(netops.check_pod)
+    podnet_links = staticmethod(netops.podnet_links)
+    delete_host_link = staticmethod(netops.delete_host_link)
+
+
+def alias_for(network: str, container_id: str, ifname: str) -> str:
+    return f"{netops.ALIAS_PREFIX}{network} {container_id} {ifname}"
+
+
+def parse_alias(alias: str) -> tuple[str, str, str] | None:
+    parts = alias.removeprefix(netops.ALIAS_PREFIX).split(" ")
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+
+@dataclass
+class Readiness:
+    """What STATUS reports; the daemon updates it as the node watch and route sync progress."""
+
+    store_error: CniError | None = None
+    pod_cidrs: tuple[str, ...] = ()
+    routes_synced: bool = False
+    forwarding_ok: bool = False
+    reasons: list[str] = field(default_factory=list)
+
+    def problem(self) -> str | None:
+        if self.store_error:
+            return self.store_error.msg
+        if not self.pod_cidrs:
+            return "node has no pod CIDR yet"
+        if not self.forwarding_ok:
+            return "IP forwarding is not enabled in the node namespace"
+        if not self.routes_synced:
+            return "routes to other nodes' pod CIDRs are not programmed yet"
+        return None
+
+
+class Plugin:
+    def __init__(self, allocator: Allocator | None, net: NetOps, pool: Executor, mtu: int = 1500,
+                 readiness: Readiness | None = None) -> None:
+        self.ipam = allocator
+        self.net = net
+        self.pool = pool
+        self.mtu = mtu
+        self.ready = readiness or Readiness()
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def _allocator(self) -> Allocator:
+        if self.ready.store_error or self.ipam is None:
+            raise self.ready.store_error or CniError(INTERNAL, "IPAM store is not open")
+        return self.ipam
+
+    def set_pod_cidrs(self, cidrs: tuple[str, ...]) -> None:
+        self.ready.pod_cidrs = cidrs
+        if self.ipam is not None:
+            self.ipam.set_ranges(Range.parse(c) for c in cidrs)
+
+    async def add(self, req: Request) -> dict[str, Any]:
+        ipam = self._allocator()
+        if not self.ready.pod_cidrs:
+            raise CniError(TRY_AGAIN_LATER, "node has no pod CIDR yet; try again later")
+        self.net.validate_netns(req.netns)
+        net, cid, ifname = req.conf.name, req.container_id, req.ifname
+        ips = ipam.allocate(net, cid, ifname, req.netns, req.pod)
+        host = netops.host_ifname(cid, ifname)
+        try:
+            plumbed = await self._run(self.net.add_pod, req.netns, ifname, host, alias_for(net, cid, ifname),
+                                      ips, self.mtu)
+        except BaseException:
+            ipam.release(net, cid, ifname)
+            raise
+        prev = None
+        if req.conf.prev_result:
+            from podnet.cni.version import upgrade
+
+            prev = upgrade(req.conf.prev_result)
+        return build_result(
+            req.conf.cni_version,
+            {"name": host, "mac": plumbed.host_mac},
+            {"name": ifname, "mac": plumbed.pod_mac, "mtu": self.mtu, "sandbox": req.netns},
+            ips, netops.pod_routes(ips), req.conf.dns, prev,
+        )
+
+    async def delete(self, req: Request) -> None:
+        ipam = self._allocator()
+        await self._run(self.net.del_pod, req.netns, req.ifname, netops.host_ifname(req.container_id, req.ifname))
+        ipam.release(req.conf.name, req.container_id, req.ifname)
+
+    async def check(self, req: Request) -> None:
+        ipam = self._allocator()
+        held = ipam.lookup(req.conf.name, req.container_id, req.ifname)
+        if not held:
+            raise CniError(INTERNAL, f"no address is reserved for {req.container_id}/{req.ifname}")
+        ips = [ipam.config_for(r) for r in held]
+        if req.conf.prev_result is not None:
+            listed = {ip.get("address", "").split("/")[0] for ip in req.conf.prev_result.get("ips") or []}
+            for ip in ips:
+                if ip.ip not in listed:
+                    raise CniError(INTERNAL, f"address {ip.ip} is not in prevResult")
+        self.net.validate_netns(req.netns)
+        await self._run(self.net.check_pod, req.netns, req.ifname,
+                        netops.host_ifname(req.container_id, req.ifname), ips)
+
+    async def status(self, req: Request) -> None:
+        problem = self.ready.problem()
+        if problem:
+            raise CniError(NOT_AVAILABLE, problem)
+
+    async def gc(self, req: Request) -> None:
+        ipam = self._allocator()
+        valid = req.conf.valid_attachments or frozenset()
+        network = req.conf.name
+        errors: list[str] = []
+        keep = {netops.host_ifname(a.container_id, a.ifname) for a in valid}
+        links = await self._run(self.net.podnet_links)
+        for name, alias in links.items():
+            att = parse_alias(alias) if alias else None
+            if (att is None or att[0] == network) and name not in keep:
+                try:
+                    await self._run(self.net.delete_host_link, name)
+                except Exception as e:  # noqa: BLE001 - GC keeps going
+                    errors.append(f"deleting {name}: {e}")
+        try:
+            ipam.release_where(lambda r: r.network == network and Attachment(r.container_id, r.ifname) not in valid)
+        except CniError as e:
+            errors.append(e.msg)
+        if errors:
+            raise CniError(INTERNAL, "GC: " + "; ".join(errors))
+
+    async def reconcile(self) -> list[str]:
+        """At daemon start: release reservations whose node-side veth is gone, delete veths
+        that have no reservation. Returns the released IPs."""
+        if self.ipam is None:
+            return []
+        links = await self._run(self.net.podnet_links)
+        owned = {netops.host_ifname(r.container_id, r.ifname) for r in self.ipam.reservations()}
+        for name in set(links) - owned:
+            await self._run(self.net.delete_host_link, name)
+        gone = self.ipam.release_where(lambda r: netops.host_ifname(r.container_id, r.ifname) not in links)
+        return [r.ip for r in gone]

@@ -1,0 +1,116 @@
+"""host-gw routing: one route per other node's pod CIDR via that node's InternalIP.
+
+:func:`desired_routes` is pure: Node objects in, ``{pod CIDR: gateway}`` out
+(plus a ``blackhole`` for this node's own CIDRs, so a packet for an unused
+local pod IP is dropped instead of leaving by the default route; pod /32
+routes are more specific). :func:`sync` is the one apply step: it lists the
+routes podnet owns (marked with protocol 149), replaces wrong or missing
+ones and deletes stale ones, so it is idempotent and run periodically it
+brings back a route someone deleted (flannel re-checks every 10 s too).
+
+Masquerade (only with ``--masquerade``): traffic from this node's pod CIDR
+to anything *outside* the cluster CIDR is SNAT'ed; pod-to-pod traffic never
+is. The rules live in chain ``PODNET-MASQ`` of the node namespace's nat table,
+applied atomically with ``iptables-restore --noflush``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import subprocess
+from dataclasses import dataclass
+from typing import Iterable
+
+from podnet.kube.objects import Node
+
+BLACKHOLE = "blackhole"
+RTPROT_PODNET = 149
+
+
+@dataclass(frozen=True, slots=True)
+class Desired:
+    routes: dict[str, str]
+    """pod CIDR -> next hop (another node's IP of the same family) or 'blackhole'."""
+
+
+def desired_routes(nodes: Iterable[Node], self_name: str, own_cidrs: Iterable[str]) -> Desired:
+    routes: dict[str, str] = {c: BLACKHOLE for c in own_cidrs}
+    for node in sorted(nodes, key=lambda n: n.name):
+        if node.name == self_name:
+            continue
+        for cidr in node.pod_cidrs:
+            fam = ipaddress.ip_network(cidr).version
+            via = next((ip for ip in node.ips("InternalIP", "ExternalIP")
+                        if ipaddress.ip_address(ip).version == fam), None)
+            if via and cidr not in routes:
+                routes[cidr] = via
+    return Desired(routes)
+
+
+def _family(cidr: str) -> int:
+    return socket.AF_INET6 if ":" in cidr else socket.AF_INET
+
+
+def current_routes(ipr) -> dict[str, str]:
+    out = {}
+    for fam in (socket.AF_INET, socket.AF_INET6):
+        for r in ipr.get_routes(family=fam, proto=RTPROT_PODNET, table=254):
+            dst = f"{r.get('dst') or ('::' if fam == socket.AF_INET6 else '0.0.0.0')}/{r['dst_len']}"
+            if r["type"] == 6:  # RTN_BLACKHOLE
+                out[dst] = BLACKHOLE
+            else:
+                out[dst] = r.get("gateway") or ""
+    return out
+
+
+def sync(desired: Desired) -> list[str]:
+    """Make the node's podnet-owned routes equal ``desired``; returns the changes made."""
+    from pyroute2 import IPRoute
+
+    changes = []
+    with IPRoute() as ipr:
+        have = current_routes(ipr)
+        for dst, via in desired.routes.items():
+            if have.get(dst) == via:
+                continue
+            kw = {"dst": dst, "family": _family(dst), "proto": RTPROT_PODNET}
+            if via == BLACKHOLE:
+                ipr.route("replace", type="blackhole", **kw)
+            else:
+                ipr.route("replace", gateway=via, **kw)
+            changes.append(f"{dst} -> {via}")
+        for dst, via in have.items():
+            if dst not in desired.routes:
+                kw = {"dst": dst, "family": _family(dst), "proto": RTPROT_PODNET}
+                if via == BLACKHOLE:
+                    kw["type"] = "blackhole"
+                ipr.route("del", **kw)
+                changes.append(f"{dst} removed")
+    return changes
+
+
+def masquerade_rules(pod_cidrs: Iterable[str], cluster_cidrs: Iterable[str], enabled: bool) -> str:
+    """iptables-restore text for one family: the PODNET-MASQ chain, flushed and refilled."""
+    lines = ["*nat", ":PODNET-MASQ - [0:0]", "-F PODNET-MASQ"]
+    if enabled:
+        for c in cluster_cidrs:
+            lines.append(f"-A PODNET-MASQ -d {c} -j RETURN")
+        lines.append("-A PODNET-MASQ -j MASQUERADE")
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def apply_masquerade(pod_cidrs: list[str], cluster_cidrs: list[str], enabled: bool) -> None:
+    for fam, tool in ((4, "iptables"), (6, "ip6tables")):
+        pods = [c for c in pod_cidrs if ipaddress.ip_network(c).version == fam]
+        clusters = [c for c in cluster_cidrs if ipaddress.ip_network(c).version == fam]
+        if not pods or not enabled:
+            continue
+        subprocess.run([f"{tool}-restore", "--noflush", "--wait"], input=masquerade_rules(pods, clusters, True),
+                       text=True, check=True, capture_output=True)
+        for c in pods:
+            rule = ["POSTROUTING", "-s", c, "-m", "comment", "--comment", "podnet pod traffic",
+                    "-j", "PODNET-MASQ"]
+            if subprocess.run([tool, "--wait", "-t", "nat", "-C", *rule], capture_output=True).returncode != 0:
+                subprocess.run([tool, "--wait", "-t", "nat", "-A", *rule], check=True, capture_output=True)

@@ -1,0 +1,166 @@
+"""Wire answers compiled ahead of time from a Snapshot, and the response assembly they need.
+
+An :class:`AnswerTable` maps ``lower-cased wire qname + 2-byte qtype`` to a precompiled
+:class:`Entry`: the reply header (one per RD bit value) and the bytes after the question. The
+question itself is copied from each query, and owner names point into it, so replies keep the
+query's letter case. Negative replies are assembled per query from the zone's SOA (owner and
+names inside pointing at the zone suffix of the question), which is why the table holds no
+negative entries, only the set of existing names.
+
+Compilation is memoised in a :class:`CompileMemo`: a service whose records did not change keeps
+its compiled entries, so one watch event costs about one dict merge over all services.
+Tables are immutable once built; the server swaps the reference atomically.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from podnet.dns import names
+from podnet.dns.snapshot import RRsets, ServiceRecords, Snapshot
+from podnet.dns.wire import AAAA, NS, RR, SOA, SRV, A, Encoder
+
+__all__ = ["Entry", "AnswerTable", "CompileMemo", "compile_table", "make_entry", "fit", "soa_authority", "flags_for"]
+
+QR, AA, TC, RD, RA = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080
+
+
+def flags_for(rcode: int, aa: bool = True, tc: bool = False) -> int:
+    return QR | RA | (AA if aa else 0) | (TC if tc else 0) | (rcode & 0xF)
+
+
+class Entry:
+    """A precompiled reply. ``hdr[rd]`` is flags + counts; ``body`` follows the question.
+
+    ``ends`` are body offsets where each record ends (for truncation at a record boundary) and
+    ``counts`` the (answer, authority, additional) sizes. ``fits512`` is precomputed for the
+    question length of this entry's key.
+    """
+
+    __slots__ = ("hdr", "body", "ends", "counts", "fits512", "rcode")
+
+    def __init__(self, rcode: int, body: bytes, ends: tuple[int, ...], counts: tuple[int, int, int], qlen: int) -> None:
+        self.rcode = rcode
+        self.body = body
+        self.ends = ends
+        self.counts = counts
+        base = flags_for(rcode)
+        self.hdr = tuple(struct.pack("!HHHHH", base | rd, 1, *counts) for rd in (0, RD))
+        self.fits512 = 12 + qlen + len(body) <= 512
+
+
+def make_entry(qname: str, rcode: int, answer=(), authority=(), additional=()) -> Entry:
+    enc = Encoder(qname)
+    for rr in (*answer, *authority, *additional):
+        enc.rr(rr)
+    qlen = len(names.to_wire(qname)) + 4
+    return Entry(rcode, bytes(enc.body), tuple(enc.ends), (len(answer), len(authority), len(additional)), qlen)
+
+
+def fit(hdr_flags: int, counts: tuple[int, int, int], body: bytes, ends: tuple[int, ...], room: int) -> tuple[int, tuple[int, int, int], bytes]:
+    """Truncate ``body`` to at most ``room`` bytes at a record boundary.
+
+    Returns (flags, counts, body); TC is set when an answer or authority record had to go
+    (dropping only additional records does not set TC, as in miekg/dns)."""
+    if len(body) <= room:
+        return hdr_flags, counts, body
+    k = 0
+    while k < len(ends) and ends[k] <= room:
+        k += 1
+    an, ns, ar = counts
+    kept_an = min(k, an)
+    kept_ns = min(max(k - an, 0), ns)
+    kept_ar = max(k - an - ns, 0)
+    tc = kept_an < an or kept_ns < ns
+    flags = hdr_flags | (TC if tc else 0)
+    return flags, (kept_an, kept_ns, kept_ar), body[: ends[k - 1]] if k else b""
+
+
+def soa_authority(zone_offset: int, soa: RR) -> bytes:
+    """The SOA record for a negative reply, its names pointing at the zone suffix of the question."""
+    ptr = struct.pack("!H", 0xC000 | zone_offset)
+    mname, rname, *nums = soa.rdata
+    zone = soa.name
+    m_label = mname[: -len(zone) - 1] if zone else mname
+    r_label = rname[: -len(zone) - 1] if zone else rname
+    rdata = names.to_wire(m_label)[:-1] + ptr + names.to_wire(r_label)[:-1] + ptr + struct.pack("!IIIII", *nums)
+    return ptr + struct.pack("!HHIH", SOA, 1, soa.ttl, len(rdata)) + rdata
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerTable:
+    """Compiled answers for one Snapshot. ``exists`` holds every existing name (lower wire form)."""
+
+    snapshot: Snapshot
+    hot: Mapping[bytes, Entry]
+    exists: frozenset[bytes] | set[bytes]
+    zone_wire: bytes
+
+
+@dataclass
+class CompileMemo:
+    services: dict[str, tuple[ServiceRecords, dict[bytes, Entry], list[bytes]]] = field(default_factory=dict)
+    shared: dict[str, tuple[dict, dict[bytes, Entry]]] = field(default_factory=dict)
+
+
+def _glue(rrsets: RRsets, targets: list[str]) -> list[RR]:
+    out: list[RR] = []
+    for t in dict.fromkeys(targets):
+        types = rrsets.get(t, {})
+        out.extend(types.get(A, ()))
+        out.extend(types.get(AAAA, ()))
+    return out
+
+
+def _compile_name(name: str, types: dict[int, tuple[RR, ...]], glue_from: RRsets) -> dict[bytes, Entry]:
+    wname = names.to_wire(name)
+    out: dict[bytes, Entry] = {}
+    for rtype, rrs in types.items():
+        extra: list[RR] = []
+        if rtype == SRV:
+            extra = _glue(glue_from, [rr.rdata[3] for rr in rrs])
+        elif rtype == NS:
+            extra = _glue(glue_from, [rr.rdata for rr in rrs])
+        out[wname + struct.pack("!H", rtype)] = make_entry(name, 0, rrs, (), extra)
+    return out
+
+
+def _compile_rrsets(rrsets: RRsets) -> tuple[dict[bytes, Entry], list[bytes]]:
+    hot: dict[bytes, Entry] = {}
+    existing: list[bytes] = []
+    for name, types in rrsets.items():
+        existing.append(names.to_wire(name))
+        hot.update(_compile_name(name, types, rrsets))
+    return hot, existing
+
+
+def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTable:
+    """Compile ``snap``; ``memo`` (updated in place) reuses entries of unchanged services and names."""
+    memo = memo if memo is not None else CompileMemo()
+    hot: dict[bytes, Entry] = {}
+    exists: set[bytes] = set()
+    fresh_services = {}
+    for key, recs in snap.services.items():
+        prev = memo.services.get(key)
+        if prev is not None and prev[0] is recs:
+            part, existing = prev[1], prev[2]
+        else:
+            part, existing = _compile_rrsets(recs.rrsets)
+        fresh_services[key] = (recs, part, existing)
+        hot.update(part)
+        exists.update(existing)
+    memo.services = fresh_services
+    fresh_shared = {}
+    for name, types in snap.shared.items():
+        prev_s = memo.shared.get(name)
+        if prev_s is not None and name != snap.config.zone and prev_s[0] == types:
+            part = prev_s[1]
+        else:
+            part = _compile_name(name, types, snap.shared)
+        fresh_shared[name] = (types, part)
+        hot.update(part)
+        exists.add(names.to_wire(name))
+    memo.shared = fresh_shared
+    return AnswerTable(snap, hot, exists, names.to_wire(snap.config.zone))

@@ -1,0 +1,255 @@
+"""Answers one DNS message: the byte-level fast path, then the full slow path, then forwarding.
+
+:meth:`Handler.answer` returns the reply bytes, ``None`` (drop: not a query, or unparseable
+header), or an awaitable of bytes (forwarding / CNAME chasing). It never raises for bad input.
+
+Fast path: a plain query (one question, no other records, class IN, exact length) whose
+lower-cased name and type are in the compiled table and whose reply fits 512 bytes is answered by
+concatenating the query's ID and question with the precompiled header and body.
+
+Slow path, in order (RFC 1035/2308/6891/8020, CoreDNS's choices where the RFCs leave room):
+responses and packets under 12 bytes are dropped; opcode != QUERY -> NOTIMP; a malformed packet,
+qdcount != 1, answer/authority records or a bad OPT -> FORMERR; EDNS version > 0 -> BADVERS;
+class != IN -> REFUSED; meta-types (0, OPT, TKEY, TSIG, 128-248) -> FORMERR; AXFR/IXFR -> REFUSED.
+Then the cluster zone is answered authoritatively (AA, NODATA/NXDOMAIN with the SOA, SERVFAIL for
+misses before the first sync), reverse names from the table with fallthrough to upstream, and the
+rest is forwarded. Replies never exceed 512 bytes (UDP), the client's EDNS size (UDP with OPT), or
+65535 (TCP): records are dropped at a record boundary and TC is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Awaitable
+
+from podnet.dns import names
+from podnet.dns.answers import RD, AnswerTable, Entry, fit, flags_for, soa_authority
+from podnet.dns.cache import Upstream
+from podnet.dns.forward import Forwarder, Refused
+from podnet.dns.metrics import Stats
+from podnet.dns.wire import (
+    AAAA, ANY, AXFR, BADVERS, CNAME, FORMERR, IXFR, NOERROR, NOTIMP, NXDOMAIN, OPT, REFUSED, SERVFAIL,
+    RR, A, Encoder, FormErr, Query, encode_wire_rr, header_only, opt_rr, parse_query,
+)
+
+__all__ = ["Handler"]
+
+CD = 0x0010
+PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+MAX_CHASE = 8
+Reply = bytes | None | Awaitable[bytes | None]
+
+
+class Handler:
+    def __init__(self, table: AnswerTable, forwarder: Forwarder | None = None, stats: Stats | None = None) -> None:
+        self.table = table
+        self.forwarder = forwarder
+        self.stats = stats if stats is not None else Stats()
+
+    def swap(self, table: AnswerTable) -> None:
+        """Install a new table; queries already being answered keep the one they started with."""
+        self.table = table
+
+    # ------------------------------------------------------------------ entry points
+
+    def answer_udp(self, data: bytes) -> Reply:
+        """UDP: the fast path, else the slow path with a 512-byte / EDNS limit."""
+        if data[4:12] == PLAIN_COUNTS and not data[2] & 0xF8 and not data[3] & 0x10:
+            z = data.find(0, 12)
+            if z > 0 and z + 5 == len(data) and data[z + 3] == 0 and data[z + 4] == 1:
+                e = self.table.hot.get(data[12 : z + 1].lower() + data[z + 1 : z + 3])
+                if e is not None and e.fits512:
+                    self.stats.fast[data[z + 1 : z + 3]] += 1
+                    return data[:2] + e.hdr[data[2] & 1] + data[12:] + e.body
+        return self.answer(data, udp=True)
+
+    def answer(self, data: bytes, udp: bool) -> Reply:
+        st = self.stats
+        if len(data) < 12 or data[2] & 0x80:
+            st.dropped += 1
+            return None
+        opcode = (data[2] >> 3) & 0xF
+        if opcode != 0:
+            return self._count(header_only(data, NOTIMP))
+        try:
+            q = parse_query(data)
+        except FormErr:
+            return self._count(header_only(data, FORMERR))
+        st.count_request(q.qtype, udp)
+        limit = 65535 if not udp else (max(512, min(q.edns[0], 65535)) if q.edns else 512)
+        if q.edns is not None and q.edns[1] > 0:
+            return self._reply(q, BADVERS, limit)
+        if q.qclass != 1:
+            return self._reply(q, REFUSED, limit, aa=False)
+        qt = q.qtype
+        if qt == 0 or qt == OPT or 128 <= qt <= 250:
+            return self._reply(q, FORMERR, limit, aa=False)
+        if qt == AXFR or qt == IXFR:
+            return self._reply(q, REFUSED, limit, aa=False)
+        table = self.table
+        zone = table.snapshot.config.zone
+        rel = names.relative_labels(q.qname, zone)
+        if rel is not None:
+            return self._authoritative(q, rel, table, limit)
+        if names.is_reverse(q.qname):
+            entry = table.hot.get(q.key)
+            if entry is not None:
+                return self._entry(q, entry, limit)
+            if q.key[:-2] in table.exists:
+                return self._negative(q, NOERROR, table, limit, "ip6.arpa" if q.qname.endswith("ip6.arpa") else "in-addr.arpa")
+        return self._forward(q, limit)
+
+    # ------------------------------------------------------------------ authoritative
+
+    def _authoritative(self, q: Query, rel: list[str], table: AnswerTable, limit: int) -> Reply:
+        entry = table.hot.get(q.key)
+        if entry is not None:
+            return self._entry(q, entry, limit)
+        snap = table.snapshot
+        if q.key[:-2] in table.exists:
+            types = snap.lookup(q.qname) or {}
+            if CNAME in types:
+                return self._chase(q, types[CNAME][0], limit)
+            if q.qtype == ANY and types:
+                rrs = [rr for rrs in types.values() for rr in rrs]
+                return self._records(q, rrs, limit)
+            return self._negative(q, NOERROR, table, limit, zone=snap.config.zone)
+        parsed = names.parse_cluster_name(rel)
+        if parsed.kind == "pod" and parsed.namespace in snap.namespaces:
+            want = AAAA if ":" in parsed.pod_ip else A
+            if q.qtype in (want, ANY):
+                return self._records(q, [RR(q.qname, want, snap.config.ttl, parsed.pod_ip)], limit)
+            return self._negative(q, NOERROR, table, limit, zone=snap.config.zone)
+        if not snap.synced:
+            return self._negative(q, SERVFAIL, table, limit, zone=snap.config.zone)
+        return self._negative(q, NXDOMAIN, table, limit, zone=snap.config.zone)
+
+    def _records(self, q: Query, rrs: list[RR], limit: int) -> bytes:
+        enc = Encoder(q.qname)
+        for rr in rrs:
+            enc.rr(rr)
+        return self._assemble(q, flags_for(NOERROR), (len(rrs), 0, 0), bytes(enc.body), tuple(enc.ends), limit)
+
+    def _chase(self, q: Query, cname: RR, limit: int) -> Reply:
+        """ExternalName: the CNAME, then the target's records (internal or through upstream)."""
+        chain = [cname]
+        snap = self.table.snapshot
+        target = cname.rdata
+        for _ in range(MAX_CHASE):
+            if names.relative_labels(target, snap.config.zone) is None:
+                break
+            types = snap.lookup(target) or {}
+            if CNAME in types:
+                chain.append(types[CNAME][0])
+                target = types[CNAME][0].rdata
+                continue
+            return self._records(q, chain + list(types.get(q.qtype, ())), limit)
+        else:
+            return self._records(q, chain, limit)
+        if self.forwarder is None or not self.forwarder.usable:
+            return self._records(q, chain, limit)
+        return self._chase_upstream(q, chain, target, limit)
+
+    async def _chase_upstream(self, q: Query, chain: list[RR], target: str, limit: int) -> bytes:
+        enc = Encoder(q.qname)
+        for rr in chain:
+            enc.rr(rr)
+        body, ends, tc = bytes(enc.body), list(enc.ends), False
+        try:
+            question = names.to_wire(target) + struct.pack("!HH", q.qtype, 1)
+            ans = await self.forwarder.resolve(question, bool(q.edns and q.edns[2]))
+        except (Refused, ValueError):
+            ans = None
+        n = len(chain)
+        if ans is not None:
+            age = ans.age(self.forwarder.clock())
+            for rr in ans.answer:
+                body += encode_wire_rr(rr, max(0, rr.ttl - age))
+                ends.append(len(body))
+            n += len(ans.answer)
+            tc = ans.tc
+        flags = flags_for(NOERROR, tc=tc)
+        return self._assemble(q, flags, (n, 0, 0), body, tuple(ends), limit)
+
+    # ------------------------------------------------------------------ forwarding
+
+    def _forward(self, q: Query, limit: int) -> Reply:
+        fwd = self.forwarder
+        if fwd is not None and fwd._probes and fwd.seen_query(q.qname):
+            return self._reply(q, SERVFAIL, limit, aa=False)
+        if fwd is None or not fwd.usable:
+            return self._reply(q, SERVFAIL, limit, aa=False)
+        return self._forward_async(q, limit)
+
+    async def _forward_async(self, q: Query, limit: int) -> bytes:
+        fwd = self.forwarder
+        question = q.key[:-2].lower() + q.question[-4:]
+        try:
+            ans = await fwd.resolve(question, bool(q.edns and q.edns[2]))
+        except Refused:
+            return self._reply(q, REFUSED, limit, aa=False)
+        if ans is None:
+            return self._reply(q, SERVFAIL, limit, aa=False)
+        return self._from_upstream(q, ans, fwd.clock(), limit)
+
+    def _from_upstream(self, q: Query, ans: Upstream, now: float, limit: int) -> bytes:
+        age = ans.age(now)
+        body = bytearray()
+        ends = []
+        qlen = len(q.question) - 4
+        for rr in (*ans.answer, *ans.authority, *ans.additional):
+            wire = encode_wire_rr(rr, max(0, rr.ttl - age))
+            if rr.name == q.qname:  # point at the question: keeps the query's case, saves bytes
+                wire = b"\xc0\x0c" + wire[qlen:]
+            body += wire
+            ends.append(len(body))
+        flags = flags_for(ans.rcode & 0xF, aa=False, tc=ans.tc)
+        counts = (len(ans.answer), len(ans.authority), len(ans.additional))
+        return self._assemble(q, flags, counts, bytes(body), tuple(ends), limit)
+
+    # ------------------------------------------------------------------ assembly
+
+    def _entry(self, q: Query, e: Entry, limit: int) -> bytes:
+        return self._assemble(q, flags_for(e.rcode), e.counts, e.body, e.ends, limit)
+
+    def _negative(self, q: Query, rcode: int, table: AnswerTable, limit: int, zone: str) -> bytes:
+        zone_len = len(names.to_wire(zone))
+        zone_offset = 12 + len(q.question) - 4 - zone_len
+        soa = table.snapshot.soa
+        if zone != soa.name:
+            mname, rname, serial, *rest = soa.rdata
+            soa = RR(zone, soa.rtype, soa.ttl, (names.join("ns.dns", zone), names.join("hostmaster", zone), serial, *rest))
+        body = soa_authority(zone_offset, soa)
+        return self._assemble(q, flags_for(rcode), (0, 1, 0), body, (len(body),), limit)
+
+    def _reply(self, q: Query, rcode: int, limit: int, aa: bool = True) -> bytes:
+        return self._assemble(q, flags_for(rcode, aa=aa), (0, 0, 0), b"", (), limit, ext_rcode=rcode >> 4)
+
+    def _assemble(
+        self, q: Query, flags: int, counts: tuple[int, int, int], body: bytes, ends: tuple[int, ...], limit: int,
+        ext_rcode: int = 0,
+    ) -> bytes:
+        flags |= q.flags & (RD | CD)
+        opt = b""
+        if q.edns is not None:
+            opt = opt_rr(max(512, min(q.edns[0], 4096)), q.edns[2], ext_rcode)
+        room = limit - 12 - len(q.question) - len(opt)
+        flags, (an, ns, ar), body = fit(flags, counts, body, ends, room)
+        self.stats.count_response((flags & 0xF) | (ext_rcode << 4))
+        return q.id + struct.pack("!HHHHH", flags, 1, an, ns, ar + (1 if opt else 0)) + q.question + body + opt
+
+    def _count(self, reply: bytes) -> bytes:
+        self.stats.count_response(reply[3] & 0xF)
+        return reply
+
+
+def run_sync(reply: Reply) -> bytes | None:
+    """Resolve a Reply in a fresh event loop (tests and tools only)."""
+    if reply is None or isinstance(reply, bytes):
+        return reply
+    return asyncio.run(_await(reply))
+
+
+async def _await(aw):
+    return await aw

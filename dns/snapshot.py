@@ -1,0 +1,234 @@
+"""The cluster zone as data: an immutable record index built from Services, EndpointSlices and Namespaces.
+
+:func:`build` is pure: the same objects always give the same :class:`Snapshot`. Every name that
+exists is a key of some record map, including empty non-terminals (a map with no types), so
+NODATA vs NXDOMAIN is a dictionary lookup (RFC 8020: a name exists iff it or a name below it has
+records). Per-service records are memoised by object identity in an optional :class:`Memo`, so a
+rebuild after one watch event costs dictionary merges, not a full recomputation.
+
+Record rules follow the Kubernetes DNS schema 1.1.0 and CoreDNS's kubernetes plugin:
+ClusterIP A/AAAA (dual stack); headless A/AAAA per ready endpoint (none -> the service does not
+exist); ``<hostname>.<svc>`` per ready endpoint (dashed IP without a hostname); SRV per named port
+plus every port on the bare service name, weight ``100 // n`` and priority 0; PTR for cluster IPs
+and ready endpoint IPs; ExternalName as a CNAME; ``dns-version`` TXT; SOA and NS at the apex.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from podnet.dns import names
+from podnet.dns.wire import AAAA, CNAME, NS, PTR, RR, SOA, SRV, TXT, A
+from podnet.kube.objects import EndpointSlice, Service
+
+__all__ = ["Config", "ServiceRecords", "Snapshot", "Memo", "build", "service_records", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = "1.1.0"
+VERSION_TTL = 28800
+RRsets = dict[str, dict[int, tuple[RR, ...]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    zone: str = "cluster.local"
+    ttl: int = 30
+    dns_service: str = "kube-system/kube-dns"
+    """namespace/name of our own Service: its IPs answer ns.dns.<zone>."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRecords:
+    """Records one Service owns: names at and below ``<svc>.<ns>.svc.<zone>`` plus its PTR targets."""
+
+    rrsets: RRsets
+    ptrs: tuple[tuple[str, str], ...] = ()
+    """(reverse owner name, target name) pairs."""
+    cname_target: str = ""
+    """The ExternalName target, when the service is one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One consistent view of the zone. ``services`` maps 'ns/name' to that service's records;
+    ``shared`` holds names no single service owns (apex, ENTs, namespaces, PTRs)."""
+
+    config: Config
+    serial: int
+    synced: bool
+    namespaces: frozenset[str]
+    services: Mapping[str, ServiceRecords]
+    shared: RRsets
+    soa: RR
+
+    def lookup(self, name: str) -> dict[int, tuple[RR, ...]] | None:
+        """The records at ``name`` by type ({} for an empty non-terminal), or None if it does not exist."""
+        if name in self.shared:
+            return self.shared[name]
+        rel = names.relative_labels(name, self.config.zone)
+        if rel is not None and len(rel) >= 3 and rel[-1] == "svc":
+            recs = self.services.get(f"{rel[-2]}/{rel[-3]}")
+            if recs is not None:
+                return recs.rrsets.get(name)
+        return None
+
+
+@dataclass
+class Memo:
+    """Per-service results from the previous build, reused when the inputs are the same objects."""
+
+    entries: dict[str, tuple[Service, tuple[EndpointSlice, ...], ServiceRecords]] = field(default_factory=dict)
+
+
+def _ready(svc: Service, ep) -> bool:
+    return ep.conditions.ready or svc.publish_not_ready_addresses
+
+
+def _add(rrsets: RRsets, name: str, rtype: int | None = None, rrs: Iterable[RR] = ()) -> None:
+    types = rrsets.setdefault(name, {})
+    if rtype is not None:
+        merged = types.get(rtype, ()) + tuple(rr for rr in rrs if rr not in types.get(rtype, ()))
+        if merged:
+            types[rtype] = merged
+
+
+def _srv_set(name: str, ttl: int, items: list[tuple[int, str]]) -> tuple[RR, ...]:
+    unique = sorted(set(items), key=lambda t: (t[1], t[0]))
+    weight = 100 // len(unique) if unique else 0
+    return tuple(RR(name, SRV, ttl, (0, weight, port, target)) for port, target in unique)
+
+
+def service_records(svc: Service, slices: tuple[EndpointSlice, ...], cfg: Config) -> ServiceRecords | None:
+    """The records of one Service, or None when its name must not exist (headless, nothing ready)."""
+    ttl = cfg.ttl
+    base = names.join(svc.name, svc.namespace, "svc", cfg.zone)
+    rrsets: RRsets = {}
+    ptrs: list[tuple[str, str]] = []
+    if svc.type == "ExternalName":
+        rrsets[base] = {CNAME: (RR(base, CNAME, ttl, svc.external_name),)}
+        return ServiceRecords(rrsets, (), svc.external_name)
+
+    # Ready endpoints: (hostname, ip) pairs, deduplicated across slices; ports per slice.
+    endpoints: dict[str, list[str]] = defaultdict(list)  # hostname -> ips
+    ep_ports: list[tuple[str, str, int, str]] = []  # (port name, proto, number, hostname)
+    for sl in slices:
+        if sl.address_type not in ("IPv4", "IPv6"):
+            continue
+        hosts_here: list[str] = []
+        for ep in sl.endpoints:
+            if not _ready(svc, ep):
+                continue
+            for ip in ep.addresses:
+                host = ep.hostname or names.dashed_ip(ip)
+                if ip not in endpoints[host]:
+                    endpoints[host].append(ip)
+                hosts_here.append(host)
+        for p in sl.ports:
+            if p.port is not None:
+                ep_ports.extend((p.name, p.protocol.lower(), p.port, h) for h in hosts_here)
+
+    for host, ips in endpoints.items():
+        ep_name = names.join(host, base)
+        for ip in ips:
+            rtype = AAAA if ":" in ip else A
+            _add(rrsets, ep_name, rtype, [RR(ep_name, rtype, ttl, ip)])
+            ptrs.append((names.reverse_name(ip), ep_name))
+
+    port_sets: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+    bare: list[tuple[int, str]] = []
+    if svc.headless:
+        if not endpoints:
+            return None
+        all_ips = list(dict.fromkeys(ip for ips in endpoints.values() for ip in ips))
+        _add(rrsets, base)
+        for rtype in (A, AAAA):
+            rrs = tuple(RR(base, rtype, ttl, ip) for ip in all_ips if (":" in ip) == (rtype == AAAA))
+            if rrs:
+                rrsets[base][rtype] = rrs
+        for pname, proto, number, host in ep_ports:
+            target = names.join(host, base)
+            bare.append((number, target))
+            if pname:
+                port_sets[(pname, proto)].append((number, target))
+    else:
+        _add(rrsets, base)
+        for ip in svc.cluster_ips:
+            rtype = AAAA if ":" in ip else A
+            _add(rrsets, base, rtype, [RR(base, rtype, ttl, ip)])
+            ptrs.append((names.reverse_name(ip), base))
+        for p in svc.ports:
+            bare.append((p.port, base))
+            if p.name:
+                port_sets[(p.name, p.protocol.lower())].append((p.port, base))
+
+    if bare:
+        rrsets[base][SRV] = _srv_set(base, ttl, bare)
+    for (pname, proto), items in port_sets.items():
+        proto_name = names.join(f"_{proto}", base)
+        port_name = names.join(f"_{pname}", proto_name)
+        _add(rrsets, proto_name)
+        _add(rrsets, port_name)
+        rrsets[port_name][SRV] = _srv_set(port_name, ttl, items)
+    return ServiceRecords(rrsets, tuple(dict.fromkeys(ptrs)))
+
+
+def build(
+    services: Iterable[Service],
+    slices: Iterable[EndpointSlice],
+    namespaces: Iterable[str],
+    cfg: Config = Config(),
+    *,
+    serial: int = 1,
+    synced: bool = True,
+    memo: Memo | None = None,
+) -> Snapshot:
+    """A Snapshot of the zone. ``memo`` (updated in place) makes rebuilds incremental."""
+    zone, ttl = cfg.zone, cfg.ttl
+    by_service: dict[str, list[EndpointSlice]] = defaultdict(list)
+    for sl in slices:
+        if sl.service_name:
+            by_service[sl.service_key].append(sl)
+    old = memo.entries if memo else {}
+    fresh: dict[str, tuple[Service, tuple[EndpointSlice, ...], ServiceRecords]] = {}
+    per_service: dict[str, ServiceRecords] = {}
+    ns_set = set(namespaces)
+    dns_ips: tuple[str, ...] = ()
+    for svc in services:
+        key = svc.key
+        svc_slices = tuple(sorted(by_service.get(key, ()), key=lambda s: s.name))
+        prev = old.get(key)
+        if prev is not None and prev[0] is svc and prev[1] == svc_slices:
+            recs: ServiceRecords | None = prev[2]
+        else:
+            recs = service_records(svc, svc_slices, cfg)
+        if key == cfg.dns_service:
+            dns_ips = svc.cluster_ips
+        ns_set.add(svc.namespace)
+        if recs is not None:
+            fresh[key] = (svc, svc_slices, recs)
+            per_service[key] = recs
+    if memo is not None:
+        memo.entries = fresh
+
+    ns_host = names.join("ns.dns", zone)
+    soa = RR(zone, SOA, min(ttl, 300), (ns_host, names.join("hostmaster", zone), serial, 7200, 1800, 86400, ttl))
+    shared: RRsets = {}
+    _add(shared, zone, SOA, [soa])
+    _add(shared, zone, NS, [RR(zone, NS, ttl, ns_host)])
+    _add(shared, names.join("dns", zone))
+    _add(shared, ns_host)
+    for ip in dns_ips:
+        rtype = AAAA if ":" in ip else A
+        _add(shared, ns_host, rtype, [RR(ns_host, rtype, ttl, ip)])
+    version = names.join("dns-version", zone)
+    _add(shared, version, TXT, [RR(version, TXT, VERSION_TTL, (SCHEMA_VERSION,))])
+    _add(shared, names.join("svc", zone))
+    _add(shared, names.join("pod", zone))
+    for ns in ns_set:
+        _add(shared, names.join(ns, "svc", zone))
+        _add(shared, names.join(ns, "pod", zone))
+    for recs in per_service.values():
+        for rev, target in recs.ptrs:
+            _add(shared, rev, PTR, [RR(rev, PTR, ttl, target)])
+    return Snapshot(cfg, serial, synced, frozenset(ns_set), per_service, shared, soa)

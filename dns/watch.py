@@ -1,0 +1,116 @@
+"""Keeps the served answer table in step with Service, EndpointSlice and Namespace informers.
+
+Every informer event marks the zone dirty and schedules one rebuild with ``loop.call_soon``, so a
+burst of events delivered in one loop iteration costs one rebuild, and a single event is served
+as soon as the loop comes round (no timer). Until all three informers have synced nothing is
+rebuilt: the initial table answers SERVFAIL for every cluster name it cannot find, and /ready is
+503. A rebuild is a pure :func:`~podnet.dns.snapshot.build` + :func:`~podnet.dns.answers.compile_table`
+with memos (unchanged services are reused), then one atomic ``handler.swap``.
+
+Informers only need ``add_handler(on_add=, on_update=, on_delete=, on_synced=)``, ``list()`` and
+``has_synced``: podnet.kube.informer.Informer, or an in-memory fake in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable, Protocol
+
+from podnet.dns import answers, snapshot
+from podnet.dns.handler import Handler
+
+__all__ = ["ZoneSync", "InformerLike", "initial_table"]
+
+log = logging.getLogger("podnet.dns.watch")
+
+
+class InformerLike(Protocol):
+    has_synced: bool
+
+    def add_handler(self, on_add=None, on_update=None, on_delete=None, on_synced=None) -> Any: ...
+
+    def list(self) -> list[Any]: ...
+
+
+def initial_table(cfg: snapshot.Config, serial: int = 1) -> answers.AnswerTable:
+    """The table served before the first sync: apex, dns-version and ENTs only; misses SERVFAIL."""
+    return answers.compile_table(snapshot.build([], [], [], cfg, serial=serial, synced=False))
+
+
+class ZoneSync:
+    def __init__(
+        self,
+        handler: Handler,
+        services: InformerLike,
+        slices: InformerLike,
+        namespaces: InformerLike,
+        cfg: snapshot.Config,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        perf_clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.handler = handler
+        self.informers = (services, slices, namespaces)
+        self.cfg = cfg
+        self.wall_clock = wall_clock
+        self.perf_clock = perf_clock
+        self.synced = False
+        self.rebuilds = 0
+        self.last_rebuild_seconds = 0.0
+        self._dirty_since: float | None = None
+        self._scheduled = False
+        self._memo = snapshot.Memo()
+        self._cmemo = answers.CompileMemo()
+        self._serial = 0
+        self.synced_event = asyncio.Event()
+
+    def attach(self) -> None:
+        for inf in self.informers:
+            inf.add_handler(
+                on_add=lambda _o: self.changed(),
+                on_update=lambda _a, _b: self.changed(),
+                on_delete=lambda _o: self.changed(),
+                on_synced=self.changed,
+            )
+
+    def changed(self) -> None:
+        """Mark dirty and schedule one rebuild (coalesced)."""
+        if self._dirty_since is None:
+            self._dirty_since = self.perf_clock()
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._rebuild_now)
+
+    def _rebuild_now(self) -> None:
+        self._scheduled = False
+        if not all(inf.has_synced for inf in self.informers):
+            return
+        try:
+            self.rebuild()
+        except Exception:  # noqa: BLE001 - keep serving the previous table
+            log.exception("rebuilding the DNS table failed; still serving the previous one")
+
+    def rebuild(self) -> answers.AnswerTable:
+        t0 = self.perf_clock()
+        services, slices, namespaces = self.informers
+        serial = max(int(self.wall_clock()), self._serial + 1)
+        self._serial = serial
+        snap = snapshot.build(
+            services.list(), slices.list(), [n.name for n in namespaces.list()], self.cfg,
+            serial=serial, synced=True, memo=self._memo,
+        )
+        table = answers.compile_table(snap, self._cmemo)
+        self.handler.swap(table)
+        now = self.perf_clock()
+        self.last_rebuild_seconds = now - t0
+        self.rebuilds += 1
+        if self._dirty_since is not None:
+            self.handler.stats.programming.observe(now - self._dirty_since)
+            self._dirty_since = None
+        if not self.synced:
+            self.synced = True
+            self.synced_event.set()
+            log.info("synced: %d services, %d names", len(snap.services), len(table.exists))
+        return table

@@ -1,0 +1,287 @@
+"""A small aiohttp client for the Kubernetes REST API.
+
+One :class:`ApiClient` owns one aiohttp session (created lazily inside the
+running loop) and speaks to a real kube-apiserver or to the lab API server the
+same way; only :class:`~podnet.kube.kubeconfig.ClientConfig` differs. Methods
+take a :class:`~podnet.kube.resources.Resource` and return raw JSON dicts:
+conversion into frozen types happens in the informer, at the boundary.
+
+Errors: every non-2xx answer raises :class:`ApiError` carrying the HTTP status
+and the server's Status JSON (reason, message, code); transport failures raise
+aiohttp/OS errors unchanged (:data:`TRANSPORT_ERRORS`). Nothing is retried
+here; retry policy lives in :mod:`podnet.kube.backoff` and the watch loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, AsyncIterator, Mapping
+
+import aiohttp
+
+from podnet.kube.kubeconfig import ClientConfig, resolve
+from podnet.kube.resources import Resource
+
+__all__ = ["ApiClient", "ApiError", "TRANSPORT_ERRORS", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "JSON_PATCH"]
+
+log = logging.getLogger("podnet.kube.client")
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+"""What a request raises when the server is unreachable or the connection breaks."""
+
+
+class ApiError(Exception):
+    """A non-2xx answer. ``status`` is the Status JSON the server sent (or a synthesized one)."""
+
+    def __init__(self, code: int, status: Mapping[str, Any]) -> None:
+        self.code = code
+        self.status = dict(status)
+        self.reason = str(status.get("reason") or "")
+        self.message = str(status.get("message") or "")
+        super().__init__(f"HTTP {code} {self.reason}: {self.message}".rstrip(": "))
+
+    @classmethod
+    def from_body(cls, code: int, body: bytes | str) -> "ApiError":
+        text = body.decode(errors="replace") if isinstance(body, bytes) else body
+        try:
+            status = json.loads(text)
+            if not isinstance(status, dict):
+                raise ValueError
+        except ValueError:
+            status = {"kind": "Status", "status": "Failure", "code": code, "message": text[:500]}
+        return cls(code, status)
+
+    @property
+    def is_gone(self) -> bool:
+        return self.code == 410
+
+    @property
+    def is_not_found(self) -> bool:
+        return self.code == 404
+
+    @property
+    def is_conflict(self) -> bool:
+        return self.code == 409
+
+
+def _ns(res: Resource, namespace: str | None) -> str | None:
+    return namespace if res.namespaced else None
+
+
+class ApiClient:
+    """Async Kubernetes API client. Use as ``async with client:`` or call :meth:`close`.
+
+    Concurrency: safe to share between tasks of one event loop (aiohttp pools
+    connections); not thread-safe.
+    """
+
+    def __init__(self, config: ClientConfig, *, request_timeout: float = 30.0, user_agent: str = "podnet/0.1") -> None:
+        self.config = config
+        self.request_timeout = request_timeout
+        self.user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_flags(
+        cls,
+        master: str | None = None,
+        kubeconfig: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        root: str = "/",
+        home: str | None = None,
+        context: str | None = None,
+        **kwargs: Any,
+    ) -> "ApiClient":
+        """master > kubeconfig > $KUBECONFIG > in-cluster > ~/.kube/config (see kubeconfig.resolve)."""
+        return cls(resolve(master, kubeconfig, environ=environ, root=root, home=home, context=context), **kwargs)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> "ApiClient":
+        return cls(ClientConfig(server=url.rstrip("/")), **kwargs)
+
+    @property
+    def server(self) -> str:
+        return self.config.server
+
+    async def __aenter__(self) -> "ApiClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            ssl_ctx = self.config.ssl_context()
+            connector = aiohttp.TCPConnector(ssl=ssl_ctx if ssl_ctx is not None else False, limit=32)
+            self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.user_agent})
+        return self._session
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        h = {"Accept": "application/json"}
+        token = self.config.bearer()
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        if content_type:
+            h["Content-Type"] = content_type
+        return h
+
+    # ------------------------------------------------------------------ raw requests
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> Any:
+        """One request; the decoded JSON answer, or :class:`ApiError`."""
+        data = None if body is None else json.dumps(body).encode()
+        tmo = aiohttp.ClientTimeout(total=timeout or self.request_timeout)
+        async with self._sess().request(
+            method,
+            self.config.server + path,
+            params=params,
+            data=data,
+            headers=self._headers(content_type if data is not None else None),
+            timeout=tmo,
+        ) as resp:
+            raw = await resp.read()
+            if resp.status >= 300:
+                raise ApiError.from_body(resp.status, raw)
+            if not raw:
+                return {}
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise ApiError(resp.status, {"reason": "BadResponse", "message": "answer is not JSON"}) from None
+
+    async def stream_lines(
+        self, path: str, params: Mapping[str, str], *, inactivity_timeout: float | None
+    ) -> AsyncIterator[bytes]:
+        """GET a streaming answer and yield its lines (without the newline).
+
+        Raises :class:`ApiError` for a non-2xx status and
+        :class:`asyncio.TimeoutError` when no byte arrives within
+        ``inactivity_timeout`` seconds. Lines may be arbitrarily long (no
+        aiohttp line-length limit applies).
+        """
+        tmo = aiohttp.ClientTimeout(total=None, connect=self.request_timeout, sock_connect=self.request_timeout)
+        async with self._sess().get(
+            self.config.server + path, params=params, headers=self._headers(), timeout=tmo
+        ) as resp:
+            if resp.status >= 300:
+                raise ApiError.from_body(resp.status, await resp.read())
+            buf = b""
+            while True:
+                async with asyncio.timeout(inactivity_timeout):
+                    chunk = await resp.content.readany()
+                if not chunk:
+                    if buf.strip():
+                        yield buf
+                    return
+                buf += chunk
+                if b"\n" in chunk:
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield line
+
+    # ------------------------------------------------------------------ verbs
+
+    async def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        *,
+        limit: int | None = 500,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """All objects (following ``continue`` pages) and the list's resourceVersion.
+
+        If a continue token expires mid-way (410), the list restarts without
+        paging, so the result is always one consistent snapshot.
+        """
+        path = res.path(_ns(res, namespace))
+        base: dict[str, str] = {}
+        if label_selector:
+            base["labelSelector"] = label_selector
+        if field_selector:
+            base["fieldSelector"] = field_selector
+        items: list[dict[str, Any]] = []
+        cont = ""
+        while True:
+            params = dict(base)
+            if limit:
+                params["limit"] = str(limit)
+            if cont:
+                params["continue"] = cont
+            try:
+                page = await self.request("GET", path, params=params)
+            except ApiError as e:
+                if e.is_gone and cont:
+                    log.info("list %s: continue token expired; listing without pages", res.plural)
+                    items, cont, limit = [], "", None
+                    continue
+                raise
+            items.extend(i for i in page.get("items") or () if isinstance(i, dict))
+            meta = page.get("metadata") or {}
+            cont = meta.get("continue") or ""
+            if not cont:
+                return items, str(meta.get("resourceVersion") or "")
+
+    async def get(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
+        return await self.request("GET", res.path(_ns(res, namespace), name))
+
+    async def create(self, res: Resource, obj: Mapping[str, Any], namespace: str | None = None) -> dict[str, Any]:
+        ns = namespace or (obj.get("metadata") or {}).get("namespace") or ("default" if res.namespaced else None)
+        return await self.request("POST", res.path(_ns(res, ns)), body=_with_kind(res, obj))
+
+    async def replace(
+        self, res: Resource, obj: Mapping[str, Any], namespace: str | None = None, *, subresource: str | None = None
+    ) -> dict[str, Any]:
+        meta = obj.get("metadata") or {}
+        ns = namespace or meta.get("namespace") or ("default" if res.namespaced else None)
+        path = res.path(_ns(res, ns), meta["name"]) + (f"/{subresource}" if subresource else "")
+        return await self.request("PUT", path, body=_with_kind(res, obj))
+
+    async def patch(
+        self,
+        res: Resource,
+        name: str,
+        patch: Mapping[str, Any] | list[Any],
+        namespace: str | None = None,
+        *,
+        subresource: str | None = None,
+        content_type: str = MERGE_PATCH,
+    ) -> dict[str, Any]:
+        """JSON merge-patch (RFC 7386) by default."""
+        path = res.path(_ns(res, namespace), name) + (f"/{subresource}" if subresource else "")
+        return await self.request("PATCH", path, body=patch, content_type=content_type)
+
+    async def delete(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
+        return await self.request("DELETE", res.path(_ns(res, namespace), name))
+
+
+def _with_kind(res: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(obj)
+    out.setdefault("apiVersion", res.api_version)
+    out.setdefault("kind", res.kind)
+    return out

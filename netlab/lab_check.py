@@ -1,0 +1,42 @@
+"""``podnet lab check``: the end-to-end check table against a running lab (exit 1 if any row fails)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from podnet.netlab import labstate
+
+__all__ = ["add_arguments", "run", "check"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default="lab", help="lab name (default lab)")
+    p.add_argument("--keep", action="store_true", help="keep the check's Services and pods afterwards")
+
+
+def check(name: str, out=None, keep: bool = False) -> int:
+    from podnet.netlab.checkkit import render_table
+    from podnet.netlab.checks import run_checks
+    from podnet.netlab.progress import Progress
+
+    out = out or sys.stdout
+    st = labstate.load(name)
+    if st is None or not st.api_port:
+        print(f"podnet lab check: no running lab {name!r} (start one with `podnet lab up --name {name}`)",
+              file=sys.stderr)
+        return 2
+    plan = st.plan()
+    progress = Progress(out)
+    with progress.step(f"end-to-end checks against lab {name!r}"):
+        rows = asyncio.run(run_checks(plan, st, keep=keep, progress=progress))
+    out.write("\n" + render_table(rows))
+    for part, how in sorted(st.parts.items()):
+        if not how.startswith("podnet"):
+            out.write(f"note: {part}: {how}\n")
+    return 0 if rows and all(r.ok for r in rows) else 1
+
+
+def run(a: argparse.Namespace) -> int:
+    return check(a.name, keep=a.keep)

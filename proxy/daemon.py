@@ -1,0 +1,201 @@
+"""Wiring: informers -> Proxier (trackers) -> SyncRunner -> restore; health, metrics.
+
+Lifecycle guarantees:
+
+* start: informers list+watch; nothing is programmed until Services and
+  EndpointSlices have both synced; the first sync is full and does not flush
+  anything beyond podnet's own chains (existing rules stay until replaced);
+* API outage: informers reconnect with backoff; no sync is triggered by the
+  outage itself, so the kernel keeps the last rules; periodic syncs still
+  run (and, with nothing changed, write nothing);
+* SIGTERM/stop: tasks are cancelled, listeners closed, rules left in place
+  (a restart must never break established or new connections).
+
+One :class:`SyncRunner` is the only writer of podnet's rules in the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from podnet.kube import resources
+from podnet.proxy import metrics as m
+from podnet.proxy.healthcheck import HealthServer, ProxyHealth, ServiceHealthServers
+from podnet.proxy.proxier import FamilyProxier, Proxier
+from podnet.proxy.sync import Clock, MonotonicClock, Pacer, SyncRunner
+
+log = logging.getLogger("podnet.proxy")
+
+
+@dataclass
+class Config:
+    master: str | None = None
+    kubeconfig: str | None = None
+    hostname_override: str = ""
+    cluster_cidr: tuple[str, ...] = ()
+    masquerade_all: bool = False
+    nodeport_addresses: tuple[str, ...] = ()
+    sync_period: float = 30.0
+    min_sync_period: float = 1.0
+    healthz_bind_address: str = "0.0.0.0:10256"
+    metrics_bind_address: str = "127.0.0.1:10249"
+    masquerade_bit: int = 14
+    localhost_nodeports: bool = True
+    max_endpoints_per_service_port: int = 5000
+    ip_families: tuple[int, ...] = ()
+    """Empty means detect (IPv4, plus IPv6 when ip6tables works)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def split_hostport(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Daemon:
+    def __init__(self, cfg: Config, families: list[FamilyProxier], clock: Clock | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock or MonotonicClock()
+        self.proxier = Proxier(families)
+        self.pacer = Pacer(cfg.min_sync_period, cfg.sync_period, cfg.sync_period)
+        self.runner = SyncRunner(self._sync, self.pacer, self.clock)
+        self.health = ProxyHealth(2 * cfg.sync_period, wall, tuple(f.label for f in families))
+        self.service_health = ServiceHealthServers(self.health)
+        self.proxier.on_change = self._on_change
+        self._health_map: dict[str, tuple[int, int]] = {}
+        self.proxier.on_synced = lambda reports, health: self._health_map.update(health) or None
+        self.health_server: HealthServer | None = None
+        self._metrics_runner: web.AppRunner | None = None
+        self.metrics_port: int | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.informers: list[Any] = []
+
+    # -- informer wiring
+    def attach(self, services: Any, slices: Any, nodes: Any | None = None) -> None:
+        """Register handlers on informer-shaped objects (real or fake)."""
+        p = self.proxier
+        services.add_handler(
+            on_add=lambda s: p.on_service(None, s),
+            on_update=p.on_service,
+            on_delete=lambda s: p.on_service(s, None),
+            on_synced=p.on_services_synced,
+        )
+        slices.add_handler(
+            on_add=lambda s: p.on_slice(None, s),
+            on_update=p.on_slice,
+            on_delete=lambda s: p.on_slice(s, None),
+            on_synced=p.on_slices_synced,
+        )
+        if nodes is not None:
+            node = self.cfg.hostname_override
+
+            def node_changed(obj: Any) -> None:
+                if obj.name == node:
+                    self.health.node_deleting = False
+
+            nodes.add_handler(on_add=node_changed, on_update=lambda o, n: node_changed(n),
+                              on_delete=lambda o: setattr(self.health, "node_deleting", o.name == node))
+        self.informers = [services, slices] + ([nodes] if nodes is not None else [])
+
+    def _on_change(self) -> None:
+        self.health.queued()
+        m.LAST_QUEUED.labels("IPv4").set(time.time())
+        self.runner.request()
+
+    async def _sync(self) -> bool:
+        self._health_map = {}
+        ok = await self.proxier.sync()
+        for rep in self.proxier.last_reports:
+            if rep.ok:
+                self.health.updated(f"IPv{rep.family}")
+        if self.proxier.ready:
+            try:
+                await self.service_health.sync(dict(self._health_map))
+            except Exception:  # noqa: BLE001
+                log.exception("health check servers")
+        return ok
+
+    async def canary_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.cfg.sync_period)
+            for fam in self.proxier.families:
+                try:
+                    if not await fam.canary_ok():
+                        self.runner.request()
+                except Exception:  # noqa: BLE001
+                    log.exception("canary check failed")
+
+    # -- servers
+    async def start_servers(self) -> None:
+        if self.cfg.healthz_bind_address:
+            self.health_server = HealthServer(self.health)
+            await self.health_server.start(*split_hostport(self.cfg.healthz_bind_address))
+        if self.cfg.metrics_bind_address:
+            app = web.Application()
+
+            async def metrics(_r: web.Request) -> web.Response:
+                return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+            async def proxy_mode(_r: web.Request) -> web.Response:
+                return web.Response(text="iptables")
+
+            async def healthz(_r: web.Request) -> web.Response:
+                code, body = self.health.report(True)
+                return web.json_response(body, status=code)
+
+            app.router.add_get("/metrics", metrics)
+            app.router.add_get("/proxyMode", proxy_mode)
+            app.router.add_get("/healthz", healthz)
+            self._metrics_runner = web.AppRunner(app, access_log=None)
+            await self._metrics_runner.setup()
+            site = web.TCPSite(self._metrics_runner, *split_hostport(self.cfg.metrics_bind_address), reuse_address=True)
+            await site.start()
+            self.metrics_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop_servers(self) -> None:
+        if self.health_server:
+            await self.health_server.stop()
+        if self._metrics_runner:
+            await self._metrics_runner.cleanup()
+        await self.service_health.stop()
+
+    # -- run modes
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set; rules stay in place afterwards."""
+        await self.start_servers()
+        try:
+            self._tasks = [asyncio.create_task(i.run()) for i in self.informers]
+            self._tasks.append(asyncio.create_task(self.runner.run()))
+            self._tasks.append(asyncio.create_task(self.canary_loop()))
+            await stop.wait()
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self.stop_servers()
+
+    async def once(self, timeout: float = 60.0) -> bool:
+        """Sync once after both informers synced, then return (for tools and tests)."""
+        tasks = [asyncio.create_task(i.run()) for i in self.informers]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(i.wait_synced() for i in self.informers[:2])), timeout)
+            return await self._sync()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def real_informers(client: Any, node_name: str) -> tuple[Any, Any, Any]:
+    from podnet.kube.informer import Informer
+
+    nodes = Informer(client, resources.NODES, field_selector=f"metadata.name={node_name}") if node_name else None
+    return Informer(client, resources.SERVICES), Informer(client, resources.ENDPOINT_SLICES), nodes

@@ -1,0 +1,144 @@
+"""The iptables side effect: one protocol, a real runner, backend detection.
+
+:class:`Iptables` is everything the daemon asks of the kernel's rules; the
+real :class:`IptablesRunner` and :class:`podnet.proxy.fake_iptables.FakeIptables`
+both implement it. The runner execs the backend's binaries directly
+(``iptables-nft-restore`` or ``iptables-legacy-restore``, never both), with
+``--wait`` so it queues behind other xtables users instead of failing.
+
+Concurrency: all writers in the process share one asyncio lock, so two
+restores (or a restore and an ensure) never overlap; a restore is atomic
+per table, so a failed restore leaves the kernel's previous rules in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Protocol, Sequence
+
+log = logging.getLogger("podnet.proxy")
+
+_WRITE_LOCK = asyncio.Lock()
+HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY", "PODNET-CANARY")
+
+
+class RestoreError(RuntimeError):
+    """iptables-restore failed; ``line`` is the 1-based failing line when known."""
+
+    def __init__(self, message: str, text: str, line: int | None) -> None:
+        super().__init__(message)
+        self.text = text
+        self.line = line
+
+    def context(self, around: int = 2) -> str:
+        """The offending lines of the restore input, numbered."""
+        lines = self.text.splitlines()
+        if self.line is None or not lines:
+            return "\n".join(lines[:3])
+        lo, hi = max(0, self.line - 1 - around), min(len(lines), self.line + around)
+        return "\n".join(f"{i + 1:>6} {lines[i]}" for i in range(lo, hi))
+
+
+class Iptables(Protocol):
+    family: int
+
+    async def restore(self, text: str) -> None: ...
+    async def ensure_jump(self, table: str, chain: str, rule: str) -> bool: ...
+    async def delete_jump(self, table: str, chain: str, rule: str) -> None: ...
+    async def chains(self, table: str) -> set[str]: ...
+    async def has_chain(self, table: str, chain: str) -> bool: ...
+
+
+def choose_mode(nft_save: str, legacy_save: str) -> str:
+    """iptables-wrappers' rule: a hint chain decides; else more rules wins; default nft."""
+    for mode, text in (("nft", nft_save), ("legacy", legacy_save)):
+        if any(f":{h} " in text or f":{h}\n" in text for h in HINT_CHAINS):
+            return mode
+    count = lambda t: sum(1 for ln in t.splitlines() if ln.startswith("-A"))  # noqa: E731
+    return "legacy" if count(legacy_save) > count(nft_save) else "nft"
+
+
+async def _exec(argv: Sequence[str], stdin: str | None = None, timeout: float = 120) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 124, "", f"{argv[0]} timed out after {timeout}s"
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+async def detect_mode(prefix: Sequence[str] = ()) -> str:
+    """Which backend this node's rules live in: 'nft' or 'legacy'."""
+    outs = []
+    for argv in (["iptables-nft-save", "-t", "mangle"], ["ip6tables-nft-save", "-t", "mangle"], ["iptables-legacy-save"], ["ip6tables-legacy-save"]):
+        try:
+            rc, out, _ = await _exec([*prefix, *argv], timeout=30)
+        except FileNotFoundError:
+            rc, out = 1, ""
+        outs.append(out if rc == 0 else "")
+    return choose_mode(outs[0] + outs[1], outs[2] + outs[3])
+
+
+class IptablesRunner:
+    """Real iptables for one family and backend; ``prefix`` e.g. ['ip','netns','exec',NS]."""
+
+    def __init__(self, family: int = 4, mode: str = "nft", prefix: Sequence[str] = ()) -> None:
+        self.family = family
+        self.mode = mode
+        self.prefix = list(prefix)
+        base = "iptables" if family == 4 else "ip6tables"
+        self._iptables = f"{base}-{mode}"
+        self._restore = f"{base}-{mode}-restore"
+        self._save = f"{base}-{mode}-save"
+
+    async def restore(self, text: str) -> None:
+        async with _WRITE_LOCK:
+            rc, _, err = await _exec([*self.prefix, self._restore, "--noflush", "--wait"], stdin=text)
+        if rc != 0:
+            m = re.search(r"line:? (\d+)", err)
+            raise RestoreError(f"{self._restore}: exit {rc}: {err.strip()[:500]}", text, int(m.group(1)) if m else None)
+
+    async def _iptables_cmd(self, *args: str) -> tuple[int, str, str]:
+        return await _exec([*self.prefix, self._iptables, "--wait", *args], timeout=60)
+
+    async def ensure_jump(self, table: str, chain: str, rule: str) -> bool:
+        import shlex
+
+        args = shlex.split(rule)
+        rc, _, _ = await self._iptables_cmd("-t", table, "-C", chain, *args)
+        if rc == 0:
+            return False
+        async with _WRITE_LOCK:
+            rc, _, err = await self._iptables_cmd("-t", table, "-I", chain, "1", *args)
+        if rc != 0:
+            raise RestoreError(f"{self._iptables} -I {chain}: {err.strip()}", rule, None)
+        return True
+
+    async def delete_jump(self, table: str, chain: str, rule: str) -> None:
+        import shlex
+
+        args = shlex.split(rule)
+        async with _WRITE_LOCK:
+            for _ in range(100):
+                rc, _, _ = await self._iptables_cmd("-t", table, "-D", chain, *args)
+                if rc != 0:
+                    break
+
+    async def chains(self, table: str) -> set[str]:
+        rc, out, _ = await _exec([*self.prefix, self._save, "-t", table])
+        if rc != 0:
+            return set()
+        return {ln[1:].split()[0] for ln in out.splitlines() if ln.startswith(":")}
+
+    async def has_chain(self, table: str, chain: str) -> bool:
+        rc, _, _ = await self._iptables_cmd("-t", table, "-S", chain)
+        return rc == 0

@@ -1,0 +1,81 @@
+"""Chain names podnet owns: a fixed ``PODNET-`` prefix plus a stable hash.
+
+Guarantees: every name is at most 28 characters (the iptables limit), is a
+pure function of its inputs (so a restart computes the same names and
+rewrites, never duplicates, the chains it left behind), and starts with
+``PODNET-`` so ``--cleanup`` can find exactly podnet's chains and nothing else.
+The hash is kube-proxy's recipe (base32 of sha256, 16 characters) over the
+same inputs, under podnet's own prefixes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "PODNET-"
+MAX_CHAIN_NAME = 28
+
+# Fixed chains, hooked from the built-in chains.
+SERVICES = "PODNET-SERVICES"
+EXTERNAL_SERVICES = "PODNET-EXTERNAL-SERVICES"
+NODEPORTS = "PODNET-NODEPORTS"
+POSTROUTING = "PODNET-POSTROUTING"
+MARK_MASQ = "PODNET-MARK-MASQ"
+FORWARD = "PODNET-FORWARD"
+PROXY_FIREWALL = "PODNET-PROXY-FIREWALL"
+FIREWALL = "PODNET-FIREWALL"
+CANARY = "PODNET-CANARY"
+
+
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_PAIRS = [_B32[i >> 5] + _B32[i & 31] for i in range(1024)]
+
+
+def _hash(text: str) -> str:
+    """base32(sha256(text))[:16]. Base32 encodes 5-byte groups on their own, so the
+    first 10 digest bytes give exactly those 16 characters (two per 10 bits)."""
+    v = int.from_bytes(hashlib.sha256(text.encode()).digest()[:10], "big")
+    p = _PAIRS
+    return (
+        p[v >> 70] + p[(v >> 60) & 1023] + p[(v >> 50) & 1023] + p[(v >> 40) & 1023]
+        + p[(v >> 30) & 1023] + p[(v >> 20) & 1023] + p[(v >> 10) & 1023] + p[v & 1023]
+    )
+
+
+def port_proto_hash(service_port: str, protocol: str) -> str:
+    """kube-proxy's portProtoHash: ``ns/name:port`` + lower-case protocol."""
+    return _hash(service_port + protocol.lower())
+
+
+def service_chain(service_port: str, protocol: str) -> str:
+    """Cluster-policy endpoints of one service port."""
+    return "PODNET-SVC-" + port_proto_hash(service_port, protocol)
+
+
+def local_chain(service_port: str, protocol: str) -> str:
+    """Local-policy endpoints (node-local only) of one service port."""
+    return "PODNET-SVL-" + port_proto_hash(service_port, protocol)
+
+
+def external_chain(service_port: str, protocol: str) -> str:
+    """Entry for NodePort / externalIP / load-balancer traffic."""
+    return "PODNET-EXT-" + port_proto_hash(service_port, protocol)
+
+
+def firewall_chain(service_port: str, protocol: str) -> str:
+    """loadBalancerSourceRanges filter in front of the EXT chain."""
+    return "PODNET-FW-" + port_proto_hash(service_port, protocol)
+
+
+def endpoint_chain(service_port: str, protocol: str, endpoint: str) -> str:
+    """One endpoint (``ip:port``) of one service port."""
+    return "PODNET-SEP-" + _hash(service_port + protocol.lower() + endpoint)
+
+
+def dispatch_chain(table: str, root: str, network: str) -> str:
+    """An inner node of a destination dispatch tree (see dispatch.py)."""
+    return "PODNET-DST-" + _hash(f"{table}/{root}/{network}")
+
+
+def is_ours(chain: str) -> bool:
+    return chain.startswith(PREFIX)

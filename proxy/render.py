@@ -1,0 +1,73 @@
+"""Deterministic iptables-restore text, and the per-chain diff behind partial syncs.
+
+Pure. :func:`plan` compares the desired tables with what podnet last
+applied: a full sync writes every chain; a partial sync writes only chains
+whose rules changed. Either way chains that are no longer wanted are flushed
+and deleted (``-X``) in the same transaction. :func:`render` emits the text
+for ``iptables-restore --noflush``: declaring ``:CHAIN - [0:0]`` flushes
+(or creates) exactly that chain, chains not named are left alone, so one
+restore is one atomic swap of exactly the chains podnet touches. Output
+order is fixed (tables, then chains by name, rules in order), so equal
+inputs give byte-identical text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from podnet.proxy import names
+from podnet.proxy.rules import TABLE_ORDER, Tables
+
+
+@dataclass(frozen=True)
+class Plan:
+    write: dict[str, list[str]] = field(default_factory=dict)
+    delete: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.write.values()) and not any(self.delete.values())
+
+    def rule_count(self, desired: Tables) -> int:
+        return sum(len(desired[t][c]) for t, chains in self.write.items() for c in chains)
+
+
+def plan(desired: Tables, applied: Tables | None, full: bool, existing: dict[str, set[str]] | None = None) -> Plan:
+    """What to write and delete; ``existing``: podnet chains found in the kernel (full syncs)."""
+    write: dict[str, list[str]] = {}
+    delete: dict[str, list[str]] = {}
+    applied = applied or {}
+    for table in TABLE_ORDER:
+        want = desired.get(table, {})
+        had = applied.get(table, {})
+        if full:
+            write[table] = sorted(want)
+        else:
+            write[table] = sorted(c for c, rules in want.items() if had.get(c) != rules)
+        stale = set(had) | (existing or {}).get(table, set())
+        delete[table] = sorted(c for c in stale if c not in want and names.is_ours(c))
+    return Plan(write, delete)
+
+
+def render(desired: Tables, p: Plan) -> str:
+    out: list[str] = []
+    for table in TABLE_ORDER:
+        write, delete = p.write.get(table, []), p.delete.get(table, [])
+        if not write and not delete:
+            continue
+        chains = desired.get(table, {})
+        out.append(f"*{table}")
+        out.extend(f":{c} - [0:0]" for c in write)
+        out.extend(f":{c} - [0:0]" for c in delete)
+        for c in write:
+            prefix = f"-A {c} "
+            out.extend(prefix + r for r in chains[c])
+        out.extend(f"-X {c}" for c in delete)
+        out.append("COMMIT")
+    out.append("")
+    return "\n".join(out)
+
+
+def render_full(desired: Tables) -> str:
+    """The whole desired state as one restore (golden tests, benchmarks)."""
+    return render(desired, plan(desired, None, full=True))

@@ -1,0 +1,121 @@
+"""Two nodes on a shared L2 segment, pod CIDRs and host-gw routes from the lab API server's Node objects.
+
+Topology: a switch netns with bridge br0 (192.168.77.1, where the API server
+also listens), node netns n1/n2 (192.168.77.11/.12) each running the daemon
+with ``--master`` and no static CIDR. Checks: STATUS is 50 until the Node has a
+pod CIDR, pods on different nodes talk over TCP and the server sees the
+client's pod IP (no NAT), routes follow Nodes joining/changing/leaving and a
+deleted route comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from podnet.kube import resources
+from podnet.kube.client import ApiClient
+from podnet.netlab.apiserver import LabApiServer
+from podnet.netlab.nsenter import listening_socket
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
+
+API_IP, API_PORT = "192.168.77.1", 6443
+
+
+def node_obj(name: str, ip: str) -> dict:
+    return {"metadata": {"name": name}, "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
+
+
+async def eventually(fn, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await asyncio.to_thread(fn)
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
+
+
+def routes(node) -> dict[str, str]:
+    out = {}
+    for line in node.ns.ip("-o", "route", "show", "proto", "149").splitlines():
+        f = line.split()
+        if f[0] == "blackhole":
+            out[f[1]] = "blackhole"
+        elif "via" in f:
+            out[f[0]] = f[f.index("via") + 1]
+    return out
+
+
+@pytest.fixture
+def fabric(pool):
+    sw = pool.netns("sw")
+    sw.ip("link", "add", "br0", "type", "bridge")
+    sw.ip("addr", "add", f"{API_IP}/24", "dev", "br0")
+    sw.ip("link", "set", "br0", "up")
+    nodes = []
+    for i in (11, 12):
+        n = pool.netns("n")
+        pool.veth(n, "eth0", sw, f"port{i}")
+        sw.ip("link", "set", f"port{i}", "master", "br0")
+        n.ip("addr", "add", f"192.168.77.{i}/24", "dev", "eth0")
+        nodes.append((n, f"192.168.77.{i}"))
+    return sw, nodes
+
+
+async def test_two_nodes_host_gw_without_nat(fabric, make_node, pool, tcp_peer_seen):
+    sw, nsips = fabric
+    extra = ["--master", f"http://{API_IP}:{API_PORT}", "--cluster-cidr", "10.244.0.0/16", "--route-interval", "0.5"]
+    sock = listening_socket(sw.name, API_IP, API_PORT)
+    api = await LabApiServer(cluster_cidr="10.244.0.0/16").start(["127.0.0.1:0"], sockets=[sock])
+    if True:
+        client = ApiClient.from_url(api.url)
+        try:
+            n1 = make_node((), extra, ns=nsips[0][0])
+            n2 = make_node((), extra, ns=nsips[1][0])
+            # no Node object yet: not ready
+            code, out = await asyncio.to_thread(n1.cni, "STATUS", version="1.1.0")
+            assert code == 50 and "pod CIDR" in out["msg"]
+            for node, (_, ip) in zip((n1, n2), nsips):
+                await client.create(resources.NODES, node_obj(node.ns.name, ip))
+            for node in (n1, n2):
+                await eventually(lambda: node.cni("STATUS", version="1.1.0")[0] == 0, "STATUS 0")
+            cidr1 = (await client.get(resources.NODES, n1.ns.name))["spec"]["podCIDR"]
+            cidr2 = (await client.get(resources.NODES, n2.ns.name))["spec"]["podCIDR"]
+            await eventually(lambda: routes(n1) == {cidr1: "blackhole", cidr2: "192.168.77.12"}, "n1 routes")
+            await eventually(lambda: routes(n2) == {cidr2: "blackhole", cidr1: "192.168.77.11"}, "n2 routes")
+
+            pa, pb = pool.netns("pa"), pool.netns("pb")
+            code, ra = await asyncio.to_thread(n1.cni, "ADD", "a", pa.path)
+            assert code == 0, ra
+            code, rb = await asyncio.to_thread(n2.cni, "ADD", "b", pb.path)
+            assert code == 0, rb
+            a_ip, b_ip = ra["ips"][0]["address"].split("/")[0], rb["ips"][0]["address"].split("/")[0]
+            assert a_ip.startswith(cidr1.rsplit(".", 2)[0]) and b_ip.startswith(cidr2.rsplit(".", 2)[0])
+            assert await asyncio.to_thread(tcp_peer_seen, pb, b_ip, pa) == a_ip
+            assert await asyncio.to_thread(tcp_peer_seen, pa, a_ip, pb) == b_ip
+
+            # a deleted route comes back
+            n1.ns.ip("route", "del", cidr2)
+            await eventually(lambda: routes(n1).get(cidr2) == "192.168.77.12", "route restored")
+            # a node joins, changes address, leaves
+            await client.create(resources.NODES, node_obj("n3", "192.168.77.13"))
+            cidr3 = await eventually(lambda: next((d for d, v in routes(n1).items() if v == "192.168.77.13"), None),
+                                     "n3 route")
+            await client.patch(resources.NODES, "n3", {"status": {"addresses": [
+                {"type": "InternalIP", "address": "192.168.77.14"}]}})
+            await eventually(lambda: routes(n1).get(cidr3) == "192.168.77.14", "n3 route changed")
+            await client.delete(resources.NODES, "n3")
+            await eventually(lambda: cidr3 not in routes(n1) and cidr3 not in routes(n2), "n3 route removed")
+
+            assert await asyncio.to_thread(n1.cni, "DEL", "a", pa.path) == (0, None)
+            assert await asyncio.to_thread(n2.cni, "DEL", "b", pb.path) == (0, None)
+            assert n1.host_veths() == [] and n2.host_veths() == [] and n1.reservations() == []
+        finally:
+            await client.close()
+            await api.stop()

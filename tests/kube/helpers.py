@@ -1,0 +1,112 @@
+"""Shared helpers for tests/kube: an event recorder and a failure-injecting client.
+
+Imported by the test modules as a plain module (pytest's importlib mode puts
+this folder's files under unique names, so import it via ``load_helpers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from podnet.kube.client import ApiClient
+
+
+class Recorder:
+    """Collects informer callbacks as tuples, and replays them into a dict."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    def handlers(self) -> dict[str, Any]:
+        return dict(
+            on_add=lambda o: self.events.append(("add", o.key, o)),
+            on_update=lambda old, new: self.events.append(("update", new.key, old, new)),
+            on_delete=lambda o: self.events.append(("delete", o.key, o)),
+            on_synced=lambda: self.events.append(("synced",)),
+        )
+
+    def replay(self) -> dict[str, Any]:
+        """The store implied by the callbacks; asserts they are coherent."""
+        state: dict[str, Any] = {}
+        for ev in self.events:
+            if ev[0] == "add":
+                assert ev[1] not in state, f"duplicate add for {ev[1]}"
+                state[ev[1]] = ev[2]
+            elif ev[0] == "update":
+                assert state.get(ev[1]) == ev[2], f"update for {ev[1]} from a value handlers never saw"
+                assert ev[2] != ev[3], "no-op update delivered"
+                state[ev[1]] = ev[3]
+            elif ev[0] == "delete":
+                assert ev[1] in state, f"delete for unknown {ev[1]}"
+                del state[ev[1]]
+        return state
+
+    def kinds(self, key: str) -> list[str]:
+        return [e[0] for e in self.events if len(e) > 1 and e[1] == key]
+
+
+class FlakyClient(ApiClient):
+    """A real client whose connection can be cut and refused on demand."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.down = False
+        self.watch_rvs: list[str | None] = []
+        self.lists = 0
+        self._cuts: list[asyncio.Event] = []
+
+    def cut(self, *, stay_down: bool = True) -> None:
+        """Break every open watch stream; refuse new requests while ``stay_down``."""
+        self.down = stay_down
+        for c in self._cuts:
+            c.set()
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        if self.down:
+            raise aiohttp.ClientConnectionError("connection refused (test)")
+        if method == "GET":
+            self.lists += 1
+        return await super().request(method, path, **kw)
+
+    async def stream_lines(self, path: str, params: Any, *, inactivity_timeout: float | None):
+        if self.down:
+            raise aiohttp.ClientConnectionError("connection refused (test)")
+        self.watch_rvs.append(params.get("resourceVersion"))
+        agen = super().stream_lines(path, params, inactivity_timeout=inactivity_timeout)
+        cut = asyncio.Event()
+        self._cuts.append(cut)
+        try:
+            while True:
+                nxt = asyncio.ensure_future(agen.__anext__())
+                waiter = asyncio.ensure_future(cut.wait())
+                done, _ = await asyncio.wait({nxt, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if waiter in done:
+                    nxt.cancel()
+                    await asyncio.gather(nxt, return_exceptions=True)
+                    raise ConnectionResetError("connection reset (test)")
+                waiter.cancel()
+                try:
+                    line = nxt.result()
+                except StopAsyncIteration:
+                    return
+                yield line
+        finally:
+            self._cuts.remove(cut)
+            await agen.aclose()
+
+
+async def wait_for(cond, timeout: float = 15.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def svc(name: str, port: int = 80, ns: str = "default", **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": ns},
+            "spec": {"ports": [{"name": "http", "port": port, "targetPort": 8080}], **spec}}

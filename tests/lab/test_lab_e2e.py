@@ -1,0 +1,95 @@
+"""The CI end-to-end test: up (2 nodes x 2 pods), check (every row passes), down, nothing left.
+
+Also: kubectl against the lab's kubeconfig, and ``down`` after a crash (every
+lab process SIGKILLed) leaving nothing behind. Root only; each lab has a
+random name, and ``down`` runs in a finally block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from podnet.netlab import procs
+from podnet.netlab.teardown import leftovers
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+PODNET = str(Path(sys.executable).parent / "podnet")
+
+
+def podnet(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([PODNET, "lab", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def lab():
+    name = "t" + secrets.token_hex(3)
+    try:
+        yield name
+    finally:
+        podnet("down", "--name", name, timeout=60)
+
+
+def test_up_check_down_leaves_nothing(lab, tmp_path):
+    up = podnet("up", "--name", lab, "--nodes", "2", "--pods-per-node", "2")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "is up" in up.stdout
+
+    # kubectl with the kubeconfig lab up wrote: get, create, apply, delete
+    kc = f"/run/podnet/{lab}/kubeconfig"
+    env = dict(os.environ, KUBECONFIG=kc, HOME=str(tmp_path))
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        def k(*a: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+            return subprocess.run([kubectl, *a], capture_output=True, text=True, env=env, input=stdin, timeout=60)
+        got = k("get", "pods", "-o", "json")
+        assert got.returncode == 0, got.stderr
+        assert len(json.loads(got.stdout)["items"]) == 4
+        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kc-test"},
+               "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": 9000}]}}
+        assert k("create", "-f", "-", stdin=json.dumps(svc)).returncode == 0
+        svc["metadata"]["labels"] = {"applied": "yes"}
+        ap = k("apply", "-f", "-", stdin=json.dumps(svc))
+        assert ap.returncode == 0, ap.stderr
+        es = k("get", "endpointslices", "-l", "kubernetes.io/service-name=kc-test", "-o", "json")
+        assert es.returncode == 0, es.stderr
+        assert k("delete", "service", "kc-test").returncode == 0
+
+    check = podnet("check", "--name", lab, timeout=300)
+    print(check.stdout)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "FAIL" not in check.stdout
+
+    down = podnet("down", "--name", lab, timeout=60)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert leftovers(lab) == []
+
+
+def test_down_after_crash_leaves_nothing(lab):
+    up = podnet("up", "--name", lab, "--nodes", "1", "--pods-per-node", "1")
+    assert up.returncode == 0, up.stdout + up.stderr
+    pids = procs.find_lab_processes(lab)
+    assert len(pids) >= 4  # apiserver, dnsmasq, kubelet, pod servers...
+    for p in pids:
+        os.kill(p, signal.SIGKILL)
+    (Path("/run/podnet") / lab / "pids").exists() and shutil.rmtree(Path("/run/podnet") / lab / "pids")
+    assert leftovers(lab)  # the crash left netns and files
+    down = podnet("down", "--name", lab, timeout=60)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert leftovers(lab) == []
+
+
+def test_up_refuses_existing_lab(lab):
+    up = podnet("up", "--name", lab, "--nodes", "1", "--pods-per-node", "0")
+    assert up.returncode == 0, up.stdout + up.stderr
+    again = podnet("up", "--name", lab, "--nodes", "1")
+    assert again.returncode == 1 and "already exists" in again.stderr
