@@ -51,6 +51,7 @@ class Options:
     masquerade: bool = False
     mtu: int = 1500
     route_interval: float = 10.0
+    reconcile_interval: float = 60.0
     workers: int = 8
 
 
@@ -64,7 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pod-cidr", action="append", default=[], help="static pod CIDR(s) instead of the Node object")
     p.add_argument("--masquerade", action="store_true", help="SNAT traffic leaving the cluster CIDR")
     p.add_argument("--mtu", type=int, default=1500)
-    p.add_argument("--route-interval", type=float, default=10.0)
+    p.add_argument("--route-interval", type=float, default=10.0, help="seconds between host-gw route re-checks")
+    p.add_argument("--reconcile-interval", type=float, default=60.0,
+                   help="seconds between releases of reservations whose pod veth vanished without a DEL")
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -72,7 +75,8 @@ def options_from(args: argparse.Namespace) -> Options:
         return [c.strip() for v in vals for c in v.split(",") if c.strip()]
 
     return Options(args.socket, args.node_name, args.data_dir, args.master, args.kubeconfig,
-                   split(args.cluster_cidr), split(args.pod_cidr), args.masquerade, args.mtu, args.route_interval)
+                   split(args.cluster_cidr), split(args.pod_cidr), args.masquerade, args.mtu, args.route_interval,
+                   args.reconcile_interval)
 
 
 def parse_request(data: bytes) -> tuple[dict[str, str], bytes]:
@@ -122,12 +126,14 @@ class Daemon:
         self._route_kick.set()
 
     def ensure_forwarding(self) -> None:
+        """Set the forwarding sysctls the routed design needs, in the node namespace only."""
         keys = ["net.ipv4.ip_forward"]
         if any(ipaddress.ip_network(c).version == 6 for c in self.ready.pod_cidrs):
             keys.append("net.ipv6.conf.all.forwarding")
         try:
             for k in keys:
                 if netops.read_sysctl(k) != "1":
+                    log.warning("%s was off; setting it to 1", k)
                     netops.write_sysctl(k, "1")
             self.ready.forwarding_ok = all(netops.read_sysctl(k) == "1" for k in keys)
         except OSError as e:
@@ -149,12 +155,15 @@ class Daemon:
         if self.opts.master or self.opts.kubeconfig:
             self._tasks.append(asyncio.create_task(self.watch_nodes()))
         self._tasks.append(asyncio.create_task(self.route_loop()))
+        self._tasks.append(asyncio.create_task(self.reconcile_loop()))
         log.info("serving on %s", sock)
 
     # ---------------------------------------------------------------- requests
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             data = await reader.read(-1)
+            if not data:
+                return  # a liveness probe
             env, stdin = parse_request(data)
             resp = await skel.dispatch(env, stdin, self.plugin)
             writer.write(b"%d\n" % resp.code + resp.stdout)
@@ -191,16 +200,18 @@ class Daemon:
         return routes.desired_routes(nodes, self.opts.node_name, self.ready.pod_cidrs)
 
     async def sync_routes_once(self) -> None:
+        self.ensure_forwarding()  # re-checked (and restored) with the routes
         if self.nodes is not None and not self.nodes.has_synced:
             return
         try:
             changes = await asyncio.get_running_loop().run_in_executor(self.pool, routes.sync, self.desired())
             for c in changes:
                 log.info("route %s", c)
-            self.ready.routes_synced = bool(self.ready.pod_cidrs)
+            self.ready.routes_synced = self.ready.routes_synced or bool(self.ready.pod_cidrs)
+            self.ready.routes_error = ""
         except Exception as e:  # noqa: BLE001 - retried on the next tick
             log.error("route sync failed: %s", e)
-            self.ready.routes_synced = False
+            self.ready.routes_error = str(e)
 
     async def route_loop(self) -> None:
         while True:
@@ -210,6 +221,17 @@ class Daemon:
                 await asyncio.wait_for(self._route_kick.wait(), self.opts.route_interval)
             except asyncio.TimeoutError:
                 pass
+
+    async def reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.reconcile_interval)
+            try:
+                released = await self.plugin.reconcile()
+                if released:
+                    log.info("released %d reservation(s) whose pod vanished without DEL: %s",
+                             len(released), ", ".join(released))
+            except Exception as e:  # noqa: BLE001 - retried next round
+                log.error("reconcile failed: %s", e)
 
     async def close(self) -> None:
         for t in self._tasks:

@@ -11,7 +11,7 @@ from podnet.cni.types import INTERNAL, INVALID_ENV, UNKNOWN_CONTAINER, CniError
 class FakeNetOps:
     def __init__(self) -> None:
         self.netns: dict[str, set[str]] = {}  # path -> ifnames inside; "notns" paths are files
-        self.links: dict[str, str] = {}  # host ifname -> alias
+        self.links: set[str] = set()  # host ifnames
         self.pod_of: dict[str, tuple[str, str]] = {}  # host ifname -> (netns, ifname)
         self.fail_add: Exception | None = None
 
@@ -24,14 +24,14 @@ class FakeNetOps:
         if path not in self.netns:
             raise CniError(UNKNOWN_CONTAINER, f"CNI_NETNS {path} does not exist")
 
-    def add_pod(self, ns, ifname, host, alias, ips, mtu):
+    def add_pod(self, ns, ifname, host, ips, mtu):
         self.validate_netns(ns)
         if ifname in self.netns[ns]:
             raise CniError(INVALID_ENV, f"CNI_IFNAME {ifname} already exists in netns {ns}")
         if self.fail_add:
             raise self.fail_add
         self.netns[ns].add(ifname)
-        self.links[host] = alias
+        self.links.add(host)
         self.pod_of[host] = (ns, ifname)
         return netops.Plumbed(host, "aa:aa:aa:aa:aa:aa", "bb:bb:bb:bb:bb:bb")
 
@@ -43,12 +43,12 @@ class FakeNetOps:
             raise CniError(INTERNAL, f"interface {ifname} is missing in {ns}")
 
     def podnet_links(self):
-        return dict(self.links)
+        return set(self.links)
 
     def delete_host_link(self, name):
         if name not in self.links:
             return False
-        del self.links[name]
+        self.links.discard(name)
         ns, ifname = self.pod_of.pop(name)
         self.netns.get(ns, set()).discard(ifname)
         return True

@@ -21,7 +21,8 @@ netns they were created in); if switching back ever failed the process exits
 at once rather than run on in the wrong namespace. This costs ~1 ms, against
 ~9-30 ms for pyroute2's ``IPRoute(netns=...)`` which forks a helper.
 
-Every function here is synchronous and is run in a worker thread. Host-side
+Every function here is synchronous and is run in a worker thread (each keeps
+its own node-netns netlink socket; pod-netns sockets are per call). Host-side
 changes of a failed ADD are rolled back by deleting the veth (which takes its
 routes and the peer with it).
 """
@@ -35,6 +36,7 @@ import hashlib
 import os
 import re
 import socket
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -48,7 +50,6 @@ CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703
 IFA_F_NODAD = 0x02
 RTPROT_PODNET = 149
-ALIAS_PREFIX = "podnet-cni "
 HOST_PREFIX = "pnc"
 HOST_NAME = re.compile(r"^pnc[0-9a-f]{11}$")
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -103,12 +104,23 @@ def netlink_in(ns_fd: int) -> IPRoute:
         os.close(own)
 
 
+_local = threading.local()
+
+
+def node_netlink() -> IPRoute:
+    """This worker thread's own long-lived socket in the node netns (saves ~0.7 ms per call)."""
+    ipr = getattr(_local, "node", None)
+    if ipr is None:
+        ipr = _local.node = IPRoute()
+    return ipr
+
+
 @contextmanager
 def pod_and_node(netns_path: str) -> Iterator[tuple[int, IPRoute, IPRoute]]:
     fd = open_netns(netns_path)
     try:
-        with netlink_in(fd) as pod, IPRoute() as node:
-            yield fd, pod, node
+        with netlink_in(fd) as pod:
+            yield fd, pod, node_netlink()
     finally:
         os.close(fd)
 
@@ -136,34 +148,46 @@ def pod_routes(ips: list[IPConfig]) -> list[dict[str, str]]:
     return [{"dst": _default(ip), "gw": ip.gateway} for ip in ips]
 
 
-def _mac(ipr: IPRoute, index: int) -> str:
-    return ipr.get_links(index)[0].get("address") or ""
+def macs_for(host_name: str) -> tuple[str, str]:
+    """Deterministic locally-administered unicast MACs (node end, pod end); no read-back needed."""
+    h = hashlib.sha256(host_name.encode()).digest()
+    tail = ":".join(f"{b:02x}" for b in h[:5])
+    return "0e:" + tail, "0a:" + tail
 
 
-def add_pod(netns_path: str, ifname: str, host_name: str, alias: str, ips: list[IPConfig], mtu: int) -> Plumbed:
+def _create_veth(node: IPRoute, host_name: str, ifname: str, fd: int, mtu: int) -> None:
+    host_mac, pod_mac = macs_for(host_name)
+    node.link("add", ifname=host_name, kind="veth", mtu=mtu, state="up", address=host_mac,
+              peer={"ifname": ifname, "net_ns_fd": fd, "mtu": mtu, "address": pod_mac})
+
+
+def add_pod(netns_path: str, ifname: str, host_name: str, ips: list[IPConfig], mtu: int) -> Plumbed:
     """Create and configure the veth; all or nothing (the veth is deleted on failure)."""
     with pod_and_node(netns_path) as (fd, pod, node):
         if pod.link_lookup(ifname=ifname):
             raise CniError(INVALID_ENV, f"CNI_IFNAME {ifname} already exists in netns {netns_path}")
-        _delete_link(node, host_name)  # a leftover from an ADD that died half-way
         try:
-            node.link("add", ifname=host_name, kind="veth", mtu=mtu,
-                      peer={"ifname": ifname, "net_ns_fd": fd, "mtu": mtu})
+            try:
+                _create_veth(node, host_name, ifname, fd, mtu)
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:
+                    raise
+                _delete_link(node, host_name)  # a leftover from an ADD that died half-way
+                _create_veth(node, host_name, ifname, fd, mtu)
             h = node.link_lookup(ifname=host_name)[0]
             p = pod.link_lookup(ifname=ifname)[0]
-            node.link("set", index=h, state="up", ifalias=alias)  # alias is ignored on create
             pod.link("set", index=p, state="up")
-            lo = pod.link_lookup(ifname="lo")
-            if lo:
-                pod.link("set", index=lo[0], state="up")
+            pod.link("set", index=1, state="up")  # lo is always index 1
             for ip in ips:
                 fam, plen = _family(ip), _plen(ip)
                 node.addr("add", index=h, address=ip.gateway, prefixlen=plen, family=fam, flags=IFA_F_NODAD)
                 node.route("add", dst=f"{ip.ip}/{plen}", oif=h, scope=253, proto=RTPROT_PODNET, family=fam)
                 pod.addr("add", index=p, address=ip.ip, prefixlen=plen, family=fam, flags=IFA_F_NODAD)
-                pod.route("add", dst=f"{ip.gateway}/{plen}", oif=p, scope=253, family=fam)
-                pod.route("add", dst=_default(ip), gateway=ip.gateway, oif=p, family=fam)
-            return Plumbed(host_name, _mac(node, h), _mac(pod, p))
+                # A second interface in the same pod keeps the first one's default route.
+                if _add_route_unless_present(pod, dst=f"{ip.gateway}/{plen}", oif=p, scope=253, family=fam):
+                    _add_route_unless_present(pod, dst=_default(ip), gateway=ip.gateway, oif=p, family=fam)
+            host_mac, pod_mac = macs_for(host_name)
+            return Plumbed(host_name, host_mac, pod_mac)
         except NetlinkError as e:
             _delete_link(node, host_name)
             raise CniError(INTERNAL, f"setting up {ifname} in {netns_path}: {e}") from None
@@ -172,12 +196,21 @@ def add_pod(netns_path: str, ifname: str, host_name: str, alias: str, ips: list[
             raise
 
 
-def _delete_link(ipr: IPRoute, name: str) -> bool:
+def _add_route_unless_present(ipr: IPRoute, **kw) -> bool:
     try:
-        idx = ipr.link_lookup(ifname=name)
-        if idx:
-            ipr.link("del", index=idx[0])
-            return True
+        ipr.route("add", **kw)
+        return True
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise
+        return False
+
+
+def _delete_link(ipr: IPRoute, name: str) -> bool:
+    """Delete by name in one round trip; False if there was no such link."""
+    try:
+        ipr.link("del", ifname=name)
+        return True
     except NetlinkError as e:
         if e.code not in (errno.ENODEV, errno.ENOENT):
             raise
@@ -185,24 +218,10 @@ def _delete_link(ipr: IPRoute, name: str) -> bool:
 
 
 def del_pod(netns_path: str, ifname: str, host_name: str) -> None:
-    """Remove the veth pair. Succeeds when the netns is missing, empty or not a netns."""
-    with IPRoute() as node:
-        if _delete_link(node, host_name):
-            return
-    # No node-side end: remove a stray pod-side interface only if it is ours (a veth).
-    if not netns_path:
-        return
-    try:
-        fd = open_netns(netns_path)
-    except CniError:
-        return
-    try:
-        with netlink_in(fd) as pod:
-            for link in pod.get_links(*pod.link_lookup(ifname=ifname)):
-                if link.get(("linkinfo", "kind")) == "veth":
-                    _delete_link(pod, ifname)
-    finally:
-        os.close(fd)
+    """Remove the veth pair by its node-side name (the pod end goes with it, and so do the host
+    routes on it). The netns is never opened, so DEL succeeds when it is missing, empty or not a
+    netns, and an ``ifname`` in the pod that podnet did not create (a failed ADD's DEL) is left alone."""
+    _delete_link(node_netlink(), host_name)
 
 
 def check_pod(netns_path: str, ifname: str, host_name: str, ips: list[IPConfig]) -> None:
@@ -223,21 +242,13 @@ def check_pod(netns_path: str, ifname: str, host_name: str, ips: list[IPConfig])
                 raise CniError(INTERNAL, f"default route via {ip.gateway} is missing in {netns_path}")
 
 
-def podnet_links() -> dict[str, str]:
-    """Node-side veths made by podnet: ifname -> alias ('podnet-cni <network> <cid> <ifname>', or '' when
-    an ADD died between creating the veth and labelling it)."""
-    out = {}
-    with IPRoute() as node:
-        for link in node.get_links():
-            name, alias = link.get("ifname") or "", link.get("ifalias") or ""
-            if HOST_NAME.match(name) and (not alias or alias.startswith(ALIAS_PREFIX)):
-                out[name] = alias
-    return out
+def podnet_links() -> set[str]:
+    """Names of the node-side veths podnet made (``pnc`` + 11 hex digits)."""
+    return {n for n in (link.get("ifname") or "" for link in node_netlink().get_links()) if HOST_NAME.match(n)}
 
 
 def delete_host_link(name: str) -> bool:
-    with IPRoute() as node:
-        return _delete_link(node, name)
+    return _delete_link(node_netlink(), name)
 
 
 def write_sysctl(key: str, value: str) -> None:

@@ -16,6 +16,8 @@ Guarantees:
 * GC releases every reservation and node-side veth of this network whose
   attachment is not in ``cni.dev/valid-attachments``; it keeps going past
   errors and reports them together.
+* :meth:`Plugin.reconcile` (at daemon start and periodically) releases what a
+  vanished pod held even if no DEL or GC ever comes, without racing ADDs.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from podnet.cni import netops
@@ -32,20 +34,22 @@ from podnet.cni.skel import Request
 from podnet.cni.types import (
     INTERNAL,
     NOT_AVAILABLE,
+    NOT_AVAILABLE_DEGRADED,
     TRY_AGAIN_LATER,
     Attachment,
     CniError,
     IPConfig,
     build_result,
 )
+from podnet.cni.version import upgrade
 
 
 class NetOps(Protocol):
     def validate_netns(self, path: str) -> None: ...
-    def add_pod(self, netns: str, ifname: str, host: str, alias: str, ips: list[IPConfig], mtu: int) -> netops.Plumbed: ...
+    def add_pod(self, netns: str, ifname: str, host: str, ips: list[IPConfig], mtu: int) -> netops.Plumbed: ...
     def del_pod(self, netns: str, ifname: str, host: str) -> None: ...
     def check_pod(self, netns: str, ifname: str, host: str, ips: list[IPConfig]) -> None: ...
-    def podnet_links(self) -> dict[str, str]: ...
+    def podnet_links(self) -> set[str]: ...
     def delete_host_link(self, name: str) -> bool: ...
 
 
@@ -62,34 +66,33 @@ class KernelNetOps:
     delete_host_link = staticmethod(netops.delete_host_link)
 
 
-def alias_for(network: str, container_id: str, ifname: str) -> str:
-    return f"{netops.ALIAS_PREFIX}{network} {container_id} {ifname}"
-
-
-def parse_alias(alias: str) -> tuple[str, str, str] | None:
-    parts = alias.removeprefix(netops.ALIAS_PREFIX).split(" ")
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
-
-
 @dataclass
 class Readiness:
-    """What STATUS reports; the daemon updates it as the node watch and route sync progress."""
+    """What STATUS reports; the daemon updates it as the node watch and route sync progress.
+
+    50 (cannot ADD): no usable IPAM store, no pod CIDR yet, routes never synced.
+    51 (cannot ADD, existing pods degraded): forwarding is off in the node namespace,
+    or a route sync failed after routes had been in place.
+    """
 
     store_error: CniError | None = None
     pod_cidrs: tuple[str, ...] = ()
     routes_synced: bool = False
     forwarding_ok: bool = False
-    reasons: list[str] = field(default_factory=list)
+    routes_error: str = ""
 
-    def problem(self) -> str | None:
+    def problem(self) -> tuple[int, str] | None:
         if self.store_error:
-            return self.store_error.msg
+            return NOT_AVAILABLE, self.store_error.msg
         if not self.pod_cidrs:
-            return "node has no pod CIDR yet"
+            return NOT_AVAILABLE, "node has no pod CIDR yet"
         if not self.forwarding_ok:
-            return "IP forwarding is not enabled in the node namespace"
+            return NOT_AVAILABLE_DEGRADED, "IP forwarding is not enabled in the node namespace"
+        if self.routes_error:
+            code = NOT_AVAILABLE_DEGRADED if self.routes_synced else NOT_AVAILABLE
+            return code, f"routes to other nodes' pod CIDRs: {self.routes_error}"
         if not self.routes_synced:
-            return "routes to other nodes' pod CIDRs are not programmed yet"
+            return NOT_AVAILABLE, "routes to other nodes' pod CIDRs are not programmed yet"
         return None
 
 
@@ -101,6 +104,18 @@ class Plugin:
         self.pool = pool
         self.mtu = mtu
         self.ready = readiness or Readiness()
+        self._busy: dict[str, int] = {}  # node-side veth name -> ADDs/DELs in flight for it
+        self._touched: set[str] | None = None  # names busy at any time during a running reconcile
+
+    def _enter(self, host: str) -> None:
+        self._busy[host] = self._busy.get(host, 0) + 1
+        if self._touched is not None:
+            self._touched.add(host)
+
+    def _leave(self, host: str) -> None:
+        self._busy[host] -= 1
+        if not self._busy[host]:
+            del self._busy[host]
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -121,19 +136,18 @@ class Plugin:
             raise CniError(TRY_AGAIN_LATER, "node has no pod CIDR yet; try again later")
         self.net.validate_netns(req.netns)
         net, cid, ifname = req.conf.name, req.container_id, req.ifname
-        ips = ipam.allocate(net, cid, ifname, req.netns, req.pod)
         host = netops.host_ifname(cid, ifname)
+        self._enter(host)
         try:
-            plumbed = await self._run(self.net.add_pod, req.netns, ifname, host, alias_for(net, cid, ifname),
-                                      ips, self.mtu)
-        except BaseException:
-            ipam.release(net, cid, ifname)
-            raise
-        prev = None
-        if req.conf.prev_result:
-            from podnet.cni.version import upgrade
-
-            prev = upgrade(req.conf.prev_result)
+            ips = ipam.allocate(net, cid, ifname, req.netns, req.pod)
+            try:
+                plumbed = await self._run(self.net.add_pod, req.netns, ifname, host, ips, self.mtu)
+            except BaseException:
+                ipam.release(net, cid, ifname)
+                raise
+        finally:
+            self._leave(host)
+        prev = upgrade(req.conf.prev_result) if req.conf.prev_result else None
         return build_result(
             req.conf.cni_version,
             {"name": host, "mac": plumbed.host_mac},
@@ -143,8 +157,13 @@ class Plugin:
 
     async def delete(self, req: Request) -> None:
         ipam = self._allocator()
-        await self._run(self.net.del_pod, req.netns, req.ifname, netops.host_ifname(req.container_id, req.ifname))
-        ipam.release(req.conf.name, req.container_id, req.ifname)
+        host = netops.host_ifname(req.container_id, req.ifname)
+        self._enter(host)
+        try:
+            await self._run(self.net.del_pod, req.netns, req.ifname, host)
+            ipam.release(req.conf.name, req.container_id, req.ifname)
+        finally:
+            self._leave(host)
 
     async def check(self, req: Request) -> None:
         ipam = self._allocator()
@@ -164,7 +183,7 @@ class Plugin:
     async def status(self, req: Request) -> None:
         problem = self.ready.problem()
         if problem:
-            raise CniError(NOT_AVAILABLE, problem)
+            raise CniError(*problem)
 
     async def gc(self, req: Request) -> None:
         ipam = self._allocator()
@@ -172,10 +191,10 @@ class Plugin:
         network = req.conf.name
         errors: list[str] = []
         keep = {netops.host_ifname(a.container_id, a.ifname) for a in valid}
-        links = await self._run(self.net.podnet_links)
-        for name, alias in links.items():
-            att = parse_alias(alias) if alias else None
-            if (att is None or att[0] == network) and name not in keep:
+        # veths of other networks' reservations are not ours to collect; unowned ones always are
+        others = {netops.host_ifname(r.container_id, r.ifname) for r in ipam.reservations() if r.network != network}
+        for name in await self._run(self.net.podnet_links):
+            if name not in keep and name not in others:
                 try:
                     await self._run(self.net.delete_host_link, name)
                 except Exception as e:  # noqa: BLE001 - GC keeps going
@@ -188,13 +207,25 @@ class Plugin:
             raise CniError(INTERNAL, "GC: " + "; ".join(errors))
 
     async def reconcile(self) -> list[str]:
-        """At daemon start: release reservations whose node-side veth is gone, delete veths
-        that have no reservation. Returns the released IPs."""
-        if self.ipam is None:
+        """Release reservations whose node-side veth is gone (the pod's netns was deleted without a
+        DEL, or the daemon died mid-ADD) and delete veths without a reservation; returns the released IPs.
+
+        Safe while ADDs and DELs run: anything whose veth name was busy at any moment since the
+        link listing began is left alone until the next round, so an ADD between "reserved" and
+        "veth created" is never mistaken for a leak.
+        """
+        if self.ipam is None or self._touched is not None:
             return []
-        links = await self._run(self.net.podnet_links)
-        owned = {netops.host_ifname(r.container_id, r.ifname) for r in self.ipam.reservations()}
-        for name in set(links) - owned:
-            await self._run(self.net.delete_host_link, name)
-        gone = self.ipam.release_where(lambda r: netops.host_ifname(r.container_id, r.ifname) not in links)
+        self._touched = set(self._busy)
+        try:
+            links = await self._run(self.net.podnet_links)
+            skip = self._touched
+            owned = {netops.host_ifname(r.container_id, r.ifname) for r in self.ipam.reservations()}
+            for name in set(links) - owned - skip:
+                await self._run(self.net.delete_host_link, name)
+            skip = self._touched
+            gone = self.ipam.release_where(
+                lambda r: (h := netops.host_ifname(r.container_id, r.ifname)) not in links and h not in skip)
+        finally:
+            self._touched = None
         return [r.ip for r in gone]

@@ -4,7 +4,7 @@
 (plus a ``blackhole`` for this node's own CIDRs, so a packet for an unused
 local pod IP is dropped instead of leaving by the default route; pod /32
 routes are more specific). :func:`sync` is the one apply step: it lists the
-routes podnet owns (marked with protocol 149), replaces wrong or missing
+routes podnet owns (marked with protocol 150), replaces wrong or missing
 ones and deletes stale ones, so it is idempotent and run periodically it
 brings back a route someone deleted (flannel re-checks every 10 s too).
 
@@ -16,6 +16,7 @@ applied atomically with ``iptables-restore --noflush``.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import subprocess
@@ -25,7 +26,8 @@ from typing import Iterable
 from podnet.kube.objects import Node
 
 BLACKHOLE = "blackhole"
-RTPROT_PODNET = 149
+RTPROT_PODNET_GW = 150
+"""Protocol number marking host-gw and blackhole routes (pod /32 routes use 149, netops.RTPROT_PODNET)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ def _family(cidr: str) -> int:
 def current_routes(ipr) -> dict[str, str]:
     out = {}
     for fam in (socket.AF_INET, socket.AF_INET6):
-        for r in ipr.get_routes(family=fam, proto=RTPROT_PODNET, table=254):
+        for r in ipr.get_routes(family=fam, proto=RTPROT_PODNET_GW, table=254):
             dst = f"{r.get('dst') or ('::' if fam == socket.AF_INET6 else '0.0.0.0')}/{r['dst_len']}"
             if r["type"] == 6:  # RTN_BLACKHOLE
                 out[dst] = BLACKHOLE
@@ -65,28 +67,43 @@ def current_routes(ipr) -> dict[str, str]:
 
 
 def sync(desired: Desired) -> list[str]:
-    """Make the node's podnet-owned routes equal ``desired``; returns the changes made."""
-    from pyroute2 import IPRoute
+    """Make the node's podnet-owned routes equal ``desired``; returns the changes made.
 
-    changes = []
+    Each route is handled on its own: one that fails is reported (RuntimeError
+    after the others were done) and retried on the next sync.
+    """
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    changes, errors = [], []
     with IPRoute() as ipr:
         have = current_routes(ipr)
         for dst, via in desired.routes.items():
             if have.get(dst) == via:
                 continue
-            kw = {"dst": dst, "family": _family(dst), "proto": RTPROT_PODNET}
-            if via == BLACKHOLE:
-                ipr.route("replace", type="blackhole", **kw)
-            else:
-                ipr.route("replace", gateway=via, **kw)
-            changes.append(f"{dst} -> {via}")
-        for dst, via in have.items():
-            if dst not in desired.routes:
-                kw = {"dst": dst, "family": _family(dst), "proto": RTPROT_PODNET}
+            kw = {"dst": dst, "family": _family(dst), "proto": RTPROT_PODNET_GW}
+            try:
                 if via == BLACKHOLE:
-                    kw["type"] = "blackhole"
+                    ipr.route("replace", type="blackhole", **kw)
+                else:
+                    ipr.route("replace", gateway=via, **kw)
+                changes.append(f"{dst} -> {via}")
+            except NetlinkError as e:
+                errors.append(f"{dst} via {via}: {e}")
+        for dst, via in have.items():
+            if dst in desired.routes:
+                continue
+            kw = {"dst": dst, "family": _family(dst), "proto": RTPROT_PODNET_GW}
+            if via == BLACKHOLE:
+                kw["type"] = "blackhole"
+            try:
                 ipr.route("del", **kw)
                 changes.append(f"{dst} removed")
+            except NetlinkError as e:
+                if e.code != errno.ESRCH:
+                    errors.append(f"removing {dst}: {e}")
+    if errors:
+        raise RuntimeError("; ".join(errors) + (f" (done: {', '.join(changes)})" if changes else ""))
     return changes
 
 

@@ -20,7 +20,7 @@ from typing import Mapping
 
 from podnet.dns import names
 from podnet.dns.snapshot import RRsets, ServiceRecords, Snapshot
-from podnet.dns.wire import AAAA, NS, RR, SOA, SRV, A, Encoder
+from podnet.dns.wire import AAAA, NS, PTR, RR, SOA, SRV, A, Encoder
 
 __all__ = ["Entry", "AnswerTable", "CompileMemo", "compile_table", "make_entry", "fit", "soa_authority", "flags_for"]
 
@@ -44,11 +44,22 @@ class Entry:
     def __init__(self, rcode: int, body: bytes, ends: tuple[int, ...], counts: tuple[int, int, int], qlen: int) -> None:
         self.rcode = rcode
         self.body = body
-        self.ends = ends
-        self.counts = counts
-        base = flags_for(rcode)
-        self.hdr = tuple(struct.pack("!HHHHH", base | rd, 1, *counts) for rd in (0, RD))
+        # Headers, counts and record offsets repeat across thousands of entries: share one object each.
+        if len(_SHARED) > 100_000:
+            _SHARED.clear()
+        self.ends = _SHARED.setdefault(ends, ends)
+        self.counts = _SHARED.setdefault(counts, counts)
+        hdr = _HEADERS.get((rcode, counts))
+        if hdr is None:
+            base = flags_for(rcode)
+            hdr = _HEADERS[(rcode, counts)] = tuple(struct.pack("!HHHHH", base | rd, 1, *counts) for rd in (0, RD))
+        self.hdr = hdr
         self.fits512 = 12 + qlen + len(body) <= 512
+
+
+_HEADERS: dict[tuple[int, tuple[int, int, int]], tuple[bytes, bytes]] = {}
+_SHARED: dict[tuple, tuple] = {}
+"""Interning tables; bounded in practice (distinct record counts/offsets), capped below anyway."""
 
 
 def make_entry(qname: str, rcode: int, answer=(), authority=(), additional=()) -> Entry:
@@ -101,8 +112,16 @@ class AnswerTable:
 
 @dataclass
 class CompileMemo:
-    services: dict[str, tuple[ServiceRecords, dict[bytes, Entry], list[bytes]]] = field(default_factory=dict)
-    shared: dict[str, tuple[dict, dict[bytes, Entry]]] = field(default_factory=dict)
+    """The previous table and what each service / shared name / PTR name contributed to it, so the
+    next compile patches a copy of the dicts instead of recompiling everything."""
+
+    services: dict[str, tuple[ServiceRecords, tuple[bytes, ...], tuple[bytes, ...]]] = field(default_factory=dict)
+    """service key -> (its records, the table keys and the names it contributed)"""
+    shared: dict[str, tuple[dict, tuple[bytes, ...]]] = field(default_factory=dict)
+    ptr: dict[str, tuple[tuple[RR, ...], tuple[bytes, ...]]] = field(default_factory=dict)
+    hot: dict[bytes, Entry] = field(default_factory=dict)
+    exists: set[bytes] = field(default_factory=set)
+    generation: int = -1
 
 
 def _glue(rrsets: RRsets, targets: list[str]) -> list[RR]:
@@ -136,31 +155,78 @@ def _compile_rrsets(rrsets: RRsets) -> tuple[dict[bytes, Entry], list[bytes]]:
     return hot, existing
 
 
+def _drop(hot: dict[bytes, Entry], exists: set[bytes], part, existing) -> None:
+    for k in part:
+        hot.pop(k, None)
+    for n in existing:
+        exists.discard(n)
+
+
 def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTable:
-    """Compile ``snap``; ``memo`` (updated in place) reuses entries of unchanged services and names."""
+    """Compile ``snap``. With a ``memo`` (updated in place) only what changed since the previous
+    compile is recompiled; the previous table's dicts are copied, never mutated."""
     memo = memo if memo is not None else CompileMemo()
-    hot: dict[bytes, Entry] = {}
-    exists: set[bytes] = set()
-    fresh_services = {}
-    for key, recs in snap.services.items():
+    hot, exists = dict(memo.hot), set(memo.exists)
+
+    incremental = snap.changed is not None and memo.generation == snap.generation - 1
+    if incremental:
+        services = dict(memo.services)
+        service_keys = snap.changed
+    else:
+        services = {}
+        service_keys = set(snap.services) | set(memo.services)
+    for key in service_keys:
+        recs = snap.services.get(key)
         prev = memo.services.get(key)
         if prev is not None and prev[0] is recs:
-            part, existing = prev[1], prev[2]
-        else:
-            part, existing = _compile_rrsets(recs.rrsets)
-        fresh_services[key] = (recs, part, existing)
+            services[key] = prev
+            continue
+        if prev is not None:
+            _drop(hot, exists, prev[1], prev[2])
+            services.pop(key, None)
+        if recs is None:
+            continue
+        part, existing = _compile_rrsets(recs.rrsets)
         hot.update(part)
         exists.update(existing)
-    memo.services = fresh_services
-    fresh_shared = {}
+        services[key] = (recs, tuple(part), tuple(existing))
+
+    if incremental:
+        ptrs = dict(memo.ptr)
+        ptr_names = snap.changed_ptrs
+    else:
+        ptrs = {}
+        ptr_names = set(snap.ptr) | set(memo.ptr)
+    for name in ptr_names:
+        rrs = snap.ptr.get(name)
+        prev_p = memo.ptr.get(name)
+        if prev_p is not None and prev_p[0] is rrs:
+            ptrs[name] = prev_p
+            continue
+        if prev_p is not None:
+            _drop(hot, exists, prev_p[1], [names.to_wire(name)])
+            ptrs.pop(name, None)
+        if rrs is None:
+            continue
+        part = _compile_name(name, {PTR: rrs}, {})
+        hot.update(part)
+        exists.add(names.to_wire(name))
+        ptrs[name] = (rrs, tuple(part))
+
+    shared = {}
+    for name, prev_s in memo.shared.items():
+        if name not in snap.shared or name == snap.config.zone or prev_s[0] != snap.shared[name]:
+            _drop(hot, exists, prev_s[1], [names.to_wire(name)])
     for name, types in snap.shared.items():
         prev_s = memo.shared.get(name)
         if prev_s is not None and name != snap.config.zone and prev_s[0] == types:
-            part = prev_s[1]
-        else:
-            part = _compile_name(name, types, snap.shared)
-        fresh_shared[name] = (types, part)
+            shared[name] = prev_s
+            continue
+        part = _compile_name(name, types, snap.shared)
         hot.update(part)
         exists.add(names.to_wire(name))
-    memo.shared = fresh_shared
+        shared[name] = (types, tuple(part))
+
+    memo.services, memo.ptr, memo.shared, memo.hot, memo.exists = services, ptrs, shared, hot, exists
+    memo.generation = snap.generation
     return AnswerTable(snap, hot, exists, names.to_wire(snap.config.zone))

@@ -18,7 +18,7 @@ from typing import Callable
 
 from podnet.dns import snapshot
 from podnet.dns.cache import Cache
-from podnet.dns.forward import Forwarder, UpstreamAddr, read_resolv_conf
+from podnet.dns.forward import Forwarder, UpstreamAddr, read_resolv_conf, self_matcher
 from podnet.dns.handler import Handler
 from podnet.dns.health import HttpEndpoints
 from podnet.dns.metrics import Collector, Stats, render
@@ -55,11 +55,8 @@ class Daemon:
         self.cfg = snapshot.Config(zone=opts.zone.strip(".").lower(), ttl=opts.ttl, dns_service=opts.dns_service)
         host, port = split_hostport(opts.listen)
         upstreams = opts.upstreams or self._resolv_upstreams()
-        own = {(host, port)}
-        if host in ("0.0.0.0", "::"):
-            own |= {("127.0.0.1", port), ("::1", port)}
         self.cache = Cache(capacity=opts.cache_capacity, max_ttl=opts.cache_max_ttl, max_denial_ttl=opts.cache_max_ttl)
-        self.forwarder = Forwarder(upstreams, self.cache, max_concurrent=opts.max_concurrent, own_addresses=tuple(own))
+        self.forwarder = Forwarder(upstreams, self.cache, max_concurrent=opts.max_concurrent, is_self=self_matcher(host, port))
         self.stats = Stats()
         self.handler = Handler(initial_table(self.cfg), self.forwarder, self.stats)
         self.server = DnsServer(self.handler, host, port)

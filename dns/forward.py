@@ -8,7 +8,8 @@ Behaviour (modelled on CoreDNS's ``forward`` and ``loop`` plugins):
 * A UDP reply with TC set is retried over TCP to the same upstream.
 * At most ``max_concurrent`` client queries wait on upstreams; beyond that :class:`Refused` is raised
   (the server answers REFUSED). Identical questions in flight share one upstream exchange.
-* Loops: an upstream equal to our own listening address is dropped at start, and :meth:`probe`
+* Loops: an upstream that reaches our own listener (same address, or any local address with our port
+  when we listen on a wildcard: :func:`self_matcher`) is dropped at start, and :meth:`probe`
   sends a random ``<r>.<r>.podnet-loop.`` HINFO query through each upstream; if one comes back to
   our own listener (:meth:`seen_query`), that upstream is disabled instead of crashing the server.
 * Replies must match the query's ID and question; anything else is ignored (anti-spoofing).
@@ -23,6 +24,7 @@ import ipaddress
 import logging
 import random
 import secrets
+import socket
 import struct
 import time
 from dataclasses import dataclass, field
@@ -30,9 +32,10 @@ from typing import Callable
 
 from podnet.dns import names
 from podnet.dns.cache import Cache, Upstream
+from podnet.dns.metrics import Histogram
 from podnet.dns.wire import HINFO, OPT, FormErr, opt_rr, read_name, walk_rrs
 
-__all__ = ["Forwarder", "Refused", "UpstreamAddr", "parse_upstream", "read_resolv_conf", "ForwardStats"]
+__all__ = ["Forwarder", "Refused", "UpstreamAddr", "parse_upstream", "read_resolv_conf", "ForwardStats", "self_matcher", "is_local_address"]
 
 log = logging.getLogger("podnet.dns.forward")
 MAX_UPSTREAMS = 15
@@ -85,7 +88,7 @@ def read_resolv_conf(text: str) -> list[UpstreamAddr]:
 class ForwardStats:
     requests: dict[str, int] = field(default_factory=dict)  # upstream -> count
     responses: dict[tuple[str, int], int] = field(default_factory=dict)  # (upstream, rcode)
-    durations: list[tuple[str, float]] = field(default_factory=list)
+    durations: dict[str, Histogram] = field(default_factory=dict)
     healthcheck_failures: dict[str, int] = field(default_factory=dict)
     max_concurrent_rejects: int = 0
 
@@ -129,6 +132,7 @@ class _Upstream:
         self.fails = 0
         self.looping = False
         self.udp: _UdpClient | None = None
+        self.lock = asyncio.Lock()
 
 
 class Forwarder:
@@ -141,11 +145,11 @@ class Forwarder:
         timeout: float = 2.0,
         max_concurrent: int = 1000,
         max_fails: int = 2,
-        own_addresses: tuple[tuple[str, int], ...] = (),
+        is_self: Callable[[UpstreamAddr], bool] = lambda _u: False,
     ) -> None:
         self.upstreams = []
         for u in upstreams[:MAX_UPSTREAMS]:
-            if (u.host, u.port) in own_addresses:
+            if is_self(u):
                 log.error("upstream %s is this server itself (forwarding loop); ignoring it", u)
                 continue
             self.upstreams.append(_Upstream(u))
@@ -180,6 +184,10 @@ class Forwarder:
             question = names.to_wire(name) + struct.pack("!HH", HINFO, 1)
             tasks.append(self._exchange_udp(up, question, False))
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def probing(self) -> bool:
+        return bool(self._probes)
 
     @property
     def usable(self) -> list[_Upstream]:
@@ -235,9 +243,7 @@ class Forwarder:
             up.fails = 0
             k = (up.name, ans.rcode)
             self.stats.responses[k] = self.stats.responses.get(k, 0) + 1
-            self.stats.durations.append((up.name, time.perf_counter() - start))
-            if len(self.stats.durations) > 10000:
-                del self.stats.durations[:5000]
+            self.stats.durations.setdefault(up.name, Histogram()).observe(time.perf_counter() - start)
             return ans
         return None
 
@@ -247,8 +253,10 @@ class Forwarder:
     async def _exchange_udp(self, up: _Upstream, question: bytes, do: bool) -> bytes:
         loop = asyncio.get_running_loop()
         if up.udp is None or up.udp.transport is None or up.udp.transport.is_closing():
-            _, proto = await loop.create_datagram_endpoint(_UdpClient, remote_addr=(up.addr.host, up.addr.port))
-            up.udp = proto
+            async with up.lock:  # one socket per upstream, even when the first queries race
+                if up.udp is None or up.udp.transport is None or up.udp.transport.is_closing():
+                    _, proto = await loop.create_datagram_endpoint(_UdpClient, remote_addr=(up.addr.host, up.addr.port))
+                    up.udp = proto
         client = up.udp
         qid = client.new_id()
         fut = loop.create_future()
@@ -302,3 +310,29 @@ class Forwarder:
 
 def question_name(question: bytes) -> str:
     return read_name(question, 0)[0]
+
+
+def is_local_address(ip: str) -> bool:
+    """True when ``ip`` is an address of this host (network namespace): binding to it succeeds."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((ip, 0))
+        return True
+    except OSError:
+        return False
+
+
+def self_matcher(listen_host: str, listen_port: int, is_local: Callable[[str], bool] = is_local_address) -> Callable[[UpstreamAddr], bool]:
+    """A predicate: does an upstream address reach our own listener? (resolv.conf pointing at us,
+    e.g. 127.0.0.53 while we listen on 0.0.0.0:53)."""
+    wildcard = listen_host in ("0.0.0.0", "::", "")
+
+    def is_self(u: UpstreamAddr) -> bool:
+        if u.port != listen_port:
+            return False
+        if u.host == listen_host:
+            return True
+        return wildcard and is_local(u.host)
+
+    return is_self

@@ -176,7 +176,7 @@ class Handler:
 
     def _forward(self, q: Query, limit: int) -> Reply:
         fwd = self.forwarder
-        if fwd is not None and fwd._probes and fwd.seen_query(q.qname):
+        if fwd is not None and fwd.probing and fwd.seen_query(q.qname):
             return self._reply(q, SERVFAIL, limit, aa=False)
         if fwd is None or not fwd.usable:
             return self._reply(q, SERVFAIL, limit, aa=False)

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from podnet.dns.wire import TYPE_NAMES
 
-__all__ = ["Stats", "Collector", "render", "BUCKETS"]
+__all__ = ["Stats", "Collector", "Histogram", "render", "BUCKETS"]
 
 # CoreDNS: prometheus.ExponentialBuckets(0.00025, 2, 16)
 BUCKETS = tuple(0.00025 * 2**i for i in range(16))
@@ -28,7 +28,7 @@ def type_name(qtype: int) -> str:
     return TYPE_NAMES.get(qtype, "other")
 
 
-class _Histogram:
+class Histogram:
     __slots__ = ("counts", "total", "n")
 
     def __init__(self) -> None:
@@ -58,8 +58,8 @@ class Stats:
         self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.responses: defaultdict[int, int] = defaultdict(int)
         self.dropped = 0
-        self.durations: defaultdict[str, _Histogram] = defaultdict(_Histogram)
-        self.programming = _Histogram()
+        self.durations: defaultdict[str, Histogram] = defaultdict(Histogram)
+        self.programming = Histogram()
         self.rebuilds = 0
 
     def count_request(self, qtype: int, udp: bool) -> None:
@@ -110,8 +110,9 @@ class Collector:
             resp.add_metric([srv, ".", "", RCODES.get(code, str(code)), ""], n)
         yield resp
         dur = HistogramMetricFamily(
-            "coredns_dns_request_duration_seconds", "Histogram of the time (in seconds) each request took.",
-            labels=["server", "zone", "view", "type"],
+            "coredns_dns_request_duration_seconds",
+            "Histogram of the time (in seconds) each request took, by transport (CoreDNS labels by qtype).",
+            labels=["server", "zone", "view", "proto"],
         )
         for proto, h in sorted(st.durations.items()):
             dur.add_metric([srv, ".", "", proto], h.buckets(), h.total)
@@ -154,6 +155,11 @@ class Collector:
             for (to, code), n in sorted(fs.responses.items()):
                 m.add_metric([to, RCODES.get(code, str(code))], n)
             yield m
+            h = HistogramMetricFamily("coredns_proxy_request_duration_seconds", "Histogram of the time each upstream request took.",
+                                      labels=["proxy_name", "to"])
+            for to, hist in sorted(fs.durations.items()):
+                h.add_metric(["forward", to], hist.buckets(), hist.total)
+            yield h
             m = CounterMetricFamily("coredns_forward_max_concurrent_rejects", "Queries refused because too many were in flight.")
             m.add_metric([], fs.max_concurrent_rejects)
             yield m

@@ -161,7 +161,7 @@ class DnsServer:
     """UDP+TCP on ``host:port`` (port 0 picks one free port for both)."""
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0, *, max_tcp: int = 256,
-                 max_pending: int = 64, idle: float = 10.0) -> None:
+                 max_pending: int = 64, idle: float = 10.0, sockets: tuple[socket.socket, socket.socket] | None = None) -> None:
         self.handler = handler
         self.stats = handler.stats
         self.host, self.port = host, port
@@ -171,6 +171,8 @@ class DnsServer:
         self._tasks: set[asyncio.Task] = set()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.AbstractServer | None = None
+        self._sockets = sockets
+        """Pre-bound (udp, tcp) sockets, e.g. made inside another network namespace."""
 
     def spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -185,10 +187,18 @@ class DnsServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._sockets is not None:
+            udp_sock, tcp_sock = self._sockets
+            self.port = udp_sock.getsockname()[1]
+            tcp_sock.setblocking(False)
+            udp_sock.setblocking(False)
+            await self._serve(loop, udp_sock, tcp_sock)
+            return
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         for _ in range(20):
             tcp_sock = socket.socket(family, socket.SOCK_STREAM)
             tcp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            udp_sock = None
             try:
                 tcp_sock.bind((self.host, self.port))
                 port = tcp_sock.getsockname()[1]
@@ -197,14 +207,19 @@ class DnsServer:
                 udp_sock.bind((self.host, port))
             except OSError:
                 tcp_sock.close()
+                if udp_sock is not None:
+                    udp_sock.close()
                 if self.port:
                     raise
                 continue
             break
         else:
             raise OSError("no free port for both UDP and TCP")
-        tcp_sock.listen(1024)
         self.port = port
+        await self._serve(loop, udp_sock, tcp_sock)
+
+    async def _serve(self, loop, udp_sock: socket.socket, tcp_sock: socket.socket) -> None:
+        tcp_sock.listen(1024)
         self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp_sock)
         self._tcp = await loop.create_server(lambda: _Tcp(self), sock=tcp_sock)
         log.info("listening on %s:%d (udp+tcp)", self.host, self.port)

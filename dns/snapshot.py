@@ -23,7 +23,7 @@ from podnet.dns import names
 from podnet.dns.wire import AAAA, CNAME, NS, PTR, RR, SOA, SRV, TXT, A
 from podnet.kube.objects import EndpointSlice, Service
 
-__all__ = ["Config", "ServiceRecords", "Snapshot", "Memo", "build", "service_records", "SCHEMA_VERSION"]
+__all__ = ["Config", "ServiceRecords", "Snapshot", "Memo", "build", "update", "service_records", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = "1.1.0"
 VERSION_TTL = 28800
@@ -61,11 +61,20 @@ class Snapshot:
     services: Mapping[str, ServiceRecords]
     shared: RRsets
     soa: RR
+    ptr: Mapping[str, tuple[RR, ...]] = field(default_factory=dict)
+    """Reverse owner name -> its PTR records (merged over services)."""
+    generation: int = 0
+    """Counts builds made with the same Memo; ``changed``/``changed_ptrs`` are relative to generation - 1."""
+    changed: frozenset[str] | None = None
+    """Service keys that may differ from the previous generation (None: unknown, compare everything)."""
+    changed_ptrs: frozenset[str] | None = None
 
     def lookup(self, name: str) -> dict[int, tuple[RR, ...]] | None:
         """The records at ``name`` by type ({} for an empty non-terminal), or None if it does not exist."""
         if name in self.shared:
             return self.shared[name]
+        if name in self.ptr:
+            return {PTR: self.ptr[name]}
         rel = names.relative_labels(name, self.config.zone)
         if rel is not None and len(rel) >= 3 and rel[-1] == "svc":
             recs = self.services.get(f"{rel[-2]}/{rel[-3]}")
@@ -76,9 +85,16 @@ class Snapshot:
 
 @dataclass
 class Memo:
-    """Per-service results from the previous build, reused when the inputs are the same objects."""
+    """State carried between builds: per-service results (reused when the inputs are the same
+    objects) and the merged PTR index, patched only for services that changed."""
 
     entries: dict[str, tuple[Service, tuple[EndpointSlice, ...], ServiceRecords]] = field(default_factory=dict)
+    ptr_owners: dict[str, dict[str, None]] = field(default_factory=dict)
+    ptr_rrs: dict[str, tuple[RR, ...]] = field(default_factory=dict)
+    per_service: dict[str, ServiceRecords] = field(default_factory=dict)
+    cfg: Config | None = None
+    generation: int = 0
+    last_dirty_ptrs: set[str] = field(default_factory=set)
 
 
 def _ready(svc: Service, ep) -> bool:
@@ -183,34 +199,64 @@ def build(
     synced: bool = True,
     memo: Memo | None = None,
 ) -> Snapshot:
-    """A Snapshot of the zone. ``memo`` (updated in place) makes rebuilds incremental."""
-    zone, ttl = cfg.zone, cfg.ttl
+    """A Snapshot of the zone from plain object lists (every service is looked at)."""
     by_service: dict[str, list[EndpointSlice]] = defaultdict(list)
     for sl in slices:
         if sl.service_name:
             by_service[sl.service_key].append(sl)
-    old = memo.entries if memo else {}
-    fresh: dict[str, tuple[Service, tuple[EndpointSlice, ...], ServiceRecords]] = {}
-    per_service: dict[str, ServiceRecords] = {}
-    ns_set = set(namespaces)
-    dns_ips: tuple[str, ...] = ()
-    for svc in services:
-        key = svc.key
-        svc_slices = tuple(sorted(by_service.get(key, ()), key=lambda s: s.name))
-        prev = old.get(key)
-        if prev is not None and prev[0] is svc and prev[1] == svc_slices:
-            recs: ServiceRecords | None = prev[2]
-        else:
-            recs = service_records(svc, svc_slices, cfg)
-        if key == cfg.dns_service:
-            dns_ips = svc.cluster_ips
-        ns_set.add(svc.namespace)
-        if recs is not None:
-            fresh[key] = (svc, svc_slices, recs)
-            per_service[key] = recs
-    if memo is not None:
-        memo.entries = fresh
+    return update({s.key: s for s in services}, by_service, namespaces, cfg, serial=serial, synced=synced, memo=memo)
 
+
+def update(
+    services: Mapping[str, Service],
+    slices_by_service: Mapping[str, Iterable[EndpointSlice]],
+    namespaces: Iterable[str],
+    cfg: Config,
+    *,
+    serial: int,
+    synced: bool = True,
+    memo: Memo | None = None,
+    dirty: Iterable[str] | None = None,
+) -> Snapshot:
+    """A Snapshot of the zone. With a ``memo`` (updated in place) and ``dirty`` (the service keys whose
+    Service or EndpointSlices changed since the previous call with that memo), only those services
+    are recomputed; ``dirty=None`` looks at every service (still reusing unchanged results).
+    The result is the same as a fresh full build of the same objects."""
+    zone, ttl = cfg.zone, cfg.ttl
+    if memo is None or memo.cfg != cfg:
+        memo = memo if memo is not None else Memo()
+        memo.entries, memo.per_service, memo.ptr_owners, memo.ptr_rrs, memo.cfg = {}, {}, {}, {}, cfg
+        dirty = None
+    old = memo.entries
+    keys = set(services) | set(old) if dirty is None else set(dirty)
+    changed: list[tuple[ServiceRecords | None, ServiceRecords | None]] = []
+    for key in keys:
+        svc = services.get(key)
+        prev = old.get(key)
+        prev_recs = prev[2] if prev is not None else None
+        if svc is None:
+            old.pop(key, None)
+            memo.per_service.pop(key, None)
+            if prev_recs is not None:
+                changed.append((prev_recs, None))
+            continue
+        svc_slices = tuple(sorted(slices_by_service.get(key, ()), key=lambda s: s.name))
+        if prev is not None and prev[0] is svc and prev[1] == svc_slices:
+            continue
+        recs = service_records(svc, svc_slices, cfg)
+        old[key] = (svc, svc_slices, recs)
+        if recs is None:
+            memo.per_service.pop(key, None)
+        else:
+            memo.per_service[key] = recs
+        if recs is not prev_recs:
+            changed.append((prev_recs, recs))
+    _patch_ptrs(memo, changed, ttl)
+    memo.generation += 1
+
+    dns_svc = services.get(cfg.dns_service)
+    dns_ips = dns_svc.cluster_ips if dns_svc is not None else ()
+    ns_set = set(namespaces) | {s.namespace for s in services.values()}
     ns_host = names.join("ns.dns", zone)
     soa = RR(zone, SOA, min(ttl, 300), (ns_host, names.join("hostmaster", zone), serial, 7200, 1800, 86400, ttl))
     shared: RRsets = {}
@@ -228,7 +274,28 @@ def build(
     for ns in ns_set:
         _add(shared, names.join(ns, "svc", zone))
         _add(shared, names.join(ns, "pod", zone))
-    for recs in per_service.values():
-        for rev, target in recs.ptrs:
-            _add(shared, rev, PTR, [RR(rev, PTR, ttl, target)])
-    return Snapshot(cfg, serial, synced, frozenset(ns_set), per_service, shared, soa)
+    return Snapshot(cfg, serial, synced, frozenset(ns_set), dict(memo.per_service), shared, soa, dict(memo.ptr_rrs),
+                    generation=memo.generation, changed=frozenset(keys) if dirty is not None else None,
+                    changed_ptrs=frozenset(memo.last_dirty_ptrs) if dirty is not None else None)
+
+
+def _patch_ptrs(memo: Memo, changed: list[tuple[ServiceRecords | None, ServiceRecords | None]], ttl: int) -> None:
+    """Apply PTR targets removed/added by changed services to the merged reverse index."""
+    owners, dirty = memo.ptr_owners, set()
+    for before, after in changed:
+        for rev, target in before.ptrs if before is not None else ():
+            targets = owners.get(rev)
+            if targets is not None:
+                targets.pop(target, None)
+                if not targets:
+                    del owners[rev]
+            dirty.add(rev)
+        for rev, target in after.ptrs if after is not None else ():
+            owners.setdefault(rev, {})[target] = None
+            dirty.add(rev)
+    memo.last_dirty_ptrs = dirty
+    for rev in dirty:
+        if rev in owners:
+            memo.ptr_rrs[rev] = tuple(RR(rev, PTR, ttl, t) for t in sorted(owners[rev]))
+        else:
+            memo.ptr_rrs.pop(rev, None)

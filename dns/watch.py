@@ -1,11 +1,12 @@
 """Keeps the served answer table in step with Service, EndpointSlice and Namespace informers.
 
-Every informer event marks the zone dirty and schedules one rebuild with ``loop.call_soon``, so a
+Every informer event updates ZoneSync's own indexes (services by key, slices by service,
+namespaces), records the affected service key, and schedules one rebuild with ``loop.call_soon``, so a
 burst of events delivered in one loop iteration costs one rebuild, and a single event is served
 as soon as the loop comes round (no timer). Until all three informers have synced nothing is
 rebuilt: the initial table answers SERVFAIL for every cluster name it cannot find, and /ready is
 503. A rebuild is a pure :func:`~podnet.dns.snapshot.build` + :func:`~podnet.dns.answers.compile_table`
-with memos (unchanged services are reused), then one atomic ``handler.swap``.
+with memos that recompute only the services named by events, then one atomic ``handler.swap``.
 
 Informers only need ``add_handler(on_add=, on_update=, on_delete=, on_synced=)``, ``list()`` and
 ``has_synced``: podnet.kube.informer.Informer, or an in-memory fake in tests.
@@ -14,6 +15,7 @@ Informers only need ``add_handler(on_add=, on_update=, on_delete=, on_synced=)``
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from typing import Any, Callable, Protocol
@@ -64,16 +66,65 @@ class ZoneSync:
         self._memo = snapshot.Memo()
         self._cmemo = answers.CompileMemo()
         self._serial = 0
+        self._services: dict[str, Any] = {}
+        self._slices: dict[str, dict[str, Any]] = {}
+        self._namespaces: dict[str, Any] = {}
+        self._dirty: set[str] = set()
         self.synced_event = asyncio.Event()
 
     def attach(self) -> None:
-        for inf in self.informers:
-            inf.add_handler(
-                on_add=lambda _o: self.changed(),
-                on_update=lambda _a, _b: self.changed(),
-                on_delete=lambda _o: self.changed(),
-                on_synced=self.changed,
-            )
+        services, slices, namespaces = self.informers
+        services.add_handler(
+            on_add=self._service_set, on_update=lambda _old, new: self._service_set(new),
+            on_delete=self._service_gone, on_synced=self.changed,
+        )
+        slices.add_handler(
+            on_add=self._slice_set, on_update=self._slice_update, on_delete=self._slice_gone, on_synced=self.changed,
+        )
+        namespaces.add_handler(
+            on_add=self._namespace_set, on_update=lambda _old, new: self._namespace_set(new),
+            on_delete=self._namespace_gone, on_synced=self.changed,
+        )
+
+    # Indexes kept from events, so a rebuild knows exactly which services changed.
+
+    def _service_set(self, svc) -> None:
+        self._services[svc.key] = svc
+        self._dirty.add(svc.key)
+        self.changed()
+
+    def _service_gone(self, svc) -> None:
+        self._services.pop(svc.key, None)
+        self._dirty.add(svc.key)
+        self.changed()
+
+    def _slice_set(self, sl) -> None:
+        if sl.service_name:
+            self._slices.setdefault(sl.service_key, {})[sl.key] = sl
+            self._dirty.add(sl.service_key)
+        self.changed()
+
+    def _slice_update(self, old, new) -> None:
+        if old.service_key != new.service_key or not new.service_name:
+            self._slice_gone(old)
+        self._slice_set(new)
+
+    def _slice_gone(self, sl) -> None:
+        if sl.service_name:
+            group = self._slices.get(sl.service_key, {})
+            group.pop(sl.key, None)
+            if not group:
+                self._slices.pop(sl.service_key, None)
+            self._dirty.add(sl.service_key)
+        self.changed()
+
+    def _namespace_set(self, ns) -> None:
+        self._namespaces[ns.name] = ns
+        self.changed()
+
+    def _namespace_gone(self, ns) -> None:
+        self._namespaces.pop(ns.name, None)
+        self.changed()
 
     def changed(self) -> None:
         """Mark dirty and schedule one rebuild (coalesced)."""
@@ -91,17 +142,29 @@ class ZoneSync:
             self.rebuild()
         except Exception:  # noqa: BLE001 - keep serving the previous table
             log.exception("rebuilding the DNS table failed; still serving the previous one")
+            # The memos may be half-updated: start from scratch next time.
+            self._memo, self._cmemo = snapshot.Memo(), answers.CompileMemo()
 
     def rebuild(self) -> answers.AnswerTable:
         t0 = self.perf_clock()
-        services, slices, namespaces = self.informers
         serial = max(int(self.wall_clock()), self._serial + 1)
         self._serial = serial
-        snap = snapshot.build(
-            services.list(), slices.list(), [n.name for n in namespaces.list()], self.cfg,
-            serial=serial, synced=True, memo=self._memo,
-        )
-        table = answers.compile_table(snap, self._cmemo)
+        # The table is hundreds of thousands of acyclic objects: keep the cycle collector from scanning
+        # them during the build and after it (gc.freeze), so rebuilds stay incremental in cost.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            dirty = None if not self.synced else self._dirty
+            self._dirty = set()
+            snap = snapshot.update(
+                self._services, {k: v.values() for k, v in self._slices.items()}, self._namespaces, self.cfg,
+                serial=serial, synced=True, memo=self._memo, dirty=dirty,
+            )
+            table = answers.compile_table(snap, self._cmemo)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        gc.freeze()
         self.handler.swap(table)
         now = self.perf_clock()
         self.last_rebuild_seconds = now - t0

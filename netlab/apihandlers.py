@@ -4,18 +4,10 @@ Every answer is JSON: objects, lists (``<Kind>List`` with
 metadata.resourceVersion and, when paged with ``limit``, ``continue``),
 or a Kubernetes ``Status`` for errors (400/404/405/409/410/415/422, and 500
 for a bug — logged, never a traceback on the wire). Watches are
-newline-delimited JSON events (ADDED/MODIFIED/DELETED/BOOKMARK/ERROR):
+newline-delimited JSON events (see :mod:`podnet.netlab.apiwatch`).
 
-- ``resourceVersion`` unset or "0": synthetic ADDED for the current objects,
-  then live events; a number N: every event after N, then live; a compacted
-  N: one ERROR event with a 410 Status, then the stream ends;
-- BOOKMARKs (when ``allowWatchBookmarks=true``) every ``bookmark_interval``
-  seconds while the stream is idle, carrying a version up to which the
-  watcher has everything;
-- the stream ends cleanly after ``timeoutSeconds`` (default 30-60 minutes)
-  or when the server stops.
-
-Requests asking for ``as=Table`` get plain JSON lists (kubectl copes).
+Requests asking for ``as=Table`` (kubectl get) get ``meta.k8s.io/v1`` Tables
+(:mod:`podnet.netlab.tables`) for lists, single objects and watch events.
 """
 
 from __future__ import annotations
@@ -32,16 +24,19 @@ from aiohttp import web
 
 from podnet.netlab import apikinds
 from podnet.netlab.apikinds import BY_API_PATH, Kind
-from podnet.netlab.apistore import Gone, StatusError, Store, Watcher
+from podnet.netlab.apistore import StatusError, Store, Watcher
+from podnet.netlab.apiwatch import open_watcher, stream_watch
 from podnet.netlab.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from podnet.netlab.registry import Registry, finish_graceful_delete
 from podnet.netlab.selectors import SelectorError, parse_field_selector, parse_label_selector
+from podnet.netlab.tables import table, wants_table
 
 __all__ = ["ApiHandlers"]
 
 log = logging.getLogger("podnet.netlab.apiserver")
 
 _JSON = "application/json"
+OPENAPI_V2_EMPTY_PB = b"\n\x032.0"
 
 
 def _dumps(obj: Any) -> bytes:
@@ -89,6 +84,12 @@ class ApiHandlers:
         path = request.path.rstrip("/") or "/"
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
+        if path == "/openapi/v2" and "protobuf" in request.headers.get("Accept", ""):
+            # An OpenAPI v2 document with no definitions (protobuf: swagger="2.0"). kubectl 1.20 needs one to
+            # validate and apply; it skips validation for kinds the document does not describe, and computes
+            # strategic merge patches from its built-in types.
+            return web.Response(body=OPENAPI_V2_EMPTY_PB,
+                                content_type="application/octet-stream")
         static = self._discovery(request, path)
         if static is not None:
             if request.method != "GET":
@@ -109,7 +110,10 @@ class ApiHandlers:
             if sub not in (None, "status"):
                 raise StatusError(404, "NotFound", f"the server could not find the requested resource ({path})")
             if m == "GET":
-                return _json(self._get(kind, ns, name))
+                obj = self._get(kind, ns, name)
+                if wants_table(request.headers.get("Accept", "")) and sub is None:
+                    return _json(table(kind.plural, [obj], time.time(), {"resourceVersion": str(self.store.rv)}))
+                return _json(obj)
             if m == "PUT":
                 return await self.replace(request, kind, ns, name, sub)
             if m == "PATCH":
@@ -181,7 +185,7 @@ class ApiHandlers:
                 rv, start = int(token["rv"]), tuple(token["start"])
             except (ValueError, KeyError, TypeError):
                 raise StatusError(400, "BadRequest", "continue key is not valid") from None
-            if rv < self.store.compacted_rv:
+            if not self.store.compacted_rv <= rv <= self.store.rv:
                 raise StatusError(410, "Expired", "The provided continue parameter is too old to display a consistent "
                                   "list result. You can start a new list without the continue parameter.")
         items: list[dict[str, Any]] = []
@@ -202,77 +206,30 @@ class ApiHandlers:
         meta_out: dict[str, Any] = {"resourceVersion": str(rv)}
         if next_token:
             meta_out["continue"] = next_token
+        if wants_table(request.headers.get("Accept", "")):
+            return _json(table(kind.plural, items, time.time(), meta_out))
         return _json({"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": meta_out, "items": items})
 
     # ------------------------------------------------------------------ watch
 
     async def watch(self, request: web.Request, kind: Kind, ns: str | None) -> web.StreamResponse:
         labels, fields = self._selectors(request, kind)
-        rv_param = request.query.get("resourceVersion", "")
-        bookmarks = _truthy(request.query.get("allowWatchBookmarks"))
         timeout = _int_param(request, "timeoutSeconds")
         if timeout is None:
             lo, hi = self.watch_timeout
             timeout = lo + (hi - lo) * self._rand()
-        w = Watcher(kind.plural, ns, labels, fields)
-        gone: Gone | None = None
-        if rv_param in ("", "0"):
-            for obj in self.store.items(kind.plural, ns):
-                if w.matches(obj):
-                    w.queue.put_nowait(("ADDED", obj))
-            self.store.subscribe(w, self.store.rv)
-        else:
-            try:
-                since = int(rv_param)
-            except ValueError:
-                raise StatusError(400, "BadRequest", f"invalid resource version {rv_param!r}") from None
-            try:
-                self.store.subscribe(w, since)
-            except Gone as e:
-                gone = e
-        resp = web.StreamResponse(headers={"Content-Type": _JSON, "Cache-Control": "no-cache"})
-        resp.enable_chunked_encoding()
-        await resp.prepare(request)
-        if gone is not None:
-            await resp.write(_dumps({"type": "ERROR", "object": gone.status()}) + b"\n")
-            return resp
+        w, gone = open_watcher(self.store, Watcher(kind.plural, ns, labels, fields),
+                               request.query.get("resourceVersion", ""))
         self.watchers.add(w)
-        deadline = time.monotonic() + timeout
         try:
-            while not w.closed:
-                now = time.monotonic()
-                if now >= deadline:
-                    break
-                wait = deadline - now
-                if bookmarks:
-                    wait = min(wait, self.bookmark_interval)
-                try:
-                    item = await asyncio.wait_for(w.queue.get(), wait)
-                except asyncio.TimeoutError:
-                    if bookmarks and time.monotonic() < deadline:
-                        await resp.write(self._bookmark(kind))
-                    continue
-                if item is None:
-                    break
-                batch = [item]
-                while not w.queue.empty() and len(batch) < 1000:
-                    nxt = w.queue.get_nowait()
-                    if nxt is None:
-                        w.closed = True
-                        break
-                    batch.append(nxt)
-                await resp.write(b"".join(_dumps({"type": t, "object": o}) + b"\n" for t, o in batch))
-        except (ConnectionResetError, ConnectionError):
-            pass
+            return await stream_watch(
+                request, self.store, kind, w, gone, timeout=timeout,
+                bookmark_interval=self.bookmark_interval if _truthy(request.query.get("allowWatchBookmarks")) else None,
+                as_table=wants_table(request.headers.get("Accept", "")),
+            )
         finally:
             self.store.unsubscribe(w)
             self.watchers.discard(w)
-        return resp
-
-    def _bookmark(self, kind: Kind) -> bytes:
-        return _dumps({"type": "BOOKMARK", "object": {
-            "kind": kind.kind, "apiVersion": kind.api_version,
-            "metadata": {"resourceVersion": str(self.store.rv)}}}) + b"\n"
 
     def close_watchers(self) -> None:
         for w in list(self.watchers):
@@ -302,11 +259,11 @@ class ApiHandlers:
         return bool(request.query.getall("dryRun", []))
 
     async def create(self, request: web.Request, kind: Kind, ns: str | None) -> web.Response:
-        obj = self.registry.prepare_create(kind, await self._body(request), ns)
+        prepared = self.registry.prepare_create(kind, await self._body(request), ns)
         if self._dry_run(request):
-            self.registry._release(obj.pop("__allocated__", []))
-            return _json(obj, 201)
-        return _json(self.registry.commit_create(kind, obj), 201)
+            self.registry.release_allocations(prepared)
+            return _json(prepared.obj, 201)
+        return _json(self.registry.commit_create(kind, prepared), 201)
 
     async def replace(self, request: web.Request, kind: Kind, ns: str | None, name: str, sub: str | None) -> web.Response:
         old = self._get(kind, ns, name)
@@ -316,11 +273,11 @@ class ApiHandlers:
 
     def _update(self, request: web.Request, kind: Kind, old: dict[str, Any], body: Any, sub: str | None,
                 expect: str | None) -> web.Response:
-        new = self.registry.prepare_update(kind, old, body, subresource=sub or "")
+        prepared = self.registry.prepare_update(kind, old, body, subresource=sub or "")
         if self._dry_run(request):
-            self.registry._release(new.pop("__allocated__", []))
-            return _json(new)
-        return _json(self.registry.commit_update(kind, old, new, expect))
+            self.registry.release_allocations(prepared)
+            return _json(prepared.obj)
+        return _json(self.registry.commit_update(kind, old, prepared, expect))
 
     async def patch(self, request: web.Request, kind: Kind, ns: str | None, name: str, sub: str | None) -> web.Response:
         old = self._get(kind, ns, name)
@@ -341,7 +298,8 @@ class ApiHandlers:
             raise StatusError(422, "Invalid", f"the patch could not be applied: {e}") from None
         if not isinstance(new, dict):
             raise StatusError(422, "Invalid", "the patch did not produce an object")
-        new_rv = (new.get("metadata") or {}).get("resourceVersion")
+        meta = new.get("metadata")
+        new_rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
         expect = new_rv if new_rv != old["metadata"].get("resourceVersion") else None
         return self._update(request, kind, old, new, sub, expect)
 

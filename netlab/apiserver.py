@@ -37,7 +37,7 @@ from podnet.netlab.allocators import CIDRAllocator
 from podnet.netlab.apihandlers import ApiHandlers
 from podnet.netlab.apistore import Persister, Store, StatusError
 from podnet.netlab.controllers import EndpointSliceController, NodeCIDRController
-from podnet.netlab.registry import Registry
+from podnet.netlab.registry import Registry, finish_graceful_delete
 
 __all__ = ["LabApiServer", "add_arguments", "run", "parse_listen"]
 
@@ -68,6 +68,7 @@ class LabApiServer:
         node_cidr_mask: int = 24,
         node_port_range: tuple[int, int] = (30000, 32767),
         controllers: bool = True,
+        kubernetes_service: str | None = None,
         max_endpoints_per_slice: int = 100,
         persist_delay: float = 0.05,
     ) -> None:
@@ -79,6 +80,7 @@ class LabApiServer:
         self.node_cidrs = NodeCIDRController(self.store, CIDRAllocator(cluster_cidr, node_cidr_mask))
         self.endpoint_slices = EndpointSliceController(self.store, max_endpoints_per_slice)
         self._controllers = controllers
+        self._kubernetes_service = kubernetes_service
         self._runner: web.AppRunner | None = None
         self.urls: list[str] = []
 
@@ -103,6 +105,17 @@ class LabApiServer:
             self.store.hooks += [self.node_cidrs.hook, self.endpoint_slices.hook]
         if self.persister is not None:
             self.store.on_change = self.persister.mark
+        self._resume_graceful_deletes()
+
+    def _resume_graceful_deletes(self) -> None:
+        """Pods that were terminating when the server stopped finish their grace period now."""
+        kind = self.registry_kind("pods")
+        loop = asyncio.get_running_loop()
+        for pod in list(self.store.items("pods")):
+            meta = pod["metadata"]
+            if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds"):
+                loop.call_later(float(meta["deletionGracePeriodSeconds"]), finish_graceful_delete, self.registry,
+                                kind, meta["namespace"], meta["name"], meta.get("uid", ""))
 
     @staticmethod
     def registry_kind(plural: str):
@@ -129,7 +142,39 @@ class LabApiServer:
                 host, port = sock.getsockname()[:2]
                 self.urls.append(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
         log.info("lab API server listening on %s", ", ".join(self.urls))
+        if self._kubernetes_service:
+            self._ensure_kubernetes_service(self._kubernetes_service)
         return self
+
+    def _ensure_kubernetes_service(self, advertise: str) -> None:
+        """The ``default/kubernetes`` Service (first IP of the range, port 443) and its EndpointSlice.
+
+        As kube-apiserver does, so in-cluster clients (KUBERNETES_SERVICE_HOST) reach this server
+        at ``advertise`` (HOST:PORT) through the service proxy.
+        """
+        import ipaddress
+
+        from podnet.netlab.apikinds import KINDS
+
+        host, port = parse_listen(advertise)
+        family = "IPv6" if ipaddress.ip_address(host).version == 6 else "IPv4"
+        first = next(iter(self.registry.services.ip_allocators.values())).network
+        svc = {"metadata": {"name": "kubernetes", "namespace": "default",
+                            "labels": {"component": "apiserver", "provider": "kubernetes"}},
+               "spec": {"clusterIP": str(first.network_address + 1),
+                        "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}}
+        if self.store.get("services", "default", "kubernetes") is None:
+            self.registry.commit_create(KINDS["services"], self.registry.prepare_create(KINDS["services"], svc, "default"))
+        slice_ = {"metadata": {"name": "kubernetes", "namespace": "default",
+                               "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                  "addressType": family, "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+                  "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
+        kind = KINDS["endpointslices"]
+        old = self.store.get("endpointslices", "default", "kubernetes")
+        if old is None:
+            self.registry.commit_create(kind, self.registry.prepare_create(kind, slice_, "default"))
+        else:
+            self.registry.commit_update(kind, old, self.registry.prepare_update(kind, old, slice_), None)
 
     async def stop(self) -> None:
         self.handlers.close_watchers()
@@ -164,7 +209,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-node-port-range", default="30000-32767")
     p.add_argument("--watch-history", type=int, default=10_000, help="events kept for watch resumption")
     p.add_argument("--bookmark-interval", type=float, default=60.0, help="seconds between BOOKMARKs on idle watches")
-    p.add_argument("--no-controllers", action="store_true", help="no IP/port/CIDR allocation or EndpointSlices")
+    p.add_argument("--no-controllers", action="store_true",
+                   help="no node pod-CIDR or EndpointSlice controllers (Service IP/port allocation stays)")
+    p.add_argument("--kubernetes-service", metavar="IP:PORT",
+                   help="create the default/kubernetes Service pointing at this address (as kube-apiserver does)")
 
 
 def server_from_args(args: argparse.Namespace) -> LabApiServer:
@@ -180,6 +228,7 @@ def server_from_args(args: argparse.Namespace) -> LabApiServer:
         node_cidr_mask=args.node_cidr_mask_size,
         node_port_range=(int(lo), int(hi or lo)),
         controllers=not args.no_controllers,
+        kubernetes_service=args.kubernetes_service,
     )
 
 

@@ -107,6 +107,9 @@ class Watcher:
     fields: FieldSelector = field(default_factory=FieldSelector)
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     closed: bool = False
+    max_pending: int = 100_000
+    """A watcher this far behind is cut off (as kube-apiserver does); its client resumes or relists."""
+    overflowed: bool = False
 
     def matches(self, obj: dict[str, Any] | None) -> bool:
         if obj is None:
@@ -119,6 +122,10 @@ class Watcher:
     def offer(self, ev: Event) -> None:
         """Queue what this watcher should see of ``ev`` (selector transitions included)."""
         if self.closed or ev.plural != self.plural:
+            return
+        if self.queue.qsize() >= self.max_pending:
+            self.overflowed = True
+            self.close()
             return
         now = self.matches(ev.obj)
         if ev.type == "MODIFIED":
@@ -253,6 +260,9 @@ class Store:
         """Register ``watcher`` and queue every matching event after version ``since``."""
         if since < self.compacted_rv:
             raise Gone(f"too old resource version: {since} ({self.compacted_rv})")
+        if since > self.rv:
+            # Only possible across a restart that lost writes: the client must relist.
+            raise Gone(f"resource version {since} is newer than the server's ({self.rv})")
         for ev in self.history:
             if ev.rv > since:
                 watcher.offer(ev)

@@ -31,7 +31,7 @@ from podnet.netlab import fabric, labstate, manifests, parts, procs
 from podnet.netlab.labstate import LabState
 from podnet.netlab.netns import list_netns, run
 from podnet.netlab.progress import Progress
-from podnet.netlab.topology import LabPlan, LabSpec, TopologyError, plan as make_plan
+from podnet.netlab.topology import LabPlan, LabSpec, plan as make_plan
 
 __all__ = ["up", "LabExists", "wait_pods_ready", "UPSTREAM_NAMES"]
 
@@ -145,13 +145,17 @@ def _check_free(p: LabPlan) -> None:
         )
 
 
-def _setup_node_network(p: LabPlan, st: LabState, cidrs: dict[str, str], progress: Progress) -> None:
+def _setup_node_network(p: LabPlan, st: LabState, cidrs: dict[str, str], progress: Progress,
+                        cni: str = "podnet", proxy_min_sync: str = parts.PROXY_MIN_SYNC_PERIOD) -> None:
     lab = p.spec.name
-    use_cni = parts.usable("cni") and parts.usable("cni-daemon")
-    st.parts["cni"] = "podnet-cni" if use_cni else (
-        "FALLBACK: reference bridge+host-local plugins (podnet-cni install/daemon not usable yet); "
-        "routes to other nodes added by the lab")
-    if not use_cni:
+    use_cni = cni == "podnet" and parts.usable("cni") and parts.usable("cni-daemon")
+    if cni == "reference":
+        st.parts["cni"] = "reference bridge+host-local plugins (asked for with --cni reference); routes by the lab"
+    else:
+        st.parts["cni"] = "podnet-cni" if use_cni else (
+            "FALLBACK: reference bridge+host-local plugins (podnet-cni install/daemon not usable yet); "
+            "routes to other nodes added by the lab")
+    if not use_cni and cni == "podnet":
         progress.note("CNI: podnet-cni is not usable yet -> FALLBACK to the reference bridge plugin (labelled)")
     for n in p.nodes:
         np_ = parts.node_paths(p, n)
@@ -176,12 +180,36 @@ def _setup_node_network(p: LabPlan, st: LabState, cidrs: dict[str, str], progres
         for n in p.nodes:
             _wait_file_exists(parts.node_paths(p, n).socket, 30, f"CNI daemon socket on {n.name}")
     if parts.usable("proxy"):
-        st.parts["proxy"] = "podnet-proxy"
         for n in p.nodes:
-            procs.spawn(p.run_dir, lab, f"proxy-{n.name}", parts.proxy_cmd(p, n), netns=n.netns)
+            procs.spawn(p.run_dir, lab, f"proxy-{n.name}", parts.proxy_cmd(p, n, proxy_min_sync), netns=n.netns)
+        failed = [f"{n.name}: {err}" for n in p.nodes
+                  if (err := _wait_listening(p, f"proxy-{n.name}", n.netns, n.ip, 10256, 20))]
+        st.parts["proxy"] = "podnet-proxy" if not failed else "FAILED: podnet-proxy " + "; ".join(failed)
+        if failed:
+            progress.note("proxy: " + st.parts["proxy"])
     else:
         st.parts["proxy"] = "MISSING: podnet-proxy is not usable yet; Services are not routed"
         progress.note("proxy: podnet-proxy is not usable yet -> Services will NOT be routed")
+
+
+def _last_log_line(p: LabPlan, name: str) -> str:
+    try:
+        lines = [x for x in (p.run_dir / "logs" / f"{name}.log").read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-160:] if lines else ""
+
+
+def _wait_listening(p: LabPlan, name: str, netns: str, ip: str, port: int, timeout: float) -> str | None:
+    """None once the part's process listens on ip:port; else why not (exited + its last log line)."""
+    pid = procs.read_pid(p.run_dir, name)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pid is None or not procs.alive(pid):
+            return f"exited ({_last_log_line(p, name)}; log {p.run_dir / 'logs' / (name + '.log')})"
+        if fabric.wait_reachable(netns, ip, port, 1.0):
+            return None
+    return f"not listening on {ip}:{port} after {timeout:.0f} s (log {p.run_dir / 'logs' / (name + '.log')})"
 
 
 def _wait_file_exists(path: Path, timeout: float, what: str) -> None:
@@ -192,12 +220,13 @@ def _wait_file_exists(path: Path, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0) -> LabState:
+def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0, cni: str = "podnet",
+       progress: Progress | None = None, proxy_min_sync: str = parts.PROXY_MIN_SYNC_PERIOD) -> LabState:
     p = make_plan(spec)  # raises TopologyError before anything exists
     _check_free(p)
     if os.geteuid() != 0:
         raise PermissionError("podnet lab up needs root (network namespaces)")
-    progress = Progress(out)
+    progress = progress or Progress(out)
     st = LabState(spec=spec, created=time.time())
     labstate.save(p.run_dir, st)
     p.data_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +240,7 @@ def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0)
             raise RuntimeError(f"API server not reachable from {p.nodes[0].netns} at {p.master}")
     with progress.step("upstream DNS (dnsmasq) in " + p.upstream_netns):
         start_upstream_dns(p)
-    asyncio.run(_up_api(p, st, progress, ready_timeout))
+    asyncio.run(_up_api(p, st, progress, ready_timeout, cni, proxy_min_sync))
     kc = p.run_dir / "kubeconfig"
     kc.write_text(labstate.kubeconfig_text(spec.name, st.local_master))
     labstate.save(p.run_dir, st)
@@ -225,7 +254,8 @@ def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0)
     return st
 
 
-async def _up_api(p: LabPlan, st: LabState, progress: Progress, ready_timeout: float) -> None:
+async def _up_api(p: LabPlan, st: LabState, progress: Progress, ready_timeout: float, cni: str,
+                  proxy_min_sync: str) -> None:
     lab = p.spec.name
     async with ApiClient.from_url(st.local_master) as client:
         with progress.step("kubelets: register nodes, wait for pod CIDRs"):
@@ -243,7 +273,7 @@ async def _up_api(p: LabPlan, st: LabState, progress: Progress, ready_timeout: f
             for n in p.nodes:
                 progress.note(f"{n.name}: {n.ip} pod CIDR {st.pod_cidrs[n.name]}")
         with progress.step("node networking: CNI + proxy on every node"):
-            _setup_node_network(p, st, st.pod_cidrs, progress)
+            _setup_node_network(p, st, st.pod_cidrs, progress, cni, proxy_min_sync)
         labstate.save(p.run_dir, st)
         keys = []
         with progress.step("cluster DNS: kube-dns Service + podnet-dns pod"):

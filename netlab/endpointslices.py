@@ -83,10 +83,13 @@ def _resolve_port(pod: Mapping[str, Any], target: Any, protocol: str) -> int | N
         return target
     if isinstance(target, str) and target.isdigit():
         return int(target)
-    for c in (pod.get("spec") or {}).get("containers") or ():
-        for cp in (c or {}).get("ports") or ():
+    containers = (pod.get("spec") or {}).get("containers")
+    for c in containers if isinstance(containers, list) else ():
+        ports = c.get("ports") if isinstance(c, dict) else None
+        for cp in ports if isinstance(ports, list) else ():
             if isinstance(cp, dict) and cp.get("name") == target and cp.get("protocol", "TCP") == protocol:
-                return cp.get("containerPort")
+                port = cp.get("containerPort")
+                return port if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536 else None
     return None
 
 

@@ -3,10 +3,13 @@
 Layout (all inside lab namespaces; the root namespace is never touched):
 
     pnl-<lab>-ul   bridge pnl-br with the API server's address (.1); routes to every
-                   node's pod CIDR via that node (so pods can reach the API server)
+                   node's pod CIDR via that node (so pods can reach the API server);
+                   no forwarding (outside hosts cannot reach pod IPs through it)
     pnl-<lab>-up   the upstream DNS host (.2), dnsmasq, routes to pod CIDRs
-    pnl-<lab>-out  the outside client (.3), default route via .1
-    pnl-<lab>-n<i> one node per netns: eth0 on the bridge (.10+i), ip_forward on
+    pnl-<lab>-out  the outside client (.3), default route via .1, the external IP pool
+                   (externalIPs, LoadBalancer ingress) routed via the first node
+    pnl-<lab>-n<i> one node per netns: eth0 on the bridge (.10+i), ip_forward on,
+                   no ICMP rate limit (so REJECTed clients always see "refused")
 
 Each host's eth0 is one end of a veth whose other end (pnl-n<i>, pnl-up, pnl-out)
 is enslaved to the bridge. :func:`build` is not idempotent on purpose: ``up``
@@ -64,8 +67,8 @@ def build(plan: LabPlan, progress=lambda msg: None) -> None:
         f"link set {plan.bridge} up",
         f"addr add {plan.apiserver_ip}/{plen} dev {plan.bridge}",
     ])
-    # The underlay host routes between its segment and pod CIDRs (routes added later).
-    ul.sysctl("net.ipv4.ip_forward", "1")
+    # No forwarding on the underlay host: it answers for the API server (and routes its
+    # replies to pods), but outside hosts cannot reach pod IPs through it.
     for h in hosts(plan):
         progress(f"host {h.netns} ({h.ip})")
         ns = _add_netns(h.netns)
@@ -79,8 +82,14 @@ def build(plan: LabPlan, progress=lambda msg: None) -> None:
             "link set eth0 up",
             f"route add default via {plan.apiserver_ip}",
         ])
+        if h.netns == plan.outside_netns:
+            batch(ns.name, [f"route add {plan.external_pool} via {plan.nodes[0].ip}"])
         if h.forwarding:
             ns.sysctl("net.ipv4.ip_forward", "1")
+            # A Service without endpoints is REJECTed with ICMP; the kernel's per-peer ICMP
+            # rate limit (1/s after a burst of 6) would turn a fast client's later refusals
+            # into timeouts, which is the rate limit, not the proxy. Lab nodes lift it.
+            ns.sysctl("net.ipv4.icmp_ratelimit", "0")
 
 
 def add_pod_cidr_routes(plan: LabPlan, pod_cidrs: dict[str, str]) -> None:

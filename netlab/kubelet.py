@@ -14,7 +14,9 @@ depends on, in the order a real kubelet and runtime follow:
    the netns, probe readiness from the node (``readinessProbe`` httpGet or
    tcpSocket; default: TCP to the pod server's HTTP port) and report the
    ``Ready`` condition;
-3. when a Pod is deleted: stop its process, CNI DEL, remove the netns.
+3. when a Pod is deleted (or gets a deletionTimestamp: graceful delete): stop its
+   process, CNI DEL, remove the netns, and confirm a graceful delete with grace 0;
+4. a container that exits by itself makes its pod Failed and not Ready.
 
 Pods are handled concurrently, each by one task; events for one pod are
 serialised by its task. State of each running pod is written to
@@ -27,20 +29,16 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient, ApiError, TRANSPORT_ERRORS
 from podnet.kube.watch import WatchExpired, watch_events
-from podnet.netlab import cniexec
-from podnet.netlab.netns import NETNS_ETC, run
+from podnet.netlab.sandbox import Sandbox
 
 log = logging.getLogger("podnet.lab.kubelet")
 
@@ -90,26 +88,20 @@ def readiness_target(pod: dict[str, Any]) -> tuple[str, int, str] | None:
     return None
 
 
-@dataclass
-class RunningPod:
-    key: str
-    uid: str
-    netns: str
-    container_id: str
-    ips: list[str] = field(default_factory=list)
-    result: dict[str, Any] | None = None
-    proc: asyncio.subprocess.Process | None = None
-    ready: bool = False
+RunningPod = Sandbox  # the kubelet's record of a running pod is its sandbox
 
 
 class Kubelet:
+    """Reconciles the Pods bound to one node with sandboxes on it (see the module docstring)."""
+
     def __init__(self, client: ApiClient, node: str, node_ip: str, *, lab: str, run_dir: Path,
-                 cni_bin_dir: str, cni_conf_dir: str) -> None:
+                 cni_bin_dir: str, cni_conf_dir: str, cluster_dns: str = "10.96.0.10") -> None:
         self.client, self.node, self.node_ip, self.lab = client, node, node_ip, lab
         self.run_dir = run_dir
         self.state_dir = run_dir / "pods" / node
         self.cni_path, self.cni_conf_dir = cni_bin_dir, Path(cni_conf_dir)
-        self.pods: dict[str, RunningPod] = {}
+        self.cluster_dns = cluster_dns
+        self.pods: dict[str, Sandbox] = {}
         self.tasks: dict[str, asyncio.Task] = {}
         self.wanted: dict[str, dict[str, Any]] = {}
         self.used_index: set[int] = set()
@@ -129,134 +121,97 @@ class Kubelet:
     # ------------------------------------------------------------------ pod lifecycle
 
     def _netns_name(self) -> str:
+        """The lowest free ``pnl-<node>-p<k>``."""
         k = 1
         while k in self.used_index:
             k += 1
         self.used_index.add(k)
         return f"pnl-{self.node}-p{k}"
 
+    def resolv_conf(self, namespace: str) -> str:
+        return (
+            f"search {namespace}.svc.cluster.local svc.cluster.local cluster.local\n"
+            f"nameserver {self.cluster_dns}\noptions ndots:5\n"
+        )
+
     async def _patch_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
         try:
             await self.client.patch(r.PODS, name, {"status": status}, ns, subresource="status")
         except ApiError as e:
-            if e.code in (404, 405) and not e.is_not_found:
-                await self.client.patch(r.PODS, name, {"status": status}, ns)
-            elif not e.is_not_found:
+            if not e.is_not_found:
                 raise
 
     async def start_pod(self, pod: dict[str, Any]) -> None:
+        """Sandbox, CNI ADD, report IPs, start the container, probe, report Ready."""
         meta = pod["metadata"]
         ns, name, uid = meta.get("namespace", "default"), meta["name"], meta.get("uid", "")
         key = f"{ns}/{name}"
         netns = self._netns_name()
-        rp = RunningPod(key, uid, netns, f"pnl{uid.replace('-', '')[:20] or netns}")
-        self.pods[key] = rp
+        sb = Sandbox(key, uid, netns, f"pnl{uid.replace('-', '')[:20] or netns}")
+        self.pods[key] = sb
         t0 = time.monotonic()
-        run(["ip", "netns", "add", netns])
-        run(["ip", "-n", netns, "link", "set", "lo", "up"])
-        d = NETNS_ETC / netns
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "resolv.conf").write_text(self.resolv_conf(ns))
-        self._save(rp)
-        net = cniexec.load_network(self.cni_conf_dir)
-        rp.result = await cniexec.add(
-            net, node_netns=None, cni_path=self.cni_path, container_id=rp.container_id,
-            netns_path=f"/var/run/netns/{netns}", pod_namespace=ns, pod_name=name,
-        )
-        rp.ips = cniexec.result_ips(rp.result)
-        self._save(rp)
-        log.info("pod %s: netns %s ips %s (CNI ADD %.0f ms)", key, netns, rp.ips, (time.monotonic() - t0) * 1000)
+        sb.create(self.resolv_conf(ns))
+        self._save(sb)
+        await sb.attach(self.cni_path, self.cni_conf_dir)
+        self._save(sb)
+        log.info("pod %s: netns %s ips %s (CNI ADD %.0f ms)", key, netns, sb.ips, (time.monotonic() - t0) * 1000)
         started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         await self._patch_status(ns, name, {
             "phase": "Running", "hostIP": self.node_ip, "hostIPs": [{"ip": self.node_ip}],
-            "podIP": rp.ips[0] if rp.ips else None, "podIPs": [{"ip": ip} for ip in rp.ips],
+            "podIP": sb.ips[0] if sb.ips else None, "podIPs": [{"ip": ip} for ip in sb.ips],
             "startTime": started,
             "conditions": [{"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}],
         })
-        cmd = pod_command(pod)
-        logf = open(self.run_dir / "logs" / f"pod-{ns}-{name}.log", "ab")
-        rp.proc = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", netns, *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=logf, stderr=logf,
-            start_new_session=True,
-        )
-        logf.close()
-        self._save(rp)
-        await self._wait_ready(pod, rp)
+        await sb.start(pod_command(pod), self.run_dir / "logs" / f"pod-{ns}-{name}.log")
+        sb.monitor = asyncio.create_task(self._monitor(key, sb))
+        self._save(sb)
+        await sb.wait_ready(readiness_target(pod))
         await self._patch_status(ns, name, {
             "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started},
                            {"type": "ContainersReady", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
         })
-        rp.ready = True
+        sb.ready = True
         log.info("pod %s ready after %.0f ms", key, (time.monotonic() - t0) * 1000)
 
-    def resolv_conf(self, namespace: str) -> str:
-        return (
-            f"search {namespace}.svc.cluster.local svc.cluster.local cluster.local\n"
-            f"nameserver {self.dns_ip}\noptions ndots:5\n"
-        )
-
-    dns_ip = "10.96.0.10"
-
-    async def _wait_ready(self, pod: dict[str, Any], rp: RunningPod, timeout: float = 60.0) -> None:
-        target = readiness_target(pod)
-        if target is None or not rp.ips:
-            return
-        kind, port, path = target
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if rp.proc and rp.proc.returncode is not None:
-                raise RuntimeError(f"container exited with {rp.proc.returncode}")
-            try:
-                rd, wr = await asyncio.wait_for(asyncio.open_connection(rp.ips[0], port), 1.0)
-                ok = True
-                if kind == "http":
-                    wr.write(f"GET {path} HTTP/1.0\r\nHost: {rp.ips[0]}\r\n\r\n".encode())
-                    line = await asyncio.wait_for(rd.readline(), 1.0)
-                    ok = line.split(b" ")[1:2] and line.split(b" ")[1].startswith(b"2")
-                wr.close()
-                if ok:
-                    return
-            except (OSError, asyncio.TimeoutError, IndexError):
-                pass
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"not ready after {timeout:.0f} s")
-
-    async def stop_pod(self, key: str) -> None:
-        rp = self.pods.pop(key, None)
-        if rp is None:
-            return
-        if rp.proc and rp.proc.returncode is None:
-            try:
-                os.killpg(rp.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                await asyncio.wait_for(rp.proc.wait(), 2)
-            except asyncio.TimeoutError:
-                os.killpg(rp.proc.pid, signal.SIGKILL)
-                await rp.proc.wait()
+    async def _monitor(self, key: str, rp: Sandbox) -> None:
+        """A container that exits on its own makes its pod Failed and not Ready (no restarts in the lab)."""
+        assert rp.proc is not None
+        rc = await rp.proc.wait()
+        if self.pods.get(key) is not rp:
+            return  # we stopped it
+        log.warning("pod %s: container exited with %s", key, rc)
         ns, name = key.split("/", 1)
         try:
-            net = cniexec.load_network(self.cni_conf_dir)
-            await cniexec.delete(
-                net, node_netns=None, cni_path=self.cni_path, container_id=rp.container_id,
-                netns_path=f"/var/run/netns/{rp.netns}", pod_namespace=ns, pod_name=name, prev_result=rp.result,
-            )
-        except (cniexec.CniError, OSError) as e:
-            log.warning("pod %s: CNI DEL: %s", key, e)
-        run(["ip", "netns", "del", rp.netns], check=False)
-        shutil.rmtree(NETNS_ETC / rp.netns, ignore_errors=True)
-        (self.state_dir / f"{rp.netns}.json").unlink(missing_ok=True)
-        self.used_index.discard(int(rp.netns.rsplit("-p", 1)[1]))
-        log.info("pod %s stopped (netns %s removed)", key, rp.netns)
+            await self._patch_status(ns, name, {"phase": "Failed", "message": f"container exited with {rc}",
+                                                "conditions": [{"type": "Ready", "status": "False"}]})
+        except (ApiError, *TRANSPORT_ERRORS) as e:
+            log.warning("pod %s: cannot report the exit: %s", key, e)
 
-    def _save(self, rp: RunningPod) -> None:
+    async def _confirm_delete(self, pod: dict[str, Any]) -> None:
+        """After a graceful delete, tell the API the pod is gone (as kubelet does, with grace 0)."""
+        meta = pod["metadata"]
+        path = r.PODS.path(meta.get("namespace", "default"), meta["name"])
+        try:
+            await self.client.request("DELETE", path, body={"apiVersion": "v1", "kind": "DeleteOptions",
+                                                            "gracePeriodSeconds": 0})
+        except ApiError as e:
+            if not e.is_not_found:
+                log.warning("pod %s: confirming the delete: %s", meta["name"], e)
+
+    async def stop_pod(self, key: str) -> None:
+        """Undo the sandbox (process, CNI DEL, netns), forget the pod."""
+        sb = self.pods.pop(key, None)
+        if sb is None:
+            return
+        for problem in await sb.destroy():
+            log.warning("pod %s: %s", key, problem)
+        (self.state_dir / f"{sb.netns}.json").unlink(missing_ok=True)
+        self.used_index.discard(int(sb.netns.rsplit("-p", 1)[1]))
+        log.info("pod %s stopped (netns %s removed)", key, sb.netns)
+
+    def _save(self, sb: Sandbox) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / f"{rp.netns}.json").write_text(json.dumps({
-            "pod": rp.key, "uid": rp.uid, "netns": rp.netns, "container_id": rp.container_id, "ips": rp.ips,
-            "pid": rp.proc.pid if rp.proc else None, "result": rp.result, "cni_path": self.cni_path,
-            "cni_conf_dir": str(self.cni_conf_dir),
-        }))
+        (self.state_dir / f"{sb.netns}.json").write_text(json.dumps(sb.record()))
 
     # ------------------------------------------------------------------ reconcile
 
@@ -267,10 +222,12 @@ class Kubelet:
                 want = self.wanted.get(key)
                 have = self.pods.get(key)
                 if want is None or want["metadata"].get("deletionTimestamp"):
-                    if have is None:
-                        return
-                    await self.stop_pod(key)
-                    continue
+                    if have is not None:
+                        await self.stop_pod(key)
+                        continue
+                    if want is not None:
+                        await self._confirm_delete(want)
+                    return
                 if have is not None and have.uid != want["metadata"].get("uid", ""):
                     await self.stop_pod(key)
                     continue
@@ -340,8 +297,7 @@ class Kubelet:
 async def _amain(a: argparse.Namespace) -> None:
     client = ApiClient.from_url(a.master)
     k = Kubelet(client, a.node, a.node_ip, lab=a.lab, run_dir=Path(a.run_dir),
-                cni_bin_dir=a.cni_bin_dir, cni_conf_dir=a.cni_conf_dir)
-    k.dns_ip = a.cluster_dns
+                cni_bin_dir=a.cni_bin_dir, cni_conf_dir=a.cni_conf_dir, cluster_dns=a.cluster_dns)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

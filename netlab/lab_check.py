@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="keep the check's Services and pods afterwards")
 
 
-def check(name: str, out=None, keep: bool = False) -> int:
+def check(name: str, out=None, keep: bool = False, progress=None) -> int:
     from podnet.netlab.checkkit import render_table
     from podnet.netlab.checks import run_checks
     from podnet.netlab.progress import Progress
@@ -28,10 +28,13 @@ def check(name: str, out=None, keep: bool = False) -> int:
               file=sys.stderr)
         return 2
     plan = st.plan()
-    progress = Progress(out)
+    progress = progress or Progress(out)
     with progress.step(f"end-to-end checks against lab {name!r}"):
         rows = asyncio.run(run_checks(plan, st, keep=keep, progress=progress))
     out.write("\n" + render_table(rows))
+    for row in rows:
+        if not row.ok:
+            out.write(f"FAILED {row.check}: expected {row.expected}; observed {row.observed}\n")
     for part, how in sorted(st.parts.items()):
         if not how.startswith("podnet"):
             out.write(f"note: {part}: {how}\n")

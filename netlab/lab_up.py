@@ -40,6 +40,10 @@ def spec_from_args(a: argparse.Namespace) -> LabSpec:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_topology_arguments(p)
     p.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for all pods to be Ready")
+    p.add_argument("--cni", choices=("podnet", "reference"), default="podnet",
+                   help="pod network: podnet-cni (default) or the reference bridge plugin (a comparison anchor)")
+    p.add_argument("--proxy-min-sync-period", default="100ms",
+                   help="the proxies' --iptables-min-sync-period (kube-proxy's default is 1s; the lab's 100ms)")
 
 
 def report_topology_error(e: TopologyError, out=None) -> int:
@@ -57,7 +61,7 @@ def run(a: argparse.Namespace) -> int:
     except TopologyError as e:
         return report_topology_error(e)
     try:
-        up(spec, sys.stdout, ready_timeout=a.ready_timeout)
+        up(spec, sys.stdout, ready_timeout=a.ready_timeout, cni=a.cni, proxy_min_sync=a.proxy_min_sync_period)
     except LabExists as e:
         print(f"podnet lab up: {e}", file=sys.stderr)
         return 1

@@ -48,7 +48,7 @@ def service(
     name: str, selector: dict[str, str] | None, ports: Iterable[tuple[str, str, int, int]], *,
     namespace: str = "default", type: str = "ClusterIP", cluster_ip: str | None = None,
     external_traffic_policy: str | None = None, session_affinity: str | None = None,
-    labels: dict[str, str] | None = None, publish_not_ready: bool = False,
+    labels: dict[str, str] | None = None, publish_not_ready: bool = False, external_ips: list[str] | None = None,
 ) -> dict[str, Any]:
     """``ports``: (name, protocol, port, targetPort)."""
     spec: dict[str, Any] = {
@@ -65,6 +65,8 @@ def service(
         spec["sessionAffinity"] = session_affinity
         if session_affinity == "ClientIP":
             spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": 600}}
+    if external_ips:
+        spec["externalIPs"] = list(external_ips)
     if publish_not_ready:
         spec["publishNotReadyAddresses"] = True
     return {"apiVersion": "v1", "kind": "Service",

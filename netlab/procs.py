@@ -71,7 +71,8 @@ def spawn(
     """Start ``argv`` (inside ``netns`` via ``ip netns exec`` if given) in the background.
 
     stdout and stderr go to ``logs/<name>.log``; the pid goes to ``pids/<name>.pid``.
-    The process gets its own session, so the caller's terminal signals do not reach it.
+    The process gets its own session, so the caller's terminal signals do not reach it, and
+    is not the caller's child (started through a shell that exits at once).
     """
     (run_dir / "pids").mkdir(parents=True, exist_ok=True)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -80,12 +81,18 @@ def spawn(
     e.update(env or {})
     e[LAB_ENV] = lab
     e.setdefault("PYTHONUNBUFFERED", "1")
-    with open(run_dir / "logs" / f"{name}.log", "ab") as log:
-        p = subprocess.Popen(
-            full, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=e, start_new_session=True
-        )
-    (run_dir / "pids" / f"{name}.pid").write_text(f"{p.pid}\n")
-    return p.pid
+    e["PODNET_LAB_LOG"] = str(run_dir / "logs" / f"{name}.log")
+    # Through a shell that backgrounds the command and exits: the process is re-parented
+    # (it outlives the CLI that started it and never becomes its zombie), in its own session.
+    sh = subprocess.run(
+        ["sh", "-c", '"$@" </dev/null >>"$PODNET_LAB_LOG" 2>&1 & echo $!', "sh", *full],
+        env=e, capture_output=True, text=True, start_new_session=True, timeout=30,
+    )
+    if sh.returncode != 0 or not sh.stdout.strip().isdigit():
+        raise RuntimeError(f"could not start {name}: {sh.stderr.strip()}")
+    pid = int(sh.stdout.strip())
+    (run_dir / "pids" / f"{name}.pid").write_text(f"{pid}\n")
+    return pid
 
 
 def read_pid(run_dir: Path, name: str) -> int | None:

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 __all__ = [
     "LabSpec", "LabPlan", "NodePlan", "TopologyError", "validate", "plan", "load_topology_file",
-    "PREFIX", "RUN_ROOT", "DATA_ROOT", "IFNAMSIZ",
+    "PREFIX", "RUN_ROOT", "DATA_ROOT", "IFNAMSIZ", "EXTERNAL_POOL",
 ]
 
 PREFIX = "pnl-"
@@ -40,6 +40,10 @@ HEADROOM_PODS = 8
 # Underlay host numbers: .1 API server (underlay netns), .2 upstream DNS, .3 outside
 # client; nodes from .11 on.
 UNDERLAY_FIRST_NODE = 11
+
+# Addresses for Service externalIPs and LoadBalancer ingress. The outside host routes this
+# range to the first node, as a router (or a cloud load balancer) in front of the cluster would.
+EXTERNAL_POOL = "198.51.100.0/24"
 
 _LAB_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 
@@ -147,6 +151,11 @@ def validate(spec: LabSpec) -> list[str]:
         for fb, b in nets[i + 1:]:
             if a is not None and b is not None and a.overlaps(b):
                 p.append(f"{fa} {a} overlaps {fb} {b}: choose ranges that do not overlap")
+    pool = ipaddress.ip_network(EXTERNAL_POOL)
+    for fa, a in nets:
+        if a is not None and a.overlaps(pool):
+            p.append(f"{fa} {a} overlaps the lab's external IP pool {pool} (externalIPs, LoadBalancer "
+                     "ingress): choose another range")
     if cluster is not None:
         if not cluster.prefixlen <= spec.node_cidr_mask <= 30:
             p.append(
@@ -209,6 +218,7 @@ class LabPlan:
     outside_ip: str
     dns_service_ip: str
     nodes: tuple[NodePlan, ...] = field(default=())
+    external_pool: str = EXTERNAL_POOL
     run_dir: Path = RUN_ROOT
     data_dir: Path = DATA_ROOT
 

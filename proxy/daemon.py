@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from aiohttp import web
@@ -51,7 +51,6 @@ class Config:
     max_endpoints_per_service_port: int = 5000
     ip_families: tuple[int, ...] = ()
     """Empty means detect (IPv4, plus IPv6 when ip6tables works)."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def split_hostport(addr: str) -> tuple[str, int]:
@@ -107,7 +106,8 @@ class Daemon:
 
     def _on_change(self) -> None:
         self.health.queued()
-        m.LAST_QUEUED.labels("IPv4").set(time.time())
+        for fam in self.proxier.families:
+            m.LAST_QUEUED.labels(fam.label).set(time.time())
         self.runner.request()
 
     async def _sync(self) -> bool:

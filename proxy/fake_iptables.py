@@ -52,6 +52,18 @@ class FakeIptables:
         self.tables = self.parse(text, self.tables)
         self.restores.append(text)
 
+    async def restore_stream(self, chunks) -> None:
+        await self.restore("".join([c async for c in chunks]))
+
+    async def save(self) -> str:
+        out = []
+        for table, chains in self.tables.items():
+            out.append(f"*{table}")
+            out += [f":{c} {'ACCEPT' if c in BUILTIN.get(table, ()) else '-'} [0:0]" for c in chains]
+            out += [f"-A {c} {r}" for c, rules in chains.items() for r in rules]
+            out.append("COMMIT")
+        return "\n".join(out) + "\n"
+
     async def ensure_jump(self, table: str, chain: str, rule: str) -> bool:
         rules = self.tables[table][chain]
         if rule in rules:
@@ -112,6 +124,10 @@ def _apply(table: dict[str, list[str]], line: str) -> None:
     shlex.split(rule)  # unbalanced quotes fail here, as they do in iptables
     if chain not in table:
         raise ValueError(f"no chain {chain}")
+    pos = 1
+    if op == "-I" and rule.split(" ", 1)[0].isdigit():
+        num, _, rule = rule.partition(" ")
+        pos = int(num)
     if op in ("-A", "-I"):
         target = jump_target(rule)
         if target and target not in TARGETS and target not in table:
@@ -119,7 +135,7 @@ def _apply(table: dict[str, list[str]], line: str) -> None:
         if op == "-A":
             table[chain].append(rule)
         else:
-            table[chain].insert(0, rule)
+            table[chain].insert(pos - 1, rule)
     elif op == "-X":
         if table[chain]:
             raise ValueError(f"chain {chain} not empty")

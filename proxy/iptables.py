@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Protocol, Sequence
+from dataclasses import dataclass
+from typing import AsyncIterator, Protocol, Sequence
 
 log = logging.getLogger("podnet.proxy")
 
@@ -41,10 +42,41 @@ class RestoreError(RuntimeError):
         return "\n".join(f"{i + 1:>6} {lines[i]}" for i in range(lo, hi))
 
 
+@dataclass(frozen=True)
+class Saved:
+    """What a full sync needs from ``iptables-save``: chains, and jumps from built-in chains."""
+
+    chains: dict[str, set[str]]
+    jumps: set[tuple[str, str, str]]
+    """(table, built-in chain, target chain) for every ``-j PODNET-*`` rule in a built-in chain."""
+
+
+BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+
+
+def parse_save(text: str) -> Saved:
+    chains: dict[str, set[str]] = {}
+    jumps: set[tuple[str, str, str]] = set()
+    table = ""
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
+            chains.setdefault(table, set())
+        elif line.startswith(":"):
+            chains.setdefault(table, set()).add(line[1:].split()[0])
+        elif line.startswith("-A ") and " -j PODNET-" in line:
+            chain = line.split()[1]
+            if chain in BUILTIN_CHAINS:
+                jumps.add((table, chain, line.rsplit(" -j ", 1)[1].split()[0]))
+    return Saved(chains, jumps)
+
+
 class Iptables(Protocol):
     family: int
 
     async def restore(self, text: str) -> None: ...
+    async def restore_stream(self, chunks: AsyncIterator[str]) -> None: ...
+    async def save(self) -> str: ...
     async def ensure_jump(self, table: str, chain: str, rule: str) -> bool: ...
     async def delete_jump(self, table: str, chain: str, rule: str) -> None: ...
     async def chains(self, table: str) -> set[str]: ...
@@ -106,6 +138,50 @@ class IptablesRunner:
         if rc != 0:
             m = re.search(r"line:? (\d+)", err)
             raise RestoreError(f"{self._restore}: exit {rc}: {err.strip()[:500]}", text, int(m.group(1)) if m else None)
+
+    async def restore_stream(self, chunks: AsyncIterator[str]) -> None:
+        """Like :meth:`restore`, but the text is written while it is still being
+        produced, so computing rules (this process) and parsing them
+        (iptables-restore) overlap on two cores. Still one atomic restore."""
+        sent: list[str] = []
+        async with _WRITE_LOCK:
+            proc = await asyncio.create_subprocess_exec(
+                *self.prefix, self._restore, "--noflush", "--wait",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )
+            assert proc.stdin is not None and proc.stderr is not None
+            buf: list[str] = []
+            size = 0
+            try:
+                async for chunk in chunks:
+                    buf.append(chunk)
+                    size += len(chunk)
+                    if size >= 1 << 16:
+                        data = "".join(buf)
+                        sent.append(data)
+                        proc.stdin.write(data.encode())
+                        await proc.stdin.drain()
+                        buf, size = [], 0
+                data = "".join(buf)
+                sent.append(data)
+                proc.stdin.write(data.encode())
+                await proc.stdin.drain()
+                proc.stdin.close()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            except BaseException:
+                proc.kill()  # never commit a half-written input
+                await proc.wait()
+                raise
+            err = (await proc.stderr.read()).decode(errors="replace")
+            rc = await proc.wait()
+        if rc != 0:
+            m = re.search(r"line:? (\d+)", err)
+            raise RestoreError(f"{self._restore}: exit {rc}: {err.strip()[:500]}", "".join(sent), int(m.group(1)) if m else None)
+
+    async def save(self) -> str:
+        rc, out, _ = await _exec([*self.prefix, self._save])
+        return out if rc == 0 else ""
 
     async def _iptables_cmd(self, *args: str) -> tuple[int, str, str]:
         return await _exec([*self.prefix, self._iptables, "--wait", *args], timeout=60)

@@ -165,8 +165,9 @@ def endpoints_by_port(
                     bucket[(info.ip, info.port)] = info
     out = {}
     for key, bucket in merged.items():
-        eps = sorted(bucket.values(), key=lambda e: (not e.ready, _ip_sort_key(e.ip), e.port))
+        eps = list(bucket.values())
         if len(eps) > max_endpoints:
+            eps.sort(key=lambda e: (not e.ready, _ip_sort_key(e.ip), e.port))
             from podnet.proxy import metrics
 
             log.warning(

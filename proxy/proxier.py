@@ -19,18 +19,20 @@ iptables. Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from podnet.kube.objects import EndpointSlice, Service
 from podnet.proxy import metrics as m
 from podnet.proxy import names
 from podnet.proxy.conntrack import Reconciler
-from podnet.proxy.iptables import Iptables, RestoreError
+from podnet.proxy.fake_iptables import jump_target
+from podnet.proxy.iptables import Iptables, RestoreError, parse_save
 from podnet.proxy.model import DEFAULT_MAX_ENDPOINTS
-from podnet.proxy.render import plan, render
+from podnet.proxy.render import Plan, plan, render, render_chains
 from podnet.proxy.rules import JUMPS, NodeContext, ServiceRules, Tables, assemble
 from podnet.proxy.snapshot import service_fragments, services_health
 from podnet.proxy.tracker import ChangeTracker
@@ -63,6 +65,9 @@ class FamilyProxier:
     max_endpoints: int = DEFAULT_MAX_ENDPOINTS
     wall: Callable[[], float] = time.monotonic
     fragments: dict[str, tuple[ServiceRules, ...]] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    source: Callable[[str], tuple[Service | None, list[EndpointSlice]]] | None = None
+    """Current Service and slices for a key (set by Proxier)."""
     conntrack: Reconciler | None = None
     applied: Tables | None = None
     need_full: bool = True
@@ -72,7 +77,12 @@ class FamilyProxier:
     def label(self) -> str:
         return f"IPv{self.ctx.family}"
 
-    def recompute(self, key: str, svc: Service | None, slices: list[EndpointSlice]) -> None:
+    def mark_dirty(self, key: str) -> None:
+        self.dirty.add(key)
+
+    def _refresh(self, key: str) -> None:
+        self.dirty.discard(key)
+        svc, slices = self.source(key) if self.source else (None, [])
         if svc is None:
             self.fragments.pop(key, None)
             return
@@ -106,20 +116,18 @@ class FamilyProxier:
         start = self.wall()
         full = force_full or self.need_full or self.last_full is None or start - self.last_full > FULL_SYNC_PERIOD
         rep = SyncReport(self.ctx.family, full)
-        desired = self.desired()
-        existing = None
-        if full:
-            existing = {t: {c for c in await self.ipt.chains(t) if names.is_ours(c)} for t in ("mangle", "filter", "nat")}
-        p = plan(desired, self.applied, full, existing)
-        rep.wrote_chains = sum(len(v) for v in p.write.values())
-        rep.deleted_chains = sum(len(v) for v in p.delete.values())
         try:
-            if not p.empty:
-                await self.ipt.restore(render(desired, p))
-                rep.restored = True
             if full:
-                for table, chain, rule in JUMPS:
-                    await self.ipt.ensure_jump(table, chain, rule)
+                desired, p = await self._full()
+                rep.restored = True
+            else:
+                for key in list(self.dirty):
+                    self._refresh(key)
+                desired = self.desired()
+                p = plan(desired, self.applied, full=False)
+                if not p.empty:
+                    await self.ipt.restore(render(desired, p))
+                    rep.restored = True
         except RestoreError as e:
             m.RESTORE_FAILURES.labels(self.label).inc()
             if not full:
@@ -130,6 +138,8 @@ class FamilyProxier:
             self.applied = None
             rep.ok = False
             return rep
+        rep.wrote_chains = sum(len(v) for v in p.write.values())
+        rep.deleted_chains = sum(len(v) for v in p.delete.values())
         self.applied = desired
         self.need_full = False
         if full:
@@ -137,6 +147,57 @@ class FamilyProxier:
         rep.seconds = self.wall() - start
         self._observe(rep, desired, p)
         return rep
+
+    async def _full(self) -> tuple[Tables, Plan]:
+        """Write every chain, streaming text to iptables-restore while computing it.
+
+        ``iptables-save`` runs concurrently (stale chains, missing jumps); nat is
+        written first, service by service, then the shared chains, then filter and
+        mangle. Missing jumps from built-in chains go in the same restore.
+        """
+        save_task = asyncio.ensure_future(self.ipt.save())
+        result: dict[str, Any] = {}
+
+        async def chunks():
+            try:
+                yield f"*nat\n:{names.MARK_MASQ} - [0:0]\n"  # referenced by service chains; rules come later
+                emitted: set[str] = set()
+                keys = sorted(set(self.fragments) | self.dirty)
+                for i, key in enumerate(keys):
+                    if key in self.dirty:
+                        self._refresh(key)
+                    for frag in self.fragments.get(key, ()):
+                        yield render_chains(frag.nat_chains)
+                        emitted.update(frag.nat_chains)
+                    if i % 256 == 255:
+                        await asyncio.sleep(0)
+                desired = self.desired()
+                saved = parse_save(await save_task)
+                # Stale podnet chains are deleted, except any a built-in chain still jumps to
+                # (an older podnet's jump): -X would fail, so they are only flushed.
+                pinned = {(t, target) for t, _, target in saved.jumps}
+                existing = {t: {c for c in cs if names.is_ours(c) and (t, c) not in pinned} for t, cs in saved.chains.items()}
+                p = plan(desired, None, full=True, existing=existing)
+                result["desired"], result["plan"] = desired, p
+                for table in ("nat", "filter", "mangle"):
+                    if table != "nat":
+                        yield f"*{table}\n"
+                    rest = {c: desired[table][c] for c in p.write[table] if c not in emitted or table != "nat"}
+                    yield render_chains(rest)
+                    yield "".join(f":{c} - [0:0]\n" for c in p.delete[table])
+                    yield "".join(f"-X {c}\n" for c in p.delete[table])
+                    yield "".join(
+                        f"-I {chain} 1 {rule}\n"
+                        for t, chain, rule in JUMPS
+                        if t == table and (t, chain, jump_target(rule)) not in saved.jumps
+                    )
+                    yield "COMMIT\n"
+            finally:
+                if not save_task.done():
+                    save_task.cancel()
+
+        await self.ipt.restore_stream(chunks())
+        return result["desired"], result["plan"]
 
     def _observe(self, rep: SyncReport, desired: Tables, p) -> None:
         fam = self.label
@@ -156,6 +217,8 @@ class Proxier:
 
     def __init__(self, families: list[FamilyProxier]) -> None:
         self.families = families
+        for fam in families:
+            fam.source = self.inputs
         self.services: dict[str, Service] = {}
         self.slices: dict[str, EndpointSlice] = {}
         self.by_service: dict[str, dict[str, EndpointSlice]] = {}
@@ -167,6 +230,9 @@ class Proxier:
         self.on_synced: Callable[[list[SyncReport], dict[str, tuple[int, int]]], None] = lambda r, h: None
         self.last_reports: list[SyncReport] = []
         self.first_pending: float | None = None
+
+    def inputs(self, key: str) -> tuple[Service | None, list[EndpointSlice]]:
+        return self.services.get(key), list(self.by_service.get(key, {}).values())
 
     # -- informer handlers (event loop; cheap)
     def on_service(self, old: Service | None, new: Service | None) -> None:
@@ -241,10 +307,8 @@ class Proxier:
         pending_since, self.first_pending = self.first_pending, None
         changed, udp = self._fold_changes()
         for key in changed:
-            svc = self.services.get(key)
-            slices = list(self.by_service.get(key, {}).values())
             for fam in self.families:
-                fam.recompute(key, svc, slices)
+                fam.mark_dirty(key)
         reports = []
         for fam in self.families:
             rep = await fam.sync()

@@ -49,6 +49,16 @@ def plan(desired: Tables, applied: Tables | None, full: bool, existing: dict[str
     return Plan(write, delete)
 
 
+def render_chains(chains: dict[str, tuple[str, ...]]) -> str:
+    """Declarations (which create or flush), then rules, for some chains of one table."""
+    out = [f":{c} - [0:0]" for c in chains]
+    for c, rules in chains.items():
+        prefix = f"-A {c} "
+        out.extend(prefix + r for r in rules)
+    out.append("")
+    return "\n".join(out) if len(out) > 1 else ""
+
+
 def render(desired: Tables, p: Plan) -> str:
     out: list[str] = []
     for table in TABLE_ORDER:

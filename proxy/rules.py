@@ -44,6 +44,8 @@ class NodeContext:
     masq_mark: int = 0x4000
     drop_invalid: bool = True
     random_fully: bool = True
+    dispatch_leaf: int = 16
+    """Destinations per dispatch-tree leaf; a huge value gives kube-proxy's flat chain."""
 
     @property
     def host_prefix(self) -> int:
@@ -93,19 +95,15 @@ def _probability(n_left: int) -> str:
     return f"{1.0 / n_left:0.10f}"
 
 
-def _endpoint_chain(sp: ServicePortInfo, ep: EndpointInfo) -> str:
-    return n.endpoint_chain(str(sp.name), sp.protocol, str(ep))
-
-
-def _balance(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], seps: dict[EndpointInfo, str]) -> list[str]:
+def _balance(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], seps: dict[int, str]) -> list[str]:
     """Affinity checks first, then equal-probability jumps (1/(n-i))."""
     rules = []
     if sp.affinity_timeout is not None:
         for ep in eps:
-            sep = seps[ep]
+            sep = seps[id(ep)]
             rules.append(f"-m recent --name {sep} --rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
     for i, ep in enumerate(eps):
-        sep = seps[ep]
+        sep = seps[id(ep)]
         left = len(eps) - i
         if left > 1:
             rules.append(f"-m statistic --mode random --probability {_probability(left)} -j {sep}")
@@ -146,14 +144,16 @@ def service_rules(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeC
     elif ctx.cluster_cidrs:
         head.append(f"! -s {ctx.cluster_cidrs[0]} {cip_match} -j {n.MARK_MASQ}")
 
-    used: set[EndpointInfo] = set()
-    seps = {ep: _endpoint_chain(sp, ep) for ep in set(cat.cluster) | set(cat.local)}
+    # Endpoint chains, keyed by object identity: cluster/local are sub-tuples of eps.
+    proto_l = proto.lower()
+    seps = {id(e): n.endpoint_chain(spn, proto_l, str(e)) for e in cat.cluster + cat.local}
+    used: set[int] = set()
     if cat.cluster and (not sp.itp_local or sp.externally_reachable):
         nat[svc] = tuple((head if internal_chain == svc else []) + _balance(sp, cat.cluster, seps))
-        used.update(cat.cluster)
+        used.update(map(id, cat.cluster))
     if cat.local and sp.uses_local:
         nat[svl] = tuple((head if internal_chain == svl else []) + _balance(sp, cat.local, seps))
-        used.update(cat.local)
+        used.update(map(id, cat.local))
 
     # ClusterIP
     if cat.internal:
@@ -195,8 +195,9 @@ def service_rules(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeC
         filter_nodeports.append(
             f'-p tcp -m tcp --dport {sp.hc_node_port} -m comment --comment "{spn} health check node port" -j ACCEPT'
         )
-    for ep in sorted(used):
-        nat[seps[ep]] = _endpoint(sp, ep, seps[ep], ctx)
+    for ep in eps:  # already in address order
+        if id(ep) in used:
+            nat[seps[id(ep)]] = _endpoint(sp, ep, seps[id(ep)], ctx)
     return ServiceRules(
         nat_chains=nat,
         nat_dispatch=tuple(dispatch),
@@ -258,7 +259,8 @@ def assemble(fragments: Iterable[ServiceRules], ctx: NodeContext) -> Tables:
         f_nodeports.extend(fr.filter_nodeports)
 
     mark = f"{ctx.masq_mark:#08x}"
-    nat: dict[str, list[str]] = build_tree("nat", n.SERVICES, dispatch)
+    leaf = ctx.dispatch_leaf
+    nat: dict[str, list[str]] = build_tree("nat", n.SERVICES, dispatch, leaf)
     nat[n.SERVICES].extend(_nodeport_jumps(ctx))
     nat[n.NODEPORTS] = nodeports
     nat[n.POSTROUTING] = [
@@ -270,10 +272,10 @@ def assemble(fragments: Iterable[ServiceRules], ctx: NodeContext) -> Tables:
     nat[n.MARK_MASQ] = [f"-j MARK --or-mark {mark}"]
     nat[n.CANARY] = []
 
-    flt: dict[str, list[str]] = build_tree("filter", n.SERVICES, f_services)
-    flt.update(build_tree("filter", n.EXTERNAL_SERVICES, f_external))
+    flt: dict[str, list[str]] = build_tree("filter", n.SERVICES, f_services, leaf)
+    flt.update(build_tree("filter", n.EXTERNAL_SERVICES, f_external, leaf))
     flt[n.EXTERNAL_SERVICES].extend(f_external_plain)
-    flt.update(build_tree("filter", n.PROXY_FIREWALL, f_firewall))
+    flt.update(build_tree("filter", n.PROXY_FIREWALL, f_firewall, leaf))
     flt[n.NODEPORTS] = f_nodeports
     forward = []
     if ctx.drop_invalid:

@@ -78,3 +78,71 @@ def program(services, slices, context: NodeContext | None = None, node: str = NO
     for table, chain, rule in JUMPS:
         fake.tables[table][chain].insert(0, rule)
     return fake, Tracer(fake.tables, context.node_ips), text
+
+
+class FakeInformer:
+    """The Informer shape (add_handler, run, wait_synced, has_synced), driven by hand."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.handlers: list[dict] = []
+        self.store: dict[str, Any] = {}
+        self._synced = asyncio.Event()
+
+    def add_handler(self, on_add=None, on_update=None, on_delete=None, on_synced=None):
+        h = dict(on_add=on_add, on_update=on_update, on_delete=on_delete, on_synced=on_synced)
+        self.handlers.append(h)
+        return h
+
+    def _emit(self, name: str, *args: Any) -> None:
+        for h in self.handlers:
+            if h[name] is not None:
+                h[name](*args)
+
+    def set(self, obj: Any) -> None:
+        old = self.store.get(obj.key)
+        self.store[obj.key] = obj
+        if old is None:
+            self._emit("on_add", obj)
+        elif old != obj:
+            self._emit("on_update", old, obj)
+
+    def delete(self, key: str) -> None:
+        old = self.store.pop(key, None)
+        if old is not None:
+            self._emit("on_delete", old)
+
+    def synced(self) -> None:
+        self._synced.set()
+        self._emit("on_synced")
+
+    @property
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_synced(self) -> None:
+        await self._synced.wait()
+
+    async def run(self) -> None:
+        import asyncio
+
+        await asyncio.Event().wait()
+
+
+class FakeClock:
+    """A clock whose sleep() advances time at once (for pacing tests)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        import asyncio
+
+        self.sleeps.append(seconds)
+        self.t += seconds
+        await asyncio.sleep(0)

@@ -102,16 +102,24 @@ class Node:
         plugin = json.loads((self.dir / "net.d" / "10-podnet.conflist").read_text())["plugins"][0]
         return {**plugin, "cniVersion": version, "name": self.network, **kw}
 
+    def plugin_conf(self, version: str, **kw) -> dict:
+        return self.conf(version, **kw)
+
+    @property
+    def plugin_binary(self) -> str:
+        return str(self.bin_dir / "podnet-cni")
+
     def cni(self, verb: str, cid: str = "c1", netns: str = "", ifname: str = "eth0", version: str = "1.0.0",
             stdin: bytes | None = None, env: dict | None = None, **conf_kw) -> tuple[int, dict | None]:
-        """Exec the installed plugin exactly as a runtime does; returns (0 or the error's CNI code, parsed stdout)."""
+        """Exec the plugin exactly as a runtime does; returns (0 or the error's CNI code, parsed stdout)."""
         e = {"CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_NETNS": netns, "CNI_IFNAME": ifname,
-             "CNI_PATH": str(self.bin_dir), "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={cid}",
+             "CNI_PATH": str(self.bin_dir) + ":/usr/lib/cni",
+             "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={cid}",
              "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         e.update(env or {})
         e = {k: v for k, v in e.items() if v is not None}
-        data = stdin if stdin is not None else json.dumps(self.conf(version, **conf_kw)).encode()
-        p = subprocess.run(["ip", "netns", "exec", self.ns.name, str(self.bin_dir / "podnet-cni")],
+        data = stdin if stdin is not None else json.dumps(self.plugin_conf(version, **conf_kw)).encode()
+        p = subprocess.run(["ip", "netns", "exec", self.ns.name, self.plugin_binary],
                            input=data, env=e, capture_output=True, timeout=60)
         out = json.loads(p.stdout) if p.stdout.strip() else None
         if p.returncode == 0:
@@ -134,7 +142,39 @@ class Node:
 
     def pod_host_routes(self) -> list[str]:
         out = self.ns.ip("-o", "route", "show", "proto", "149") + self.ns.ip("-o", "-6", "route", "show", "proto", "149")
-        return [line for line in out.splitlines() if not line.startswith("blackhole")]
+        return out.splitlines()
+
+
+@dataclass
+class RefNode(Node):
+    """A node namespace driven with Debian's reference bridge + host-local plugins instead of podnet."""
+
+    def plugin_conf(self, version: str, **kw) -> dict:
+        ipam = {"type": "host-local", "dataDir": str(self.data_dir),
+                "ranges": [[{"subnet": c}] for c in self.pod_cidrs], "routes": [{"dst": "0.0.0.0/0"}]}
+        return {"cniVersion": version, "name": self.network, "type": "bridge", "bridge": "cni0", "isGateway": True,
+                "ipMasq": False, "hairpinMode": True, "ipam": ipam, **kw}
+
+    @property
+    def plugin_binary(self) -> str:
+        return "/usr/lib/cni/bridge"
+
+    def reservations(self) -> list[tuple]:
+        d = self.data_dir / self.network
+        files = sorted(p for p in d.iterdir() if p.name[0].isdigit()) if d.exists() else []
+        return [(p.name, *p.read_text().split("\r\n")) for p in files]
+
+    def host_veths(self) -> list[str]:
+        out = self.ns.ip("-o", "link", "show")
+        return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ": veth" in line]
+
+
+@pytest.fixture
+def ref_node(pool, tmp_path):
+    ns = pool.netns("ref")
+    d = tmp_path / ns.name
+    d.mkdir()
+    return RefNode(ns, d, ["10.244.9.0/24"])
 
 
 @pytest.fixture
@@ -146,7 +186,7 @@ def make_node(pool, tmp_path):
         d = tmp_path / ns.name
         d.mkdir()
         node = Node(ns, d, list(pod_cidrs), list(extra))
-        install.install(str(node.bin_dir), str(d / "net.d"), node.sock, str(node.data_dir), python=sys.executable)
+        install.install(str(node.bin_dir), str(d / "net.d"), node.sock, str(node.data_dir))
         nodes.append(node)
         if start:
             node.start()

@@ -43,7 +43,7 @@ async def eventually(fn, what: str, timeout: float = 20.0):
 
 def routes(node) -> dict[str, str]:
     out = {}
-    for line in node.ns.ip("-o", "route", "show", "proto", "149").splitlines():
+    for line in node.ns.ip("-o", "route", "show", "proto", "150").splitlines():
         f = line.split()
         if f[0] == "blackhole":
             out[f[1]] = "blackhole"
@@ -108,7 +108,7 @@ async def test_two_nodes_host_gw_without_nat(fabric, make_node, pool, tcp_peer_s
             cidr3 = await eventually(lambda: next((d for d, v in routes(n1).items() if v == "192.168.77.13"), None),
                                      "n3 route")
             await client.patch(resources.NODES, "n3", {"status": {"addresses": [
-                {"type": "InternalIP", "address": "192.168.77.14"}]}})
+                {"type": "InternalIP", "address": "192.168.77.14"}]}}, subresource="status")
             await eventually(lambda: routes(n1).get(cidr3) == "192.168.77.14", "n3 route changed")
             await client.delete(resources.NODES, "n3")
             await eventually(lambda: cidr3 not in routes(n1) and cidr3 not in routes(n2), "n3 route removed")
@@ -119,3 +119,19 @@ async def test_two_nodes_host_gw_without_nat(fabric, make_node, pool, tcp_peer_s
         finally:
             await client.close()
             await api.stop()
+
+
+def test_masquerade_only_for_traffic_leaving_the_cluster(make_node, pool, tcp_peer_seen):
+    """--masquerade: pod -> outside is SNAT'ed to the node's address; pod -> pod keeps the pod IP."""
+    node_ns, outside = pool.netns("n"), pool.netns("out")
+    pool.veth(node_ns, "eth1", outside, "eth0")
+    node_ns.ip("addr", "add", "192.168.99.1/24", "dev", "eth1")
+    outside.ip("addr", "add", "192.168.99.2/24", "dev", "eth0")
+    node = make_node(("10.244.7.0/24",), ["--masquerade", "--cluster-cidr", "10.244.0.0/16"], ns=node_ns)
+    a, b = pool.netns("pa"), pool.netns("pb")
+    _, ra = node.cni("ADD", "a", a.path)
+    _, rb = node.cni("ADD", "b", b.path)
+    a_ip, b_ip = ra["ips"][0]["address"].split("/")[0], rb["ips"][0]["address"].split("/")[0]
+    assert "-A PODNET-MASQ -d 10.244.0.0/16 -j RETURN" in node_ns.run("iptables", "-t", "nat", "-S")
+    assert tcp_peer_seen(outside, "192.168.99.2", a) == "192.168.99.1"
+    assert tcp_peer_seen(b, b_ip, a) == a_ip

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import os
 
 from podnet.cni import version
 
@@ -166,3 +167,43 @@ def test_same_node_pods_talk_without_nat(make_node, pool, tcp_peer_seen):
     assert tcp_peer_seen(b, b4, a) == a4
     assert tcp_peer_seen(b, b6, a) == a6
     assert tcp_peer_seen(a, a4, a) == a4  # a pod reaches itself by its own IP
+
+
+def test_pod_netns_deleted_without_del_is_reclaimed(make_node, pool):
+    node = make_node(extra=["--reconcile-interval", "0.3"])
+    pod = pool.netns("p")
+    assert node.cni("ADD", "gone", pod.path)[0] == 0
+    keep = pool.netns("p")
+    assert node.cni("ADD", "kept", keep.path)[0] == 0
+    pod.ip("link", "del", "eth0")  # what deleting the netns does to the veth
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(node.reservations()) != 1:
+        time.sleep(0.1)
+    assert [cid for _, cid, _ in node.reservations()] == ["kept"]
+    assert len(node.host_veths()) == 1
+
+
+def test_del_after_a_refused_add_leaves_the_existing_interface(make_node, pool):
+    node = make_node()
+    pod = pool.netns("p")
+    pod.ip("link", "add", "eth0", "type", "veth", "peer", "name", "other0")
+    assert node.cni("ADD", netns=pod.path)[0] == 4
+    assert node.cni("DEL", netns=pod.path)[0] == 0  # runtimes DEL after a failed ADD
+    assert "eth0" in pod.ip("link")
+
+
+def test_mtu_and_forwarding_sysctls(make_node, pool):
+    node = make_node(("10.244.1.0/24", "fd00:1::/64"), ["--mtu", "1400", "--route-interval", "0.2"])
+    pod = pool.netns("p")
+    code, res = node.cni("ADD", netns=pod.path, version="1.1.0")
+    assert code == 0 and res["interfaces"][1]["mtu"] == 1400
+    assert "mtu 1400" in pod.ip("link", "show", "eth0")
+    assert "mtu 1400" in node.ns.ip("link", "show", res["interfaces"][0]["name"])
+    assert node.ns.run("sysctl", "-n", "net.ipv4.ip_forward").strip() == "1"
+    assert node.ns.run("sysctl", "-n", "net.ipv6.conf.all.forwarding").strip() == "1"
+    node.ns.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=0")  # someone turns it off: it comes back
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and node.ns.run("sysctl", "-n", "net.ipv4.ip_forward").strip() != "1":
+        time.sleep(0.1)
+    assert node.ns.run("sysctl", "-n", "net.ipv4.ip_forward").strip() == "1"
+    assert node.cni("STATUS", version="1.1.0")[0] == 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -43,7 +45,7 @@ async def test_add_then_del_leaves_nothing(env):
     assert res["interfaces"][1]["mtu"] == 1400
     assert (await cni(p, "CHECK", stdin=conf(prevResult=res)))[0] == 0
     assert (await cni(p, "DEL"))[0] == 0
-    assert net.links == {} and p.ipam.reservations() == []
+    assert net.links == set() and p.ipam.reservations() == []
     assert (await cni(p, "DEL"))[0] == 0  # second DEL
 
 
@@ -61,7 +63,7 @@ async def test_del_succeeds_whatever_the_netns(env, ns):
     await cni(p, "ADD")
     net.netns.pop("/run/netns/p1")
     assert (await cni(p, "DEL", ns=ns))[0] == 0
-    assert p.ipam.reservations() == [] and net.links == {}
+    assert p.ipam.reservations() == [] and net.links == set()
 
 
 async def test_failed_plumbing_rolls_back_the_reservation(env):
@@ -104,7 +106,7 @@ async def test_gc_releases_everything_not_valid(env):
     assert sorted(x.container_id for x in p.ipam.reservations()) == ["c1", "c3"]
     assert len(net.links) == 2
     r = await skel.dispatch(env_gc, conf(**{"cni.dev/valid-attachments": []}), p)
-    assert r.code == 0 and p.ipam.reservations() == [] and net.links == {}
+    assert r.code == 0 and p.ipam.reservations() == [] and net.links == set()
 
 
 async def test_gc_of_another_network_keeps_ours(env):
@@ -135,7 +137,9 @@ STATUS_CASES = [
     ("ready", {}, 0, None),
     ("no-cidr", {"pod_cidrs": ()}, 50, "pod CIDR"),
     ("no-routes", {"routes_synced": False}, 50, "routes"),
-    ("no-forwarding", {"forwarding_ok": False}, 50, "forwarding"),
+    ("no-forwarding", {"forwarding_ok": False}, 51, "forwarding"),
+    ("route-sync-failing", {"routes_error": "10.244.2.0/24 via 10.0.0.2: No route to host"}, 51, "No route"),
+    ("route-sync-never-worked", {"routes_synced": False, "routes_error": "boom"}, 50, "boom"),
     ("store-broken", {"store_error": CniError(5, "IPAM store /x/ipam.db is corrupt")}, 50, "corrupt"),
 ]
 
@@ -160,3 +164,28 @@ async def test_add_before_pod_cidr_is_try_again_and_corrupt_store_is_5(env):
     for verb in ("ADD", "DEL", "CHECK", "GC"):
         code, out = await cni(p, verb)
         assert code == 5 and "corrupt" in out["msg"], verb
+
+
+async def test_reconcile_never_takes_an_add_in_flight(env):
+    """ADD has reserved but not yet created the veth: a reconcile running now must not release it."""
+    p, net = env
+    net.make_netns("/run/netns/p1")
+    gate, inside = threading.Event(), threading.Event()
+    real_add = net.add_pod
+
+    def slow_add(*a):
+        inside.set()
+        gate.wait(10)
+        return real_add(*a)
+
+    net.add_pod = slow_add
+    add = asyncio.create_task(cni(p, "ADD"))
+    while not inside.is_set():
+        await asyncio.sleep(0.01)
+    assert len(p.ipam.reservations()) == 1 and net.links == set()
+    assert await p.reconcile() == []
+    gate.set()
+    code, _ = await add
+    assert code == 0 and await p.reconcile() == [] and len(p.ipam.reservations()) == 1
+    net.links.clear()  # the pod's netns was deleted without a DEL
+    assert await p.reconcile() == ["10.244.1.2"]

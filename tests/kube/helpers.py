@@ -56,13 +56,13 @@ class FlakyClient(ApiClient):
         self.down = False
         self.watch_rvs: list[str | None] = []
         self.lists = 0
-        self._cuts: list[asyncio.Event] = []
 
-    def cut(self, *, stay_down: bool = True) -> None:
-        """Break every open watch stream; refuse new requests while ``stay_down``."""
+    async def cut(self, *, stay_down: bool = True) -> None:
+        """Break every open connection (watch streams included); refuse new requests while ``stay_down``."""
         self.down = stay_down
-        for c in self._cuts:
-            c.set()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def request(self, method: str, path: str, **kw: Any) -> Any:
         if self.down:
@@ -75,27 +75,8 @@ class FlakyClient(ApiClient):
         if self.down:
             raise aiohttp.ClientConnectionError("connection refused (test)")
         self.watch_rvs.append(params.get("resourceVersion"))
-        agen = super().stream_lines(path, params, inactivity_timeout=inactivity_timeout)
-        cut = asyncio.Event()
-        self._cuts.append(cut)
-        try:
-            while True:
-                nxt = asyncio.ensure_future(agen.__anext__())
-                waiter = asyncio.ensure_future(cut.wait())
-                done, _ = await asyncio.wait({nxt, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if waiter in done:
-                    nxt.cancel()
-                    await asyncio.gather(nxt, return_exceptions=True)
-                    raise ConnectionResetError("connection reset (test)")
-                waiter.cancel()
-                try:
-                    line = nxt.result()
-                except StopAsyncIteration:
-                    return
-                yield line
-        finally:
-            self._cuts.remove(cut)
-            await agen.aclose()
+        async for line in super().stream_lines(path, params, inactivity_timeout=inactivity_timeout):
+            yield line
 
 
 async def wait_for(cond, timeout: float = 15.0, what: str = "condition") -> None:

@@ -29,6 +29,8 @@ BAD = [
     ("cluster-too-small", dict(nodes=5, cluster_cidr="10.244.0.0/22"), "holds only 4 node CIDRs of /24 for 5 nodes"),
     ("mask-below-cluster", dict(cluster_cidr="10.244.0.0/25"), "--node-cidr-mask 24 must lie between"),
     ("underlay-too-small", dict(underlay="192.168.77.0/28", nodes=8), "use a larger underlay"),
+    ("overlaps-external-pool", dict(underlay="198.51.100.0/24"),
+     "--underlay 198.51.100.0/24 overlaps the lab's external IP pool"),
     ("service-too-small", dict(service_cidr="10.96.0.0/30"), "too small"),
 ]
 

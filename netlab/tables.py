@@ -1,0 +1,137 @@
+"""Server-side printing: ``meta.k8s.io/v1`` Tables, as kubectl asks for them (``Accept: ...;as=Table``).
+
+With Tables, ``kubectl get`` shows the same columns as against a real
+cluster (a Service's TYPE, CLUSTER-IP and PORTS, a Pod's READY and STATUS,
+...). Each row carries the object's metadata (PartialObjectMetadata), which
+kubectl uses for the NAMESPACE column. Watch events are Tables of one row,
+as kube-apiserver sends them to ``kubectl get -w``. Pure functions; ``now``
+is a parameter (for AGE).
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from typing import Any, Callable
+
+__all__ = ["wants_table", "table", "age"]
+
+Column = tuple[str, str, int]  # (name, type, priority)
+
+
+def wants_table(accept: str) -> bool:
+    return any("as=Table" in part and "g=meta.k8s.io" in part and "v=v1;" in part + ";"
+               for part in accept.split(","))
+
+
+def age(created: str | None, now: float) -> str:
+    """kubectl's short duration: 45s, 5m12s, 3h4m, 2d3h, 400d."""
+    if not created:
+        return "<unknown>"
+    try:
+        t = calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return "<unknown>"
+    s = max(0, int(now - t))
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 48:
+        return f"{h}h{m % 60}m" if h < 8 and m % 60 else f"{h}h"
+    d = h // 24
+    return f"{d}d{h % 24}h" if d < 8 and h % 24 else f"{d}d"
+
+
+def _ports(svc: dict[str, Any]) -> str:
+    out = []
+    for p in (svc.get("spec") or {}).get("ports") or ():
+        s = f"{p.get('port')}"
+        if p.get("nodePort"):
+            s += f":{p['nodePort']}"
+        out.append(f"{s}/{p.get('protocol', 'TCP')}")
+    return ",".join(out) or "<none>"
+
+
+def _service_row(o: dict[str, Any]) -> list[Any]:
+    spec, status = o.get("spec") or {}, o.get("status") or {}
+    ext = list(spec.get("externalIPs") or []) + [i.get("ip") or i.get("hostname") for i in
+                                                  (status.get("loadBalancer") or {}).get("ingress") or ()]
+    if spec.get("type") == "ExternalName":
+        ext = [spec.get("externalName", "")]
+    elif spec.get("type") == "LoadBalancer" and not ext:
+        ext = ["<pending>"]
+    selector = ",".join(f"{k}={v}" for k, v in sorted((spec.get("selector") or {}).items())) or "<none>"
+    return [spec.get("type", "ClusterIP"), spec.get("clusterIP") or "<none>", ",".join(ext) or "<none>", _ports(o),
+            selector]
+
+
+def _pod_row(o: dict[str, Any]) -> list[Any]:
+    spec, status = o.get("spec") or {}, o.get("status") or {}
+    n = len(spec.get("containers") or ())
+    ready = sum(1 for c in status.get("containerStatuses") or () if c.get("ready"))
+    if not status.get("containerStatuses"):
+        ready = n if any(c.get("type") == "Ready" and c.get("status") == "True"
+                         for c in status.get("conditions") or ()) else 0
+    phase = "Terminating" if o["metadata"].get("deletionTimestamp") else status.get("phase", "Pending")
+    return [f"{ready}/{n}", phase, 0, status.get("podIP") or "<none>", spec.get("nodeName") or "<none>"]
+
+
+def _node_row(o: dict[str, Any]) -> list[Any]:
+    status = o.get("status") or {}
+    ready = next((c.get("status") for c in status.get("conditions") or () if c.get("type") == "Ready"), None)
+    labels = o["metadata"].get("labels") or {}
+    roles = ",".join(sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))) or "<none>"
+    internal = next((a.get("address") for a in status.get("addresses") or () if a.get("type") == "InternalIP"), None)
+    return ["Ready" if ready == "True" else "NotReady" if ready else "Unknown", roles,
+            (status.get("nodeInfo") or {}).get("kubeletVersion", ""), internal or "<none>",
+            (o.get("spec") or {}).get("podCIDR") or "<none>"]
+
+
+def _slice_row(o: dict[str, Any]) -> list[Any]:
+    ports = ",".join(str(p.get("port")) for p in o.get("ports") or ()) or "<unset>"
+    addrs = [a for e in o.get("endpoints") or () for a in e.get("addresses") or ()]
+    shown = ",".join(addrs[:3]) + (f" + {len(addrs) - 3} more..." if len(addrs) > 3 else "")
+    return [o.get("addressType", ""), ports, shown or "<unset>"]
+
+
+def _namespace_row(o: dict[str, Any]) -> list[Any]:
+    return [(o.get("status") or {}).get("phase", "Active")]
+
+
+COLUMNS: dict[str, tuple[list[Column], Callable[[dict[str, Any]], list[Any]]]] = {
+    "services": ([("Type", "string", 0), ("Cluster-IP", "string", 0), ("External-IP", "string", 0),
+                  ("Port(s)", "string", 0), ("Selector", "string", 1)], _service_row),
+    "pods": ([("Ready", "string", 0), ("Status", "string", 0), ("Restarts", "integer", 0), ("IP", "string", 1),
+              ("Node", "string", 1)], _pod_row),
+    "nodes": ([("Status", "string", 0), ("Roles", "string", 0), ("Version", "string", 0),
+               ("Internal-IP", "string", 1), ("Pod-CIDR", "string", 1)], _node_row),
+    "endpointslices": ([("AddressType", "string", 0), ("Ports", "string", 0), ("Endpoints", "string", 0)],
+                       _slice_row),
+    "namespaces": ([("Status", "string", 0)], _namespace_row),
+}
+
+
+def table(plural: str, objects: list[dict[str, Any]], now: float, list_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Table of ``objects``: Name, the kind's columns (AGE after the priority-0 ones)."""
+    cols, row = COLUMNS[plural]
+    main = [c for c in cols if c[2] == 0]
+    wide = [c for c in cols if c[2] != 0]
+    defs = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
+    defs += [{"name": n, "type": t, "format": "", "description": n, "priority": p} for n, t, p in main]
+    defs.append({"name": "Age", "type": "string", "format": "", "description": "Age", "priority": 0})
+    defs += [{"name": n, "type": t, "format": "", "description": n, "priority": p} for n, t, p in wide]
+    rows = []
+    for o in objects:
+        cells = row(o)
+        meta = o["metadata"]
+        rows.append({
+            "cells": [meta["name"], *cells[: len(main)], age(meta.get("creationTimestamp"), now), *cells[len(main):]],
+            "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta},
+        })
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta or {},
+            "columnDefinitions": defs, "rows": rows}

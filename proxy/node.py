@@ -1,0 +1,99 @@
+"""The node-side setup the CLI needs: backend detection, families, addresses, sysctls.
+
+Side effects only here (and in iptables.py / conntrack.py): everything runs
+in the network namespace the process was started in, which for the lab is
+the node's namespace (``ip netns exec <node> podnet-proxy ...``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import json
+from pathlib import Path
+
+from podnet.proxy.conntrack import ConntrackTool, Reconciler
+from podnet.proxy.daemon import Config
+from podnet.proxy.iptables import IptablesRunner, _exec, detect_mode
+from podnet.proxy.model import cidr_family
+from podnet.proxy.proxier import FamilyProxier
+from podnet.proxy.rules import NodeContext
+
+log = logging.getLogger("podnet.proxy")
+
+
+def parse_ip_addr_json(text: str) -> tuple[str, ...]:
+    """Addresses from ``ip -j addr show`` output, link-local left out, sorted."""
+    addrs = {a.get("local") for link in json.loads(text or "[]") for a in link.get("addr_info", [])}
+    return tuple(sorted(a for a in addrs if a and not ipaddress.ip_address(a).is_link_local))
+
+
+async def local_addresses(family: int) -> tuple[str, ...]:
+    """This namespace's addresses (loopback included) of one family."""
+    rc, out, _ = await _exec(["ip", "-j", f"-{family}", "addr", "show"], timeout=30)
+    return parse_ip_addr_json(out) if rc == 0 else ()
+
+
+def set_route_localnet() -> None:
+    """net.ipv4.conf.all.route_localnet=1 in *this* namespace (localhost NodePorts)."""
+    Path("/proc/sys/net/ipv4/conf/all/route_localnet").write_text("1\n")
+
+
+async def _family_works(base: str, mode: str) -> bool:
+    try:
+        rc, _, _ = await _exec([f"{base}-{mode}", "--wait", "-t", "nat", "-S", "POSTROUTING"], timeout=30)
+    except FileNotFoundError:
+        return False
+    return rc == 0
+
+
+def warn_bridge_netfilter() -> None:
+    """Like kube-proxy: same-node pod -> Service -> pod over a Linux bridge needs br_netfilter."""
+    p = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+    if not p.exists() or p.read_text().strip() != "1":
+        log.warning("br_netfilter is not loaded or bridge-nf-call-iptables is 0: with a bridge CNI, "
+                    "replies between pods on one bridge bypass the service NAT (hairpin and same-node traffic)")
+
+
+async def family_proxiers(cfg: Config) -> list[FamilyProxier]:
+    warn_bridge_netfilter()
+    mode = await detect_mode()
+    log.info("iptables backend: %s (only this one is written)", mode)
+    fams = cfg.ip_families or ((4, 6) if await _family_works("ip6tables", mode) else (4,))
+    out = []
+    for fam in fams:
+        ctx = NodeContext(
+            family=fam,
+            cluster_cidrs=tuple(c for c in cfg.cluster_cidr if cidr_family(c) == fam),
+            masquerade_all=cfg.masquerade_all,
+            node_ips=await local_addresses(fam),
+            nodeport_cidrs=tuple(c for c in cfg.nodeport_addresses if cidr_family(c) == fam),
+            localhost_nodeports=cfg.localhost_nodeports,
+            masq_mark=1 << cfg.masquerade_bit,
+        )
+        if cfg.nodeport_addresses and not ctx.nodeport_cidrs:
+            ctx = NodeContext(**{**ctx.__dict__, "nodeport_cidrs": ("0.0.0.0/32",) if fam == 4 else ("::/128",)})
+        if ctx.localhost_nodeports_active:
+            set_route_localnet()
+        out.append(
+            FamilyProxier(
+                IptablesRunner(fam, mode),
+                ctx,
+                cfg.hostname_override,
+                cfg.max_endpoints_per_service_port,
+                conntrack=Reconciler(ConntrackTool(), fam),
+            )
+        )
+    return out
+
+
+async def cleanup_all(cfg: Config) -> int:
+    from podnet.proxy.cleanup import cleanup
+
+    mode = await detect_mode()
+    for fam, base in ((4, "iptables"), (6, "ip6tables")):
+        if fam == 6 and not await _family_works(base, mode):
+            continue
+        n = await cleanup(IptablesRunner(fam, mode))
+        log.info("IPv%d (%s): removed %d podnet chains", fam, mode, n)
+    return 0

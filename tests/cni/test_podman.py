@@ -1,0 +1,65 @@
+"""A real container runtime: podman 4.3 with its CNI backend runs a container on podnet-cni.
+
+Skipped unless podman, runc and busybox are installed (Debian packages podman,
+runc, busybox-static). Recipe from shared/reference/real-clients.md §2: runc
+(crun cannot run on this VM's hybrid cgroups), explicit ulimits, vfs storage
+and every directory in tmp_path; podman runs inside the node netns
+(``nsenter --net``), creates the container's netns itself, calls VERSION to
+validate the conflist, then ADD, and DEL when the container exits (``--rm``).
+podman itself keeps libcni's result cache in /var/lib/cni/results (not configurable).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.skipif(not all(shutil.which(x) for x in ("podman", "runc", "busybox")),
+                       reason="needs Debian podman + runc + busybox-static"),
+]
+
+
+def test_podman_container_gets_its_pod_ip_from_podnet(make_node, tmp_path):
+    node = make_node(("10.244.33.0/24",))
+    rootfs = tmp_path / "rootfs"
+    for d in ("bin", "proc", "sys", "dev", "etc", "tmp", "run"):
+        (rootfs / d).mkdir(parents=True)
+    shutil.copy(shutil.which("busybox"), rootfs / "bin" / "busybox")
+    for applet in ("sh", "ip", "ping"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    conf = tmp_path / "containers.conf"
+    conf.write_text(f"""
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "runc"
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["{node.bin_dir}", "/usr/lib/cni"]
+network_config_dir = "{node.dir / 'net.d'}"
+""")
+    env = {"CONTAINERS_CONF": str(conf), "HOME": str(tmp_path), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    short = tempfile.mkdtemp(prefix="pnt-cni-podman-")  # podman wants a runroot under 50 characters
+    try:
+        cmd = ["nsenter", f"--net=/run/netns/{node.ns.name}", "podman", "--root", f"{short}/storage",
+               "--runroot", f"{short}/run", "--storage-driver", "vfs", "--tmpdir", f"{short}/tmp",
+               "run", "--rm", "--network", "podnet", "--rootfs", str(rootfs),
+               "/bin/sh", "-c", "ip -4 addr show eth0; ip route; ping -c1 -W2 10.244.33.1"]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "inet 10.244.33.2/32" in p.stdout
+    assert "default via 10.244.33.1 dev eth0" in p.stdout
+    assert "1 packets received" in p.stdout
+    # --rm: podman ran DEL, nothing is left on the node
+    assert node.reservations() == [] and node.host_veths() == []

@@ -1,0 +1,114 @@
+"""The real kubectl against the lab API server (discovery, get, apply, patch, delete)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+
+import pytest
+
+from podnet.kube import resources as r
+
+KUBECTL = os.environ.get("PODNET_TEST_KUBECTL") or shutil.which("kubectl")
+
+pytestmark = pytest.mark.skipif(not KUBECTL, reason="kubectl not installed")
+
+SERVICE_YAML = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  selector: {app: web}
+  ports:
+  - name: http
+    port: 80
+    targetPort: %d
+  - name: https
+    port: 443
+    targetPort: 8443
+"""
+
+POD_YAML = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-1
+  labels: {app: web}
+spec:
+  nodeName: n1
+  containers:
+  - name: c
+    image: example
+"""
+
+
+async def kubectl(server: str, home, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        KUBECTL, "--server", server, *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else None), 60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_kubectl_get_apply_patch_delete(lab_api, client, tmp_path):
+    url = lab_api.url
+    rc, out, err = await kubectl(url, tmp_path, "get", "svc", "-A")
+    assert rc == 0, err
+    assert "No resources found" in err + out
+
+    manifest = tmp_path / "svc.yaml"
+    manifest.write_text(SERVICE_YAML % 8080)
+    rc, out, err = await kubectl(url, tmp_path, "apply", "-f", str(manifest))
+    assert rc == 0, err
+    assert "service/web created" in out
+    created = await client.get(r.SERVICES, "web", namespace="default")
+    assert "kubectl.kubernetes.io/last-applied-configuration" in created["metadata"]["annotations"]
+
+    # Re-apply with a change: GET, then a strategic merge PATCH that must keep everything else.
+    manifest.write_text(SERVICE_YAML % 9090)
+    rc, out, err = await kubectl(url, tmp_path, "apply", "-f", str(manifest))
+    assert rc == 0, err
+    assert "service/web configured" in out
+    after = await client.get(r.SERVICES, "web", namespace="default")
+    assert [(p["name"], p["port"], p["targetPort"], p["protocol"]) for p in after["spec"]["ports"]] == [
+        ("http", 80, 9090, "TCP"), ("https", 443, 8443, "TCP")]
+    assert after["spec"]["clusterIP"] == created["spec"]["clusterIP"]
+
+    rc, out, err = await kubectl(url, tmp_path, "get", "svc", "-A")
+    assert rc == 0, err
+    header, row = out.splitlines()
+    assert header.split() == ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert row.split()[:6] == ["default", "web", "ClusterIP", created["spec"]["clusterIP"], "<none>",
+                               "80/TCP,443/TCP"]
+    rc, out, err = await kubectl(url, tmp_path, "get", "svc", "web", "-o", "json")
+    assert rc == 0 and json.loads(out)["spec"]["clusterIP"] == created["spec"]["clusterIP"]
+
+    rc, out, err = await kubectl(url, tmp_path, "apply", "-f", "-", stdin=POD_YAML)
+    assert rc == 0, err
+    rc, out, err = await kubectl(url, tmp_path, "get", "po,endpointslices,nodes,ns")
+    assert rc == 0, err
+    assert "web-1" in out and "endpointslice.discovery.k8s.io/web-" in out
+
+    rc, out, err = await kubectl(url, tmp_path, "patch", "svc", "web", "-p", '{"spec":{"type":"NodePort"}}')
+    assert rc == 0, err
+    patched = await client.get(r.SERVICES, "web", namespace="default")
+    assert all(30000 <= p["nodePort"] <= 32767 for p in patched["spec"]["ports"])
+
+    rc, out, err = await kubectl(url, tmp_path, "delete", "-f", str(manifest))
+    assert rc == 0, err
+    assert 'service "web" deleted' in out
+    rc, out, err = await kubectl(url, tmp_path, "get", "svc", "web")
+    assert rc != 0 and "NotFound" in err
+
+
+async def test_kubectl_reports_validation_errors(lab_api, tmp_path):
+    bad = (SERVICE_YAML % 8080).replace("port: 443", "port: 70000")
+    rc, out, err = await kubectl(lab_api.url, tmp_path, "apply", "-f", "-", stdin=bad)
+    assert rc != 0
+    assert "is invalid" in err and "70000" in err

@@ -1,0 +1,353 @@
+"""Real iptables in network namespaces, real TCP and UDP (root; runs in CI).
+
+Topology (all namespaces pnt-px-*): a node namespace routes for three pods
+(10.0.1.1-3, each on its own veth, /32 routes, so every packet crosses the
+node's conntrack), a client pod (10.0.3.3) and an outside host
+(192.168.0.9 <-> node 192.168.0.2). The proxy runs in-process with fake
+informers and the real iptables runner pointed into the node namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from podnet.netlab.netns import NetnsPool
+from podnet.proxy.conntrack import ConntrackTool, Reconciler
+from podnet.proxy.daemon import Config, Daemon
+from podnet.proxy.iptables import IptablesRunner, detect_mode
+from podnet.proxy.proxier import FamilyProxier
+from podnet.proxy.rules import NodeContext
+from podnet.proxy.testing import NODE, FakeInformer, ep, slice_, svc
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+
+PROBE = str(Path(__file__).with_name("netprobe.py"))
+PY = sys.executable
+PODS = {"ep1": "10.0.1.1", "ep2": "10.0.1.2", "ep3": "10.0.1.3", "client": "10.0.3.3"}
+PODS6 = {"ep1": "fd00:1::1", "ep2": "fd00:1::2", "ep3": "fd00:1::3", "client": "fd00:3::3"}
+NODE_IP, OUTSIDE_IP = "192.168.0.2", "192.168.0.9"
+PORT = 8080
+
+
+@pytest.fixture(scope="module")
+def lab():
+    pool = NetnsPool("pnt-px-")
+    procs = []
+    try:
+        node = pool.netns("node")
+        node.sysctl("net.ipv4.ip_forward", "1")
+        node.sysctl("net.ipv6.conf.all.forwarding", "1")
+        nss = {"node": node}
+        for i, (name, ip) in enumerate(PODS.items()):
+            pod = pool.netns(name)
+            pool.veth(node, f"p{i}", pod, "eth0")
+            node.ip("addr", "add", "10.0.0.1/32", "dev", f"p{i}")
+            node.ip("route", "add", f"{ip}/32", "dev", f"p{i}")
+            pod.ip("addr", "add", f"{ip}/32", "dev", "eth0")
+            pod.ip("route", "add", "10.0.0.1", "dev", "eth0")
+            pod.ip("route", "add", "default", "via", "10.0.0.1")
+            ip6 = PODS6[name]
+            node.ip("-6", "addr", "add", "fd00:ff::1/128", "dev", f"p{i}", "nodad")
+            node.ip("-6", "route", "add", f"{ip6}/128", "dev", f"p{i}")
+            pod.ip("-6", "addr", "add", f"{ip6}/128", "dev", "eth0", "nodad")
+            pod.ip("-6", "route", "add", "fd00:ff::1", "dev", "eth0")
+            pod.ip("-6", "route", "add", "default", "via", "fd00:ff::1")
+            nss[name] = pod
+        out = pool.netns("out")
+        pool.veth(node, "ext0", out, "eth0")
+        node.ip("addr", "add", f"{NODE_IP}/24", "dev", "ext0")
+        out.ip("addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0")
+        node.ip("route", "add", "default", "via", OUTSIDE_IP)
+        nss["out"] = out
+        for name in ("ep1", "ep2", "ep3"):
+            p = nss[name].popen(PY, "-P", PROBE, "server", name, str(PORT), "170", stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            assert p.stdout.readline().strip() == "ready"
+        yield nss
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        pool.close()
+
+
+def probe(ns, *args: str) -> dict:
+    return json.loads(ns.run(PY, "-P", PROBE, *args, timeout=60))
+
+
+class Proxy:
+    """A freshly started proxy (no memory of earlier runs) for the node namespace."""
+
+    def __init__(self, lab, **ctx_kw):
+        self.prefix = ["ip", "netns", "exec", lab["node"].name]
+        self.ctx = NodeContext(family=4, cluster_cidrs=("10.0.0.0/16",), node_ips=(NODE_IP, "10.0.0.1"), **ctx_kw)
+
+    async def start(self, services, slices):
+        mode = await detect_mode(self.prefix)
+        self.fam = FamilyProxier(IptablesRunner(4, mode, self.prefix), self.ctx, NODE,
+                                 conntrack=Reconciler(ConntrackTool(self.prefix), 4))
+        self.daemon = Daemon(Config(hostname_override=NODE, healthz_bind_address="", metrics_bind_address=""), [self.fam])
+        self.services, self.slices = FakeInformer(), FakeInformer()
+        self.daemon.attach(self.services, self.slices)
+        for s in services:
+            self.services.set(s)
+        for s in slices:
+            self.slices.set(s)
+        self.services.synced(), self.slices.synced()
+        assert await self.daemon._sync()
+        return self
+
+    async def sync(self):
+        assert await self.daemon._sync()
+
+
+def eps(*names, node="node-b"):
+    return [ep(PODS[n], node=node) for n in names]
+
+
+TCP = ((80, "TCP", "http"),)
+TCP_EP = ((PORT, "TCP", "http"),)
+
+
+async def test_clusterip_balances_tcp(lab):
+    await Proxy(lab).start([svc(ports=TCP)], [slice_(endpoints=eps("ep1", "ep2", "ep3"), ports=TCP_EP, name="a")])
+    got = probe(lab["client"], "tcp", "172.30.0.41", "80", "90")
+    per = {k.split()[0]: v for k, v in got.items()}
+    assert set(per) == {"ep1", "ep2", "ep3"}, got
+    assert all(v >= 10 for v in per.values()), got  # 90 draws, p(any < 10) is about 1e-5
+    assert all(k.split()[1] == PODS["client"] for k in got), "pod-to-service traffic is not masqueraded"
+
+
+async def test_nodeport_from_outside_and_no_endpoint_reject(lab):
+    await Proxy(lab).start(
+        [svc(type="NodePort", ports=((80, "TCP", "http", 30080),)), svc(name="empty", cluster_ip="172.30.0.42", ports=TCP)],
+        [slice_(endpoints=eps("ep1"), ports=TCP_EP, name="a")],
+    )
+    got = probe(lab["out"], "tcp", NODE_IP, "30080", "3")
+    # eTP Cluster: masqueraded to the node's address toward the pod
+    assert got == {"ep1 10.0.0.1": 3}, got
+    refused = probe(lab["client"], "tcp", "172.30.0.42", "80", "2")
+    assert refused == {"error:ConnectionRefusedError": 2}
+
+
+async def test_etp_local_preserves_client_ip(lab):
+    s = svc(type="NodePort", externalTrafficPolicy="Local", ports=((80, "TCP", "http", 30081),))
+    await Proxy(lab).start([s], [slice_(endpoints=eps("ep2", node=NODE) + eps("ep1"), ports=TCP_EP, name="a")])
+    got = probe(lab["out"], "tcp", NODE_IP, "30081", "10")
+    assert got == {f"ep2 {OUTSIDE_IP}": 10}
+
+
+async def test_session_affinity_sticks(lab):
+    s = svc(ports=TCP, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}})
+    await Proxy(lab).start([s], [slice_(endpoints=eps("ep1", "ep2", "ep3"), ports=TCP_EP, name="a")])
+    got = probe(lab["client"], "tcp", "172.30.0.41", "80", "20")
+    assert len(got) == 1 and list(got.values()) == [20], got
+
+
+async def test_udp_endpoint_replaced_without_black_hole(lab):
+    udp = ((53, "UDP", "dns"),)
+    proxy = await Proxy(lab).start([svc(ports=udp)], [slice_(endpoints=eps("ep1"), ports=((PORT, "UDP", "dns"),), name="a")])
+    assert probe(lab["client"], "udp", "172.30.0.41", "53", "3", "40053") == {"ep1 10.0.3.3": 3}
+    proxy.slices.set(slice_(endpoints=eps("ep2"), ports=((PORT, "UDP", "dns"),), name="a"))
+    await proxy.sync()
+    # same client source port: without the conntrack cleanup this would stay pinned to ep1
+    assert probe(lab["client"], "udp", "172.30.0.41", "53", "3", "40053") == {"ep2 10.0.3.3": 3}
+    proxy.slices.delete("ns/a")
+    await proxy.sync()
+    got = probe(lab["client"], "udp", "172.30.0.41", "53", "2", "40053")
+    assert not any(k.startswith("ep") for k in got), got
+
+
+async def test_restart_under_traffic_keeps_connections(lab):
+    objs = ([svc(ports=TCP)], [slice_(endpoints=eps("ep1", "ep2"), ports=TCP_EP, name="a")])
+    await Proxy(lab).start(*objs)
+    holder = lab["client"].popen(PY, "-P", PROBE, "hold", "172.30.0.41", "80", "3", stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "connected"
+        for _ in range(3):  # three restarts: each a fresh full sync of the same state
+            await Proxy(lab).start(*objs)
+            time.sleep(0.3)
+        res = json.loads(holder.stdout.readline())
+    finally:
+        holder.kill()
+        holder.wait()
+    assert res["error"] == "" and res["sent"] >= 10 and res["echoed"] == res["sent"], res
+
+
+async def test_api_outage_changes_nothing(lab):
+    import asyncio
+
+    from podnet.kube import resources as r
+    from podnet.kube.client import ApiClient
+    from podnet.netlab.apiserver import LabApiServer
+    from podnet.proxy.daemon import real_informers
+
+    prefix = ["ip", "netns", "exec", lab["node"].name]
+    mode = await detect_mode(prefix)
+    api = await LabApiServer().start(["127.0.0.1:0"])
+    client = ApiClient.from_url(api.url)
+    stop, task = asyncio.Event(), None
+    try:
+        await client.create(r.SERVICES, {"metadata": {"name": "web", "namespace": "default"},
+                                         "spec": {"clusterIP": "10.96.0.41", "ports": [{"name": "http", "port": 80, "targetPort": PORT}]}},
+                            namespace="default")
+        await client.create(r.ENDPOINT_SLICES, {"metadata": {"name": "web-1", "namespace": "default",
+                                                             "labels": {"kubernetes.io/service-name": "web"}},
+                                                "addressType": "IPv4", "endpoints": [{"addresses": [PODS["ep1"]], "nodeName": "node-b"}],
+                                                "ports": [{"name": "http", "port": PORT, "protocol": "TCP"}]}, namespace="default")
+        ctx = NodeContext(family=4, cluster_cidrs=("10.0.0.0/16",), node_ips=(NODE_IP,))
+        fam = FamilyProxier(IptablesRunner(4, mode, prefix), ctx, NODE)
+        cfg = Config(hostname_override=NODE, sync_period=0.5, min_sync_period=0.1, healthz_bind_address="", metrics_bind_address="")
+        daemon = Daemon(cfg, [fam])
+        daemon.attach(*real_informers(client, NODE))
+        task = asyncio.create_task(daemon.run(stop))
+        for _ in range(200):
+            if fam.applied is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert probe(lab["client"], "tcp", "10.96.0.41", "80", "3") == {"ep1 10.0.3.3": 3}
+        save = lambda: "\n".join(ln for ln in lab["node"].run(f"iptables-{mode}-save").splitlines() if not ln.startswith("#"))  # noqa: E731
+        before, runs = save(), daemon.runner.runs
+        await api.stop()
+        await asyncio.sleep(2.0)  # several periodic syncs and informer reconnect attempts
+        assert daemon.runner.runs > runs
+        assert save() == before
+        assert probe(lab["client"], "tcp", "10.96.0.41", "80", "3") == {"ep1 10.0.3.3": 3}
+    finally:
+        stop.set()
+        if task:
+            await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+        await api.stop()
+
+
+def test_cli_once_daemon_sigterm_and_cleanup(lab):
+    import signal
+    import urllib.request  # noqa: F401  (used inside the namespace below)
+
+    node = lab["node"]
+    cli = str(Path(PY).with_name("podnet-proxy"))
+    api = node.popen(PY, "-P", str(Path(__file__).with_name("apiserve.py")), PODS["ep1"], "120",
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        url = api.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        flags = ["--master", url, "--hostname-override", NODE, "--cluster-cidr", "10.0.0.0/16",
+                 "--healthz-bind-address", "0.0.0.0:10256", "--metrics-bind-address", "127.0.0.1:10249"]
+        node.run(cli, *flags, "--once", timeout=60)
+        assert probe(lab["client"], "tcp", "10.96.0.41", "80", "2") == {"ep1 10.0.3.3": 2}
+        assert probe(lab["out"], "tcp", NODE_IP, "30090", "1") == {"ep1 10.0.0.1": 1}
+
+        daemon = node.popen(cli, *flags, "--iptables-sync-period", "2s", stderr=subprocess.PIPE, text=True)
+        try:
+            fetch = ("import sys, time, urllib.request as u\n"
+                     "for url in sys.argv[1:]:\n"
+                     "    for _ in range(150):\n"
+                     "        try: body = u.urlopen(url, timeout=2).read().decode()\n"
+                     "        except Exception: body = ''\n"
+                     "        if body and '1970-01-01' not in body: print(body); break\n"
+                     "        time.sleep(0.1)\n")
+            out = node.run(PY, "-P", "-c", fetch, "http://127.0.0.1:10256/healthz", "http://127.0.0.1:10249/metrics", timeout=60)
+            assert '"healthy": true' in out and '"nodeEligible"' in out
+            assert "kubeproxy_sync_proxy_rules_duration_seconds_bucket" in out
+            assert "kubeproxy_sync_proxy_rules_iptables_restore_failures_total" in out
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            _, err = daemon.communicate(timeout=30)
+        assert daemon.returncode == 0, err[-2000:]
+        assert "rules left in place" in err
+        assert probe(lab["client"], "tcp", "10.96.0.41", "80", "1") == {"ep1 10.0.3.3": 1}
+
+        node.run(cli, "--cleanup", timeout=60)
+        mode_saves = node.run("iptables-save") + node.run("iptables-legacy-save", check=False)
+        assert "PODNET" not in mode_saves
+    finally:
+        api.stdin.close()
+        api.wait(timeout=30)
+
+
+async def test_ipv6_clusterip_through_ip6tables(lab):
+    prefix = ["ip", "netns", "exec", lab["node"].name]
+    mode = await detect_mode(prefix)
+    ctx6 = NodeContext(family=6, cluster_cidrs=("fd00::/16",), node_ips=("fd00:ff::1",))
+    fam = FamilyProxier(IptablesRunner(6, mode, prefix), ctx6, NODE)
+    d = Daemon(Config(healthz_bind_address="", metrics_bind_address=""), [fam])
+    si, ei = FakeInformer(), FakeInformer()
+    d.attach(si, ei)
+    si.set(svc(cluster_ip="fd00:30::41", ports=TCP))
+    ei.set(slice_(endpoints=[ep(PODS6["ep1"]), ep(PODS6["ep2"])], ports=TCP_EP, family="IPv6", name="v6"))
+    si.synced(), ei.synced()
+    assert await d._sync()
+    got = probe(lab["client"], "tcp", "fd00:30::41", "80", "30")
+    assert {k.split()[0] for k in got} == {"ep1", "ep2"} and {k.split()[1] for k in got} == {PODS6["client"]}, got
+    assert "DNAT" in lab["node"].run(f"ip6tables-{mode}-save", "-t", "nat")
+
+
+async def test_failed_restore_keeps_rules_and_foreign_flush_is_repaired(lab):
+    from podnet.proxy.iptables import RestoreError
+
+    proxy = await Proxy(lab).start([svc(ports=TCP)], [slice_(endpoints=eps("ep1"), ports=TCP_EP, name="a")])
+    runner, node = proxy.fam.ipt, lab["node"]
+    save = lambda: "\n".join(ln for ln in node.run(runner._save).splitlines() if not ln.startswith("#"))  # noqa: E731
+    before = save()
+    with pytest.raises(RestoreError) as ei:
+        await runner.restore("*nat\n:PODNET-SERVICES - [0:0]\n-A PODNET-SERVICES -j PODNET-NOT-THERE\nCOMMIT\n")
+    assert ei.value.line in (3, 4) and "PODNET-NOT-THERE" in ei.value.context()  # nft reports the COMMIT line
+    assert save() == before
+    node.run(runner._iptables, "-t", "nat", "-F")  # a firewall reload wipes nat
+    node.run(runner._iptables, "-t", "nat", "-X")
+    assert probe(lab["client"], "tcp", "172.30.0.41", "80", "1") != {"ep1 10.0.3.3": 1}
+    assert not await proxy.fam.canary_ok()
+    await proxy.sync()
+    assert proxy.daemon.proxier.last_reports[0].full
+    assert probe(lab["client"], "tcp", "172.30.0.41", "80", "2") == {"ep1 10.0.3.3": 2}
+
+
+@pytest.mark.parametrize("mode", ["legacy", "nft"])
+async def test_fake_iptables_conforms_to_real_restore(mode):
+    """Same restore text into FakeIptables and the real backend: same podnet chains, same rule counts."""
+    from podnet.proxy.fake_iptables import FakeIptables
+    from podnet.proxy.iptables import parse_save
+    from podnet.proxy.render import render_full
+    from podnet.proxy.rules import JUMPS
+    from podnet.proxy.snapshot import build
+    from podnet.proxy.testing import ctx
+
+    services = [svc(type="LoadBalancer", ports=((80, "TCP", "p80", 30080),), externalIPs=["192.0.2.10"],
+                    loadBalancerSourceRanges=["203.0.113.0/24"], status={"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}},
+                    sessionAffinity="ClientIP"),
+                svc(name="empty", cluster_ip="172.30.0.42"),
+                svc(name="u", cluster_ip="172.30.0.43", ports=((53, "UDP", "dns"), (9, "SCTP", "s")))]
+    services += [svc(name=f"many{i}", cluster_ip=f"172.30.1.{i}") for i in range(1, 40)]
+    slices = [slice_(endpoints=[ep("10.0.1.1"), ep("10.0.1.2", node=NODE)], name="a"),
+              slice_(service="u", endpoints=[ep("10.0.1.3")], ports=((53, "UDP", "dns"), (9, "SCTP", "s")), name="b")]
+    slices += [slice_(service=f"many{i}", endpoints=[ep(f"10.0.2.{i}")], name=f"m{i}") for i in range(1, 40)]
+    text = render_full(build(services, slices, ctx(), NODE))
+    fake = FakeIptables()
+    await fake.restore(text)
+    pool = NetnsPool("pnt-px-")
+    try:
+        ns = pool.netns("conf")
+        runner = IptablesRunner(4, mode, ["ip", "netns", "exec", ns.name])
+        await runner.restore(text)
+        for table, chain, rule in JUMPS:
+            assert await runner.ensure_jump(table, chain, rule)
+            assert not await runner.ensure_jump(table, chain, rule)  # idempotent against real -C
+        real = await runner.save()
+    finally:
+        pool.close()
+    saved = parse_save(real)
+    for table in ("filter", "nat", "mangle"):
+        ours = {c for c in fake.tables[table] if c.startswith("PODNET-")}
+        assert {c for c in saved.chains[table] if c.startswith("PODNET-")} == ours
+        for chain in ours:
+            n_real = sum(1 for ln in real.split(f"*{table}\n", 1)[1].split("COMMIT", 1)[0].splitlines() if ln.startswith(f"-A {chain} "))
+            assert n_real == len(fake.tables[table][chain]), (table, chain)
+    assert {(t, c, r.rsplit("-j ", 1)[1]) for t, c, r in JUMPS} == saved.jumps
