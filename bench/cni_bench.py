@@ -9,8 +9,9 @@ pod netns per ADD. Timings are wall times around the plugin exec, measured by
 a worker process running *inside* the node netns (as a runtime would), with
 reference and podnet interleaved pod by pod so machine noise hits both alike.
 
-Measured: plugin exec baseline (VERSION; podnet's shim in both install forms),
-ADD and DEL (median, p99) over N pods each into a fresh netns, ADD/DEL with
+Measured: plugin exec baseline (VERSION; podnet's shim in each install form),
+ADD and DEL (median, p99) over N pods each into a fresh netns (also through the
+opt-in compiled shim when a C compiler exists), ADD/DEL with
 1000 reservations held, and the wall time of 100 concurrent ADDs.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -133,6 +135,11 @@ def main() -> int:
         install.install(str(bin_dir), str(tmp / "net.d"), str(tmp / "cni.sock"))
         src_dir = tmp / "bin-src"
         install.install(str(src_dir), str(tmp / "net.d-src"), str(tmp / "cni.sock"), form="source")
+        c_dir = tmp / "bin-c"
+        have_cc = bool(shutil.which("cc") or shutil.which("gcc"))
+        if have_cc:
+            install.install(str(c_dir), str(tmp / "net.d-c"), str(tmp / "cni.sock"), form="c")
+        cbin = str(c_dir / "podnet-cni")
         pconf = {"cniVersion": "1.0.0", "name": "bench", "type": "podnet-cni", "socket": str(tmp / "cni.sock")}
         pbin = str(bin_dir / "podnet-cni")
         log = open(tmp / "daemon.log", "wb")
@@ -145,31 +152,42 @@ def main() -> int:
             time.sleep(0.05)
 
         # 1. exec baseline
-        v_ref, v_pn, v_src = [], [], []
+        v_ref, v_pn, v_src, v_c = [], [], [], []
         for _ in range(5):  # interleaved rounds
             v_ref += in_netns(ref_ns.name, {"op": "version", "binary": "/usr/lib/cni/bridge", "conf": {}, "n": 10})["ms"]
             v_pn += in_netns(pn_ns.name, {"op": "version", "binary": pbin, "conf": {}, "n": 10})["ms"]
             v_src += in_netns(pn_ns.name, {"op": "version", "binary": str(src_dir / "podnet-cni"), "conf": {},
                                             "n": 10})["ms"]
+            if have_cc:
+                v_c += in_netns(pn_ns.name, {"op": "version", "binary": cbin, "conf": {}, "n": 10})["ms"]
+        c_txt = f" / {statistics.median(v_c):.1f} (opt-in C)" if v_c else ""
         rows.append(("exec baseline (VERSION), median ms", f"{statistics.median(v_ref):.1f}",
-                     f"{statistics.median(v_pn):.1f} (bytecode) / {statistics.median(v_src):.1f} (source)", ""))
+                     f"{statistics.median(v_pn):.1f} (bytecode) / {statistics.median(v_src):.1f} (source){c_txt}", ""))
 
         # 2. ADD/DEL, each into a fresh netns, interleaved
-        r_add, r_del, p_add, p_del = [], [], [], []
+        runs = {"ref": (ref_ns, "/usr/lib/cni/bridge", rconf), "pn": (pn_ns, pbin, pconf)}
+        if have_cc:
+            runs["c"] = (pn_ns, cbin, pconf)
+        got: dict[str, dict[str, list[float]]] = {w: {"add": [], "del": []} for w in runs}
         for i in range(a.pods):
-            for which in ("ref", "pn"):
+            for which, (node, binary, conf) in runs.items():
                 pod = pool.netns("p")
-                node, binary, conf = (ref_ns, "/usr/lib/cni/bridge", rconf) if which == "ref" else (pn_ns, pbin, pconf)
                 out = in_netns(node.name, {"op": "add_del", "binary": binary, "conf": conf,
                                            "pods": [[f"b{which}{i}", pod.path]]})
-                (r_add if which == "ref" else p_add).extend(out["add"])
-                (r_del if which == "ref" else p_del).extend(out["del"])
+                got[which]["add"] += out["add"]
+                got[which]["del"] += out["del"]
                 pool.made.remove(pod)
                 subprocess.run(["ip", "netns", "del", pod.name], check=True)
-        for label, r, p in (("ADD", r_add, p_add), ("DEL", r_del, p_del)):
+        for verb in ("add", "del"):
+            r, p = got["ref"][verb], got["pn"][verb]
             rm, pm = statistics.median(r), statistics.median(p)
-            rows.append((f"{label} median / p99 ms ({a.pods} pods, fresh netns)", f"{rm:.1f} / {pct(r, .99):.1f}",
-                         f"{pm:.1f} / {pct(p, .99):.1f}", f"{pm / rm:.2f}x"))
+            rows.append((f"{verb.upper()} median / p99 ms ({a.pods} pods, fresh netns)",
+                         f"{rm:.1f} / {pct(r, .99):.1f}", f"{pm:.1f} / {pct(p, .99):.1f}", f"{pm / rm:.2f}x"))
+        if have_cc:
+            for verb in ("add", "del"):
+                rm, cm = statistics.median(got["ref"][verb]), statistics.median(got["c"][verb])
+                rows.append((f"{verb.upper()} median ms, podnet with the opt-in C shim (same pods loop)", f"{rm:.1f}",
+                             f"{cm:.1f}", f"{cm / rm:.2f}x"))
 
         # 2b. the daemon's share of podnet's ADD/DEL (no exec of the shim)
         pods = [pool.netns("d") for _ in range(min(a.pods, 20))]

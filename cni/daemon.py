@@ -182,10 +182,9 @@ class Daemon:
         client = ApiClient.from_flags(master=self.opts.master or None, kubeconfig=self.opts.kubeconfig or None)
         self.nodes = Informer(client, resources.NODES)
 
-        def changed(*objs) -> None:
-            for o in objs:
-                if o.name == self.opts.node_name:
-                    self.set_pod_cidrs(tuple(o.pod_cidrs))
+        def changed(node) -> None:
+            if node.name == self.opts.node_name and not self.opts.pod_cidr:  # static --pod-cidr wins
+                self.set_pod_cidrs(tuple(node.pod_cidrs))
             self._route_kick.set()
 
         self.nodes.add_handler(on_add=changed, on_update=lambda old, new: changed(new), on_delete=lambda o: self._route_kick.set(),

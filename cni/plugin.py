@@ -139,11 +139,13 @@ class Plugin:
         host = netops.host_ifname(cid, ifname)
         self._enter(host)
         try:
+            held_before = bool(ipam.lookup(net, cid, ifname))  # a repeated ADD without DEL
             ips = ipam.allocate(net, cid, ifname, req.netns, req.pod)
             try:
                 plumbed = await self._run(self.net.add_pod, req.netns, ifname, host, ips, self.mtu)
             except BaseException:
-                ipam.release(net, cid, ifname)
+                if not held_before:  # never take back what an earlier, successful ADD still uses
+                    ipam.release(net, cid, ifname)
                 raise
         finally:
             self._leave(host)

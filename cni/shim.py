@@ -25,6 +25,9 @@ DEL included: containerd and CRI-O retry sandbox teardown until it succeeds.
 VERSION is answered here without the daemon, because runtimes (podman) call
 it to validate configs before any daemon may be up.
 
+``podnet-cni install --form c`` builds the same protocol from cni/shim.c
+instead (opt-in, needs a C compiler): ~1 ms per exec instead of 6-8 ms.
+
 Management commands (``podnet-cni daemon ...``, ``podnet-cni install ...``) are
 recognised by argv and handed to :mod:`podnet.cni.cli`; with no arguments this
 is plugin mode.

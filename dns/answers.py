@@ -39,7 +39,7 @@ class Entry:
     question length of this entry's key.
     """
 
-    __slots__ = ("hdr", "body", "ends", "counts", "fits512", "rcode")
+    __slots__ = ("hdr", "body", "ends", "counts", "fits512", "rcode", "rot")
 
     def __init__(self, rcode: int, body: bytes, ends: tuple[int, ...], counts: tuple[int, int, int], qlen: int) -> None:
         self.rcode = rcode
@@ -55,6 +55,8 @@ class Entry:
             hdr = _HEADERS[(rcode, counts)] = tuple(struct.pack("!HHHHH", base | rd, 1, *counts) for rd in (0, RD))
         self.hdr = hdr
         self.fits512 = 12 + qlen + len(body) <= 512
+        self.rot: tuple[bytes, ...] = ()
+        """Rotated bodies for address sets (round-robin load balancing); () when there is one order."""
 
 
 _HEADERS: dict[tuple[int, tuple[int, int, int]], tuple[bytes, bytes]] = {}
@@ -62,12 +64,25 @@ _SHARED: dict[tuple, tuple] = {}
 """Interning tables; bounded in practice (distinct record counts/offsets), capped below anyway."""
 
 
+MAX_ROTATIONS = 16
+
+
 def make_entry(qname: str, rcode: int, answer=(), authority=(), additional=()) -> Entry:
     enc = Encoder(qname)
     for rr in (*answer, *authority, *additional):
         enc.rr(rr)
     qlen = len(names.to_wire(qname)) + 4
-    return Entry(rcode, bytes(enc.body), tuple(enc.ends), (len(answer), len(authority), len(additional)), qlen)
+    body = bytes(enc.body)
+    entry = Entry(rcode, body, tuple(enc.ends), (len(answer), len(authority), len(additional)), qlen)
+    n = len(answer)
+    if n > 1 and not authority and not additional and all(rr.rtype in (A, AAAA) for rr in answer):
+        # Address records are position independent (owner = pointer to the question, fixed-size
+        # rdata), so rotating the byte chunks rotates the set, like CoreDNS's loadbalance plugin.
+        cuts = (0, *enc.ends)
+        chunks = [body[cuts[i] : cuts[i + 1]] for i in range(n)]
+        k = min(n, MAX_ROTATIONS)
+        entry.rot = tuple(b"".join(chunks[i * n // k :] + chunks[: i * n // k]) for i in range(k))
+    return entry
 
 
 def fit(hdr_flags: int, counts: tuple[int, int, int], body: bytes, ends: tuple[int, ...], room: int) -> tuple[int, tuple[int, int, int], bytes]:

@@ -8,6 +8,7 @@ import sys
 
 from podnet.dns.daemon import Options, run
 from podnet.dns.forward import parse_upstream
+from podnet.kube.kubeconfig import ConfigError
 
 __all__ = ["main", "parse_args"]
 
@@ -49,7 +50,14 @@ def parse_args(argv: list[str]) -> Options:
 
 def main(argv: list[str] | None = None) -> int:
     opts = parse_args(sys.argv[1:] if argv is None else argv)
-    return run(opts)
+    try:
+        return run(opts)
+    except ConfigError as e:
+        logging.getLogger("podnet.dns").error("%s", e)
+        return 2
+    except OSError as e:  # e.g. the listen address is taken or not ours
+        logging.getLogger("podnet.dns").error("cannot start: %s", e)
+        return 1
 
 
 if __name__ == "__main__":

@@ -90,9 +90,9 @@ class Daemon:
         return tuple(Informer(self._client, r) for r in (resources.SERVICES, resources.ENDPOINT_SLICES, resources.NAMESPACES))
 
     async def start(self) -> list[asyncio.Task]:
+        informers = self.make_informers()  # configuration errors surface before anything listens
         await self.server.start()
         await self.http.start(self.opts.health_listen, self.opts.ready_listen, self.opts.metrics_listen)
-        informers = self.make_informers()
         self.sync = ZoneSync(self.handler, *informers, self.cfg)
         self.sync.attach()
         tasks = [asyncio.create_task(inf.run()) for inf in informers if hasattr(inf, "run")]
@@ -108,7 +108,11 @@ class Daemon:
             log.warning("loop probe failed: %s", e)
 
     def begin_lameduck(self) -> None:
-        if not self.http.lameduck:
+        """First SIGTERM/SIGINT: lameduck, then stop. A second one stops at once."""
+        if self.http.lameduck:
+            log.info("second signal: stopping now")
+            self.stopping.set()
+        else:
             log.info("lameduck for %.1fs", self.opts.lameduck)
             self.http.lameduck = True
             asyncio.get_running_loop().call_later(self.opts.lameduck, self.stopping.set)
@@ -117,8 +121,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.begin_lameduck)
-        tasks = await self.start()
+        tasks: list[asyncio.Task] = []
         try:
+            tasks = await self.start()
             await self.stopping.wait()
         finally:
             for t in tasks:
@@ -134,10 +139,9 @@ class Daemon:
 
 
 def run(opts: Options) -> int:
+    """Run the daemon until SIGTERM/SIGINT + lameduck; uvloop when it is installed."""
     try:
         import uvloop
-
-        uvloop.install()
     except ImportError:
-        pass
-    return asyncio.run(Daemon(opts).run())
+        return asyncio.run(Daemon(opts).run())
+    return uvloop.run(Daemon(opts).run())

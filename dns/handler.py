@@ -7,6 +7,9 @@ Fast path: a plain query (one question, no other records, class IN, exact length
 lower-cased name and type are in the compiled table and whose reply fits 512 bytes is answered by
 concatenating the query's ID and question with the precompiled header and body.
 
+Address sets with several records (headless services) are served in rotating order, one step per
+reply, like the ``loadbalance`` plugin of the stock Corefile (round-robin instead of random).
+
 Slow path, in order (RFC 1035/2308/6891/8020, CoreDNS's choices where the RFCs leave room):
 responses and packets under 12 bytes are dropped; opcode != QUERY -> NOTIMP; a malformed packet,
 qdcount != 1, answer/authority records or a bad OPT -> FORMERR; EDNS version > 0 -> BADVERS;
@@ -46,6 +49,8 @@ class Handler:
         self.table = table
         self.forwarder = forwarder
         self.stats = stats if stats is not None else Stats()
+        self._turn = 0
+        """Round-robin position for address sets with several records."""
 
     def swap(self, table: AnswerTable) -> None:
         """Install a new table; queries already being answered keep the one they started with."""
@@ -61,6 +66,9 @@ class Handler:
                 e = self.table.hot.get(data[12 : z + 1].lower() + data[z + 1 : z + 3])
                 if e is not None and e.fits512:
                     self.stats.fast[data[z + 1 : z + 3]] += 1
+                    if e.rot:
+                        self._turn += 1
+                        return data[:2] + e.hdr[data[2] & 1] + data[12:] + e.rot[self._turn % len(e.rot)]
                     return data[:2] + e.hdr[data[2] & 1] + data[12:] + e.body
         return self.answer(data, udp=True)
 
@@ -197,11 +205,11 @@ class Handler:
         age = ans.age(now)
         body = bytearray()
         ends = []
-        qlen = len(q.question) - 4
+        qname = q.key[:-2]
         for rr in (*ans.answer, *ans.authority, *ans.additional):
             wire = encode_wire_rr(rr, max(0, rr.ttl - age))
-            if rr.name == q.qname:  # point at the question: keeps the query's case, saves bytes
-                wire = b"\xc0\x0c" + wire[qlen:]
+            if rr.name.lower() == qname:  # point at the question: keeps the query's case, saves bytes
+                wire = b"\xc0\x0c" + wire[len(rr.name) :]
             body += wire
             ends.append(len(body))
         flags = flags_for(ans.rcode & 0xF, aa=False, tc=ans.tc)
@@ -211,7 +219,11 @@ class Handler:
     # ------------------------------------------------------------------ assembly
 
     def _entry(self, q: Query, e: Entry, limit: int) -> bytes:
-        return self._assemble(q, flags_for(e.rcode), e.counts, e.body, e.ends, limit)
+        body = e.body
+        if e.rot:
+            self._turn += 1
+            body = e.rot[self._turn % len(e.rot)]
+        return self._assemble(q, flags_for(e.rcode), e.counts, body, e.ends, limit)
 
     def _negative(self, q: Query, rcode: int, table: AnswerTable, limit: int, zone: str) -> bytes:
         zone_len = len(names.to_wire(zone))

@@ -61,6 +61,10 @@ class Stats:
         self.durations: defaultdict[str, Histogram] = defaultdict(Histogram)
         self.programming = Histogram()
         self.rebuilds = 0
+        self.family = "1"
+        """CoreDNS's family label: 1 for IPv4 listeners, 2 for IPv6."""
+        self.errors = 0
+        """Handler/task exceptions caught by the server (coredns_panics_total)."""
 
     def count_request(self, qtype: int, udp: bool) -> None:
         self.requests[("udp" if udp else "tcp", qtype)] += 1
@@ -99,7 +103,7 @@ class Collector:
         for (proto, qtype), n in st.requests.items():
             by[(proto, type_name(qtype))] += n
         for (proto, t), n in sorted(by.items()):
-            req.add_metric([srv, ".", "", proto, "1", t], n)
+            req.add_metric([srv, ".", "", proto, st.family, t], n)
         yield req
         resp = CounterMetricFamily(
             "coredns_dns_responses", "Counter of response status codes.", labels=["server", "zone", "view", "rcode", "plugin"]
@@ -117,6 +121,9 @@ class Collector:
         for proto, h in sorted(st.durations.items()):
             dur.add_metric([srv, ".", "", proto], h.buckets(), h.total)
         yield dur
+        panics = CounterMetricFamily("coredns_panics", "A metrics that counts the number of panics (here: caught exceptions).")
+        panics.add_metric([], st.errors)
+        yield panics
         drop = CounterMetricFamily("podnet_dns_dropped_packets", "Packets dropped unanswered (not a query, or no header).", labels=["server"])
         drop.add_metric([srv], st.dropped)
         yield drop

@@ -51,7 +51,7 @@ class _Udp(asyncio.DatagramProtocol):
         try:
             reply = self.server.handler.answer_udp(data)
         except Exception:  # noqa: BLE001 - a handler bug must never take the listener down
-            self.server.errors += 1
+            self.server.stats.errors += 1
             log.exception("handler failed on a %d-byte datagram", len(data))
             return
         if reply is None:
@@ -127,7 +127,7 @@ class _Tcp(asyncio.Protocol):
         try:
             reply = self.server.handler.answer(msg, udp=False)
         except Exception:  # noqa: BLE001
-            self.server.errors += 1
+            self.server.stats.errors += 1
             log.exception("handler failed on a %d-byte TCP message", len(msg))
             self._close()
             return
@@ -167,12 +167,17 @@ class DnsServer:
         self.host, self.port = host, port
         self.max_tcp, self.max_pending, self.idle = max_tcp, max_pending, idle
         self.tcp_conns: set[_Tcp] = set()
-        self.errors = 0
+        self.stats.family = "2" if ":" in host else "1"
         self._tasks: set[asyncio.Task] = set()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.AbstractServer | None = None
         self._sockets = sockets
         """Pre-bound (udp, tcp) sockets, e.g. made inside another network namespace."""
+
+    @property
+    def errors(self) -> int:
+        """Exceptions caught while answering (never expected; counted as coredns_panics_total)."""
+        return self.stats.errors
 
     def spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -182,7 +187,7 @@ class DnsServer:
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self.errors += 1
+            self.stats.errors += 1
             log.error("query task failed: %r", task.exception())
 
     async def start(self) -> None:

@@ -1,10 +1,11 @@
 """The cluster zone as data: an immutable record index built from Services, EndpointSlices and Namespaces.
 
-:func:`build` is pure: the same objects always give the same :class:`Snapshot`. Every name that
-exists is a key of some record map, including empty non-terminals (a map with no types), so
-NODATA vs NXDOMAIN is a dictionary lookup (RFC 8020: a name exists iff it or a name below it has
-records). Per-service records are memoised by object identity in an optional :class:`Memo`, so a
-rebuild after one watch event costs dictionary merges, not a full recomputation.
+:func:`build` and :func:`update` are pure functions of their inputs: the same objects always give
+an equal :class:`Snapshot`. Every name that exists is a key of some record map, including empty
+non-terminals (a map with no types), so NODATA vs NXDOMAIN is a dictionary lookup (RFC 8020: a name
+exists iff it or a name below it has records). An optional :class:`Memo` carries per-service results
+and the merged PTR index between calls; :func:`update` with the service keys an event touched
+recomputes only those services (a test checks the result equals a fresh build).
 
 Record rules follow the Kubernetes DNS schema 1.1.0 and CoreDNS's kubernetes plugin:
 ClusterIP A/AAAA (dual stack); headless A/AAAA per ready endpoint (none -> the service does not

@@ -24,7 +24,7 @@ from podnet.dns import names
 __all__ = [
     "A", "NS", "CNAME", "SOA", "PTR", "MX", "TXT", "AAAA", "SRV", "OPT", "AXFR", "IXFR", "ANY",
     "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS",
-    "RR", "Encoder", "FormErr", "Query", "parse_query", "read_name", "walk_rrs", "header_only", "opt_rr",
+    "RR", "Encoder", "FormErr", "Query", "parse_query", "read_name", "read_wire_name", "walk_rrs", "header_only", "opt_rr",
     "TYPE_NAMES",
 ]
 
@@ -229,12 +229,11 @@ def _skip_name(data: bytes, pos: int) -> int:
             raise FormErr("too many labels")
 
 
-def read_name(data: bytes, pos: int) -> tuple[str, int]:
-    """(lower-case text name, position after it) following compression pointers, loop-safe."""
-    labels: list[bytes] = []
+def read_wire_name(data: bytes, pos: int) -> tuple[bytes, int]:
+    """(uncompressed wire name as sent, position after it) following compression pointers, loop-safe."""
+    out = bytearray()
     end = -1
     hops = 0
-    total = 1
     while True:
         if pos >= len(data):
             raise FormErr("name runs past the end")
@@ -248,26 +247,40 @@ def read_name(data: bytes, pos: int) -> tuple[str, int]:
                 raise FormErr("truncated pointer")
             if end < 0:
                 end = pos + 2
-            target = ((n & 0x3F) << 8) | data[pos + 1]
             hops += 1
             if hops > MAX_POINTER_HOPS:
                 raise FormErr("compression loop")
-            pos = target
+            pos = ((n & 0x3F) << 8) | data[pos + 1]
             continue
         if n & 0xC0:
             raise FormErr("extended label type")
-        total += n + 1
-        if total > names.MAX_NAME or pos + 1 + n > len(data):
+        if len(out) + n + 2 > names.MAX_NAME or pos + 1 + n > len(data):
             raise FormErr("name too long or truncated")
-        labels.append(data[pos + 1 : pos + 1 + n].lower())
+        out += data[pos : pos + 1 + n]
         pos += 1 + n
-    return names.from_wire_labels(labels), end
+    out.append(0)
+    return bytes(out), end
+
+
+def wire_labels(wire: bytes) -> list[bytes]:
+    labels, pos = [], 0
+    while wire[pos]:
+        labels.append(wire[pos + 1 : pos + 1 + wire[pos]])
+        pos += 1 + wire[pos]
+    return labels
+
+
+def read_name(data: bytes, pos: int) -> tuple[str, int]:
+    """(lower-case text name, position after it) following compression pointers, loop-safe."""
+    wire, end = read_wire_name(data, pos)
+    return names.from_wire_labels([label.lower() for label in wire_labels(wire)]), end
 
 
 class WireRR(NamedTuple):
-    """A record read from a message: owner, type, class, ttl, and self-contained rdata (names expanded)."""
+    """A record read from a message: owner (uncompressed wire form, case as sent), type, class, ttl,
+    and self-contained rdata (names inside expanded), so it can be copied into any message."""
 
-    name: str
+    name: bytes
     rtype: int
     rclass: int
     ttl: int
@@ -278,7 +291,7 @@ def walk_rrs(data: bytes, pos: int, count: int) -> tuple[list[WireRR], int]:
     """Read ``count`` records from ``pos``; names inside known rdata types are decompressed."""
     out = []
     for _ in range(count):
-        name, pos = read_name(data, pos)
+        name, pos = read_wire_name(data, pos)
         if pos + 10 > len(data):
             raise FormErr("record truncated")
         rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
@@ -293,20 +306,20 @@ def walk_rrs(data: bytes, pos: int, count: int) -> tuple[list[WireRR], int]:
 
 def _expand_rdata(data: bytes, pos: int, end: int, rtype: int) -> bytes:
     if rtype in (CNAME, PTR, NS, 39):  # 39 = DNAME
-        name, after = read_name(data, pos)
-        return names.to_wire(name) if after == end else _bad()
+        name, after = read_wire_name(data, pos)
+        return name if after == end else _bad()
     if rtype == MX:
-        name, after = read_name(data, pos + 2)
-        return data[pos : pos + 2] + names.to_wire(name) if after == end else _bad()
+        name, after = read_wire_name(data, pos + 2)
+        return data[pos : pos + 2] + name if after == end else _bad()
     if rtype == SOA:
-        mname, p = read_name(data, pos)
-        rname, p = read_name(data, p)
+        mname, p = read_wire_name(data, pos)
+        rname, p = read_wire_name(data, p)
         if p + 20 != end:
             _bad()
-        return names.to_wire(mname) + names.to_wire(rname) + data[p:end]
+        return mname + rname + data[p:end]
     if rtype == SRV:
-        name, after = read_name(data, pos + 6)
-        return data[pos : pos + 6] + names.to_wire(name) if after == end else _bad()
+        name, after = read_wire_name(data, pos + 6)
+        return data[pos : pos + 6] + name if after == end else _bad()
     return data[pos:end]
 
 
@@ -316,4 +329,4 @@ def _bad() -> bytes:
 
 def encode_wire_rr(rr: WireRR, ttl: int) -> bytes:
     """An uncompressed record (owner + fixed fields + rdata) with the given TTL."""
-    return names.to_wire(rr.name) + struct.pack("!HHIH", rr.rtype, rr.rclass, ttl, len(rr.rdata)) + rr.rdata
+    return rr.name + struct.pack("!HHIH", rr.rtype, rr.rclass, ttl, len(rr.rdata)) + rr.rdata

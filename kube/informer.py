@@ -111,6 +111,7 @@ class Informer:
         self._synced = asyncio.Event()
         self._rv = ""
         self._progress = False
+        self._event_counters: dict[str, Any] = {}
         self.relists = 0
         """Number of complete lists applied (1 after the first sync)."""
 
@@ -222,7 +223,10 @@ class Informer:
 
     async def apply_event(self, event: WatchEvent) -> None:
         """Apply one watch event (ADDED/MODIFIED/DELETED/BOOKMARK) to the store."""
-        WATCH_EVENTS.labels(self.resource.plural, event.type).inc()
+        counter = self._event_counters.get(event.type)
+        if counter is None:
+            counter = self._event_counters[event.type] = WATCH_EVENTS.labels(self.resource.plural, event.type)
+        counter.inc()
         if event.resource_version:
             self._rv = event.resource_version
         if event.type == "BOOKMARK":

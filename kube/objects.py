@@ -67,7 +67,7 @@ def object_key(namespace: str, name: str) -> str:
 def _labels(raw: Mapping[str, Any] | None, field_name: str = "metadata.labels") -> Labels:
     if not raw:
         return ()
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         raise v.InvalidField(field_name, raw, "not a map")
     return tuple(
         sorted(
@@ -90,7 +90,7 @@ def _list(raw: Any, field_name: str, limit: int = 100_000) -> list[Any]:
 def _map(raw: Any, field_name: str) -> Mapping[str, Any]:
     if raw is None:
         return {}
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, dict):
         raise v.InvalidField(field_name, raw, "not an object")
     return raw
 
@@ -123,7 +123,7 @@ class _Meta:
 
 def _meta(raw: Mapping[str, Any], kind: str, namespaced: bool, name_check: Callable[[str, object], str]) -> _Meta:
     meta = raw.get("metadata")
-    if not isinstance(meta, Mapping):
+    if not isinstance(meta, dict):
         raise InvalidObject(kind, "?", "metadata missing")
     name_raw, ns_raw = meta.get("name"), meta.get("namespace")
     shown = f"{ns_raw}/{name_raw}" if namespaced else str(name_raw)
@@ -222,7 +222,7 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
             else:
                 target = v.port_number(f"spec.ports[{i}].targetPort", int(tp) if isinstance(tp, str) else tp)
             sp = ServicePort(
-                name=v.port_name(f"spec.ports[{i}].name", p.get("name")),
+                name=_svc_port_name(f"spec.ports[{i}].name", p.get("name")),
                 protocol=v.protocol(f"spec.ports[{i}].protocol", p.get("protocol")),
                 port=port,
                 target_port=target,
@@ -291,6 +291,14 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
         )
     except (v.InvalidField, KeyError, TypeError) as e:
         raise InvalidObject("Service", key, str(e)) from None
+
+
+def _svc_port_name(field_name: str, raw: Any) -> str:
+    """Service and EndpointSlice port names are DNS-1123 labels ('80-8080' is valid);
+    only container port names (targetPort by name) are IANA service names."""
+    if raw is None or raw == "":
+        return ""
+    return v.dns_label(field_name, raw)
 
 
 def _app_protocol(raw: Any) -> str:
@@ -402,7 +410,7 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
             p = _map(p, f"ports[{i}]")
             ports.append(
                 EndpointPort(
-                    name=v.port_name(f"ports[{i}].name", p.get("name")),
+                    name=_svc_port_name(f"ports[{i}].name", p.get("name")),
                     protocol=v.protocol(f"ports[{i}].protocol", p.get("protocol")),
                     port=v.optional_port_number(f"ports[{i}].port", p.get("port")),
                     app_protocol=_app_protocol(p.get("appProtocol")),

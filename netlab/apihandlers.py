@@ -26,6 +26,7 @@ from podnet.netlab import apikinds
 from podnet.netlab.apikinds import BY_API_PATH, Kind
 from podnet.netlab.apistore import StatusError, Store, Watcher
 from podnet.netlab.apiwatch import open_watcher, stream_watch
+from podnet.netlab.kproto import ProtobufError, decode_object
 from podnet.netlab.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from podnet.netlab.registry import Registry, finish_graceful_delete
 from podnet.netlab.selectors import SelectorError, parse_field_selector, parse_label_selector
@@ -218,13 +219,15 @@ class ApiHandlers:
         if timeout is None:
             lo, hi = self.watch_timeout
             timeout = lo + (hi - lo) * self._rand()
+        bookmarks = _truthy(request.query.get("allowWatchBookmarks"))
+        initial_end = kind if bookmarks and _truthy(request.query.get("sendInitialEvents")) else None
         w, gone = open_watcher(self.store, Watcher(kind.plural, ns, labels, fields),
-                               request.query.get("resourceVersion", ""))
+                               request.query.get("resourceVersion", ""), initial_events_end=initial_end)
         self.watchers.add(w)
         try:
             return await stream_watch(
                 request, self.store, kind, w, gone, timeout=timeout,
-                bookmark_interval=self.bookmark_interval if _truthy(request.query.get("allowWatchBookmarks")) else None,
+                bookmark_interval=self.bookmark_interval if bookmarks else None,
                 as_table=wants_table(request.headers.get("Accept", "")),
             )
         finally:
@@ -241,6 +244,12 @@ class ApiHandlers:
         raw = await request.read()
         if not raw:
             return None
+        if "protobuf" in request.headers.get("Content-Type", ""):
+            try:
+                return decode_object(raw)
+            except ProtobufError as e:
+                raise StatusError(415, "UnsupportedMediaType",
+                                  f"{e}; accepted media types include: application/json, application/yaml") from None
         try:
             return json.loads(raw)
         except ValueError:

@@ -112,6 +112,8 @@ def resource_list(api_path: str) -> dict[str, Any] | None:
         }
         if k.short_names:
             entry["shortNames"] = list(k.short_names)
+        if k.plural in ("pods", "services"):
+            entry["categories"] = ["all"]  # kubectl get all
         resources.append(entry)
         if k.has_status:
             resources.append(

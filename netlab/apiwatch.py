@@ -32,12 +32,21 @@ def _line(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
-def open_watcher(store: Store, w: Watcher, rv_param: str) -> tuple[Watcher, Gone | None]:
-    """Subscribe ``w`` from ``rv_param``; a compacted version is returned as the Gone to report."""
+def open_watcher(store: Store, w: Watcher, rv_param: str, *, initial_events_end: Kind | None = None
+                 ) -> tuple[Watcher, Gone | None]:
+    """Subscribe ``w`` from ``rv_param``; a compacted version is returned as the Gone to report.
+
+    With ``initial_events_end`` (``sendInitialEvents=true`` and bookmarks), the synthetic ADDED
+    events are followed by a BOOKMARK annotated ``k8s.io/initial-events-end`` (the watch-list protocol).
+    """
     if rv_param in ("", "0"):
         for obj in store.items(w.plural, w.namespace):
             if w.matches(obj):
                 w.queue.put_nowait(("ADDED", obj))
+        if initial_events_end is not None:
+            w.queue.put_nowait(("BOOKMARK", {
+                "kind": initial_events_end.kind, "apiVersion": initial_events_end.api_version,
+                "metadata": {"resourceVersion": str(store.rv), "annotations": {"k8s.io/initial-events-end": "true"}}}))
         store.subscribe(w, store.rv)
         return w, None
     try:
@@ -86,7 +95,8 @@ async def stream_watch(request: web.Request, store: Store, kind: Kind, w: Watche
                 batch.append(nxt)
             if as_table:
                 now = time.time()
-                batch = [(t, table(kind.plural, [o], now, {"resourceVersion": o["metadata"]["resourceVersion"]}))
+                batch = [(t, o if t == "BOOKMARK" else
+                          table(kind.plural, [o], now, {"resourceVersion": o["metadata"]["resourceVersion"]}))
                          for t, o in batch]
             await resp.write(b"".join(_line({"type": t, "object": o}) for t, o in batch))
     except ConnectionError:

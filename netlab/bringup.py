@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,7 +59,8 @@ def _wait_file(path: Path, timeout: float, proc_pid: int | None = None) -> str:
     raise TimeoutError(f"{path} did not appear within {timeout:.0f} s")
 
 
-def start_apiserver(p: LabPlan, st: LabState) -> int:
+def start_apiserver(p: LabPlan) -> int:
+    """Start the API server (see apirunner); return its root-namespace port once it listens."""
     port_file = p.run_dir / "apiserver.port"
     port_file.unlink(missing_ok=True)
     pid = procs.spawn(p.run_dir, p.spec.name, "apiserver", _python() + [
@@ -155,6 +157,7 @@ def _setup_node_network(p: LabPlan, st: LabState, cidrs: dict[str, str], progres
         st.parts["cni"] = "podnet-cni" if use_cni else (
             "FALLBACK: reference bridge+host-local plugins (podnet-cni install/daemon not usable yet); "
             "routes to other nodes added by the lab")
+    installs: list[subprocess.Popen] = []
     if not use_cni and cni == "podnet":
         progress.note("CNI: podnet-cni is not usable yet -> FALLBACK to the reference bridge plugin (labelled)")
     for n in p.nodes:
@@ -164,7 +167,8 @@ def _setup_node_network(p: LabPlan, st: LabState, cidrs: dict[str, str], progres
         if use_cni:
             np_.bin_dir.mkdir(parents=True, exist_ok=True)
             np_.conf_dir.mkdir(parents=True, exist_ok=True)
-            run(parts.cni_install_cmd(np_), timeout=60)
+            installs.append(subprocess.Popen(parts.cni_install_cmd(np_), stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT, text=True))
             procs.spawn(p.run_dir, lab, f"cni-{n.name}", parts.cni_daemon_cmd(p, n, np_), netns=n.netns)
         else:
             np_.bin_dir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +180,10 @@ def _setup_node_network(p: LabPlan, st: LabState, cidrs: dict[str, str], progres
             (np_.conf_dir / "10-pnl-fallback.conflist").write_text(parts.reference_conflist(cidrs[n.name], p, n))
             routes = [f"route replace {cidrs[o.name]} via {o.ip}" for o in p.nodes if o.name != n.name]
             fabric.batch(n.netns, routes)
+    for inst in installs:  # `podnet-cni install` per node, run in parallel
+        text, _ = inst.communicate(timeout=60)
+        if inst.returncode != 0:
+            raise RuntimeError(f"podnet-cni install failed: {text.strip()[-300:]}")
     if use_cni:
         for n in p.nodes:
             _wait_file_exists(parts.node_paths(p, n).socket, 30, f"CNI daemon socket on {n.name}")
@@ -233,19 +241,23 @@ def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0,
     with progress.step(f"fabric: underlay {spec.underlay}, {spec.nodes} nodes, outside and upstream hosts"):
         fabric.build(p, progress.note)
     with progress.step("API server + controllers"):
-        st.api_port = start_apiserver(p, st)
+        st.api_port = start_apiserver(p)
         labstate.save(p.run_dir, st)
         progress.note(f"kubectl side: http://127.0.0.1:{st.api_port}; nodes: {p.master}")
         if not fabric.wait_reachable(p.nodes[0].netns, p.apiserver_ip, p.apiserver_port, 15):
             raise RuntimeError(f"API server not reachable from {p.nodes[0].netns} at {p.master}")
     with progress.step("upstream DNS (dnsmasq) in " + p.upstream_netns):
         start_upstream_dns(p)
+        err = _wait_listening(p, "upstream-dns", p.upstream_netns, p.upstream_ip, 53, 10)
+        if err:
+            raise RuntimeError(f"upstream DNS (dnsmasq): {err}")
     asyncio.run(_up_api(p, st, progress, ready_timeout, cni, proxy_min_sync))
     kc = p.run_dir / "kubeconfig"
     kc.write_text(labstate.kubeconfig_text(spec.name, st.local_master))
     labstate.save(p.run_dir, st)
     out.write(
-        f"\nlab {spec.name!r} is up in {progress.elapsed:.1f} s: {spec.nodes} nodes x {spec.pods_per_node} pods\n"
+        f"\nlab {spec.name!r} is up in {progress.elapsed:.1f} s: {spec.nodes} node{'s' * (spec.nodes != 1)} x "
+        f"{spec.pods_per_node} pod{'s' * (spec.pods_per_node != 1)}\n"
         + "".join(f"  {k:5s}: {v}\n" for k, v in sorted(st.parts.items()))
         + f"  kubectl: export KUBECONFIG={kc}; kubectl get pods -A -o wide\n"
         + f"  check:   podnet lab check --name {spec.name}\n"

@@ -28,12 +28,13 @@ class Row:
     check: str
     expected: str
     observed: str
-    ok: bool
+    ok: bool | None
+    """True pass, False fail, None skipped (the lab's shape cannot show it, e.g. one node)."""
     seconds: float
 
     @property
     def verdict(self) -> str:
-        return "pass" if self.ok else "FAIL"
+        return {True: "pass", False: "FAIL", None: "skip"}[self.ok]
 
 
 def _clip(s: str, n: int) -> str:
@@ -52,9 +53,10 @@ def render_table(rows: Iterable[Row], widths: tuple[int, int, int] = (34, 40, 56
             f"{_clip(row.check, wc):<{wc}}  {_clip(row.expected, we):<{we}}  {_clip(row.observed, wo):<{wo}}  "
             f"{row.verdict:<6}  {row.seconds:>6.2f}s"
         )
-    passed = sum(r.ok for r in rows)
+    passed = sum(r.ok is True for r in rows)
+    skipped = sum(r.ok is None for r in rows)
     lines.append("-" * len(head))
-    lines.append(f"{passed}/{len(rows)} checks passed")
+    lines.append(f"{passed}/{len(rows) - skipped} checks passed" + (f", {skipped} skipped" if skipped else ""))
     return "\n".join(lines) + "\n"
 
 

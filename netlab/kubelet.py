@@ -88,7 +88,6 @@ def readiness_target(pod: dict[str, Any]) -> tuple[str, int, str] | None:
     return None
 
 
-RunningPod = Sandbox  # the kubelet's record of a running pod is its sandbox
 
 
 class Kubelet:

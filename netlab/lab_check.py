@@ -29,16 +29,21 @@ def check(name: str, out=None, keep: bool = False, progress=None) -> int:
         return 2
     plan = st.plan()
     progress = progress or Progress(out)
-    with progress.step(f"end-to-end checks against lab {name!r}"):
-        rows = asyncio.run(run_checks(plan, st, keep=keep, progress=progress))
+    try:
+        with progress.step(f"end-to-end checks against lab {name!r}"):
+            rows = asyncio.run(run_checks(plan, st, keep=keep, progress=progress))
+    except Exception as e:  # noqa: BLE001 - e.g. the API server is gone: one line, not a traceback
+        print(f"podnet lab check: cannot run against lab {name!r}: {type(e).__name__}: {e}\n"
+              f"  logs: {plan.run_dir / 'logs'}", file=sys.stderr)
+        return 2
     out.write("\n" + render_table(rows))
     for row in rows:
-        if not row.ok:
+        if row.ok is False:
             out.write(f"FAILED {row.check}: expected {row.expected}; observed {row.observed}\n")
     for part, how in sorted(st.parts.items()):
         if not how.startswith("podnet"):
             out.write(f"note: {part}: {how}\n")
-    return 0 if rows and all(r.ok for r in rows) else 1
+    return 0 if rows and all(r.ok is not False for r in rows) else 1
 
 
 def run(a: argparse.Namespace) -> int:

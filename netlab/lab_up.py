@@ -65,6 +65,9 @@ def run(a: argparse.Namespace) -> int:
     except LabExists as e:
         print(f"podnet lab up: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\npodnet lab up: interrupted; clean up with: podnet lab down --name {spec.name}", file=sys.stderr)
+        return 130
     except Exception as e:  # noqa: BLE001 - the user gets one line and where to look
         print(f"\npodnet lab up: FAILED: {type(e).__name__}: {e}\n"
               f"  logs: /run/podnet/{spec.name}/logs/   clean up: podnet lab down --name {spec.name}",

@@ -30,20 +30,40 @@ def script(name: str) -> str:
     return str(cand) if cand.exists() else name
 
 
+HELP_ARGV = {
+    "cni": ["podnet-cni", "install", "--help"],
+    "cni-daemon": ["podnet-cni", "daemon", "--help"],
+    "proxy": ["podnet-proxy", "--help"],
+    "dns": ["podnet-dns", "--help"],
+}
+
+
 @functools.cache
+def _usable_all() -> dict[str, bool]:
+    """Ask every part's ``--help`` at once (in parallel; once per process)."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    running = {}
+    for part, argv in HELP_ARGV.items():
+        try:
+            running[part] = subprocess.Popen([script(argv[0]), *argv[1:]], stdout=subprocess.PIPE,
+                                             stderr=subprocess.STDOUT, env=env)
+        except OSError:
+            pass
+    out = {}
+    for part, p in running.items():
+        try:
+            text, _ = p.communicate(timeout=20)
+            out[part] = p.returncode == 0 and b"usage" in text.lower()
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            out[part] = False
+    return out
+
+
 def usable(part: str) -> bool:
-    """True when the part's entry point answers ``--help`` (checked once per process)."""
-    argv = {
-        "cni": [script("podnet-cni"), "install", "--help"],
-        "cni-daemon": [script("podnet-cni"), "daemon", "--help"],
-        "proxy": [script("podnet-proxy"), "--help"],
-        "dns": [script("podnet-dns"), "--help"],
-    }[part]
-    try:
-        p = subprocess.run(argv, capture_output=True, timeout=20, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return p.returncode == 0 and b"usage" in (p.stdout + p.stderr).lower()
+    """True when the part's entry point answers ``--help``."""
+    return _usable_all().get(part, False)
 
 
 class NodePaths:

@@ -215,8 +215,10 @@ class Registry:
             spec = obj.setdefault("spec", {})
             if not isinstance(spec, dict):
                 raise invalid(kind.kind, obj["metadata"]["name"], "spec", "not an object")
-            spec.setdefault("type", "ClusterIP")
-            spec.setdefault("sessionAffinity", "None")
+            if not spec.get("type"):
+                spec["type"] = "ClusterIP"
+            if not spec.get("sessionAffinity"):
+                spec["sessionAffinity"] = "None"
             ports = spec.get("ports")
             for p in ports if isinstance(ports, list) else ():
                 if isinstance(p, dict):

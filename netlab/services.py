@@ -76,7 +76,7 @@ class ServiceAllocator:
         for i, p in enumerate(spec.get("ports") or ()):
             if not isinstance(p, dict):
                 continue
-            want = p.get("nodePort")
+            want = p.get("nodePort") or None  # 0 means unset
             if stype in ("ClusterIP", "ExternalName"):
                 if want and old is None:
                     raise invalid("Service", name, f"spec.ports[{i}].nodePort",

@@ -32,7 +32,7 @@ from podnet.proxy.conntrack import Reconciler
 from podnet.proxy.fake_iptables import jump_target
 from podnet.proxy.iptables import Iptables, RestoreError, parse_save
 from podnet.proxy.model import DEFAULT_MAX_ENDPOINTS
-from podnet.proxy.render import Plan, plan, render, render_chains
+from podnet.proxy.render import Plan, plan, render, render_chains, render_rules
 from podnet.proxy.rules import JUMPS, NodeContext, ServiceRules, Tables, assemble
 from podnet.proxy.snapshot import service_fragments, services_health
 from podnet.proxy.tracker import ChangeTracker
@@ -163,13 +163,21 @@ class FamilyProxier:
                 yield f"*nat\n:{names.MARK_MASQ} - [0:0]\n"  # referenced by service chains; rules come later
                 emitted: set[str] = set()
                 keys = sorted(set(self.fragments) | self.dirty)
+                # Pass 1, while computing: declare every service chain (iptables-restore
+                # creates them meanwhile). Pass 2: the rules. All declarations before any
+                # rule is the order libiptc restores fastest.
                 for i, key in enumerate(keys):
                     if key in self.dirty:
                         self._refresh(key)
                     for frag in self.fragments.get(key, ()):
-                        yield render_chains(frag.nat_chains)
+                        yield "".join(f":{c} - [0:0]\n" for c in frag.nat_chains)
                         emitted.update(frag.nat_chains)
                     if i % 256 == 255:
+                        await asyncio.sleep(0)
+                for i, key in enumerate(keys):
+                    for frag in self.fragments.get(key, ()):
+                        yield render_rules(frag.nat_chains)
+                    if i % 1024 == 1023:
                         await asyncio.sleep(0)
                 desired = self.desired()
                 saved = parse_save(await save_task)

@@ -59,6 +59,12 @@ def render_chains(chains: dict[str, tuple[str, ...]]) -> str:
     return "\n".join(out) if len(out) > 1 else ""
 
 
+def render_rules(chains: dict[str, tuple[str, ...]]) -> str:
+    """Only the ``-A`` lines of some chains (already declared)."""
+    out = [f"-A {c} {r}\n" for c, rules in chains.items() for r in rules]
+    return "".join(out)
+
+
 def render(desired: Tables, p: Plan) -> str:
     out: list[str] = []
     for table in TABLE_ORDER:

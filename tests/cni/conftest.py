@@ -181,12 +181,12 @@ def ref_node(pool, tmp_path):
 def make_node(pool, tmp_path):
     nodes: list[Node] = []
 
-    def make(pod_cidrs=("10.244.1.0/24",), extra=(), start=True, ns: Netns | None = None) -> Node:
+    def make(pod_cidrs=("10.244.1.0/24",), extra=(), start=True, ns: Netns | None = None, form="bytecode") -> Node:
         ns = ns or pool.netns("n")
         d = tmp_path / ns.name
         d.mkdir()
         node = Node(ns, d, list(pod_cidrs), list(extra))
-        install.install(str(node.bin_dir), str(d / "net.d"), node.sock, str(node.data_dir))
+        install.install(str(node.bin_dir), str(d / "net.d"), node.sock, str(node.data_dir), form=form)
         nodes.append(node)
         if start:
             node.start()

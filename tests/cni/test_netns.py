@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -133,12 +134,13 @@ def test_kill_9_during_adds_then_restart_and_gc(make_node, pool):
 
     with ThreadPoolExecutor(8) as ex:
         futs = [ex.submit(add, i) for i in range(40)]
-        futs[10].result()  # the burst is under way
+        futs[2].result()  # the burst is under way
         node.stop(signal.SIGKILL)
         results = [f.result() for f in futs]
     ok = {f"k{i}": r for i, (c, r) in enumerate(results) if c == 0}
     failed = [c for c, _ in results if c != 0]
-    assert set(failed) <= {11}, failed  # unreachable or cut off: try again later
+    assert 1 <= len(ok) <= 3 + 8  # the third ADD and at most the 8 then in flight finished
+    assert set(failed) == {11}, failed  # unreachable or cut off: try again later
     node.start()
     valid = [{"containerID": cid, "ifname": "eth0"} for cid in ok]
     assert node.cni("GC", version="1.1.0", env={"CNI_CONTAINERID": None},
@@ -207,3 +209,15 @@ def test_mtu_and_forwarding_sysctls(make_node, pool):
         time.sleep(0.1)
     assert node.ns.run("sysctl", "-n", "net.ipv4.ip_forward").strip() == "1"
     assert node.cni("STATUS", version="1.1.0")[0] == 0
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler")
+def test_compiled_shim_end_to_end(make_node, pool):
+    node = make_node(("10.244.1.0/24", "fd00:1::/64"), form="c")
+    pod = pool.netns("p")
+    code, res = node.cni("ADD", netns=pod.path, version="0.4.0")
+    assert code == 0 and [ip["version"] for ip in res["ips"]] == ["4", "6"]
+    assert node.cni("CHECK", netns=pod.path, version="0.4.0", prevResult=res) == (0, None)
+    assert node.cni("ADD", netns=pod.path)[0] == 4
+    assert node.cni("DEL", netns=pod.path) == (0, None)
+    assert node.reservations() == [] and node.host_veths() == []

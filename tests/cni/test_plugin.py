@@ -189,3 +189,12 @@ async def test_reconcile_never_takes_an_add_in_flight(env):
     assert code == 0 and await p.reconcile() == [] and len(p.ipam.reservations()) == 1
     net.links.clear()  # the pod's netns was deleted without a DEL
     assert await p.reconcile() == ["10.244.1.2"]
+
+
+async def test_repeated_add_without_del_keeps_the_first_adds_address(env):
+    p, net = env
+    net.make_netns("/run/netns/p1")
+    _, first = await cni(p, "ADD")
+    code, out = await cni(p, "ADD")  # the runtime should not, but may (e.g. after a timeout)
+    assert code == 4 and "already exists" in out["msg"]
+    assert [r.ip for r in p.ipam.reservations()] == [first["ips"][0]["address"].split("/")[0]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -85,11 +86,16 @@ def echo_daemon(tmp_path):
     t.join(5)
 
 
-@pytest.mark.parametrize("form", ["bytecode", "source"])
+HAVE_CC = bool(shutil.which("cc") or shutil.which("gcc"))
+FORMS = ["bytecode", "source", pytest.param("c", marks=pytest.mark.skipif(not HAVE_CC, reason="no C compiler"))]
+
+
+@pytest.mark.parametrize("form", FORMS)
 def test_installed_binary_forwards_and_maps_exit_codes(tmp_path, echo_daemon, form):
     b, c = install.install(str(tmp_path / "bin"), str(tmp_path / "net.d"), echo_daemon, python=sys.executable, form=form)
-    assert b.read_text().startswith(f"#!{sys.executable} -IS\n")
-    assert ("exec(marshal.loads(" in b.read_text()) == (form == "bytecode")
+    if form != "c":
+        assert b.read_text().startswith(f"#!{sys.executable} -IS\n")
+        assert ("exec(marshal.loads(" in b.read_text()) == (form == "bytecode")
     conf = json.loads(c.read_text())
     assert conf["plugins"][0] == {"type": "podnet-cni", "socket": echo_daemon}
     stdin = json.dumps({**conf["plugins"][0], "cniVersion": "1.0.0", "name": "podnet"}).encode()
@@ -101,6 +107,19 @@ def test_installed_binary_forwards_and_maps_exit_codes(tmp_path, echo_daemon, fo
     # the socket baked in at install time is used when the config has none
     p = subprocess.run([str(b)], input=b'{"cniVersion":"1.0.0","name":"podnet"}', env=env, capture_output=True)
     assert p.returncode == 0, p.stdout
+    p = subprocess.run([str(b)], env={"CNI_COMMAND": "VERSION"}, capture_output=True)
+    assert (p.returncode, json.loads(p.stdout)) == (0, version.version_info())
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("verb,code", [("ADD", 11), ("STATUS", 50)])
+def test_installed_binary_without_daemon(tmp_path, form, verb, code):
+    sock = str(tmp_path / 'no "such" dir' / "s")
+    b, _ = install.install(str(tmp_path / "bin"), str(tmp_path / "net.d"), sock, form=form)
+    p = subprocess.run([str(b)], input=b'{"cniVersion":"1.1.0","name":"podnet"}', env={"CNI_COMMAND": verb},
+                       capture_output=True)
+    err = json.loads(p.stdout)
+    assert p.returncode == 1 and err["code"] == code and sock in err["msg"]
 
 
 def test_auto_python_prefers_the_system_interpreter(tmp_path):

@@ -186,3 +186,52 @@ def test_cli_defaults():
 def test_cli_rejects(argv):
     with pytest.raises(SystemExit):
         parse_args(argv)
+
+
+class Broken:
+    """Not a Service: building records from it raises."""
+
+    key = "default/broken"
+    namespace = "default"
+    name = "broken"
+
+
+async def test_failed_rebuild_keeps_serving_and_recovers(lab, caplog):
+    lab.sync()
+    await settle()
+    lab.services.upsert(Broken())
+    await settle()
+    assert "rebuilding the DNS table failed" in caplog.text
+    r = await lab.q("web.default.svc.cluster.local.")
+    assert r.answer[0][0].to_text() == "10.96.0.5"
+    lab.services.delete("default/broken")
+    lab.services.upsert(svc("default", "after", clusterIP="10.96.7.7"))
+    await settle()
+    r = await lab.q("after.default.svc.cluster.local.")
+    assert r.answer[0][0].to_text() == "10.96.7.7"
+    assert (await lab.q("web.default.svc.cluster.local.")).answer[0][0].to_text() == "10.96.0.5"
+
+
+async def test_second_signal_stops_at_once(lab):
+    lab.daemon.opts.lameduck = 60
+    lab.daemon.begin_lameduck()
+    assert not lab.daemon.stopping.is_set()
+    lab.daemon.begin_lameduck()
+    assert lab.daemon.stopping.is_set()
+
+
+@pytest.mark.parametrize(
+    "text,listen,want",
+    [
+        ("nameserver 10.0.0.2\nnameserver 10.0.0.3\n", "127.0.0.1:0", ["10.0.0.2:53", "10.0.0.3:53"]),
+        # a node whose resolv.conf points at the local stub while we listen on every address: a loop, dropped
+        ("nameserver 127.0.0.53\nnameserver 10.0.0.2\n", "0.0.0.0:53", ["10.0.0.2:53"]),
+        ("", "127.0.0.1:0", []),
+    ],
+    ids=["two-nameservers", "stub-resolver-loop", "empty"],
+)
+def test_upstreams_from_resolv_conf(tmp_path, text, listen, want):
+    conf = tmp_path / "resolv.conf"
+    conf.write_text(text)
+    d = Daemon(Options(listen=listen, resolv_conf=str(conf)), make_informers=lambda: ())
+    assert [u.name for u in d.forwarder.upstreams] == want

@@ -14,6 +14,7 @@ import aiohttp
 import dns.asyncquery
 import dns.message
 import dns.rcode
+import pytest
 
 from podnet.dns.daemon import Daemon, Options
 from podnet.kube import resources
@@ -106,3 +107,24 @@ async def test_console_script_with_netlab_flags_and_sigterm():
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+@pytest.mark.parametrize(
+    "args,env,rc,message",
+    [
+        (["--listen", "127.0.0.1:0"], {"HOME": "/nonexistent"}, 2, "no API server"),
+        (["--listen", "192.0.2.1:53", "--master", "http://127.0.0.1:1"], {}, 1, "cannot start"),
+        (["--ttl", "-1"], {}, 2, "--ttl must be within"),
+    ],
+    ids=["no-api-server", "listen-address-not-ours", "bad-flag"],
+)
+async def test_console_script_startup_errors(args, env, rc, message, tmp_path):
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"} | env
+    proc = await asyncio.create_subprocess_exec(PODNET_DNS, *args, "--health-listen", "", "--ready-listen", "",
+                                                "--metrics-listen", "", env=environ, cwd=tmp_path,
+                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == rc
+    assert message in err.decode()

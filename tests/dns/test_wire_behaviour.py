@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 
+import dns.asyncquery
 import dns.edns
 import dns.flags
 import dns.message
@@ -231,3 +232,35 @@ async def test_tcp_connection_cap(table):
             w.close()
     finally:
         await srv.stop()
+
+
+async def test_ipv6_listener(table):
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    srv = DnsServer(Handler(table), "::1", 0)
+    await srv.start()
+    try:
+        for fn in (dns.asyncquery.udp, dns.asyncquery.tcp):
+            r = await fn(dns.message.make_query("dual.default.svc.cluster.local.", "AAAA"), "::1", port=srv.port, timeout=3)
+            assert r.answer[0][0].to_text() == "fd00::7"
+    finally:
+        await srv.stop()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_address_sets_rotate(server, transport):
+    """Like CoreDNS's loadbalance: successive replies start with different addresses, same set."""
+    fn = dns.asyncquery.udp if transport == "udp" else dns.asyncquery.tcp
+    firsts, sets = [], set()
+    for _ in range(3):
+        r = await fn(dns.message.make_query("db.default.svc.cluster.local.", "A"), "127.0.0.1", port=server.port, timeout=3)
+        addrs = [rd.to_text() for rd in r.answer[0]]
+        firsts.append(addrs[0])
+        sets.add(frozenset(addrs))
+    assert len(set(firsts)) == 3
+    assert sets == {frozenset({"10.1.0.20", "10.1.0.21", "10.1.0.23"})}

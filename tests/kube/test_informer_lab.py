@@ -318,3 +318,20 @@ async def test_restart_from_an_older_state_relists_to_the_server_truth(tmp_path,
     finally:
         await _stop(task)
         await client.close()
+
+
+async def test_inactivity_timeout_resumes_the_watch_without_relisting(h):
+    """A silent stream (no events, no bookmarks) is abandoned and resumed from the same version."""
+    async with LabApiServer(bookmark_interval=3600) as api, h.FlakyClient.from_url(api.url) as client:
+        await client.create(r.SERVICES, h.svc("a"), namespace="default")
+        inf = Informer(client, r.SERVICES, backoff=FAST, inactivity_timeout=0.2)
+        task = asyncio.create_task(inf.run())
+        try:
+            await inf.wait_synced()
+            await h.wait_for(lambda: len(client.watch_rvs) >= 3, what="two inactivity reconnects")
+            assert inf.relists == 1
+            assert len(set(client.watch_rvs)) == 1  # always resumed from the list's version
+            await client.create(r.SERVICES, h.svc("b"), namespace="default")
+            await h.wait_for(lambda: inf.get("default/b") is not None)
+        finally:
+            await _stop(task)

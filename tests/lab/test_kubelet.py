@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from podnet.netlab.kubelet import Kubelet, RunningPod
+from podnet.netlab.kubelet import Kubelet
+from podnet.netlab.sandbox import Sandbox
 
 
 class FakeKubelet(Kubelet):
@@ -21,7 +22,7 @@ class FakeKubelet(Kubelet):
         meta = pod["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
         self.ops.append(("start", key, meta["uid"]))
-        self.pods[key] = RunningPod(key, meta["uid"], self._netns_name(), "c")
+        self.pods[key] = Sandbox(key, meta["uid"], self._netns_name(), "c")
         await asyncio.sleep(0)
         if self.fail_start:
             raise RuntimeError("CNI ADD failed")

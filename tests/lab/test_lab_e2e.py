@@ -63,6 +63,23 @@ def test_up_check_down_leaves_nothing(lab, tmp_path):
         es = k("get", "endpointslices", "-l", "kubernetes.io/service-name=kc-test", "-o", "json")
         assert es.returncode == 0, es.stderr
         assert k("delete", "service", "kc-test").returncode == 0
+        # a Pod created with kubectl is run by the lab kubelet: sandbox, CNI, Ready
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kc-pod", "labels": {"app": "kc"}},
+               "spec": {"nodeName": f"{lab}-n2", "containers": [{"name": "main", "image": "podserver"}]}}
+        assert k("create", "-f", "-", stdin=json.dumps(pod)).returncode == 0
+        waited = k("wait", "--for=condition=Ready", "pod/kc-pod", "--timeout=60s")
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+        ip = json.loads(k("get", "pod", "kc-pod", "-o", "json").stdout)["status"]["podIP"]
+        assert ip.startswith("10.244.")
+        # a selectorless Service with a hand-written EndpointSlice: create, get, delete
+        manual = {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                  "metadata": {"name": "kc-manual-1", "labels": {"kubernetes.io/service-name": "kc-manual"}},
+                  "addressType": "IPv4", "endpoints": [{"addresses": [ip]}], "ports": [{"port": 9000}]}
+        made = k("create", "-f", "-", stdin=json.dumps(manual))
+        assert made.returncode == 0, made.stderr
+        assert k("get", "endpointslice", "kc-manual-1").returncode == 0
+        assert k("delete", "endpointslice", "kc-manual-1").returncode == 0
+        assert k("delete", "pod", "kc-pod").returncode == 0
 
     check = podnet("check", "--name", lab, timeout=300)
     print(check.stdout)
@@ -93,3 +110,10 @@ def test_up_refuses_existing_lab(lab):
     assert up.returncode == 0, up.stdout + up.stderr
     again = podnet("up", "--name", lab, "--nodes", "1")
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_down_of_unknown_lab_is_a_no_op(tmp_path):
+    from podnet.netlab.teardown import down
+    gone = down("tnever", run_root=tmp_path / "run", data_root=tmp_path / "data")
+    assert (gone.processes, gone.netns, gone.paths) == ([], [], [])
+    assert leftovers("tnever", run_root=tmp_path / "run", data_root=tmp_path / "data") == []

@@ -67,14 +67,16 @@ def test_svg_grows_with_topology(nodes, pods):
 
 def test_check_table():
     rows = [Row("pod->pod", "answered", "answered by b", True, 0.12),
-            Row("a very long check name that will not fit in the column", "x" * 100, "y" * 200, False, 3.4)]
+            Row("a very long check name that will not fit in the column", "x" * 100, "y" * 200, False, 3.4),
+            Row("across nodes", "answered", "skipped: needs >= 2 nodes", None, 0.0)]
     out = render_table(rows)
     lines = out.splitlines()
     assert lines[0].split() == ["check", "expected", "observed", "result", "time"]
     assert "pass" in lines[2] and "0.12s" in lines[2]
     assert "FAIL" in lines[3] and "3.40s" in lines[3] and "…" in lines[3]
-    assert len({len(line) for line in lines[:4]}) == 1  # fixed width
-    assert lines[-1] == "1/2 checks passed"
+    assert "skip" in lines[4]
+    assert len({len(line) for line in lines[:5]}) == 1  # fixed width
+    assert lines[-1] == "1/2 checks passed, 1 skipped"
 
 
 ROUTES = """default via 192.168.77.1 dev eth0

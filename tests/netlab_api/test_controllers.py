@@ -356,3 +356,47 @@ async def test_kubernetes_service_is_opt_in():
         (sl,) = await slices_of(client, "kubernetes")
         assert sl["endpoints"][0]["addresses"] == ["192.0.2.5"] and sl["ports"][0]["port"] == 6443
         assert r.convert(r.ENDPOINT_SLICES, sl) is not None
+
+
+async def test_service_changes_update_slices_in_place(client):
+    await client.create(r.SERVICES, svc("web", selector={"app": "web"}), namespace="default")
+    await client.create(r.PODS, pod("a", "10.244.1.5"), namespace="default")
+    (before,) = await slices_of(client, "web")
+    await client.patch(r.SERVICES, "web", {"spec": {"ports": [{"name": "http", "port": 80, "targetPort": 9090}]}},
+                       namespace="default")
+    (after,) = await slices_of(client, "web")
+    assert after["metadata"]["name"] == before["metadata"]["name"]  # updated, not replaced
+    assert after["ports"] == [{"name": "http", "port": 9090, "protocol": "TCP"}]
+    # A selector that matches nothing leaves the placeholder; ExternalName removes the slices.
+    await client.patch(r.SERVICES, "web", {"spec": {"selector": {"app": "none"}}}, namespace="default")
+    (empty,) = await slices_of(client, "web")
+    assert not empty["endpoints"]
+    await client.patch(r.SERVICES, "web", {"spec": {"type": "ExternalName", "externalName": "example.com",
+                                                    "clusterIP": None, "clusterIPs": None}}, namespace="default")
+    assert await slices_of(client, "web") == []
+
+
+async def test_dual_stack_service_gets_a_slice_per_family():
+    async with LabApiServer(service_cidr_v6="fd00:10:96::/112") as api, ApiClient.from_url(api.url) as client:
+        await client.create(r.SERVICES, svc("web", selector={"app": "web"}, ipFamilyPolicy="RequireDualStack"),
+                            namespace="default")
+        p = pod("a", "10.244.1.5")
+        p["status"]["podIPs"] = [{"ip": "10.244.1.5"}, {"ip": "fd00:244::5"}]
+        await client.create(r.PODS, p, namespace="default")
+        slices = await slices_of(client, "web")
+        got = sorted((s["addressType"], s["endpoints"][0]["addresses"][0]) for s in slices)
+        assert got == [("IPv4", "10.244.1.5"), ("IPv6", "fd00:244::5")]
+        assert all(r.convert(r.ENDPOINT_SLICES, s) is not None for s in slices)
+
+
+async def test_user_edits_to_managed_slices_are_reverted(client):
+    await client.create(r.SERVICES, svc("web", selector={"app": "web"}), namespace="default")
+    await client.create(r.PODS, pod("a", "10.244.1.5"), namespace="default")
+    (sl,) = await slices_of(client, "web")
+    await client.patch(r.ENDPOINT_SLICES, sl["metadata"]["name"], {"endpoints": [{"addresses": ["192.0.2.66"]}]},
+                       namespace="default")
+    (sl,) = await slices_of(client, "web")
+    assert [e["addresses"] for e in sl["endpoints"]] == [["10.244.1.5"]]
+    await client.delete(r.ENDPOINT_SLICES, sl["metadata"]["name"], namespace="default")
+    (recreated,) = await slices_of(client, "web")
+    assert [e["addresses"] for e in recreated["endpoints"]] == [["10.244.1.5"]]

@@ -112,3 +112,17 @@ async def test_kubectl_reports_validation_errors(lab_api, tmp_path):
     rc, out, err = await kubectl(lab_api.url, tmp_path, "apply", "-f", "-", stdin=bad)
     assert rc != 0
     assert "is invalid" in err and "70000" in err
+
+
+async def test_kubectl_create_namespace_and_service_protobuf(lab_api, client, tmp_path):
+    """`kubectl create` uses typed clients, which send protobuf bodies."""
+    rc, out, err = await kubectl(lab_api.url, tmp_path, "create", "namespace", "shop")
+    assert rc == 0, err
+    assert (await client.get(r.NAMESPACES, "shop"))["metadata"]["name"] == "shop"
+    rc, out, err = await kubectl(lab_api.url, tmp_path, "create", "service", "nodeport", "web", "--tcp=80:http",
+                                 "-n", "shop")
+    assert rc == 0, err
+    svc = await client.get(r.SERVICES, "web", namespace="shop")
+    (port,) = svc["spec"]["ports"]
+    assert (port["port"], port["targetPort"], port["protocol"]) == (80, "http", "TCP")
+    assert 30000 <= port["nodePort"] <= 32767 and svc["spec"]["selector"] == {"app": "web"}

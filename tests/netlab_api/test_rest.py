@@ -417,3 +417,16 @@ async def test_dry_run_stores_nothing_and_releases_allocations(client):
         await client.get(r.SERVICES, "a", namespace="default")
     out = await client.create(r.SERVICES, body, namespace="default")
     assert out["spec"]["clusterIP"] == "10.96.0.50"
+
+
+async def test_watch_list_initial_events_end_bookmark(client):
+    await client.create(r.SERVICES, svc("a"), namespace="default")
+    await client.create(r.SERVICES, svc("b"), namespace="default")
+    async with aiohttp.ClientSession() as s:
+        url = f"{client.server}/api/v1/services?watch=1&sendInitialEvents=true&allowWatchBookmarks=true" \
+              "&resourceVersionMatch=NotOlderThan&timeoutSeconds=5"
+        async with s.get(url) as resp:
+            lines = [json.loads(await resp.content.readline()) for _ in range(3)]
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in lines] == [
+        ("ADDED", "a"), ("ADDED", "b"), ("BOOKMARK", None)]
+    assert lines[2]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}

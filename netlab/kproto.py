@@ -1,0 +1,139 @@
+"""Just enough Kubernetes protobuf to accept what ``kubectl create namespace|service`` sends.
+
+kubectl's typed clients send ``application/vnd.kubernetes.protobuf`` bodies
+(and accept JSON answers). The lab decodes the envelope (``k8s\\x00`` +
+runtime.Unknown) and, for Namespace and Service, the fields those commands
+set, using the field numbers of k8s.io/api's generated.proto. Anything else
+raises :class:`ProtobufError` (the server answers 415, naming JSON), never a
+guess: an unknown field number is skipped, a wrong wire type is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ProtobufError", "decode_object", "MAGIC"]
+
+MAGIC = b"k8s\x00"
+
+
+class ProtobufError(ValueError):
+    pass
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        if i >= len(buf) or shift > 63:
+            raise ProtobufError("truncated varint")
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def fields(buf: bytes) -> list[tuple[int, int, Any]]:
+    """(field number, wire type, value) triples; value is int (varint) or bytes (length-delimited)."""
+    out, i = [], 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = _varint(buf, i)
+        elif wt == 2:
+            n, i = _varint(buf, i)
+            if i + n > len(buf):
+                raise ProtobufError("truncated field")
+            v, i = buf[i : i + n], i + n
+        elif wt == 1:
+            v, i = int.from_bytes(buf[i : i + 8], "little"), i + 8
+        elif wt == 5:
+            v, i = int.from_bytes(buf[i : i + 4], "little"), i + 4
+        else:
+            raise ProtobufError(f"unsupported wire type {wt}")
+        out.append((num, wt, v))
+    return out
+
+
+# A schema maps field number -> (json name, kind) where kind is "str", "int", "bool", "strs" (repeated string),
+# "map" (map<string,string>), or a nested schema (message; "[]" suffix in the name = repeated).
+Schema = dict[int, tuple[str, Any]]
+
+INT_OR_STRING = "intorstring"
+OBJECT_META: Schema = {1: ("name", "str"), 2: ("generateName", "str"), 3: ("namespace", "str"),
+                       11: ("labels", "map"), 12: ("annotations", "map"), 14: ("finalizers", "strs")}
+SERVICE_PORT: Schema = {1: ("name", "str"), 2: ("protocol", "str"), 3: ("port", "int"),
+                        4: ("targetPort", INT_OR_STRING), 5: ("nodePort", "int"), 6: ("appProtocol", "str")}
+SERVICE_SPEC: Schema = {1: ("ports[]", SERVICE_PORT), 2: ("selector", "map"), 3: ("clusterIP", "str"),
+                        4: ("type", "str"), 5: ("externalIPs", "strs"), 7: ("sessionAffinity", "str"),
+                        10: ("externalName", "str"), 11: ("externalTrafficPolicy", "str"),
+                        13: ("publishNotReadyAddresses", "bool"), 18: ("clusterIPs", "strs"),
+                        22: ("internalTrafficPolicy", "str")}
+SCHEMAS: dict[str, Schema] = {
+    "Namespace": {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", "strs")})},
+    "Service": {1: ("metadata", OBJECT_META), 2: ("spec", SERVICE_SPEC)},
+}
+
+
+def _scalar(kind: str, wt: int, v: Any) -> Any:
+    if kind in ("str", "strs"):
+        if wt != 2:
+            raise ProtobufError("expected a string")
+        return v.decode("utf-8")
+    if kind == "int":
+        if wt != 0:
+            raise ProtobufError("expected an integer")
+        return v - (1 << 64) if v >= 1 << 63 else v
+    if kind == "bool":
+        if wt != 0:
+            raise ProtobufError("expected a boolean")
+        return bool(v)
+    raise ProtobufError(f"unknown kind {kind}")
+
+
+def _int_or_string(buf: bytes) -> int | str:
+    f = {n: v for n, _, v in fields(buf)}
+    return f.get(3, b"").decode() if f.get(1) == 1 else f.get(2, 0)
+
+
+def decode_message(buf: bytes, schema: Schema) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for num, wt, v in fields(buf):
+        if num not in schema:
+            continue
+        name, kind = schema[num]
+        if isinstance(kind, dict):
+            if wt != 2:
+                raise ProtobufError(f"{name}: expected a message")
+            if name.endswith("[]"):
+                out.setdefault(name[:-2], []).append(decode_message(v, kind))
+            else:
+                out[name] = decode_message(v, kind)
+        elif kind == "map":
+            entry = {n: val for n, _, val in fields(v)}
+            out.setdefault(name, {})[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+        elif kind == INT_OR_STRING:
+            out[name] = _int_or_string(v)
+        elif kind == "strs":
+            out.setdefault(name, []).append(_scalar(kind, wt, v))
+        else:
+            value = _scalar(kind, wt, v)
+            if value not in ("", 0, False):  # proto3 zero values are JSON's omitted fields
+                out[name] = value
+    return out
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    """A JSON-shaped object from a Kubernetes protobuf body (Namespace and Service only)."""
+    if not body.startswith(MAGIC):
+        raise ProtobufError("not a Kubernetes protobuf envelope")
+    unknown = {n: v for n, _, v in fields(body[len(MAGIC):])}
+    type_meta = {n: v.decode() for n, _, v in fields(unknown.get(1, b""))}
+    kind, api_version = type_meta.get(2, ""), type_meta.get(1, "")
+    schema = SCHEMAS.get(kind)
+    if schema is None:
+        raise ProtobufError(f"protobuf bodies are not supported for kind {kind!r}")
+    obj = decode_message(unknown.get(2, b""), schema)
+    return {"apiVersion": api_version, "kind": kind, **obj}
