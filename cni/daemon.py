@@ -187,7 +187,8 @@ class Daemon:
                 self.set_pod_cidrs(tuple(node.pod_cidrs))
             self._route_kick.set()
 
-        self.nodes.add_handler(on_add=changed, on_update=lambda old, new: changed(new), on_delete=lambda o: self._route_kick.set(),
+        self.nodes.add_handler(on_add=changed, on_update=lambda old, new: changed(new),
+                               on_delete=lambda o: self._route_kick.set(),
                                on_synced=lambda: self._route_kick.set())
         try:
             await self.nodes.run()

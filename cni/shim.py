@@ -155,8 +155,12 @@ def plugin_main(environ, stdin, stdout, baked_socket=""):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv:
-        from podnet.cni.cli import main as cli_main
-
+        try:
+            from podnet.cni.cli import main as cli_main
+        except ImportError:  # the installed copy runs isolated, without podnet on its path
+            sys.stderr.write("podnet-cni: this is the installed CNI plugin; run management commands "
+                             "(daemon, install) with the podnet-cni console script\n")
+            return 2
         return cli_main(argv)
     environ = {k.decode("utf-8", "surrogateescape"): v.decode("utf-8", "surrogateescape")
                for k, v in _environb.items() if k.startswith((b"CNI_", b"PODNET_"))}

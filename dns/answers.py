@@ -137,6 +137,10 @@ class CompileMemo:
     hot: dict[bytes, Entry] = field(default_factory=dict)
     exists: set[bytes] = field(default_factory=set)
     generation: int = -1
+    in_place: bool = False
+    """Patch the previous table's dicts instead of copies. Only for a caller that compiles and swaps
+    synchronously in the event loop (ZoneSync): no query can run between the patch and the swap,
+    so none sees a half-patched table. Saves the O(names) copies per rebuild."""
 
 
 def _glue(rrsets: RRsets, targets: list[str]) -> list[RR]:
@@ -179,13 +183,17 @@ def _drop(hot: dict[bytes, Entry], exists: set[bytes], part, existing) -> None:
 
 def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTable:
     """Compile ``snap``. With a ``memo`` (updated in place) only what changed since the previous
-    compile is recompiled; the previous table's dicts are copied, never mutated."""
+    compile is recompiled; the previous table's dicts are copied, never mutated (unless
+    ``memo.in_place``)."""
     memo = memo if memo is not None else CompileMemo()
-    hot, exists = dict(memo.hot), set(memo.exists)
+    if memo.in_place:
+        hot, exists = memo.hot, memo.exists
+    else:
+        hot, exists = dict(memo.hot), set(memo.exists)
 
     incremental = snap.changed is not None and memo.generation == snap.generation - 1
     if incremental:
-        services = dict(memo.services)
+        services = memo.services if memo.in_place else dict(memo.services)
         service_keys = snap.changed
     else:
         services = {}
@@ -207,7 +215,7 @@ def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTabl
         services[key] = (recs, tuple(part), tuple(existing))
 
     if incremental:
-        ptrs = dict(memo.ptr)
+        ptrs = memo.ptr if memo.in_place else dict(memo.ptr)
         ptr_names = snap.changed_ptrs
     else:
         ptrs = {}

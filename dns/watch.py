@@ -5,11 +5,14 @@ namespaces), records the affected service key, and schedules one rebuild with ``
 burst of events delivered in one loop iteration costs one rebuild, and a single event is served
 as soon as the loop comes round (no timer). Until all three informers have synced nothing is
 rebuilt: the initial table answers SERVFAIL for every cluster name it cannot find, and /ready is
-503. A rebuild is a pure :func:`~podnet.dns.snapshot.build` + :func:`~podnet.dns.answers.compile_table`
-with memos that recompute only the services named by events, then one atomic ``handler.swap``.
+503. A rebuild is :func:`~podnet.dns.snapshot.update` + :func:`~podnet.dns.answers.compile_table`
+with memos that recompute only the services named by events, run synchronously in the loop and
+ended by ``handler.swap``, so no query ever sees a half-built table. A failed rebuild keeps the
+previous answers, drops the memos and retries from scratch.
 
-Informers only need ``add_handler(on_add=, on_update=, on_delete=, on_synced=)``, ``list()`` and
-``has_synced``: podnet.kube.informer.Informer, or an in-memory fake in tests.
+Informers only need ``add_handler(on_add=, on_update=, on_delete=, on_synced=)`` and ``has_synced``
+(handlers must see every object as an add before on_synced, as podnet.kube.informer.Informer
+guarantees): the real Informer, or an in-memory fake in tests.
 """
 
 from __future__ import annotations
@@ -26,14 +29,13 @@ from podnet.dns.handler import Handler
 __all__ = ["ZoneSync", "InformerLike", "initial_table"]
 
 log = logging.getLogger("podnet.dns.watch")
+RETRY_AFTER_FAILURE = 5.0
 
 
 class InformerLike(Protocol):
     has_synced: bool
 
     def add_handler(self, on_add=None, on_update=None, on_delete=None, on_synced=None) -> Any: ...
-
-    def list(self) -> list[Any]: ...
 
 
 def initial_table(cfg: snapshot.Config, serial: int = 1) -> answers.AnswerTable:
@@ -64,7 +66,7 @@ class ZoneSync:
         self._dirty_since: float | None = None
         self._scheduled = False
         self._memo = snapshot.Memo()
-        self._cmemo = answers.CompileMemo()
+        self._cmemo = answers.CompileMemo(in_place=True)
         self._serial = 0
         self._services: dict[str, Any] = {}
         self._slices: dict[str, dict[str, Any]] = {}
@@ -142,8 +144,10 @@ class ZoneSync:
             self.rebuild()
         except Exception:  # noqa: BLE001 - keep serving the previous table
             log.exception("rebuilding the DNS table failed; still serving the previous one")
-            # The memos may be half-updated: start from scratch next time.
-            self._memo, self._cmemo = snapshot.Memo(), answers.CompileMemo()
+            # The memos (and, with in-place patching, the live table) may be half-updated: start from
+            # scratch, and retry soon even if no event comes, so a half-patched table does not linger.
+            self._memo, self._cmemo = snapshot.Memo(), answers.CompileMemo(in_place=True)
+            asyncio.get_running_loop().call_later(RETRY_AFTER_FAILURE, self.changed)
 
     def rebuild(self) -> answers.AnswerTable:
         t0 = self.perf_clock()

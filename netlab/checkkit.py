@@ -42,9 +42,12 @@ def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def render_table(rows: Iterable[Row], widths: tuple[int, int, int] = (34, 40, 56)) -> str:
-    """A fixed-width text table; long cells are clipped so each row stays on one line."""
+def render_table(rows: Iterable[Row], widths: tuple[int, int, int] | None = (32, 44, 58)) -> str:
+    """A fixed-width text table; long cells are clipped so each row stays on one line (``widths=None``: no clipping)."""
     rows = list(rows)
+    if widths is None:
+        widths = tuple(max([len(h)] + [len(" ".join(getattr(r, a).split())) for r in rows])
+                       for h, a in (("check", "check"), ("expected", "expected"), ("observed", "observed")))
     wc, we, wo = widths
     head = f"{'check':<{wc}}  {'expected':<{we}}  {'observed':<{wo}}  {'result':<6}  {'time':>7}"
     lines = [head, "-" * len(head)]

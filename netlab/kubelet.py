@@ -57,6 +57,9 @@ def node_object(name: str, ip: str) -> dict[str, Any]:
         "status": {
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now}],
+            "nodeInfo": {"kubeletVersion": "v0.1.0-podnet-lab", "kubeProxyVersion": "v0.1.0-podnet",
+                         "containerRuntimeVersion": "podnet-lab://netns", "operatingSystem": "linux",
+                         "architecture": "amd64", "osImage": "podnet lab node (network namespace)"},
         },
     }
 

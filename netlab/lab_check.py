@@ -14,9 +14,10 @@ __all__ = ["add_arguments", "run", "check"]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="lab", help="lab name (default lab)")
     p.add_argument("--keep", action="store_true", help="keep the check's Services and pods afterwards")
+    p.add_argument("--wide", action="store_true", help="do not clip the table's cells")
 
 
-def check(name: str, out=None, keep: bool = False, progress=None) -> int:
+def check(name: str, out=None, keep: bool = False, progress=None, wide: bool = False) -> int:
     from podnet.netlab.checkkit import render_table
     from podnet.netlab.checks import run_checks
     from podnet.netlab.progress import Progress
@@ -36,7 +37,7 @@ def check(name: str, out=None, keep: bool = False, progress=None) -> int:
         print(f"podnet lab check: cannot run against lab {name!r}: {type(e).__name__}: {e}\n"
               f"  logs: {plan.run_dir / 'logs'}", file=sys.stderr)
         return 2
-    out.write("\n" + render_table(rows))
+    out.write("\n" + render_table(rows, None if wide else (32, 44, 58)))
     for row in rows:
         if row.ok is False:
             out.write(f"FAILED {row.check}: expected {row.expected}; observed {row.observed}\n")
@@ -47,4 +48,4 @@ def check(name: str, out=None, keep: bool = False, progress=None) -> int:
 
 
 def run(a: argparse.Namespace) -> int:
-    return check(a.name, keep=a.keep)
+    return check(a.name, keep=a.keep, wide=a.wide)

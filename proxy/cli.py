@@ -168,7 +168,7 @@ async def _serve(cfg: Config, once: bool) -> int:
     from podnet.proxy import node
 
     families = await node.family_proxiers(cfg)
-    daemon = Daemon(cfg, families)
+    daemon = Daemon(cfg, families, addresses=node.local_addresses)
     client = ApiClient.from_flags(master=cfg.master, kubeconfig=cfg.kubeconfig)
     async with client:
         services, slices, nodes = real_informers(client, cfg.hostname_override)

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -60,8 +60,11 @@ def split_hostport(addr: str) -> tuple[str, int]:
 
 class Daemon:
     def __init__(self, cfg: Config, families: list[FamilyProxier], clock: Clock | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 addresses: Callable[[int], Awaitable[tuple[str, ...]]] | None = None) -> None:
         self.cfg = cfg
+        self.addresses = addresses
+        """Local addresses of one family, re-read every sync period (None: never)."""
         self.clock = clock or MonotonicClock()
         self.proxier = Proxier(families)
         self.pacer = Pacer(cfg.min_sync_period, cfg.sync_period, cfg.sync_period)
@@ -124,10 +127,13 @@ class Daemon:
         return ok
 
     async def canary_loop(self) -> None:
+        """Every sync period: node addresses changed? canary chains still there?"""
         while True:
             await self.clock.sleep(self.cfg.sync_period)
             for fam in self.proxier.families:
                 try:
+                    if self.addresses is not None and fam.update_node_ips(await self.addresses(fam.ctx.family)):
+                        self.runner.request()
                     if not await fam.canary_ok():
                         self.runner.request()
                 except Exception:  # noqa: BLE001

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from podnet.kube.objects import EndpointSlice, Service
 
@@ -78,8 +78,9 @@ class ServicePortInfo:
         return self.etp_local or self.itp_local
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class EndpointInfo:
+class EndpointInfo(NamedTuple):
+    """One endpoint address of one service port (a tuple: cheap to build by the 100k)."""
+
     ip: str
     port: int
     ready: bool = True

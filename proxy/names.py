@@ -47,6 +47,12 @@ def port_proto_hash(service_port: str, protocol: str) -> str:
     return _hash(service_port + protocol.lower())
 
 
+def service_port_chains(service_port: str, protocol: str) -> tuple[str, str, str, str]:
+    """(SVC, SVL, EXT, FW) chain names of one service port, hashing once."""
+    h = port_proto_hash(service_port, protocol)
+    return "PODNET-SVC-" + h, "PODNET-SVL-" + h, "PODNET-EXT-" + h, "PODNET-FW-" + h
+
+
 def service_chain(service_port: str, protocol: str) -> str:
     """Cluster-policy endpoints of one service port."""
     return "PODNET-SVC-" + port_proto_hash(service_port, protocol)

@@ -20,6 +20,7 @@ iptables. Guarantees:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -76,6 +77,16 @@ class FamilyProxier:
     @property
     def label(self) -> str:
         return f"IPv{self.ctx.family}"
+
+    def update_node_ips(self, ips: tuple[str, ...]) -> bool:
+        """New local addresses (NodePort targets, FW check): recompute everything, full sync."""
+        if ips == self.ctx.node_ips:
+            return False
+        log.info("%s: node addresses changed to %s; next sync is full", self.label, ", ".join(ips))
+        self.ctx = dataclasses.replace(self.ctx, node_ips=ips)
+        self.dirty |= set(self.fragments)
+        self.need_full = True
+        return True
 
     def mark_dirty(self, key: str) -> None:
         self.dirty.add(key)

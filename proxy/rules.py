@@ -123,8 +123,7 @@ def _endpoint(sp: ServicePortInfo, ep: EndpointInfo, sep: str, ctx: NodeContext)
 def service_rules(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeContext) -> ServiceRules:
     """The fragment for one service port in ``ctx.family``."""
     spn, proto = str(sp.name), sp.protocol
-    svc, svl = n.service_chain(spn, proto), n.local_chain(spn, proto)
-    ext, fw = n.external_chain(spn, proto), n.firewall_chain(spn, proto)
+    svc, svl, ext, fw = n.service_port_chains(spn, proto)
     cat = categorize(sp, eps)
     hp = ctx.host_prefix
     match = f"{_proto(sp)} --dport {sp.port}"

@@ -113,8 +113,8 @@ async def test_gc_of_another_network_keeps_ours(env):
     p, net = env
     net.make_netns("/run/netns/p1")
     await cni(p, "ADD")
-    r = await skel.dispatch({"CNI_COMMAND": "GC", "CNI_PATH": "/x"},
-                            json.dumps({"cniVersion": "1.1.0", "name": "other", "cni.dev/valid-attachments": []}).encode(), p)
+    other = {"cniVersion": "1.1.0", "name": "other", "cni.dev/valid-attachments": []}
+    r = await skel.dispatch({"CNI_COMMAND": "GC", "CNI_PATH": "/x"}, json.dumps(other).encode(), p)
     assert r.code == 0 and len(p.ipam.reservations()) == 1
 
 

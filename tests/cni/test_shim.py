@@ -137,3 +137,22 @@ def test_console_script_management_mode(tmp_path):
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "b" / "podnet-cni").stat().st_mode & 0o111
     assert json.loads((tmp_path / "c" / "10-podnet.conflist").read_text())["name"] == "podnet"
+
+
+@pytest.mark.parametrize("data", [b"", b"CNI_COMMAND=ADD", b"CNI_COMMAND=ADD\0"], ids=["empty", "no-nul", "no-end"])
+def test_truncated_requests_are_rejected(data):
+    with pytest.raises(ValueError):
+        daemon.parse_request(data)
+
+
+def test_daemon_flags_accept_the_lab_invocation():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    daemon.add_arguments(p)
+    o = daemon.options_from(p.parse_args([
+        "--socket", "/run/podnet/lab/n1/cni.sock", "--node-name", "n1", "--master", "http://10.0.0.1:6443",
+        "--cluster-cidr", "10.244.0.0/16,fd00::/48", "--data-dir", "/var/lib/podnet/lab/n1",
+        "--pod-cidr", "10.244.1.0/24", "--pod-cidr", "fd00:0:0:1::/64", "--masquerade", "--mtu", "1450"]))
+    assert o.cluster_cidr == ["10.244.0.0/16", "fd00::/48"] and o.pod_cidr == ["10.244.1.0/24", "fd00:0:0:1::/64"]
+    assert (o.masquerade, o.mtu, o.master) == (True, 1450, "http://10.0.0.1:6443")

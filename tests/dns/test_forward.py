@@ -290,3 +290,77 @@ async def test_forward_and_cache_metrics(rig_factory):
     assert f'coredns_proxy_request_duration_seconds_count{{proxy_name="forward",to="{to}"}} 1.0' in text
     assert 'coredns_cache_hits_total{server="dns://test",type="success",view="",zones="."} 1.0' in text
     assert 'coredns_cache_misses_total{server="dns://test",view="",zones="."} 1.0' in text
+
+
+def test_upstream_records_with_odd_bytes_are_copied_exactly():
+    """Owner and rdata names are kept in wire form, so labels holding dots or binary bytes survive."""
+    import struct
+
+    from podnet.dns.cache import Upstream
+    from podnet.dns.wire import WireRR, parse_query
+
+    owner = b"\x03a.B\x07example\x00"
+    target = b"\x04\x00\xff.x\x00"
+    q = parse_query(struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x03A.b\x07EXAMPLE\x00" + b"\x00\x05\x00\x01")
+    ans = Upstream(0, (WireRR(owner, 5, 1, 60, target),), (), (), False, 0.0)
+    reply = Handler(cluster_table())._from_upstream(q, ans, 0.0, 512)
+    m = dns.message.from_wire(reply)
+    assert m.answer[0].name.labels[:2] == (b"A.b", b"EXAMPLE")  # the query's case, via a pointer
+    assert m.answer[0][0].target.to_wire() == target
+
+
+@pytest.fixture
+async def dnsmasq(tmp_path):
+    """Debian's dnsmasq as a real upstream on 127.0.0.6 (ephemeral port), serving a hosts file."""
+    import shutil
+    import socket
+
+    exe = shutil.which("dnsmasq")
+    if exe is None:
+        pytest.skip("dnsmasq-base not installed")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("192.0.2.77 real.example.org\n" + "".join(f"198.51.100.{i} many.example.org\n" for i in range(1, 61)))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.6", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        exe, "--no-daemon", "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}", f"--port={port}",
+        "--listen-address=127.0.0.6", "--bind-interfaces", "--local=/example.org/", "--user=root", "--pid-file=",
+        "--log-facility=/dev/null", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+    class Up:
+        host = "127.0.0.6"
+
+        async def start(self):
+            for _ in range(100):
+                q = dns.message.make_query("real.example.org.", "A")
+                try:
+                    await dns.asyncquery.udp(q, "127.0.0.6", port=port, timeout=0.2)
+                    return
+                except Exception:  # noqa: BLE001 - not up yet
+                    await asyncio.sleep(0.05)
+
+        async def stop(self):
+            pass
+
+    up = Up()
+    up.port = port
+    try:
+        yield up
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_forward_to_real_dnsmasq(rig_factory, dnsmasq):
+    rig = await rig_factory(dnsmasq)
+    r = await rig.q("Real.Example.Org.")
+    assert [rd.to_text() for s in r.answer for rd in s] == ["192.0.2.77"]
+    assert r.answer[0].name.to_text() == "Real.Example.Org."
+    r = await rig.q("missing.example.org.")
+    assert r.rcode() == dns.rcode.NXDOMAIN
+    # 60 A records: dnsmasq truncates at our EDNS size or not; either way a TCP client gets them all.
+    r = await rig.q("many.example.org.", tcp=True)
+    assert sum(len(s) for s in r.answer) == 60
+    r = await rig.q("many.example.org.")
+    assert r.flags & dns.flags.TC and len(r.to_wire()) <= 512

@@ -76,7 +76,8 @@ def _table_view(t):
     return {k: (v.body, v.hdr) for k, v in t.hot.items()}, set(t.exists)
 
 
-def test_incremental_updates_equal_fresh_builds():
+@pytest.mark.parametrize("in_place", [False, True], ids=["copies", "in-place"])
+def test_incremental_updates_equal_fresh_builds(in_place):
     """A seeded random sequence of service/slice changes, applied with dirty keys, always gives the
     same table as a fresh full build of the same objects."""
     import random
@@ -85,7 +86,7 @@ def test_incremental_updates_equal_fresh_builds():
     cfg = snapshot.Config()
     services: dict = {}
     slices: dict = {}
-    memo, cmemo = snapshot.Memo(), answers.CompileMemo()
+    memo, cmemo = snapshot.Memo(), answers.CompileMemo(in_place=in_place)
     for step in range(60):
         dirty = set()
         for _ in range(rng.randint(1, 4)):

@@ -79,7 +79,10 @@ def test_up_check_down_leaves_nothing(lab, tmp_path):
         assert made.returncode == 0, made.stderr
         assert k("get", "endpointslice", "kc-manual-1").returncode == 0
         assert k("delete", "endpointslice", "kc-manual-1").returncode == 0
-        assert k("delete", "pod", "kc-pod").returncode == 0
+        # a graceful delete: the kubelet tears the sandbox down and confirms with grace 0
+        assert k("delete", "pod", "kc-pod", "--grace-period=30", "--wait=false").returncode == 0
+        gone = k("wait", "--for=delete", "pod/kc-pod", "--timeout=15s")  # < grace: only the kubelet can end it
+        assert gone.returncode == 0, gone.stdout + gone.stderr
 
     check = podnet("check", "--name", lab, timeout=300)
     print(check.stdout)

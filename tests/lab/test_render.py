@@ -91,3 +91,9 @@ ROUTES = """default via 192.168.77.1 dev eth0
 def test_pod_routes_keeps_gateway_routes_inside_cluster_cidr():
     assert pod_routes(ROUTES, "10.244.0.0/16") == (
         ("10.244.1.0/24", "192.168.77.12"), ("10.244.2.0/24", "192.168.77.13"))
+
+
+def test_check_table_wide_does_not_clip():
+    rows = [Row("c", "e", "y" * 200, True, 0.1)]
+    out = render_table(rows, None)
+    assert "y" * 200 in out and "…" not in out

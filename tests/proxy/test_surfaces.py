@@ -142,3 +142,38 @@ async def test_stale_chain_still_jumped_to_from_builtin_does_not_break_full_sync
     assert await d._sync()
     assert Tracer(fake.tables, ("192.168.0.2",)).trace(Packet("10.0.3.3", "172.30.0.41", 80)).endpoints == ("10.0.1.1:80",)
     await asyncio.sleep(0)
+
+
+async def test_node_address_change_recomputes_and_full_syncs():
+    fake = FakeIptables()
+    fam = FamilyProxier(fake, ctx(node_ips=("192.168.0.2",)), NODE)
+    clock = FakeClock()
+    addrs = {4: ("192.168.0.2",)}
+
+    async def addresses(family):
+        return addrs[family]
+
+    d = Daemon(Config(healthz_bind_address="", metrics_bind_address="", sync_period=30), [fam], clock, addresses=addresses)
+    si, ei = FakeInformer(), FakeInformer()
+    d.attach(si, ei)
+    si.set(svc(type="NodePort", ports=((80, "TCP", "p80", 30080),))), ei.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
+    si.synced(), ei.synced()
+    assert await d._sync()
+    assert not fam.update_node_ips(("192.168.0.2",))
+    addrs[4] = ("192.168.0.2", "192.168.5.5")
+    loop = asyncio.ensure_future(d.canary_loop())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    loop.cancel()
+    assert fam.need_full and fam.ctx.node_ips == ("192.168.0.2", "192.168.5.5")
+    assert await d._sync() and d.proxier.last_reports[0].full
+
+
+def test_yaml_config_file(tmp_path):
+    pytest.importorskip("yaml", reason="YAML configs need PyYAML; JSON needs nothing")
+    f = tmp_path / "kube-proxy.yaml"
+    f.write_text("apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+                 "clusterCIDR: 10.244.0.0/16\nhealthzBindAddress: 0.0.0.0:10256\n"
+                 "iptables:\n  syncPeriod: 45s\n  localhostNodePorts: false\n")
+    cfg = build_config(parser().parse_args(["--config", str(f)]))
+    assert (cfg.cluster_cidr, cfg.sync_period, cfg.localhost_nodeports) == (("10.244.0.0/16",), 45.0, False)

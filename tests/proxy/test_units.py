@@ -14,7 +14,7 @@ from podnet.proxy.iptables import RestoreError, choose_mode
 from podnet.proxy.model import EndpointInfo, ServicePortInfo, ServicePortName
 from podnet.proxy.render import plan, render
 from podnet.proxy.sync import Pacer
-from podnet.proxy.testing import ctx, ep, program, slice_, svc
+from podnet.proxy.testing import ep, program, slice_, svc
 from podnet.proxy.trace import Packet
 from podnet.proxy.tracker import ChangeTracker
 
