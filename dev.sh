@@ -15,10 +15,17 @@ DEB_PACKAGES=(
   bind9-dnsutils dnsperf dnsmasq-base containernetworking-plugins
   python3-venv ca-certificates
 )
+# Only for the tests: real CNI runtimes (a libcni driver built offline with
+# Debian's Go and libcni; podman 4.3 with its CNI backend and runc) and gcc
+# for the optional C shim. Each test skips itself where these are missing.
+DEB_TEST_PACKAGES=(
+  golang-go golang-github-appc-cni-dev podman runc busybox-static gcc libc6-dev
+)
 
 need_debs() {
-  local missing=()
-  for p in "${DEB_PACKAGES[@]}"; do
+  local missing=() want=("${DEB_PACKAGES[@]}")
+  [ "${PODNET_TEST_DEBS:-0}" = 1 ] && want+=("${DEB_TEST_PACKAGES[@]}")
+  for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   # kubectl: use the one already on the machine; Debian's kubernetes-client
@@ -73,7 +80,7 @@ case "$cmd" in
     exec "$VENV/bin/podnet" lab demo "$@"
     ;;
   test)
-    setup
+    PODNET_TEST_DEBS=1 setup
     # The pytest console script never puts the checkout root on sys.path,
     # so our dns/ folder cannot shadow dnspython's dns (never `python -m pytest`).
     exec "$VENV/bin/pytest" "$@"

@@ -1,9 +1,9 @@
 """Data plane: new-connection latency to a ClusterIP with 10 vs 10k Services loaded.
 
 Namespaces: client (10.0.3.3) -> node (routes, runs the rules) -> server (10.128.0.1, the
-target service's endpoint). Rules are restored with iptables-legacy. For each rule set the
-client makes N sequential TCP connections (connect + close) to the target ClusterIP and we
-report the median and p90 connect() latency. The target is the service that sorts last,
+target service's endpoint). Rules are restored with iptables-legacy. All four rule sets are loaded
+at once (one node netns each); 7 interleaved rounds, each making N sequential TCP connections
+(connect + close) per rule set; medians over rounds of each round's p50/p90/p99. The target is the service that sorts last,
 i.e. the worst case for a linear KUBE-SERVICES chain. Shapes:
   podnet          : destination dispatch tree (dispatch.py)
   kube-proxy shape: the same services with a flat services chain (leaf = infinity)
@@ -13,6 +13,7 @@ Run: .venv/bin/python -P bench/proxy_dataplane.py [N]
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -67,43 +68,44 @@ def setup(p):
     return node, client, server
 
 
-def main(n: int) -> None:
+def main(n: int, rounds: int = 7) -> None:
     require_root()
-    rows = []
-    for count in (10, 10000):
-        services, slices = objects(count, 1)
-        # every service's single endpoint is the one server (10.128.0.1..) -> point them all at it
-        target = services[-1]
-        for shape, leaf in (("podnet", 16), ("kube-proxy shape", 10**9)):
-            ctx = NodeContext(cluster_cidrs=("10.0.0.0/16",), node_ips=("10.0.0.1",), dispatch_leaf=leaf)
-            text = render_full(build(services, slices, ctx, "node"))
-            text = text.replace(f"--to-destination {slices[-1].endpoints[0].addresses[0]}:8080", "--to-destination 10.128.0.1:8080")
-            jumps = "".join(f"*{t}\n-I {c} 1 {r}\nCOMMIT\n" for t, c, r in JUMPS)
-            p = pool()
-            try:
+    p = pool()
+    setups = []
+    try:
+        for count in (10, 10000):
+            services, slices = objects(count, 1)
+            target = services[-1]
+            for shape, leaf in (("podnet", 16), ("kube-proxy shape", 10**9)):
+                ctx = NodeContext(cluster_cidrs=("10.0.0.0/16",), node_ips=("10.0.0.1",), dispatch_leaf=leaf)
+                text = render_full(build(services, slices, ctx, "node"))
+                # the target service's endpoint is the one server
+                text = text.replace(f"--to-destination {slices[-1].endpoints[0].addresses[0]}:8080", "--to-destination 10.128.0.1:8080")
+                jumps = "".join(f"*{t}\n-I {c} 1 {r}\nCOMMIT\n" for t, c, r in JUMPS)
                 node, client, server = setup(p)
                 restore_seconds(node, text)
                 restore_seconds(node, jumps)
                 srv = server.popen(sys.executable, "-P", "-c", SERVER, stdout=subprocess.PIPE, text=True)
                 assert srv.stdout.readline().strip() == "ready"
-                res = []
-                for _ in range(3):
-                    out = client.run(sys.executable, "-P", "-c", CLIENT, target.cluster_ip, "80", str(n), timeout=300)
-                    res.append(json.loads(out))
-                srv.kill()
-                srv.wait()
-            finally:
-                p.close()
-            best = sorted(res, key=lambda r: r["p50"])[1]  # median run of three
-            rows.append((count, shape, best))
-    print(f"{'services':>8} {'shape':>17} {'p50 us':>8} {'p90 us':>8} {'p99 us':>8}")
-    for count, shape, r in rows:
+                setups.append((count, shape, client, target.cluster_ip, srv))
+        # Interleave: every round measures every configuration, so load drift hits all alike.
+        results: dict[tuple[int, str], list[dict]] = {}
+        for _ in range(rounds):
+            for count, shape, client, ip, _srv in setups:
+                out = client.run(sys.executable, "-P", "-c", CLIENT, ip, "80", str(n), timeout=300)
+                results.setdefault((count, shape), []).append(json.loads(out))
+    finally:
+        for *_, srv in setups:
+            srv.kill()
+            srv.wait()
+        p.close()
+    med = {k: {q: statistics.median(r[q] for r in v) for q in ("p50", "p90", "p99")} for k, v in results.items()}
+    print(f"{'services':>8} {'shape':>17} {'p50 us':>8} {'p90 us':>8} {'p99 us':>8}   (medians over {rounds} interleaved rounds of {n})")
+    for (count, shape), r in med.items():
         print(f"{count:>8} {shape:>17} {r['p50']:>8.1f} {r['p90']:>8.1f} {r['p99']:>8.1f}")
-    base = {shape: r["p50"] for count, shape, r in rows if count == 10}
-    for count, shape, r in rows:
-        if count != 10:
-            print(f"ratio p50 {count} vs 10 services, {shape}: {r['p50'] / base[shape]:.2f}x")
+    for shape in ("podnet", "kube-proxy shape"):
+        print(f"ratio p50 10000 vs 10 services, {shape}: {med[(10000, shape)]['p50'] / med[(10, shape)]['p50']:.2f}x")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 2000)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)

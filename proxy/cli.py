@@ -174,7 +174,11 @@ async def _serve(cfg: Config, once: bool) -> int:
         services, slices, nodes = real_informers(client, cfg.hostname_override)
         daemon.attach(services, slices, nodes)
         if once:
-            ok = await daemon.once()
+            try:
+                ok = await daemon.once()
+            except asyncio.TimeoutError:
+                log.error("one-shot sync: Services/EndpointSlices did not sync within 60 s; nothing was written")
+                return 1
             log.info("one-shot sync %s", "done" if ok else "FAILED")
             return 0 if ok else 1
         stop = asyncio.Event()

@@ -1,11 +1,8 @@
-"""Fixtures for API-layer tests: a real lab API server over HTTP, and a client for it.
+"""Fixtures shared by every test folder.
 
-Other test folders may copy these fixtures (conftest files are per folder):
-
-    @pytest.fixture
-    async def lab_api():
-        async with LabApiServer(bookmark_interval=0.2) as api:
-            yield api
+This file sits in tests/, not at the checkout root, and pytest runs with
+--import-mode=importlib, so the checkout never lands on sys.path (our dns/
+folder must not shadow dnspython's dns).
 """
 
 from __future__ import annotations
@@ -25,5 +22,6 @@ async def lab_api():
 
 @pytest.fixture
 async def client(lab_api):
+    """An ApiClient talking plain HTTP to the ``lab_api`` server."""
     async with ApiClient.from_url(lab_api.url) as c:
         yield c
