@@ -73,8 +73,6 @@ async def family_proxiers(cfg: Config) -> list[FamilyProxier]:
         )
         if cfg.nodeport_addresses and not ctx.nodeport_cidrs:
             ctx = NodeContext(**{**ctx.__dict__, "nodeport_cidrs": ("0.0.0.0/32",) if fam == 4 else ("::/128",)})
-        if ctx.localhost_nodeports_active:
-            set_route_localnet()
         out.append(
             FamilyProxier(
                 IptablesRunner(fam, mode),
@@ -82,6 +80,7 @@ async def family_proxiers(cfg: Config) -> list[FamilyProxier]:
                 cfg.hostname_override,
                 cfg.max_endpoints_per_service_port,
                 conntrack=Reconciler(ConntrackTool(), fam),
+                before_first_write=set_route_localnet if ctx.localhost_nodeports_active else None,
             )
         )
     return out

@@ -69,6 +69,8 @@ class FamilyProxier:
     dirty: set[str] = field(default_factory=set)
     source: Callable[[str], tuple[Service | None, list[EndpointSlice]]] | None = None
     """Current Service and slices for a key (set by Proxier)."""
+    before_first_write: Callable[[], None] | None = None
+    """Node preparation (route_localnet) done only when rules are about to be written."""
     conntrack: Reconciler | None = None
     applied: Tables | None = None
     need_full: bool = True
@@ -166,6 +168,9 @@ class FamilyProxier:
         written first, service by service, then the shared chains, then filter and
         mangle. Missing jumps from built-in chains go in the same restore.
         """
+        if self.before_first_write is not None:
+            self.before_first_write()
+            self.before_first_write = None
         save_task = asyncio.ensure_future(self.ipt.save())
         result: dict[str, Any] = {}
 

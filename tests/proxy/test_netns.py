@@ -244,6 +244,9 @@ def test_cli_once_daemon_sigterm_and_cleanup(lab):
         node.run(cli, *flags, "--once", timeout=60)
         assert probe(lab["client"], "tcp", "10.96.0.41", "80", "2") == {"ep1 10.0.3.3": 2}
         assert probe(lab["out"], "tcp", NODE_IP, "30090", "1") == {"ep1 10.0.0.1": 1}
+        # localhost NodePort: route_localnet was set in the node namespace (only there) when writing
+        assert node.run("sysctl", "-n", "net.ipv4.conf.all.route_localnet").strip() == "1"
+        assert probe(node, "tcp", "127.0.0.1", "30090", "1") == {"ep1 10.0.0.1": 1}
 
         daemon = node.popen(cli, *flags, "--iptables-sync-period", "2s", stderr=subprocess.PIPE, text=True)
         try:
