@@ -19,7 +19,7 @@ DEB_PACKAGES=(
 # Debian's Go and libcni; podman 4.3 with its CNI backend and runc) and gcc
 # for the optional C shim. Each test skips itself where these are missing.
 DEB_TEST_PACKAGES=(
-  golang-go golang-github-appc-cni-dev podman runc busybox-static gcc libc6-dev
+  golang-go golang-github-appc-cni-dev podman containerd runc busybox-static gcc libc6-dev
 )
 
 need_debs() {

@@ -255,6 +255,7 @@ def main() -> int:
                      f"{walls['ref']['wall']:.0f} ({statistics.median(walls['ref']['per']):.0f})",
                      f"{walls['pn']['wall']:.0f} ({statistics.median(walls['pn']['per']):.0f})",
                      f"{walls['pn']['wall'] / walls['ref']['wall']:.2f}x"))
+        shebang = Path(pbin).read_text().splitlines()[0]  # read before the temp dir goes
     finally:
         if daemon:
             daemon.terminate()
@@ -270,10 +271,11 @@ def main() -> int:
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         Path(a.out).write_text(
             f"# podnet-cni benchmark\n\nRun {stamp} on this 2-vCPU VM (shared, noisy) with\n"
-            f"`.venv/bin/python -P bench/cni_bench.py --pods {a.pods} --held {a.held} --concurrent {a.concurrent}"
+            f"`.venv/bin/python -P bench/cni_bench.py --pods {a.pods} --held {a.held} --held-pods {a.held_pods}"
+            f" --concurrent {a.concurrent}"
             f" --out {a.out}`.\nReference: Debian containernetworking-plugins (/usr/lib/cni/bridge + host-local, "
             "isGateway, hairpin, no ipMasq). podnet: shim installed by `podnet-cni install` (bytecode form, "
-            f"shebang `{Path(pbin).read_text().splitlines()[0]}`) + warm daemon, ptp veth.\n"
+            f"shebang `{shebang}`) + warm daemon, ptp veth.\n"
             "Wall time per exec, measured inside each node netns; reference and podnet interleaved pod by pod.\n\n"
             + text + "\n")
     return 0

@@ -3,7 +3,10 @@
     .venv/bin/python -P bench/dns_static.py --services 10000 --listen 127.0.0.1:0
 
 Builds N ClusterIP services ``svc-<i>.ns-<i % 100>.svc.cluster.local`` (10.96.0.0/12 + 1 endpoint each),
-prints ``port=<P> rss_kb=<VmHWM>`` on stdout once serving, and runs until killed.
+feeds them through in-memory informers into the same ZoneSync as podnet-dns (so the table is built
+the way the daemon builds it: in chunks, records released once compiled), prints
+``port=<P> rss_kb=<VmHWM>`` on stdout once serving, and runs until killed. ``--one-shot`` builds
+the table with one snapshot.build + compile_table call instead (every record set alive at once).
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ import asyncio
 import ipaddress
 import sys
 
-from podnet.dns import answers, snapshot
+from podnet.dns import answers, snapshot, watch
 from podnet.dns.handler import Handler
 from podnet.dns.server import DnsServer, split_hostport
-from podnet.dns.testing import eps, svc
+from podnet.dns.testing import FakeInformer, eps, svc
+from podnet.kube.objects import Namespace
 
 
 def cluster(n: int) -> tuple[list, list, list]:
@@ -44,12 +48,30 @@ def vm_hwm_kb() -> int:
     return 0
 
 
-async def serve(n: int, listen: str) -> None:
-    table = answers.compile_table(snapshot.build(*cluster(n)))
+async def build(n: int, one_shot: bool) -> Handler:
+    services, slices, namespaces = cluster(n)
+    if one_shot:
+        return Handler(answers.compile_table(snapshot.build(services, slices, namespaces)))
+    cfg = snapshot.Config()
+    handler = Handler(watch.initial_table(cfg))
+    informers = (FakeInformer(services), FakeInformer(slices), FakeInformer([Namespace(ns) for ns in namespaces]))
+    del services, slices
+    sync = watch.ZoneSync(handler, *informers, cfg)
+    sync.attach()
+    for inf in informers:
+        inf.sync()
+    await sync.synced_event.wait()
+    return handler
+
+
+async def serve(n: int, listen: str, one_shot: bool) -> None:
+    handler = await build(n, one_shot)
+    table = handler.table
     host, port = split_hostport(listen, 0)
-    server = DnsServer(Handler(table), host, port)
+    server = DnsServer(handler, host, port)
     await server.start()
-    print(f"port={server.port} rss_kb={vm_hwm_kb()} names={len(table.exists)} entries={len(table.hot)}", flush=True)
+    # (no count of all names here: walking table.exists allocates, and VmHWM would include that)
+    print(f"port={server.port} rss_kb={vm_hwm_kb()} entries={len(table.hot)} ents={len(table.ents)}", flush=True)
     await asyncio.Event().wait()
 
 
@@ -58,12 +80,13 @@ def main() -> int:
     p.add_argument("--services", type=int, default=10000)
     p.add_argument("--listen", default="127.0.0.1:0")
     p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument("--one-shot", action="store_true", help="build with one snapshot.build + compile_table call")
     a = p.parse_args()
     if not a.no_uvloop:
         import uvloop
 
         uvloop.install()
-    asyncio.run(serve(a.services, a.listen))
+    asyncio.run(serve(a.services, a.listen, a.one_shot))
     return 0
 
 

@@ -6,12 +6,16 @@ For 1k and 10k Services x 5 endpoints (iptables-legacy, as the issue asks):
   restore alone     : iptables-legacy-restore --noflush of the very same text
   kube-proxy shape  : restore alone of the same services with a flat (linear) services chain
   one endpoint change with the services loaded: podnet partial sync vs a minimal restore (floor)
+  warm full         : a later full sync (periodic / after a failure) with the table loaded
+Podnet and restore-alone alternate which goes first in each repetition; medians are printed,
+then every sample. PODNET_BENCH_REPS sets the repetitions (default 5).
 Run: .venv/bin/python -P bench/proxy_sync.py [sizes...]
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +32,7 @@ from podnet.proxy.rules import NodeContext
 from podnet.proxy.snapshot import build
 from podnet.proxy.testing import FakeInformer, ep, slice_
 
-REPS = 5
+REPS = int(os.environ.get("PODNET_BENCH_REPS", "5"))
 
 
 async def podnet_full(ns, services, slices, ctx):
@@ -69,19 +73,23 @@ async def main(sizes):
     ctx = NodeContext(cluster_cidrs=("10.128.0.0/9",), node_ips=("192.168.0.2",))
     flat = NodeContext(cluster_cidrs=("10.128.0.0/9",), node_ips=("192.168.0.2",), dispatch_leaf=10**9)
     rows = []
+    raws: dict[int, dict[str, list[float]]] = {}
     for n in sizes:
         services, slices = objects(n)
         text = await streamed_text(services, slices, ctx)  # exactly what podnet's full sync writes
         flat_text = render_full(build(services, slices, flat, "node-a"))
-        res = {"podnet": [], "alone": [], "flat": [], "change": [], "floor": []}
-        for _ in range(REPS):
+        res = {"podnet": [], "alone": [], "flat": [], "change": [], "floor": [], "warm": []}
+        for rep in range(REPS):
             p = pool()
             try:
-                res["alone"].append(restore_seconds(p.netns("a"), text))
-                res["flat"].append(restore_seconds(p.netns("k"), flat_text))
+                if rep % 2:  # alternate which side goes first
+                    res["alone"].append(restore_seconds(p.netns("a"), text))
                 ns = p.netns("p")
                 dt, d, fam = await podnet_full(ns, services, slices, ctx)
                 res["podnet"].append(dt)
+                if not rep % 2:
+                    res["alone"].append(restore_seconds(p.netns("a"), text))
+                res["flat"].append(restore_seconds(p.netns("k"), flat_text))
                 # one endpoint change, time to kernel (partial sync)
                 victim = slices[n // 2]
                 new = slice_(service=victim.service_name, name=victim.name, ports=((8080, "TCP", "http"),),
@@ -91,14 +99,22 @@ async def main(sizes):
                 assert await d._sync()
                 res["change"].append(time.perf_counter() - t)
                 res["floor"].append(restore_seconds(ns, "*nat\n:PODNET-BENCH - [0:0]\nCOMMIT\n"))
+                # a warm full sync (periodic, or after a failure): fragments cached, table loaded
+                fam.need_full = True
+                t = time.perf_counter()
+                assert await d._sync()
+                res["warm"].append(time.perf_counter() - t)
             finally:
                 p.close()
         rows.append((n, {k: median(v) for k, v in res.items()}, text.count("\n"), flat_text.count("\n")))
+        raws[n] = res
     print(f"{'services':>8} {'lines':>7} {'podnet full':>12} {'restore alone':>14} {'ratio':>6} {'kube-proxy shape':>17} "
-          f"{'1-ep change':>12} {'floor':>8}")
+          f"{'1-ep change':>12} {'floor':>8} {'warm full':>10}")
     for n, r, lines, flat_lines in rows:
         print(f"{n:>8} {lines:>7} {r['podnet']:>11.3f}s {r['alone']:>13.3f}s {r['podnet'] / r['alone']:>6.2f} "
-              f"{r['flat']:>16.3f}s {r['change'] * 1000:>10.1f}ms {r['floor'] * 1000:>6.1f}ms")
+              f"{r['flat']:>16.3f}s {r['change'] * 1000:>10.1f}ms {r['floor'] * 1000:>6.1f}ms {r['warm']:>9.3f}s")
+    for n, r, *_ in rows:
+        print(f"{n:>8} samples: " + "; ".join(f"{k} " + " ".join(f"{x:.3f}" for x in v) for k, v in raws[n].items()))
 
 
 if __name__ == "__main__":

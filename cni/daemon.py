@@ -101,6 +101,7 @@ class Daemon:
         self.plugin = Plugin(None, KernelNetOps(), self.pool, opts.mtu, self.ready)
         self.nodes = None  # Informer once watching
         self._route_kick = asyncio.Event()
+        self._unroutable: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task] = []
         self.server: asyncio.AbstractServer | None = None
 
@@ -203,8 +204,14 @@ class Daemon:
         self.ensure_forwarding()  # re-checked (and restored) with the routes
         if self.nodes is not None and not self.nodes.has_synced:
             return
+        desired = self.desired()
+        if desired.unroutable != self._unroutable:  # logged when it changes, not every tick
+            self._unroutable = desired.unroutable
+            if desired.unroutable:
+                log.warning("no route to pod CIDR(s) of nodes without an address of that family: %s",
+                            ", ".join(desired.unroutable))
         try:
-            changes = await asyncio.get_running_loop().run_in_executor(self.pool, routes.sync, self.desired())
+            changes = await asyncio.get_running_loop().run_in_executor(self.pool, routes.sync, desired)
             for c in changes:
                 log.info("route %s", c)
             self.ready.routes_synced = self.ready.routes_synced or bool(self.ready.pod_cidrs)

@@ -24,7 +24,7 @@ class FakeNetOps:
         if path not in self.netns:
             raise CniError(UNKNOWN_CONTAINER, f"CNI_NETNS {path} does not exist")
 
-    def add_pod(self, ns, ifname, host, ips, mtu):
+    def add_pod(self, ns, ifname, host, ips, mtu, mac=""):
         self.validate_netns(ns)
         if ifname in self.netns[ns]:
             raise CniError(INVALID_ENV, f"CNI_IFNAME {ifname} already exists in netns {ns}")
@@ -33,7 +33,7 @@ class FakeNetOps:
         self.netns[ns].add(ifname)
         self.links.add(host)
         self.pod_of[host] = (ns, ifname)
-        return netops.Plumbed(host, "aa:aa:aa:aa:aa:aa", "bb:bb:bb:bb:bb:bb")
+        return netops.Plumbed(host, "aa:aa:aa:aa:aa:aa", mac or "bb:bb:bb:bb:bb:bb")
 
     def del_pod(self, ns, ifname, host):
         self.delete_host_link(host)

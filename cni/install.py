@@ -81,7 +81,8 @@ def binary_text(python: str, socket_path: str, form: str) -> str:
 
 
 def conflist(network: str, socket_path: str, data_dir: str) -> dict:
-    plugin = {"type": PLUGIN_NAME, "socket": socket_path}
+    # capabilities: libcni passes runtimeConfig.ips / .mac only to plugins that declare them
+    plugin = {"type": PLUGIN_NAME, "socket": socket_path, "capabilities": {"ips": True, "mac": True}}
     if data_dir:
         plugin["dataDir"] = data_dir
     return {"cniVersion": "1.0.0", "cniVersions": ["0.4.0", "1.0.0", "1.1.0"], "name": network,

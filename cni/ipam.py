@@ -10,6 +10,9 @@ Guarantees:
   netns); DEL releases by attachment, GC releases everything not in the valid
   set, and :meth:`Allocator.reconcile` (run at daemon start) releases
   reservations whose netns no longer exists.
+* **Requested addresses** (static IPs, :mod:`podnet.cni.requested`) are handed out exactly
+  or not at all: outside the node's ranges, a reserved address, or held by another
+  attachment is an error and nothing is reserved.
 * **O(1)-ish.** Allocation walks round-robin from the last address handed out
   (like host-local, so a just-freed IP is not reused at once) over an
   in-memory set; lookups by attachment are dict hits, never directory scans.
@@ -22,9 +25,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol, Sequence
 
-from podnet.cni.types import INTERNAL, INVALID_CONFIG, CniError, IPConfig
+from podnet.cni.types import INTERNAL, INVALID_CONFIG, TRY_AGAIN_LATER, CniError, IPConfig
+
+if TYPE_CHECKING:
+    from podnet.cni.requested import RequestedIP
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -175,15 +181,50 @@ class Allocator:
                 return n
         raise CniError(INTERNAL, f"no free address in pod CIDR {rng.key} ({size} of {size} in use)")
 
-    def allocate(self, network: str, container_id: str, ifname: str, netns: str = "", pod: str = "") -> list[IPConfig]:
-        """Reserve one address per range, all or nothing. Re-ADD of a held attachment returns its addresses."""
+    def _place(self, requested: Sequence[RequestedIP], attachment: tuple[str, str, str]) -> dict[str, str]:
+        """range key -> the requested address in it; errors (with the request's code) if one is
+        outside every range, a reserved address, a second one for the same range, or held by someone else."""
+        placed: dict[str, str] = {}
+        for want in requested:
+            rng = next((r for r in self.ranges if r.contains(want.ip)), None)
+            if rng is None:
+                inside = next((r for r in self.ranges if ipaddress.ip_address(want.ip) in r.cidr), None)
+                if inside is not None:
+                    raise want.error(f"is reserved in pod CIDR {inside.key} (network, gateway or broadcast address)")
+                cidrs = ", ".join(r.key for r in self.ranges)
+                raise want.error(f"is outside this node's pod CIDRs ({cidrs})")
+            if rng.key in placed:
+                raise want.error(f"is a second address in pod CIDR {rng.key} (one per range: "
+                                 f"{placed[rng.key]} was requested too)")
+            holder = self.by_ip.get(want.ip)
+            if holder is not None and holder.attachment != attachment:
+                raise CniError(TRY_AGAIN_LATER, f"requested IP {want.ip} ({want.source}) is in use by "
+                                                f"{holder.container_id}/{holder.ifname}; try again once it is released")
+            placed[rng.key] = want.ip
+        return placed
+
+    def allocate(self, network: str, container_id: str, ifname: str, netns: str = "", pod: str = "",
+                 requested: Sequence[RequestedIP] = ()) -> list[IPConfig]:
+        """Reserve one address per range, all or nothing: exactly the requested address in a range
+        that has one, the next free one in the others. Re-ADD of a held attachment returns its
+        addresses (an error if they are not the requested ones)."""
         if not self.ranges:
             raise CniError(INTERNAL, "this node has no pod CIDR yet")
-        held = self.lookup(network, container_id, ifname)
+        attachment = (network, container_id, ifname)
+        held = self.lookup(*attachment)
         if held:
+            have = {r.ip for r in held}
+            for want in requested:
+                if want.ip not in have:
+                    raise want.error(f"differs from the address(es) this attachment already holds: "
+                                     f"{', '.join(sorted(have))}")
             return [self.config_for(r) for r in held]
+        placed = self._place(requested, attachment)
         new, cursors = [], {}
         for rng in self.ranges:
+            if rng.key in placed:  # a static address does not move the round-robin cursor
+                new.append(Reservation(placed[rng.key], network, container_id, ifname, netns, pod))
+                continue
             n = self._pick(rng)
             ip = rng.address(n)
             new.append(Reservation(ip, network, container_id, ifname, netns, pod))

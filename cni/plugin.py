@@ -7,6 +7,8 @@ netns work runs in a thread pool, so many ADDs proceed in parallel.
 
 Guarantees:
 
+* ADD hands out exactly the requested IPs and MAC when the runtime asks for them
+  (:mod:`podnet.cni.requested`), or fails with nothing reserved.
 * ADD is all or nothing: if plumbing fails, the veth is deleted and the
   addresses are released before the error is returned.
 * DEL is idempotent and best-effort: it succeeds when the netns is missing,
@@ -28,7 +30,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from podnet.cni import netops
+from podnet.cni import netops, requested
 from podnet.cni.ipam import Allocator, Range
 from podnet.cni.skel import Request
 from podnet.cni.types import (
@@ -46,7 +48,8 @@ from podnet.cni.version import upgrade
 
 class NetOps(Protocol):
     def validate_netns(self, path: str) -> None: ...
-    def add_pod(self, netns: str, ifname: str, host: str, ips: list[IPConfig], mtu: int) -> netops.Plumbed: ...
+    def add_pod(self, netns: str, ifname: str, host: str, ips: list[IPConfig], mtu: int,
+                mac: str = "") -> netops.Plumbed: ...
     def del_pod(self, netns: str, ifname: str, host: str) -> None: ...
     def check_pod(self, netns: str, ifname: str, host: str, ips: list[IPConfig]) -> None: ...
     def podnet_links(self) -> set[str]: ...
@@ -134,15 +137,16 @@ class Plugin:
         ipam = self._allocator()
         if not self.ready.pod_cidrs:
             raise CniError(TRY_AGAIN_LATER, "node has no pod CIDR yet; try again later")
+        wanted = requested.from_request(req.conf.raw, req.args)
         self.net.validate_netns(req.netns)
         net, cid, ifname = req.conf.name, req.container_id, req.ifname
         host = netops.host_ifname(cid, ifname)
         self._enter(host)
         try:
             held_before = bool(ipam.lookup(net, cid, ifname))  # a repeated ADD without DEL
-            ips = ipam.allocate(net, cid, ifname, req.netns, req.pod)
+            ips = ipam.allocate(net, cid, ifname, req.netns, req.pod, wanted.ips)
             try:
-                plumbed = await self._run(self.net.add_pod, req.netns, ifname, host, ips, self.mtu)
+                plumbed = await self._run(self.net.add_pod, req.netns, ifname, host, ips, self.mtu, wanted.mac)
             except BaseException:
                 if not held_before:  # never take back what an earlier, successful ADD still uses
                     ipam.release(net, cid, ifname)

@@ -34,20 +34,30 @@ RTPROT_PODNET_GW = 150
 class Desired:
     routes: dict[str, str]
     """pod CIDR -> next hop (another node's IP of the same family) or 'blackhole'."""
+    unroutable: tuple[str, ...] = ()
+    """``node: pod CIDR`` pairs that get no route because the node lists no address of the
+    CIDR's family (e.g. an IPv6 pod CIDR on a node with only an IPv4 InternalIP)."""
 
 
 def desired_routes(nodes: Iterable[Node], self_name: str, own_cidrs: Iterable[str]) -> Desired:
-    routes: dict[str, str] = {c: BLACKHOLE for c in own_cidrs}
+    """Pure. CIDRs and next hops are in the kernel's canonical text form (``fd00:1::/64``, not
+    ``FD00:0001:0::/64``), so :func:`sync` compares like with like and never re-replaces a correct
+    route; a pod CIDR whose node has no address of the same family gets no route."""
+    routes: dict[str, str] = {str(ipaddress.ip_network(c, strict=False)): BLACKHOLE for c in own_cidrs}
+    unroutable: list[str] = []
     for node in sorted(nodes, key=lambda n: n.name):
         if node.name == self_name:
             continue
-        for cidr in node.pod_cidrs:
-            fam = ipaddress.ip_network(cidr).version
-            via = next((ip for ip in node.ips("InternalIP", "ExternalIP")
-                        if ipaddress.ip_address(ip).version == fam), None)
-            if via and cidr not in routes:
+        for raw in node.pod_cidrs:
+            net = ipaddress.ip_network(raw, strict=False)
+            cidr = str(net)
+            via = next((str(a) for a in map(ipaddress.ip_address, node.ips("InternalIP", "ExternalIP"))
+                        if a.version == net.version), None)
+            if via is None:
+                unroutable.append(f"{node.name}: {cidr}")
+            elif cidr not in routes:
                 routes[cidr] = via
-    return Desired(routes)
+    return Desired(routes, tuple(unroutable))
 
 
 def _family(cidr: str) -> int:

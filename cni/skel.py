@@ -42,7 +42,8 @@ REQUIRED_ENV = {
     "VERSION": (),
 }
 KNOWN_ARGS = frozenset(
-    {"IgnoreUnknown", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"}
+    {"IgnoreUnknown", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID",
+     "IP", "MAC"}  # requested addresses: podnet.cni.requested
 )
 _CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 

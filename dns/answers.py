@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from podnet.dns import names
-from podnet.dns.snapshot import RRsets, ServiceRecords, Snapshot
-from podnet.dns.wire import AAAA, NS, PTR, RR, SOA, SRV, A, Encoder
+from podnet.dns.snapshot import RRsets, ServiceRecords, Snapshot, ptr_records
+from podnet.dns.wire import AAAA, CNAME, NS, PTR, RR, SOA, SRV, TXT, A, Encoder
 
-__all__ = ["Entry", "AnswerTable", "CompileMemo", "compile_table", "make_entry", "fit", "soa_authority", "flags_for"]
+__all__ = ["Entry", "AnswerTable", "NameView", "COMPILED_TYPES", "CompileMemo", "compile_table", "make_entry", "fit", "soa_authority", "flags_for"]
 
 QR, AA, TC, RD, RA = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080
+PTR_KEY = struct.pack("!H", PTR)
 
 
 def flags_for(rcode: int, aa: bool = True, tc: bool = False) -> int:
@@ -35,20 +36,20 @@ class Entry:
     """A precompiled reply. ``hdr[rd]`` is flags + counts; ``body`` follows the question.
 
     ``ends`` are body offsets where each record ends (for truncation at a record boundary) and
-    ``counts`` the (answer, authority, additional) sizes. ``fits512`` is precomputed for the
-    question length of this entry's key.
+    ``counts`` the (answer, authority, additional) sizes; with ``rcode`` they form one interned
+    ``shape`` tuple shared by every entry of the same shape (five slots per entry, not seven).
+    ``fits512`` is precomputed for the question length of this entry's key.
     """
 
-    __slots__ = ("hdr", "body", "ends", "counts", "fits512", "rcode", "rot")
+    __slots__ = ("hdr", "body", "shape", "fits512", "rot")
 
     def __init__(self, rcode: int, body: bytes, ends: tuple[int, ...], counts: tuple[int, int, int], qlen: int) -> None:
-        self.rcode = rcode
         self.body = body
-        # Headers, counts and record offsets repeat across thousands of entries: share one object each.
+        # Headers and shapes repeat across thousands of entries: share one object each.
         if len(_SHARED) > 100_000:
             _SHARED.clear()
-        self.ends = _SHARED.setdefault(ends, ends)
-        self.counts = _SHARED.setdefault(counts, counts)
+        shape = (rcode, counts, ends)
+        self.shape: tuple[int, tuple[int, int, int], tuple[int, ...]] = _SHARED.setdefault(shape, shape)
         hdr = _HEADERS.get((rcode, counts))
         if hdr is None:
             base = flags_for(rcode)
@@ -57,6 +58,18 @@ class Entry:
         self.fits512 = 12 + qlen + len(body) <= 512
         self.rot: tuple[bytes, ...] = ()
         """Rotated bodies for address sets (round-robin load balancing); () when there is one order."""
+
+    @property
+    def rcode(self) -> int:
+        return self.shape[0]
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        return self.shape[1]
+
+    @property
+    def ends(self) -> tuple[int, ...]:
+        return self.shape[2]
 
 
 _HEADERS: dict[tuple[int, tuple[int, int, int]], tuple[bytes, bytes]] = {}
@@ -115,14 +128,53 @@ def soa_authority(zone_offset: int, soa: RR) -> bytes:
     return ptr + struct.pack("!HHIH", SOA, 1, soa.ttl, len(rdata)) + rdata
 
 
+COMPILED_TYPES = (A, SRV, AAAA, PTR, CNAME, TXT, NS, SOA)
+"""Every record type a table entry can be compiled for (most frequent first)."""
+_TYPE_KEYS = tuple(struct.pack("!H", t) for t in COMPILED_TYPES)
+
+
 @dataclass(frozen=True, slots=True)
 class AnswerTable:
-    """Compiled answers for one Snapshot. ``exists`` holds every existing name (lower wire form)."""
+    """Compiled answers for one Snapshot.
+
+    A name (lower-cased wire form) exists iff it has an entry of one of :data:`COMPILED_TYPES` in
+    ``hot`` or is in ``ents`` (empty non-terminals: names with no records of their own), so the
+    names that own records are not stored a second time. :meth:`has_name` is that test."""
 
     snapshot: Snapshot
     hot: Mapping[bytes, Entry]
-    exists: frozenset[bytes] | set[bytes]
+    ents: frozenset[bytes] | set[bytes]
     zone_wire: bytes
+
+    def has_name(self, wname: bytes) -> bool:
+        if wname in self.ents:
+            return True
+        hot = self.hot
+        for t in _TYPE_KEYS:
+            if wname + t in hot:
+                return True
+        return False
+
+    @property
+    def exists(self) -> "NameView":
+        """Every existing name: supports ``in``, iteration and ``len`` (iteration and len walk the table)."""
+        return NameView(self)
+
+
+class NameView:
+    __slots__ = ("table",)
+
+    def __init__(self, table: AnswerTable) -> None:
+        self.table = table
+
+    def __contains__(self, wname: object) -> bool:
+        return isinstance(wname, bytes) and self.table.has_name(wname)
+
+    def __iter__(self):
+        return iter(dict.fromkeys([*self.table.ents, *(k[:-2] for k in self.table.hot)]))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @dataclass
@@ -131,11 +183,12 @@ class CompileMemo:
     next compile patches a copy of the dicts instead of recompiling everything."""
 
     services: dict[str, tuple[ServiceRecords, tuple[bytes, ...], tuple[bytes, ...]]] = field(default_factory=dict)
-    """service key -> (its records, the table keys and the names it contributed)"""
+    """service key -> (its records, the table keys and the empty non-terminals it contributed)"""
     shared: dict[str, tuple[dict, tuple[bytes, ...]]] = field(default_factory=dict)
-    ptr: dict[str, tuple[tuple[RR, ...], tuple[bytes, ...]]] = field(default_factory=dict)
+    ptr: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """reverse name -> the PTR targets it was compiled from (its one table key is name + PTR)"""
     hot: dict[bytes, Entry] = field(default_factory=dict)
-    exists: set[bytes] = field(default_factory=set)
+    ents: set[bytes] = field(default_factory=set)
     generation: int = -1
     in_place: bool = False
     """Patch the previous table's dicts instead of copies. Only for a caller that compiles and swaps
@@ -156,6 +209,8 @@ def _compile_name(name: str, types: dict[int, tuple[RR, ...]], glue_from: RRsets
     wname = names.to_wire(name)
     out: dict[bytes, Entry] = {}
     for rtype, rrs in types.items():
+        if rtype not in COMPILED_TYPES:
+            raise ValueError(f"cannot compile type {rtype} (not in COMPILED_TYPES)")
         extra: list[RR] = []
         if rtype == SRV:
             extra = _glue(glue_from, [rr.rdata[3] for rr in rrs])
@@ -166,19 +221,22 @@ def _compile_name(name: str, types: dict[int, tuple[RR, ...]], glue_from: RRsets
 
 
 def _compile_rrsets(rrsets: RRsets) -> tuple[dict[bytes, Entry], list[bytes]]:
+    """(table entries, empty non-terminal names) of a record map."""
     hot: dict[bytes, Entry] = {}
-    existing: list[bytes] = []
+    ents: list[bytes] = []
     for name, types in rrsets.items():
-        existing.append(names.to_wire(name))
-        hot.update(_compile_name(name, types, rrsets))
-    return hot, existing
+        if types:
+            hot.update(_compile_name(name, types, rrsets))
+        else:
+            ents.append(names.to_wire(name))
+    return hot, ents
 
 
-def _drop(hot: dict[bytes, Entry], exists: set[bytes], part, existing) -> None:
+def _drop(hot: dict[bytes, Entry], ents: set[bytes], part, ent_names) -> None:
     for k in part:
         hot.pop(k, None)
-    for n in existing:
-        exists.discard(n)
+    for n in ent_names:
+        ents.discard(n)
 
 
 def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTable:
@@ -187,9 +245,9 @@ def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTabl
     ``memo.in_place``)."""
     memo = memo if memo is not None else CompileMemo()
     if memo.in_place:
-        hot, exists = memo.hot, memo.exists
+        hot, ents = memo.hot, memo.ents
     else:
-        hot, exists = dict(memo.hot), set(memo.exists)
+        hot, ents = dict(memo.hot), set(memo.ents)
 
     incremental = snap.changed is not None and memo.generation == snap.generation - 1
     if incremental:
@@ -205,14 +263,15 @@ def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTabl
             services[key] = prev
             continue
         if prev is not None:
-            _drop(hot, exists, prev[1], prev[2])
+            _drop(hot, ents, prev[1], prev[2])
             services.pop(key, None)
         if recs is None:
             continue
-        part, existing = _compile_rrsets(recs.rrsets)
+        part, ent_names = _compile_rrsets(recs.rrsets)
+        recs.release()  # the wire bytes are what is served; records are recomputed if ever asked for
         hot.update(part)
-        exists.update(existing)
-        services[key] = (recs, tuple(part), tuple(existing))
+        ents.update(ent_names)
+        services[key] = (recs, tuple(part), tuple(ent_names))
 
     if incremental:
         ptrs = memo.ptr if memo.in_place else dict(memo.ptr)
@@ -220,26 +279,25 @@ def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTabl
     else:
         ptrs = {}
         ptr_names = set(snap.ptr) | set(memo.ptr)
+    ttl = snap.config.ttl
     for name in ptr_names:
-        rrs = snap.ptr.get(name)
+        targets = snap.ptr.get(name)
         prev_p = memo.ptr.get(name)
-        if prev_p is not None and prev_p[0] is rrs:
+        if prev_p is not None and prev_p is targets:
             ptrs[name] = prev_p
             continue
         if prev_p is not None:
-            _drop(hot, exists, prev_p[1], [names.to_wire(name)])
+            hot.pop(names.to_wire(name) + PTR_KEY, None)
             ptrs.pop(name, None)
-        if rrs is None:
+        if targets is None:
             continue
-        part = _compile_name(name, {PTR: rrs}, {})
-        hot.update(part)
-        exists.add(names.to_wire(name))
-        ptrs[name] = (rrs, tuple(part))
+        hot.update(_compile_name(name, {PTR: ptr_records(name, targets, ttl)}, {}))
+        ptrs[name] = targets
 
     shared = {}
     for name, prev_s in memo.shared.items():
         if name not in snap.shared or name == snap.config.zone or prev_s[0] != snap.shared[name]:
-            _drop(hot, exists, prev_s[1], [names.to_wire(name)])
+            _drop(hot, ents, prev_s[1], [names.to_wire(name)])
     for name, types in snap.shared.items():
         prev_s = memo.shared.get(name)
         if prev_s is not None and name != snap.config.zone and prev_s[0] == types:
@@ -247,9 +305,10 @@ def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTabl
             continue
         part = _compile_name(name, types, snap.shared)
         hot.update(part)
-        exists.add(names.to_wire(name))
+        if not types:
+            ents.add(names.to_wire(name))
         shared[name] = (types, tuple(part))
 
-    memo.services, memo.ptr, memo.shared, memo.hot, memo.exists = services, ptrs, shared, hot, exists
+    memo.services, memo.ptr, memo.shared, memo.hot, memo.ents = services, ptrs, shared, hot, ents
     memo.generation = snap.generation
-    return AnswerTable(snap, hot, exists, names.to_wire(snap.config.zone))
+    return AnswerTable(snap, hot, ents, names.to_wire(snap.config.zone))

@@ -50,6 +50,8 @@ class CacheStats:
     misses: int = 0
     requests: int = 0
     evictions: int = 0
+    evictions_denial: int = 0
+    """The part of ``evictions`` that were negative (denial) entries."""
 
 
 class Cache:
@@ -101,8 +103,10 @@ class Cache:
             additional=_cap(ans.additional, life),
         )
         if key not in self._items and len(self._items) >= self.capacity:
-            self._items.pop(next(iter(self._items)))
+            _, evicted = self._items.pop(next(iter(self._items)))
             self.stats.evictions += 1
+            if evicted.negative:
+                self.stats.evictions_denial += 1
         self._items[key] = (ans.received + life, ans)
 
     def get(self, key: bytes) -> Upstream | None:

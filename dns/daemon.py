@@ -129,6 +129,8 @@ class Daemon:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.sync is not None:
+                await self.sync.close()
             await self.server.stop()
             await self.http.stop()
             await self.forwarder.close()

@@ -88,9 +88,11 @@ def read_resolv_conf(text: str) -> list[UpstreamAddr]:
 class ForwardStats:
     requests: dict[str, int] = field(default_factory=dict)  # upstream -> count
     responses: dict[tuple[str, int], int] = field(default_factory=dict)  # (upstream, rcode)
-    durations: dict[str, Histogram] = field(default_factory=dict)
+    durations: dict[tuple[str, int], Histogram] = field(default_factory=dict)  # (upstream, rcode)
     healthcheck_failures: dict[str, int] = field(default_factory=dict)
     max_concurrent_rejects: int = 0
+    healthcheck_broken: int = 0
+    """Queries that found no healthy upstream (every one failed ``max_fails`` times in a row, or none usable)."""
 
 
 class _UdpClient(asyncio.DatagramProtocol):
@@ -226,6 +228,8 @@ class Forwarder:
         healthy = [u for u in ups if u.fails < self.max_fails]
         sick = [u for u in ups if u.fails >= self.max_fails]
         random.shuffle(healthy)
+        if not healthy:
+            self.stats.healthcheck_broken += 1
         for up in healthy + sick:
             start = time.perf_counter()
             self.stats.requests[up.name] = self.stats.requests.get(up.name, 0) + 1
@@ -243,7 +247,7 @@ class Forwarder:
             up.fails = 0
             k = (up.name, ans.rcode)
             self.stats.responses[k] = self.stats.responses.get(k, 0) + 1
-            self.stats.durations.setdefault(up.name, Histogram()).observe(time.perf_counter() - start)
+            self.stats.durations.setdefault(k, Histogram()).observe(time.perf_counter() - start)
             return ans
         return None
 

@@ -39,7 +39,12 @@ from podnet.dns.wire import (
 __all__ = ["Handler"]
 
 CD = 0x0010
+KUBERNETES = "kubernetes"
+"""The ``plugin`` label of answers from the cluster zone and its reverse names (CoreDNS: the plugin
+that wrote the reply; "" for replies made before any plugin: FORMERR, NOTIMP, REFUSED, BADVERS, SERVFAIL
+without upstreams)."""
 PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"
+CNAME_KEY = struct.pack("!H", CNAME)
 MAX_CHASE = 8
 Reply = bytes | None | Awaitable[bytes | None]
 
@@ -51,6 +56,9 @@ class Handler:
         self.stats = stats if stats is not None else Stats()
         self._turn = 0
         """Round-robin position for address sets with several records."""
+        self.qtype = b""
+        """The 2-byte query type of the last message answered (b"" if it had no readable question);
+        the server reads it right after each call to label the duration metric."""
 
     def swap(self, table: AnswerTable) -> None:
         """Install a new table; queries already being answered keep the one they started with."""
@@ -63,9 +71,11 @@ class Handler:
         if data[4:12] == PLAIN_COUNTS and not data[2] & 0xF8 and not data[3] & 0x10:
             z = data.find(0, 12)
             if z > 0 and z + 5 == len(data) and data[z + 3] == 0 and data[z + 4] == 1:
-                e = self.table.hot.get(data[12 : z + 1].lower() + data[z + 1 : z + 3])
+                qt = data[z + 1 : z + 3]
+                e = self.table.hot.get(data[12 : z + 1].lower() + qt)
                 if e is not None and e.fits512:
-                    self.stats.fast[data[z + 1 : z + 3]] += 1
+                    self.stats.fast[qt] += 1
+                    self.qtype = qt
                     if e.rot:
                         self._turn += 1
                         return data[:2] + e.hdr[data[2] & 1] + data[12:] + e.rot[self._turn % len(e.rot)]
@@ -74,6 +84,7 @@ class Handler:
 
     def answer(self, data: bytes, udp: bool) -> Reply:
         st = self.stats
+        self.qtype = b""
         if len(data) < 12 or data[2] & 0x80:
             st.dropped += 1
             return None
@@ -85,6 +96,9 @@ class Handler:
         except FormErr:
             return self._count(header_only(data, FORMERR))
         st.count_request(q.qtype, udp)
+        self.qtype = q.key[-2:]
+        if q.edns is not None and q.edns[2]:
+            st.do += 1
         limit = 65535 if not udp else (max(512, min(q.edns[0], 65535)) if q.edns else 512)
         if q.edns is not None and q.edns[1] > 0:
             return self._reply(q, BADVERS, limit)
@@ -104,7 +118,7 @@ class Handler:
             entry = table.hot.get(q.key)
             if entry is not None:
                 return self._entry(q, entry, limit)
-            if q.key[:-2] in table.exists:
+            if table.has_name(q.key[:-2]):
                 return self._negative(q, NOERROR, table, limit, "ip6.arpa" if q.qname.endswith("ip6.arpa") else "in-addr.arpa")
         return self._forward(q, limit)
 
@@ -115,13 +129,17 @@ class Handler:
         if entry is not None:
             return self._entry(q, entry, limit)
         snap = table.snapshot
-        if q.key[:-2] in table.exists:
-            types = snap.lookup(q.qname) or {}
-            if CNAME in types:
-                return self._chase(q, types[CNAME][0], limit)
-            if q.qtype == ANY and types:
-                rrs = [rr for rrs in types.values() for rr in rrs]
-                return self._records(q, rrs, limit)
+        name = q.key[:-2]
+        if table.has_name(name):
+            # Only ANY and ExternalName names (those with a CNAME entry) need the records themselves;
+            # everything else here is NODATA, decided from the compiled table alone.
+            if q.qtype == ANY or name + CNAME_KEY in table.hot:
+                types = snap.lookup(q.qname) or {}
+                if CNAME in types:
+                    return self._chase(q, types[CNAME][0], limit)
+                if q.qtype == ANY and types:
+                    rrs = [rr for rrs in types.values() for rr in rrs]
+                    return self._records(q, rrs, limit)
             return self._negative(q, NOERROR, table, limit, zone=snap.config.zone)
         parsed = names.parse_cluster_name(rel)
         if parsed.kind == "pod" and parsed.namespace in snap.namespaces:
@@ -137,7 +155,7 @@ class Handler:
         enc = Encoder(q.qname)
         for rr in rrs:
             enc.rr(rr)
-        return self._assemble(q, flags_for(NOERROR), (len(rrs), 0, 0), bytes(enc.body), tuple(enc.ends), limit)
+        return self._assemble(q, flags_for(NOERROR), (len(rrs), 0, 0), bytes(enc.body), tuple(enc.ends), limit, plugin=KUBERNETES)
 
     def _chase(self, q: Query, cname: RR, limit: int) -> Reply:
         """ExternalName: the CNAME, then the target's records (internal or through upstream)."""
@@ -178,7 +196,7 @@ class Handler:
             n += len(ans.answer)
             tc = ans.tc
         flags = flags_for(NOERROR, tc=tc)
-        return self._assemble(q, flags, (n, 0, 0), body, tuple(ends), limit)
+        return self._assemble(q, flags, (n, 0, 0), body, tuple(ends), limit, plugin=KUBERNETES)
 
     # ------------------------------------------------------------------ forwarding
 
@@ -187,21 +205,25 @@ class Handler:
         if fwd is not None and fwd.probing and fwd.seen_query(q.qname):
             return self._reply(q, SERVFAIL, limit, aa=False)
         if fwd is None or not fwd.usable:
+            if fwd is not None:
+                fwd.stats.healthcheck_broken += 1
             return self._reply(q, SERVFAIL, limit, aa=False)
         return self._forward_async(q, limit)
 
     async def _forward_async(self, q: Query, limit: int) -> bytes:
         fwd = self.forwarder
         question = q.key[:-2].lower() + q.question[-4:]
+        asked = fwd.clock()
         try:
             ans = await fwd.resolve(question, bool(q.edns and q.edns[2]))
         except Refused:
             return self._reply(q, REFUSED, limit, aa=False)
         if ans is None:
             return self._reply(q, SERVFAIL, limit, aa=False)
-        return self._from_upstream(q, ans, fwd.clock(), limit)
+        # An answer received before we asked came from the cache (CoreDNS's plugin label: cache vs forward).
+        return self._from_upstream(q, ans, fwd.clock(), limit, "cache" if ans.received < asked else "forward")
 
-    def _from_upstream(self, q: Query, ans: Upstream, now: float, limit: int) -> bytes:
+    def _from_upstream(self, q: Query, ans: Upstream, now: float, limit: int, plugin: str = "forward") -> bytes:
         age = ans.age(now)
         body = bytearray()
         ends = []
@@ -214,7 +236,7 @@ class Handler:
             ends.append(len(body))
         flags = flags_for(ans.rcode & 0xF, aa=False, tc=ans.tc)
         counts = (len(ans.answer), len(ans.authority), len(ans.additional))
-        return self._assemble(q, flags, counts, bytes(body), tuple(ends), limit)
+        return self._assemble(q, flags, counts, bytes(body), tuple(ends), limit, plugin=plugin)
 
     # ------------------------------------------------------------------ assembly
 
@@ -223,7 +245,8 @@ class Handler:
         if e.rot:
             self._turn += 1
             body = e.rot[self._turn % len(e.rot)]
-        return self._assemble(q, flags_for(e.rcode), e.counts, body, e.ends, limit)
+        rcode, counts, ends = e.shape
+        return self._assemble(q, flags_for(rcode), counts, body, ends, limit, plugin=KUBERNETES)
 
     def _negative(self, q: Query, rcode: int, table: AnswerTable, limit: int, zone: str) -> bytes:
         zone_len = len(names.to_wire(zone))
@@ -233,14 +256,14 @@ class Handler:
             mname, rname, serial, *rest = soa.rdata
             soa = RR(zone, soa.rtype, soa.ttl, (names.join("ns.dns", zone), names.join("hostmaster", zone), serial, *rest))
         body = soa_authority(zone_offset, soa)
-        return self._assemble(q, flags_for(rcode), (0, 1, 0), body, (len(body),), limit)
+        return self._assemble(q, flags_for(rcode), (0, 1, 0), body, (len(body),), limit, plugin=KUBERNETES)
 
     def _reply(self, q: Query, rcode: int, limit: int, aa: bool = True) -> bytes:
         return self._assemble(q, flags_for(rcode, aa=aa), (0, 0, 0), b"", (), limit, ext_rcode=rcode >> 4)
 
     def _assemble(
         self, q: Query, flags: int, counts: tuple[int, int, int], body: bytes, ends: tuple[int, ...], limit: int,
-        ext_rcode: int = 0,
+        ext_rcode: int = 0, plugin: str = "",
     ) -> bytes:
         flags |= q.flags & (RD | CD)
         opt = b""
@@ -248,7 +271,7 @@ class Handler:
             opt = opt_rr(max(512, min(q.edns[0], 4096)), q.edns[2], ext_rcode)
         room = limit - 12 - len(q.question) - len(opt)
         flags, (an, ns, ar), body = fit(flags, counts, body, ends, room)
-        self.stats.count_response((flags & 0xF) | (ext_rcode << 4))
+        self.stats.count_response((flags & 0xF) | (ext_rcode << 4), plugin)
         return q.id + struct.pack("!HHHHH", flags, 1, an, ns, ar + (1 if opt else 0)) + q.question + body + opt
 
     def _count(self, reply: bytes) -> bytes:

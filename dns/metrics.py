@@ -3,8 +3,13 @@
 :class:`Stats` is what the handler and server touch per query (dict increments, no locks: the
 event loop is the only writer). :class:`Collector` turns it, the cache and the forwarder stats into
 Prometheus families only when /metrics is scraped, so scraping costs nothing between scrapes.
-Names and labels follow CoreDNS (``coredns_dns_*``, ``coredns_cache_*``, ``coredns_forward_*``,
-``coredns_proxy_*``) with server="dns://<listen>", zone=".", view="".
+Names and labels follow CoreDNS 1.11+ (``coredns_dns_*``, ``coredns_cache_*``, ``coredns_forward_*``,
+``coredns_proxy_*``) with server="dns://<listen>", zone=".", view="" (the stock Corefile's one server
+block); dns/README.md lists every family and each deliberate difference.
+
+Per answered query the server makes one :meth:`Stats.answered` call: a duration observation by query
+type and two size counts (plain dict increments keyed by byte length, turned into histogram buckets
+only when scraped).
 """
 
 from __future__ import annotations
@@ -18,10 +23,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from podnet.dns.wire import TYPE_NAMES
 
-__all__ = ["Stats", "Collector", "Histogram", "render", "BUCKETS"]
+__all__ = ["Stats", "Collector", "Histogram", "render", "BUCKETS", "SIZE_BUCKETS", "size_buckets"]
 
 # CoreDNS: prometheus.ExponentialBuckets(0.00025, 2, 16)
 BUCKETS = tuple(0.00025 * 2**i for i in range(16))
+# CoreDNS (plugin/metrics/vars): request and response size buckets, bytes
+SIZE_BUCKETS = (0, 100, 200, 300, 400, 511, 1023, 2047, 4095, 8291, 16e3, 32e3, 48e3, 64e3)
+# The plugins of the stock Kubernetes Corefile whose behaviour podnet-dns provides (coredns_plugin_enabled).
+PLUGINS = ("cache", "errors", "forward", "health", "kubernetes", "loadbalance", "loop", "prometheus", "ready")
 
 
 def type_name(qtype: int) -> str:
@@ -50,15 +59,39 @@ class Histogram:
         return out
 
 
+def size_buckets(counts: dict[int, int]) -> tuple[list[tuple[str, int]], float]:
+    """Cumulative SIZE_BUCKETS buckets and the sum from ``{byte length: count}``."""
+    per = [0] * (len(SIZE_BUCKETS) + 1)
+    total = 0.0
+    for n, c in counts.items():
+        per[bisect.bisect_left(SIZE_BUCKETS, n)] += c
+        total += n * c
+    out, acc = [], 0
+    for bound, c in zip(SIZE_BUCKETS, per):
+        acc += c
+        out.append((repr(float(bound)), acc))
+    out.append(("+Inf", acc + per[-1]))
+    return out, total
+
+
 class Stats:
     """Per-query counters. ``fast`` counts fast-path UDP answers by 2-byte qtype (all NOERROR)."""
 
     def __init__(self) -> None:
         self.fast: defaultdict[bytes, int] = defaultdict(int)
         self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
-        self.responses: defaultdict[int, int] = defaultdict(int)
+        self.responses: defaultdict[tuple[int, str], int] = defaultdict(int)
+        """(rcode, plugin) -> count, slow path; fast-path answers are NOERROR from "kubernetes"."""
         self.dropped = 0
-        self.durations: defaultdict[str, Histogram] = defaultdict(Histogram)
+        self.do = 0
+        """Queries with the DNSSEC OK bit (coredns_dns_do_requests_total)."""
+        self.durations: defaultdict[bytes, Histogram] = defaultdict(Histogram)
+        """By 2-byte query type (b"" when the question could not be read)."""
+        self._udp_req: defaultdict[int, int] = defaultdict(int)
+        self._udp_resp: defaultdict[int, int] = defaultdict(int)
+        self.request_sizes: dict[str, defaultdict[int, int]] = {"udp": self._udp_req, "tcp": defaultdict(int)}
+        """proto -> request byte length -> count."""
+        self.response_sizes: dict[str, defaultdict[int, int]] = {"udp": self._udp_resp, "tcp": defaultdict(int)}
         self.programming = Histogram()
         self.rebuilds = 0
         self.family = "1"
@@ -69,11 +102,26 @@ class Stats:
     def count_request(self, qtype: int, udp: bool) -> None:
         self.requests[("udp" if udp else "tcp", qtype)] += 1
 
-    def count_response(self, rcode: int) -> None:
-        self.responses[rcode] += 1
+    def count_response(self, rcode: int, plugin: str = "") -> None:
+        self.responses[(rcode, plugin)] += 1
 
-    def observe(self, proto: str, seconds: float) -> None:
-        self.durations[proto].observe(seconds)
+    def answered_udp(self, qtype: bytes, request_len: int, response_len: int, seconds: float) -> None:
+        """:meth:`answered` for UDP (the hot path: no proto lookups)."""
+        h = self.durations[qtype]
+        h.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        h.total += seconds
+        h.n += 1
+        self._udp_req[request_len] += 1
+        self._udp_resp[response_len] += 1
+
+    def answered(self, proto: str, qtype: bytes, request_len: int, response_len: int, seconds: float) -> None:
+        """One reply sent: its duration (by query type) and the request and response sizes (by proto)."""
+        h = self.durations[qtype]
+        h.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
+        h.total += seconds
+        h.n += 1
+        self.request_sizes[proto][request_len] += 1
+        self.response_sizes[proto][response_len] += 1
 
 
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED", 16: "BADVERS"}
@@ -109,18 +157,43 @@ class Collector:
             "coredns_dns_responses", "Counter of response status codes.", labels=["server", "zone", "view", "rcode", "plugin"]
         )
         rc = dict(st.responses)
-        rc[0] = rc.get(0, 0) + fast_total
-        for code, n in sorted(rc.items()):
-            resp.add_metric([srv, ".", "", RCODES.get(code, str(code)), ""], n)
+        if fast_total:
+            rc[(0, "kubernetes")] = rc.get((0, "kubernetes"), 0) + fast_total
+        for (code, plugin), n in sorted(rc.items()):
+            resp.add_metric([srv, ".", "", RCODES.get(code, str(code)), plugin], n)
         yield resp
         dur = HistogramMetricFamily(
-            "coredns_dns_request_duration_seconds",
-            "Histogram of the time (in seconds) each request took, by transport (CoreDNS labels by qtype).",
-            labels=["server", "zone", "view", "proto"],
+            "coredns_dns_request_duration_seconds", "Histogram of the time (in seconds) each request took per zone.",
+            labels=["server", "zone", "view", "type"],
         )
-        for proto, h in sorted(st.durations.items()):
-            dur.add_metric([srv, ".", "", proto], h.buckets(), h.total)
+        merged: dict[str, Histogram] = {}
+        for qtype, h in st.durations.items():
+            m = merged.setdefault(type_name(int.from_bytes(qtype, "big")) if qtype else "other", Histogram())
+            m.counts = [a + b for a, b in zip(m.counts, h.counts)]
+            m.total += h.total
+        for t, h in sorted(merged.items()):
+            dur.add_metric([srv, ".", "", t], h.buckets(), h.total)
         yield dur
+        for name, doc, per_proto in (
+            ("coredns_dns_request_size_bytes", "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
+             st.request_sizes),
+            ("coredns_dns_response_size_bytes", "Size of the returned response in bytes.", st.response_sizes),
+        ):
+            fam = HistogramMetricFamily(name, doc, labels=["server", "zone", "view", "proto"])
+            for proto, counts in sorted(per_proto.items()):
+                if counts:
+                    buckets, total = size_buckets(counts)
+                    fam.add_metric([srv, ".", "", proto], buckets, total)
+            yield fam
+        do = CounterMetricFamily("coredns_dns_do_requests", "Counter of DNS requests with DO bit set per zone.",
+                                 labels=["server", "view", "zone"])
+        do.add_metric([srv, "", "."], st.do)
+        yield do
+        enabled = GaugeMetricFamily("coredns_plugin_enabled", "A metric that indicates whether a plugin is enabled on per server and zone basis.",
+                                    labels=["server", "zone", "view", "name"])
+        for name in PLUGINS:
+            enabled.add_metric([srv, ".", "", name], 1)
+        yield enabled
         panics = CounterMetricFamily("coredns_panics", "A metrics that counts the number of panics (here: caught exceptions).")
         panics.add_metric([], st.errors)
         yield panics
@@ -145,15 +218,20 @@ class Collector:
             hits.add_metric([srv, "denial", ".", ""], c.stats.hits_denial)
             yield hits
             for name, value, doc in (
-                ("coredns_cache_misses", c.stats.misses, "The count of cache misses."),
+                ("coredns_cache_misses", c.stats.misses, "The count of cache misses. Deprecated, derive misses from cache hits/requests counters."),
                 ("coredns_cache_requests", c.stats.requests, "The count of cache requests."),
-                ("coredns_cache_evictions", c.stats.evictions, "The count of cache evictions."),
             ):
                 m = CounterMetricFamily(name, doc, labels=["server", "zones", "view"])
                 m.add_metric([srv, ".", ""], value)
                 yield m
+            ev = CounterMetricFamily("coredns_cache_evictions", "The count of cache evictions.", labels=["server", "type", "zones", "view"])
+            ev.add_metric([srv, "success", ".", ""], c.stats.evictions - c.stats.evictions_denial)
+            ev.add_metric([srv, "denial", ".", ""], c.stats.evictions_denial)
+            yield ev
         if self.forwarder is not None:
             fs = self.forwarder.stats
+            # coredns_forward_{requests,responses}_total: CoreDNS < 1.11 names (now derived from the proxy
+            # histogram's _count), kept for older dashboards.
             m = CounterMetricFamily("coredns_forward_requests", "Counter of requests made per upstream.", labels=["to"])
             for to, n in sorted(fs.requests.items()):
                 m.add_metric([to], n)
@@ -162,10 +240,10 @@ class Collector:
             for (to, code), n in sorted(fs.responses.items()):
                 m.add_metric([to, RCODES.get(code, str(code))], n)
             yield m
-            h = HistogramMetricFamily("coredns_proxy_request_duration_seconds", "Histogram of the time each upstream request took.",
-                                      labels=["proxy_name", "to"])
-            for to, hist in sorted(fs.durations.items()):
-                h.add_metric(["forward", to], hist.buckets(), hist.total)
+            h = HistogramMetricFamily("coredns_proxy_request_duration_seconds", "Histogram of the time each request took.",
+                                      labels=["proxy_name", "to", "rcode"])
+            for (to, code), hist in sorted(fs.durations.items()):
+                h.add_metric(["forward", to, RCODES.get(code, str(code))], hist.buckets(), hist.total)
             yield h
             m = CounterMetricFamily("coredns_forward_max_concurrent_rejects", "Queries refused because too many were in flight.")
             m.add_metric([], fs.max_concurrent_rejects)
@@ -175,9 +253,9 @@ class Collector:
                 m.add_metric(["forward", to], n)
             yield m
             m = CounterMetricFamily(
-                "coredns_forward_healthcheck_broken", "Queries made while every upstream was unhealthy or looping."
+                "coredns_forward_healthcheck_broken", "Counter of the number of complete failures of the healthchecks."
             )
-            m.add_metric([], 0 if self.forwarder.usable else 1)
+            m.add_metric([], fs.healthcheck_broken)
             yield m
         if self.ready is not None:
             g = GaugeMetricFamily("podnet_dns_ready", "1 once the first full sync is done.")

@@ -48,8 +48,9 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr) -> None:
         t0 = time.perf_counter()
+        handler = self.server.handler
         try:
-            reply = self.server.handler.answer_udp(data)
+            reply = handler.answer_udp(data)
         except Exception:  # noqa: BLE001 - a handler bug must never take the listener down
             self.server.stats.errors += 1
             log.exception("handler failed on a %d-byte datagram", len(data))
@@ -58,15 +59,15 @@ class _Udp(asyncio.DatagramProtocol):
             return
         if isinstance(reply, bytes):
             self.transport.sendto(reply, addr)
-            self.server.stats.observe("udp", time.perf_counter() - t0)
+            self.server.stats.answered_udp(handler.qtype, len(data), len(reply), time.perf_counter() - t0)
             return
-        self.server.spawn(self._later(reply, addr, t0))
+        self.server.spawn(self._later(reply, addr, t0, handler.qtype, len(data)))
 
-    async def _later(self, aw, addr, t0: float) -> None:
+    async def _later(self, aw, addr, t0: float, qtype: bytes, request_len: int) -> None:
         reply = await aw
         if reply is not None and self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(reply, addr)
-            self.server.stats.observe("udp", time.perf_counter() - t0)
+            self.server.stats.answered_udp(qtype, request_len, len(reply), time.perf_counter() - t0)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)
@@ -124,8 +125,9 @@ class _Tcp(asyncio.Protocol):
 
     def _handle(self, msg: bytes) -> None:
         t0 = time.perf_counter()
+        handler = self.server.handler
         try:
-            reply = self.server.handler.answer(msg, udp=False)
+            reply = handler.answer(msg, udp=False)
         except Exception:  # noqa: BLE001
             self.server.stats.errors += 1
             log.exception("handler failed on a %d-byte TCP message", len(msg))
@@ -135,26 +137,26 @@ class _Tcp(asyncio.Protocol):
             self._close()
             return
         if isinstance(reply, bytes):
-            self._send(reply, t0)
+            self._send(reply, t0, handler.qtype, len(msg))
             return
         if self.pending >= self.server.max_pending:
             self._close()
             return
         self.pending += 1
-        self.server.spawn(self._later(reply, t0))
+        self.server.spawn(self._later(reply, t0, handler.qtype, len(msg)))
 
-    async def _later(self, aw, t0: float) -> None:
+    async def _later(self, aw, t0: float, qtype: bytes, request_len: int) -> None:
         try:
             reply = await aw
         finally:
             self.pending -= 1
         if reply is not None:
-            self._send(reply, t0)
+            self._send(reply, t0, qtype, request_len)
 
-    def _send(self, reply: bytes, t0: float) -> None:
+    def _send(self, reply: bytes, t0: float, qtype: bytes, request_len: int) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(struct.pack("!H", len(reply)) + reply)
-            self.server.stats.observe("tcp", time.perf_counter() - t0)
+            self.server.stats.answered("tcp", qtype, request_len, len(reply), time.perf_counter() - t0)
 
 
 class DnsServer:

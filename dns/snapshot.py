@@ -24,7 +24,7 @@ from podnet.dns import names
 from podnet.dns.wire import AAAA, CNAME, NS, PTR, RR, SOA, SRV, TXT, A
 from podnet.kube.objects import EndpointSlice, Service
 
-__all__ = ["Config", "ServiceRecords", "Snapshot", "Memo", "build", "update", "service_records", "SCHEMA_VERSION"]
+__all__ = ["Config", "ServiceRecords", "Snapshot", "Memo", "build", "update", "service_records", "ptr_records", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = "1.1.0"
 VERSION_TTL = 28800
@@ -39,15 +39,66 @@ class Config:
     """namespace/name of our own Service: its IPs answer ns.dns.<zone>."""
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceRecords:
-    """Records one Service owns: names at and below ``<svc>.<ns>.svc.<zone>`` plus its PTR targets."""
+RECOMPUTED_CACHE = 64
+_RECOMPUTED: dict[int, tuple["ServiceRecords", RRsets]] = {}
+"""id -> (released ServiceRecords, its recomputed record sets); oldest first, at most RECOMPUTED_CACHE."""
 
-    rrsets: RRsets
-    ptrs: tuple[tuple[str, str], ...] = ()
-    """(reverse owner name, target name) pairs."""
-    cname_target: str = ""
-    """The ExternalName target, when the service is one."""
+
+class ServiceRecords:
+    """Records one Service owns: names at and below ``<svc>.<ns>.svc.<zone>`` plus its PTR targets.
+
+    ``rrsets`` are kept until :meth:`release` (answers.compile_table calls it once the records are
+    wire bytes); after that they are recomputed from the Service and its slices each time they are
+    asked for (slow path only: ANY, ExternalName chasing), so a compiled zone does not hold every
+    record twice. Equality compares the records, released or not.
+    """
+
+    __slots__ = ("service", "slices", "cfg", "ptrs", "cname_target", "_rrsets")
+
+    def __init__(self, service: Service, slices: tuple[EndpointSlice, ...], cfg: Config, rrsets: RRsets,
+                 ptrs: tuple[tuple[str, str], ...] = (), cname_target: str = "") -> None:
+        self.service, self.slices, self.cfg = service, slices, cfg
+        self._rrsets: RRsets | None = rrsets
+        self.ptrs = ptrs
+        """(reverse owner name, target name) pairs."""
+        self.cname_target = cname_target
+        """The ExternalName target, when the service is one."""
+
+    @property
+    def rrsets(self) -> RRsets:
+        """Owner name -> type -> records (``{}`` types for an empty non-terminal).
+
+        Once released, recomputed and kept in a small bounded cache (``RECOMPUTED_CACHE`` services),
+        so a stream of ANY queries for one big headless service costs one recomputation, not one each."""
+        if self._rrsets is not None:
+            return self._rrsets
+        hit = _RECOMPUTED.get(id(self))
+        if hit is not None and hit[0] is self:
+            return hit[1]
+        again = service_records(self.service, self.slices, self.cfg)
+        rrsets = again._rrsets if again is not None and again._rrsets is not None else {}
+        if len(_RECOMPUTED) >= RECOMPUTED_CACHE:
+            _RECOMPUTED.pop(next(iter(_RECOMPUTED)))
+        _RECOMPUTED[id(self)] = (self, rrsets)
+        return rrsets
+
+    @property
+    def released(self) -> bool:
+        return self._rrsets is None
+
+    def release(self) -> None:
+        """Drop the record sets (they stay available, recomputed on demand)."""
+        self._rrsets = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ServiceRecords):
+            return NotImplemented
+        return (self.ptrs, self.cname_target, self.rrsets) == (other.ptrs, other.cname_target, other.rrsets)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"ServiceRecords({self.service.key!r}, {len(self.ptrs)} ptrs{', released' if self.released else ''})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +113,8 @@ class Snapshot:
     services: Mapping[str, ServiceRecords]
     shared: RRsets
     soa: RR
-    ptr: Mapping[str, tuple[RR, ...]] = field(default_factory=dict)
-    """Reverse owner name -> its PTR records (merged over services)."""
+    ptr: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Reverse owner name -> its PTR target names, sorted (merged over services; records are made on demand)."""
     generation: int = 0
     """Counts builds made with the same Memo; ``changed``/``changed_ptrs`` are relative to generation - 1."""
     changed: frozenset[str] | None = None
@@ -74,8 +125,9 @@ class Snapshot:
         """The records at ``name`` by type ({} for an empty non-terminal), or None if it does not exist."""
         if name in self.shared:
             return self.shared[name]
-        if name in self.ptr:
-            return {PTR: self.ptr[name]}
+        targets = self.ptr.get(name)
+        if targets is not None:
+            return {PTR: ptr_records(name, targets, self.config.ttl)}
         rel = names.relative_labels(name, self.config.zone)
         if rel is not None and len(rel) >= 3 and rel[-1] == "svc":
             recs = self.services.get(f"{rel[-2]}/{rel[-3]}")
@@ -90,8 +142,8 @@ class Memo:
     objects) and the merged PTR index, patched only for services that changed."""
 
     entries: dict[str, tuple[Service, tuple[EndpointSlice, ...], ServiceRecords]] = field(default_factory=dict)
-    ptr_owners: dict[str, dict[str, None]] = field(default_factory=dict)
-    ptr_rrs: dict[str, tuple[RR, ...]] = field(default_factory=dict)
+    ptr_owners: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Reverse owner name -> sorted target names; a tuple is replaced, never mutated, when it changes."""
     per_service: dict[str, ServiceRecords] = field(default_factory=dict)
     cfg: Config | None = None
     generation: int = 0
@@ -124,7 +176,7 @@ def service_records(svc: Service, slices: tuple[EndpointSlice, ...], cfg: Config
     ptrs: list[tuple[str, str]] = []
     if svc.type == "ExternalName":
         rrsets[base] = {CNAME: (RR(base, CNAME, ttl, svc.external_name),)}
-        return ServiceRecords(rrsets, (), svc.external_name)
+        return ServiceRecords(svc, slices, cfg, rrsets, (), svc.external_name)
 
     # Ready endpoints: (hostname, ip) pairs, deduplicated across slices; ports per slice.
     endpoints: dict[str, list[str]] = defaultdict(list)  # hostname -> ips
@@ -187,7 +239,7 @@ def service_records(svc: Service, slices: tuple[EndpointSlice, ...], cfg: Config
         _add(rrsets, proto_name)
         _add(rrsets, port_name)
         rrsets[port_name][SRV] = _srv_set(port_name, ttl, items)
-    return ServiceRecords(rrsets, tuple(dict.fromkeys(ptrs)))
+    return ServiceRecords(svc, slices, cfg, rrsets, tuple(dict.fromkeys(ptrs)))
 
 
 def build(
@@ -226,7 +278,7 @@ def update(
     zone, ttl = cfg.zone, cfg.ttl
     if memo is None or memo.cfg != cfg:
         memo = memo if memo is not None else Memo()
-        memo.entries, memo.per_service, memo.ptr_owners, memo.ptr_rrs, memo.cfg = {}, {}, {}, {}, cfg
+        memo.entries, memo.per_service, memo.ptr_owners, memo.cfg = {}, {}, {}, cfg
         dirty = None
     old = memo.entries
     keys = set(services) | set(old) if dirty is None else set(dirty)
@@ -241,7 +293,11 @@ def update(
             if prev_recs is not None:
                 changed.append((prev_recs, None))
             continue
-        svc_slices = tuple(sorted(slices_by_service.get(key, ()), key=lambda s: s.name))
+        given = slices_by_service.get(key, ())
+        if type(given) is tuple and all(given[i].name < given[i + 1].name for i in range(len(given) - 1)):
+            svc_slices = given  # already a name-sorted tuple (ZoneSync's index): share it
+        else:
+            svc_slices = tuple(sorted(given, key=lambda s: s.name))
         if prev is not None and prev[0] is svc and prev[1] == svc_slices:
             continue
         recs = service_records(svc, svc_slices, cfg)
@@ -275,9 +331,14 @@ def update(
     for ns in ns_set:
         _add(shared, names.join(ns, "svc", zone))
         _add(shared, names.join(ns, "pod", zone))
-    return Snapshot(cfg, serial, synced, frozenset(ns_set), dict(memo.per_service), shared, soa, dict(memo.ptr_rrs),
+    return Snapshot(cfg, serial, synced, frozenset(ns_set), dict(memo.per_service), shared, soa, dict(memo.ptr_owners),
                     generation=memo.generation, changed=frozenset(keys) if dirty is not None else None,
                     changed_ptrs=frozenset(memo.last_dirty_ptrs) if dirty is not None else None)
+
+
+def ptr_records(name: str, targets: tuple[str, ...], ttl: int) -> tuple[RR, ...]:
+    """The PTR records at ``name`` for its target names."""
+    return tuple(RR(name, PTR, ttl, t) for t in targets)
 
 
 def _patch_ptrs(memo: Memo, changed: list[tuple[ServiceRecords | None, ServiceRecords | None]], ttl: int) -> None:
@@ -285,18 +346,17 @@ def _patch_ptrs(memo: Memo, changed: list[tuple[ServiceRecords | None, ServiceRe
     owners, dirty = memo.ptr_owners, set()
     for before, after in changed:
         for rev, target in before.ptrs if before is not None else ():
-            targets = owners.get(rev)
-            if targets is not None:
-                targets.pop(target, None)
-                if not targets:
+            targets = owners.get(rev, ())
+            if target in targets:
+                rest = tuple(t for t in targets if t != target)
+                if rest:
+                    owners[rev] = rest
+                else:
                     del owners[rev]
             dirty.add(rev)
         for rev, target in after.ptrs if after is not None else ():
-            owners.setdefault(rev, {})[target] = None
+            targets = owners.get(rev, ())
+            if target not in targets:
+                owners[rev] = tuple(sorted((*targets, target)))
             dirty.add(rev)
     memo.last_dirty_ptrs = dirty
-    for rev in dirty:
-        if rev in owners:
-            memo.ptr_rrs[rev] = tuple(RR(rev, PTR, ttl, t) for t in sorted(owners[rev]))
-        else:
-            memo.ptr_rrs.pop(rev, None)

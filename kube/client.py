@@ -6,10 +6,24 @@ same way; only :class:`~podnet.kube.kubeconfig.ClientConfig` differs. Methods
 take a :class:`~podnet.kube.resources.Resource` and return raw JSON dicts:
 conversion into frozen types happens in the informer, at the boundary.
 
+Credentials come from an :class:`~podnet.kube.auth.Authenticator`: token
+files are re-read periodically, exec plugins run on demand and their
+credential is cached until it expires. A 401 answer refreshes the
+credentials (token file re-read, exec plugin re-run) and, when that yields
+different ones, the request is sent once more; a second 401 is returned to
+the caller. A client certificate that changes (exec plugin) replaces the
+connection pool, so no connection keeps using the old one.
+``tls-server-name`` is honoured (certificate check and SNI), and each
+distinct ``Warning`` header the server sends is logged once, as client-go
+does.
+
 Errors: every non-2xx answer raises :class:`ApiError` carrying the HTTP status
 and the server's Status JSON (reason, message, code); transport failures raise
-aiohttp/OS errors unchanged (:data:`TRANSPORT_ERRORS`). Nothing is retried
-here; retry policy lives in :mod:`podnet.kube.backoff` and the watch loop.
+aiohttp/OS errors unchanged, and credentials that cannot be obtained raise
+:class:`~podnet.kube.execauth.CredentialError` (all in
+:data:`TRANSPORT_ERRORS`, so watchers back off and retry). Apart from the one
+retry after a 401, nothing is retried here; retry policy lives in
+:mod:`podnet.kube.backoff` and the watch loop.
 """
 
 from __future__ import annotations
@@ -17,11 +31,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
 
-from podnet.kube.kubeconfig import ClientConfig, resolve
+from podnet.kube.auth import Authenticator, Credentials
+from podnet.kube.execauth import CredentialError
+from podnet.kube.kubeconfig import ClientConfig, ConfigError, resolve
 from podnet.kube.resources import Resource
 
 __all__ = ["ApiClient", "ApiError", "TRANSPORT_ERRORS", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "JSON_PATCH"]
@@ -32,8 +49,9 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
-"""What a request raises when the server is unreachable or the connection breaks."""
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, asyncio.TimeoutError,
+                                                     CredentialError)
+"""What a request raises when the server is unreachable, the connection breaks, or credentials are unavailable."""
 
 
 class ApiError(Exception):
@@ -81,11 +99,19 @@ class ApiClient:
     connections); not thread-safe.
     """
 
-    def __init__(self, config: ClientConfig, *, request_timeout: float = 30.0, user_agent: str = "podnet/0.1") -> None:
+    def __init__(self, config: ClientConfig, *, request_timeout: float = 30.0, user_agent: str = "podnet/0.1",
+                 auth: Authenticator | None = None, environ: Mapping[str, str] | None = None) -> None:
+        """``environ`` is the base environment of exec plugins (default: this process's environment)."""
         self.config = config
         self.request_timeout = request_timeout
         self.user_agent = user_agent
+        self.auth = auth if auth is not None else Authenticator(config, environ=environ)
+        self._closing: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
+        self._session_cert: tuple[str, str] | None = None
+        self._old_sessions: list[aiohttp.ClientSession] = []
+        self.warnings_seen: set[str] = set()
+        """``Warning`` headers already logged (client-go logs each distinct warning once)."""
 
     # ------------------------------------------------------------------ construction
 
@@ -101,8 +127,16 @@ class ApiClient:
         context: str | None = None,
         **kwargs: Any,
     ) -> "ApiClient":
-        """master > kubeconfig > $KUBECONFIG > in-cluster > ~/.kube/config (see kubeconfig.resolve)."""
-        return cls(resolve(master, kubeconfig, environ=environ, root=root, home=home, context=context), **kwargs)
+        """--kubeconfig, --master, $KUBECONFIG or ~/.kube/config, in-cluster (see kubeconfig.resolve).
+
+        ``environ`` (default: the process environment) is both where
+        $KUBECONFIG/$HOME/KUBERNETES_SERVICE_* are read and the base
+        environment of exec plugins.
+        """
+        env = os.environ if environ is None else environ
+        cfg = resolve(master, kubeconfig, environ=env, root=root, home=home, context=context)
+        kwargs.setdefault("environ", env)
+        return cls(cfg, **kwargs)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "ApiClient":
@@ -119,22 +153,54 @@ class ApiClient:
         await self.close()
 
     async def close(self) -> None:
+        for old in self._old_sessions:
+            await old.close()
+        self._old_sessions.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    def _sess(self) -> aiohttp.ClientSession:
+    def _sess(self, client_cert: tuple[str, str] | None = None) -> aiohttp.ClientSession:
+        """The session for requests carrying ``client_cert`` (a new pool when the certificate changed)."""
+        if self._session is not None and not self._session.closed and client_cert != self._session_cert:
+            # Rotated exec certificate: drop every pooled connection (client-go closes them too).
+            old, self._session = self._session, None
+            self._old_sessions.append(old)
+            task = asyncio.get_running_loop().create_task(self._close_old(old))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         if self._session is None or self._session.closed:
-            ssl_ctx = self.config.ssl_context()
+            try:
+                ssl_ctx = self.config.ssl_context(client_cert)
+            except ConfigError as e:
+                raise CredentialError(f"TLS setup: {e}") from None
             connector = aiohttp.TCPConnector(ssl=ssl_ctx if ssl_ctx is not None else False, limit=32)
             self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.user_agent})
+            self._session_cert = client_cert
         return self._session
 
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+    async def _close_old(self, old: aiohttp.ClientSession) -> None:
+        await old.close()
+        if old in self._old_sessions:
+            self._old_sessions.remove(old)
+
+    def _tls_kwargs(self) -> dict[str, Any]:
+        """``tls-server-name``: the name the server certificate is checked against (and sent as SNI)."""
+        if self.config.is_https and self.config.tls_server_name:
+            return {"server_hostname": self.config.tls_server_name}
+        return {}
+
+    def _log_warnings(self, values: Any) -> None:
+        for value in values:
+            if value not in self.warnings_seen and len(self.warnings_seen) < 1024:
+                self.warnings_seen.add(value)
+                log.warning("API server warning: %s", value)
+
+    @staticmethod
+    def _headers(creds: Credentials, content_type: str | None = None) -> dict[str, str]:
         h = {"Accept": "application/json"}
-        token = self.config.bearer()
-        if token:
-            h["Authorization"] = f"Bearer {token}"
+        if creds.token:
+            h["Authorization"] = f"Bearer {creds.token}"
         if content_type:
             h["Content-Type"] = content_type
         return h
@@ -154,23 +220,32 @@ class ApiClient:
         """One request; the decoded JSON answer, or :class:`ApiError`."""
         data = None if body is None else json.dumps(body).encode()
         tmo = aiohttp.ClientTimeout(total=timeout or self.request_timeout)
-        async with self._sess().request(
-            method,
-            self.config.server + path,
-            params=params,
-            data=data,
-            headers=self._headers(content_type if data is not None else None),
-            timeout=tmo,
-        ) as resp:
-            raw = await resp.read()
-            if resp.status >= 300:
-                raise ApiError.from_body(resp.status, raw)
-            if not raw:
-                return {}
-            try:
-                return json.loads(raw)
-            except ValueError:
-                raise ApiError(resp.status, {"reason": "BadResponse", "message": "answer is not JSON"}) from None
+        for attempt in (1, 2):
+            creds = await self.auth.credentials()
+            async with self._sess(creds.client_cert).request(
+                method,
+                self.config.server + path,
+                params=params,
+                data=data,
+                headers=self._headers(creds, content_type if data is not None else None),
+                timeout=tmo,
+                **self._tls_kwargs(),
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+                self._log_warnings(resp.headers.getall("Warning", ()))
+            if status == 401 and attempt == 1 and await self.auth.unauthorized(creds):
+                log.info("%s %s: 401 Unauthorized; retrying once with refreshed credentials", method, path)
+                continue
+            break
+        if status >= 300:
+            raise ApiError.from_body(status, raw)
+        if not raw:
+            return {}
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ApiError(status, {"reason": "BadResponse", "message": "answer is not JSON"}) from None
 
     async def stream_lines(
         self, path: str, params: Mapping[str, str], *, inactivity_timeout: float | None
@@ -183,25 +258,41 @@ class ApiClient:
         aiohttp line-length limit applies).
         """
         tmo = aiohttp.ClientTimeout(total=None, connect=self.request_timeout, sock_connect=self.request_timeout)
-        async with self._sess().get(
-            self.config.server + path, params=params, headers=self._headers(), timeout=tmo
-        ) as resp:
-            if resp.status >= 300:
-                raise ApiError.from_body(resp.status, await resp.read())
-            buf = b""
-            while True:
-                async with asyncio.timeout(inactivity_timeout):
-                    chunk = await resp.content.readany()
-                if not chunk:
-                    if buf.strip():
-                        yield buf
-                    return
-                buf += chunk
-                if b"\n" in chunk:
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        if line.strip():
-                            yield line
+        for attempt in (1, 2):
+            creds = await self.auth.credentials()
+            async with self._sess(creds.client_cert).get(
+                self.config.server + path, params=params, headers=self._headers(creds), timeout=tmo,
+                **self._tls_kwargs(),
+            ) as resp:
+                if resp.status == 401 and attempt == 1:
+                    raw = await resp.read()
+                    if await self.auth.unauthorized(creds):
+                        log.info("watch %s: 401 Unauthorized; retrying once with refreshed credentials", path)
+                        continue
+                    raise ApiError.from_body(401, raw)
+                async for line in self._lines(resp, inactivity_timeout):
+                    yield line
+                return
+
+    @staticmethod
+    async def _lines(resp: aiohttp.ClientResponse, inactivity_timeout: float | None) -> AsyncIterator[bytes]:
+        """The lines of one streaming answer (ApiError for a non-2xx status)."""
+        if resp.status >= 300:
+            raise ApiError.from_body(resp.status, await resp.read())
+        buf = b""
+        while True:
+            async with asyncio.timeout(inactivity_timeout):
+                chunk = await resp.content.readany()
+            if not chunk:
+                if buf.strip():
+                    yield buf
+                return
+            buf += chunk
+            if b"\n" in chunk:
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield line
 
     # ------------------------------------------------------------------ verbs
 

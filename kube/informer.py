@@ -50,6 +50,9 @@ from podnet.kube.watch import WatchEvent, WatchExpired, watch_events, watch_time
 
 __all__ = ["Informer", "Handler", "raw_key"]
 
+REPLACE_CHUNK = 256
+"""Objects converted or delivered between two yields to the event loop in :meth:`Informer.replace`."""
+
 log = logging.getLogger("podnet.kube.informer")
 
 RELISTS = Counter("podnet_kube_relists_total", "Full lists done by informers (first list included).", ["resource"])
@@ -203,16 +206,28 @@ class Informer:
             await self._call("on_update", old, new)
 
     async def replace(self, raw_items: Iterable[dict[str, Any]], resource_version: str) -> None:
-        """Apply one complete list: the store becomes exactly these objects."""
+        """Apply one complete list: the store becomes exactly these objects.
+
+        Yields to the event loop every :data:`REPLACE_CHUNK` objects (while
+        converting and while notifying), so a list of 10k objects never stalls
+        the loop's other work (DNS queries, health checks) for its whole length.
+        Handlers still see the events one at a time, in order.
+        """
         fresh: dict[str, Any] = {}
-        for raw in raw_items:
+        for n, raw in enumerate(raw_items, 1):
             obj = convert(self.resource, raw)
             if obj is not None:
                 fresh[obj.key] = obj
-        for key in [k for k in self._store if k not in fresh]:
+            if n % REPLACE_CHUNK == 0:
+                await asyncio.sleep(0)
+        for n, key in enumerate([k for k in self._store if k not in fresh], 1):
             await self._set(key, None)
-        for key, obj in fresh.items():
+            if n % REPLACE_CHUNK == 0:
+                await asyncio.sleep(0)
+        for n, (key, obj) in enumerate(fresh.items(), 1):
             await self._set(key, obj)
+            if n % REPLACE_CHUNK == 0:
+                await asyncio.sleep(0)
         self._rv = resource_version
         self.relists += 1
         RELISTS.labels(self.resource.plural).inc()

@@ -1,30 +1,47 @@
 """Where the API server is and how to authenticate: flags, kubeconfig, in-cluster.
 
-:func:`resolve` applies the precedence every podnet daemon uses:
-``--master`` > ``--kubeconfig`` > ``$KUBECONFIG`` > in-cluster service account >
-``~/.kube/config``. ``--master`` together with a kubeconfig keeps the
-kubeconfig's credentials and overrides only the server URL (as kube-proxy does).
+:func:`resolve` applies the precedence of kube-proxy and client-go:
 
-Everything here is pure apart from reading the files it is pointed at: the
-environment and the filesystem root are parameters, so tests need no patching.
-Tokens given as files are re-read on every request (:meth:`ClientConfig.bearer`)
-because projected service-account tokens rotate. Kubeconfig files are YAML
-(JSON is valid YAML); ``$KUBECONFIG`` with several paths uses the first one
-that exists (no merging).
+1. ``--kubeconfig FILE``: that file only (it must exist); ``--master`` given
+   too overrides only its server URL and keeps its credentials (kube-proxy's
+   ``ConfigOverrides{ClusterInfo: {Server: master}}``);
+2. ``--master URL`` alone: that URL, no credentials, no kubeconfig read
+   (kube-proxy loads nothing else in this case);
+3. neither: ``$KUBECONFIG`` (a ``:``-separated list, merged by client-go's
+   rules, see :mod:`podnet.kube.kubeconfig_merge`) or, when it is unset or
+   empty, ``~/.kube/config``; when that configures nothing (no file exists,
+   or the files are empty) the in-cluster service-account config; when there
+   is none of these either, :class:`ConfigError`.
+
+Relative paths inside a kubeconfig (certificate-authority, client-certificate,
+client-key, tokenFile, an exec command with a ``/``) resolve against the
+directory of the file that holds them.
+
+Credentials: ``token``, ``tokenFile`` (re-read periodically by
+:class:`~podnet.kube.tokensource.FileTokenSource`; when readable it wins over
+``token``, as in client-go), client certificate and key (data or files), and
+exec plugins (:mod:`podnet.kube.execauth`). ``auth-provider`` plugins are
+refused with a clear error. Everything here is pure apart from reading the
+files it is pointed at: the environment, the home directory and the
+filesystem root are parameters, so tests need no patching.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
+import pwd
 import ssl
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["ClientConfig", "ConfigError", "load_kubeconfig", "parse_kubeconfig", "in_cluster", "resolve", "SA_DIR"]
+from podnet.kube.execauth import ExecConfig, parse_exec_config
+from podnet.kube.kubeconfig_merge import is_empty, load_merged, read_doc, resolve_paths, split_kubeconfig_env
+
+__all__ = ["ClientConfig", "ConfigError", "load_kubeconfig", "parse_kubeconfig", "in_cluster", "resolve", "SA_DIR",
+           "home_dir"]
 
 SA_DIR = "var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -46,7 +63,10 @@ class ClientConfig:
     key_data: str | None = None
     key_file: str | None = None
     insecure: bool = False
+    tls_server_name: str | None = None
     namespace: str = "default"
+    exec: ExecConfig | None = None
+    """An exec credential plugin (token and/or client certificate on demand)."""
     source: str = field(default="flags", compare=False)
     """Where this came from, for one startup log line."""
 
@@ -54,19 +74,31 @@ class ClientConfig:
     def is_https(self) -> bool:
         return self.server.lower().startswith("https://")
 
+    @property
+    def has_static_cert(self) -> bool:
+        return bool(self.cert_data or self.cert_file)
+
     def bearer(self) -> str | None:
-        """The bearer token, re-reading ``token_file`` (rotating tokens)."""
-        if self.token:
-            return self.token
+        """The bearer token read now, uncached: ``token_file`` when readable, else ``token``.
+
+        The API client uses a cached :class:`~podnet.kube.tokensource.FileTokenSource` instead.
+        """
         if self.token_file:
             try:
-                return Path(self.token_file).read_text().strip() or None
+                text = Path(self.token_file).read_text().strip()
+                if text:
+                    return text
             except OSError:
-                return None
-        return None
+                pass
+        return self.token or None
 
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context for an https server (None for plain http)."""
+    def ssl_context(self, client_cert: tuple[str, str] | None = None) -> ssl.SSLContext | None:
+        """The TLS context for an https server (None for plain http).
+
+        ``client_cert`` is a (certificate PEM, key PEM) pair as the client
+        read it last (rotating certificate files, exec plugin); without it the
+        configured certificate data or files are loaded.
+        """
         if not self.is_https:
             return None
         ctx = ssl.create_default_context()
@@ -74,24 +106,33 @@ class ClientConfig:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         elif self.ca_data or self.ca_file:
-            ctx = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data)
-        if self.cert_data or self.cert_file:
-            _load_client_cert(ctx, self)
+            try:
+                ctx = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError(f"certificate-authority: {e}") from None
+        if client_cert is not None:
+            _load_client_cert(ctx, client_cert[0], None, client_cert[1], None)
+        elif self.has_static_cert:
+            _load_client_cert(ctx, self.cert_data, self.cert_file, self.key_data, self.key_file)
         return ctx
 
 
-def _load_client_cert(ctx: ssl.SSLContext, cfg: ClientConfig) -> None:
+def _load_client_cert(ctx: ssl.SSLContext, cert_data: str | None, cert_file: str | None,
+                      key_data: str | None, key_file: str | None) -> None:
     # ssl only loads key material from files: stage inline data in a private
     # temporary directory that is removed at once.
     with tempfile.TemporaryDirectory(prefix="podnet-kube-") as tmp:
-        cert, key = cfg.cert_file, cfg.key_file
-        if cfg.cert_data:
+        cert, key = cert_file, key_file
+        if cert_data:
             cert = os.path.join(tmp, "cert.pem")
-            _write_private(cert, cfg.cert_data)
-        if cfg.key_data:
+            _write_private(cert, cert_data)
+        if key_data:
             key = os.path.join(tmp, "key.pem")
-            _write_private(key, cfg.key_data)
-        ctx.load_cert_chain(cert, key)  # type: ignore[arg-type]
+            _write_private(key, key_data)
+        try:
+            ctx.load_cert_chain(cert, key)  # type: ignore[arg-type]
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"client certificate/key: {e}") from None
 
 
 def _write_private(path: str, text: str) -> None:
@@ -110,7 +151,7 @@ def _b64(value: Any, what: str) -> str:
 def _path(value: str | None, base: Path) -> str | None:
     if not value:
         return None
-    p = Path(value).expanduser()
+    p = Path(value)
     return str(p if p.is_absolute() else base / p)
 
 
@@ -123,7 +164,11 @@ def _named(items: Any, name: str, what: str) -> Mapping[str, Any]:
 
 
 def parse_kubeconfig(doc: Mapping[str, Any], base_dir: str | Path = ".", context: str | None = None) -> ClientConfig:
-    """The config for ``context`` (default: current-context) of a parsed kubeconfig."""
+    """The config for ``context`` (default: current-context) of a parsed kubeconfig.
+
+    Relative paths resolve against ``base_dir`` (already-absolute ones, as
+    left by :func:`~podnet.kube.kubeconfig_merge.resolve_paths`, stay).
+    """
     if not isinstance(doc, Mapping):
         raise ConfigError("kubeconfig: not a mapping")
     base = Path(base_dir)
@@ -136,14 +181,22 @@ def parse_kubeconfig(doc: Mapping[str, Any], base_dir: str | Path = ".", context
     server = cluster.get("server")
     if not server:
         raise ConfigError(f"kubeconfig: cluster {ctx.get('cluster')!r} has no server")
+    ca_b64 = cluster.get("certificate-authority-data") or None
+    ca_file = _path(cluster.get("certificate-authority"), base)
+    exec_cfg = None
+    if user.get("exec"):
+        exec_cluster = {**cluster, "certificate-authority": ca_file}
+        exec_cfg = parse_exec_config(_exec_with_base(user["exec"], base), exec_cluster, ca_b64)
+    elif user.get("auth-provider") and not (user.get("token") or user.get("tokenFile") or
+                                            user.get("client-certificate") or user.get("client-certificate-data")):
+        name = (user["auth-provider"] or {}).get("name") if isinstance(user["auth-provider"], Mapping) else None
+        raise ConfigError(f"kubeconfig: auth-provider {name!r} is not supported; use an exec credential plugin")
     return ClientConfig(
         server=str(server).rstrip("/"),
         token=user.get("token") or None,
         token_file=_path(user.get("tokenFile"), base),
-        ca_data=_b64(cluster["certificate-authority-data"], "certificate-authority-data")
-        if cluster.get("certificate-authority-data")
-        else None,
-        ca_file=_path(cluster.get("certificate-authority"), base),
+        ca_data=_b64(ca_b64, "certificate-authority-data") if ca_b64 else None,
+        ca_file=ca_file,
         cert_data=_b64(user["client-certificate-data"], "client-certificate-data")
         if user.get("client-certificate-data")
         else None,
@@ -151,44 +204,34 @@ def parse_kubeconfig(doc: Mapping[str, Any], base_dir: str | Path = ".", context
         key_data=_b64(user["client-key-data"], "client-key-data") if user.get("client-key-data") else None,
         key_file=_path(user.get("client-key"), base),
         insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
+        tls_server_name=cluster.get("tls-server-name") or None,
         namespace=ctx.get("namespace") or "default",
+        exec=exec_cfg,
         source=f"kubeconfig context {ctx_name}",
     )
 
 
-def _load_doc(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    try:
-        import yaml
-    except ImportError:  # pragma: no cover - PyYAML is a dependency
-        raise ConfigError("kubeconfig is YAML but PyYAML is not installed") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"kubeconfig: bad YAML: {e}") from None
+def _exec_with_base(exec_: Any, base: Path) -> Any:
+    if isinstance(exec_, Mapping) and isinstance(exec_.get("command"), str) and "/" in exec_["command"]:
+        return {**exec_, "command": _path(exec_["command"], base)}
+    return exec_
 
 
 def load_kubeconfig(path: str | Path, context: str | None = None) -> ClientConfig:
-    p = Path(path).expanduser()
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(f"kubeconfig {p}: {e.strerror}") from None
-    cfg = parse_kubeconfig(_load_doc(text), p.parent, context)
-    return _with_source(cfg, f"{p} ({cfg.source})")
-
-
-def _with_source(cfg: ClientConfig, source: str) -> ClientConfig:
-    from dataclasses import replace
-
-    return replace(cfg, source=source)
+    """One kubeconfig file (it must exist), relative paths against its directory."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"kubeconfig {p}: no such file")
+    cfg = parse_kubeconfig(resolve_paths(read_doc(p), p.parent), p.parent, context)
+    return replace(cfg, source=f"{p} ({cfg.source})")
 
 
 def in_cluster(environ: Mapping[str, str], root: str | Path = "/") -> ClientConfig | None:
-    """The service-account config when running in a pod, else None."""
+    """The service-account config when running in a pod, else None.
+
+    The token is given as a file (re-read periodically by the client: bound
+    tokens rotate).
+    """
     host, port = environ.get("KUBERNETES_SERVICE_HOST"), environ.get("KUBERNETES_SERVICE_PORT")
     sa = Path(root) / SA_DIR
     if not host or not port or not (sa / "token").exists():
@@ -206,6 +249,16 @@ def in_cluster(environ: Mapping[str, str], root: str | Path = "/") -> ClientConf
     )
 
 
+def home_dir(environ: Mapping[str, str]) -> Path:
+    """$HOME from ``environ``, else the user database's home of this uid (as client-go's homedir)."""
+    if environ.get("HOME"):
+        return Path(environ["HOME"])
+    try:
+        return Path(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:  # pragma: no cover - uid without a passwd entry
+        return Path("/")
+
+
 def resolve(
     master: str | None = None,
     kubeconfig: str | None = None,
@@ -215,29 +268,30 @@ def resolve(
     home: str | Path | None = None,
     context: str | None = None,
 ) -> ClientConfig:
-    """Pick the config by podnet's precedence (see the module docstring)."""
+    """Pick the config by kube-proxy's / client-go's precedence (see the module docstring)."""
     env = os.environ if environ is None else environ
-    cfg: ClientConfig | None = None
     if kubeconfig:
         cfg = load_kubeconfig(kubeconfig, context)
     elif master:
         return ClientConfig(server=master.rstrip("/"), source="--master")
-    elif env.get("KUBECONFIG"):
-        paths = [p for p in env["KUBECONFIG"].split(os.pathsep) if p]
-        existing = [p for p in paths if Path(p).expanduser().exists()]
-        if not existing:
-            raise ConfigError(f"$KUBECONFIG: none of {paths} exists")
-        cfg = load_kubeconfig(existing[0], context)
     else:
-        cfg = in_cluster(env, root)
-        if cfg is None:
-            home_dir = Path(home) if home is not None else Path(env.get("HOME") or Path.home())
-            default = home_dir / ".kube" / "config"
-            if not default.exists():
-                raise ConfigError("no API server: give --master or --kubeconfig (no in-cluster config, no ~/.kube/config)")
-            cfg = load_kubeconfig(default, context)
+        cfg = _default_chain(env, root, Path(home) if home is not None else home_dir(env), context)
     if master:
-        from dataclasses import replace
-
         cfg = replace(cfg, server=master.rstrip("/"), source=f"--master with {cfg.source}")
     return cfg
+
+
+def _default_chain(env: Mapping[str, str], root: str | Path, home: Path, context: str | None) -> ClientConfig:
+    paths = split_kubeconfig_env(env.get("KUBECONFIG"))
+    where = "$KUBECONFIG" if paths else "~/.kube/config"
+    if not paths:
+        paths = [str(home / ".kube" / "config")]
+    doc, used = load_merged(paths)
+    if not is_empty(doc):
+        cfg = parse_kubeconfig(doc, used[0].parent, context)
+        return replace(cfg, source=f"{where} {':'.join(map(str, used))} ({cfg.source})")
+    cfg_ic = in_cluster(env, root)
+    if cfg_ic is not None:
+        return cfg_ic
+    raise ConfigError(f"no API server: give --master or --kubeconfig ({where} ({':'.join(paths)}) configures "
+                      "nothing and there is no in-cluster service account)")

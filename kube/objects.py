@@ -12,8 +12,15 @@ updates with ``==`` and a tracker can diff snapshots cheaply.
 
 from __future__ import annotations
 
+import calendar
+import logging
+import re
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
+
+from prometheus_client import Counter
 
 from podnet.kube import validate as v
 
@@ -38,7 +45,19 @@ __all__ = [
     "object_key",
     "SERVICE_NAME_LABEL",
     "MAX_ENDPOINTS_PER_SLICE",
+    "LAST_CHANGE_TRIGGER_TIME",
+    "IGNORED_FIELDS",
+    "parse_rfc3339_ns",
+    "format_rfc3339_nano",
 ]
+
+log = logging.getLogger("podnet.kube")
+
+IGNORED_FIELDS = Counter(
+    "podnet_kube_ignored_fields_total",
+    "Optional fields dropped at the boundary because their value was invalid (the object itself was kept).",
+    ["resource", "field"],
+)
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # The API server caps a slice at 1000 endpoints; anything larger is hostile.
@@ -311,6 +330,52 @@ def _app_protocol(raw: Any) -> str:
 
 # --------------------------------------------------------------------------- EndpointSlice
 
+LAST_CHANGE_TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
+"""Set by the EndpointSlice controller: when the Pod/Service change behind this write happened."""
+
+_RFC3339 = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})\Z"
+)
+
+
+def parse_rfc3339_ns(text: Any) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 time with at most 9 fractional digits
+    (Go's ``time.RFC3339Nano``, which Kubernetes uses for annotations); ValueError otherwise."""
+    m = _RFC3339.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"not an RFC 3339 time: {str(text)[:64]!r}")
+    y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
+    secs = calendar.timegm(datetime(y, mo, d, h, mi, sec, tzinfo=timezone.utc).timetuple())  # checks ranges
+    zone = m.group(8)
+    if zone != "Z":
+        hh, mm = int(zone[1:3]), int(zone[4:6])
+        if hh > 23 or mm > 59:
+            raise ValueError(f"bad zone offset {zone!r}")
+        secs -= (1 if zone[0] == "+" else -1) * (hh * 3600 + mm * 60)
+    return secs * 1_000_000_000 + int((m.group(7) or "0").ljust(9, "0"))
+
+
+def format_rfc3339_nano(ns: int) -> str:
+    """``ns`` since the epoch as Go's ``t.UTC().Format(time.RFC3339Nano)`` (trailing zeros trimmed)."""
+    secs, frac = divmod(ns, 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return text + (f".{frac:09d}".rstrip("0") if frac else "") + "Z"
+
+
+def _trigger_time(meta: Mapping[str, Any], key: str) -> float | None:
+    """The slice's last-change-trigger-time as POSIX seconds, or None when absent.
+    A bad value is logged, counted in ``podnet_kube_ignored_fields_total`` and ignored."""
+    annotations = meta.get("annotations")
+    raw = annotations.get(LAST_CHANGE_TRIGGER_TIME) if isinstance(annotations, dict) else None
+    if raw is None:
+        return None
+    try:
+        return parse_rfc3339_ns(raw) / 1e9
+    except ValueError as e:
+        log.warning("EndpointSlice %s: ignoring annotation %s: %s", key, LAST_CHANGE_TRIGGER_TIME, e)
+        IGNORED_FIELDS.labels("endpointslices", LAST_CHANGE_TRIGGER_TIME).inc()
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class EndpointConditions:
@@ -353,6 +418,10 @@ class EndpointSlice:
     labels: Labels = ()
     uid: str = ""
     resource_version: str = field(default="", compare=False)
+    last_change_trigger_time: float | None = field(default=None, compare=False)
+    """The endpoints.kubernetes.io/last-change-trigger-time annotation as POSIX seconds;
+    None when absent or invalid. Not part of equality: a write that only moves this
+    annotation changes no endpoint (kube-proxy ignores such updates too)."""
 
     @property
     def key(self) -> str:
@@ -426,6 +495,7 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
             labels=meta.labels,
             uid=meta.uid,
             resource_version=meta.resource_version,
+            last_change_trigger_time=_trigger_time(raw["metadata"], key),
         )
     except (v.InvalidField, KeyError, TypeError) as e:
         raise InvalidObject("EndpointSlice", key, str(e)) from None

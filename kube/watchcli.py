@@ -54,7 +54,7 @@ def describe(obj: Any) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("resource", help="services (svc), endpointslices, nodes, namespaces or pods")
     p.add_argument("--master", help="API server URL (overrides the kubeconfig's)")
-    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config, then in-cluster)")
     p.add_argument("-n", "--namespace", help="only this namespace")
     p.add_argument("-l", "--selector", help="label selector")
     p.add_argument("--count", type=int, default=0, help="exit after this many lines")

@@ -8,6 +8,11 @@ newline-delimited JSON events (see :mod:`podnet.netlab.apiwatch`).
 
 Requests asking for ``as=Table`` (kubectl get) get ``meta.k8s.io/v1`` Tables
 (:mod:`podnet.netlab.tables`) for lists, single objects and watch events.
+
+Writes honour ``?fieldValidation=Strict|Warn|Ignore`` (default Warn) for
+unknown and repeated fields (:mod:`podnet.netlab.fieldvalidation`): Strict
+refuses them, Warn drops unknown fields and answers ``Warning`` headers,
+Ignore drops them silently.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from podnet.netlab import apikinds
+from podnet.netlab import apikinds, fieldvalidation
 from podnet.netlab.apikinds import BY_API_PATH, Kind
 from podnet.netlab.apistore import StatusError, Store, Watcher
 from podnet.netlab.apiwatch import open_watcher, stream_watch
@@ -37,6 +42,8 @@ __all__ = ["ApiHandlers"]
 log = logging.getLogger("podnet.netlab.apiserver")
 
 _JSON = "application/json"
+DUPLICATES = web.RequestKey("podnet_duplicates", list)
+"""Paths of keys repeated in the request's JSON body (for fieldValidation)."""
 OPENAPI_V2_EMPTY_PB = b"\n\x032.0"
 
 
@@ -251,7 +258,8 @@ class ApiHandlers:
                 raise StatusError(415, "UnsupportedMediaType",
                                   f"{e}; accepted media types include: application/json, application/yaml") from None
         try:
-            return json.loads(raw)
+            body, request[DUPLICATES] = fieldvalidation.loads_noting_duplicates(raw)
+            return body
         except ValueError:
             ctype = request.headers.get("Content-Type", "")
             if "yaml" in ctype:
@@ -267,18 +275,41 @@ class ApiHandlers:
     def _dry_run(request: web.Request) -> bool:
         return bool(request.query.getall("dryRun", []))
 
+    @staticmethod
+    def _field_directive(request: web.Request, options_kind: str) -> str:
+        return fieldvalidation.directive(request.query.get("fieldValidation"), options_kind)
+
+    @staticmethod
+    def _fields(request: web.Request, kind: Kind, obj: Any, how: str, verb: str, *, patch_type: str = "",
+                patch: Any = None) -> tuple[Any, list[str]]:
+        """(object to write, warnings) after field validation; StatusError under Strict."""
+        if not isinstance(obj, dict):
+            return obj, []
+        return fieldvalidation.check(kind.plural, kind.kind, kind.api_version.rpartition("/")[2], obj, how,
+                                     duplicates=request.get(DUPLICATES) or [], verb=verb,
+                                     patch_type=patch_type, patch=patch)
+
+    @staticmethod
+    def _warn(resp: web.Response, warnings: list[str]) -> web.Response:
+        for w in warnings:
+            resp.headers.add("Warning", fieldvalidation.warning_header(w))
+        return resp
+
     async def create(self, request: web.Request, kind: Kind, ns: str | None) -> web.Response:
-        prepared = self.registry.prepare_create(kind, await self._body(request), ns)
+        how = self._field_directive(request, "CreateOptions")
+        body, warnings = self._fields(request, kind, await self._body(request), how, "create")
+        prepared = self.registry.prepare_create(kind, body, ns)
         if self._dry_run(request):
             self.registry.release_allocations(prepared)
-            return _json(prepared.obj, 201)
-        return _json(self.registry.commit_create(kind, prepared), 201)
+            return self._warn(_json(prepared.obj, 201), warnings)
+        return self._warn(_json(self.registry.commit_create(kind, prepared), 201), warnings)
 
     async def replace(self, request: web.Request, kind: Kind, ns: str | None, name: str, sub: str | None) -> web.Response:
+        how = self._field_directive(request, "UpdateOptions")
         old = self._get(kind, ns, name)
-        body = await self._body(request)
+        body, warnings = self._fields(request, kind, await self._body(request), how, "update")
         expect = ((body or {}).get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
-        return self._update(request, kind, old, body, sub, expect)
+        return self._warn(self._update(request, kind, old, body, sub, expect), warnings)
 
     def _update(self, request: web.Request, kind: Kind, old: dict[str, Any], body: Any, sub: str | None,
                 expect: str | None) -> web.Response:
@@ -289,6 +320,7 @@ class ApiHandlers:
         return _json(self.registry.commit_update(kind, old, prepared, expect))
 
     async def patch(self, request: web.Request, kind: Kind, ns: str | None, name: str, sub: str | None) -> web.Response:
+        how = self._field_directive(request, "PatchOptions")
         old = self._get(kind, ns, name)
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
         body = await self._body(request)
@@ -307,10 +339,11 @@ class ApiHandlers:
             raise StatusError(422, "Invalid", f"the patch could not be applied: {e}") from None
         if not isinstance(new, dict):
             raise StatusError(422, "Invalid", "the patch did not produce an object")
+        new, warnings = self._fields(request, kind, new, how, "patch", patch_type=ctype, patch=body)
         meta = new.get("metadata")
         new_rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
         expect = new_rv if new_rv != old["metadata"].get("resourceVersion") else None
-        return self._update(request, kind, old, new, sub, expect)
+        return self._warn(self._update(request, kind, old, new, sub, expect), warnings)
 
     async def delete(self, request: web.Request, kind: Kind, ns: str | None, name: str) -> web.Response:
         grace = _int_param(request, "gracePeriodSeconds")

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from podnet.kube.objects import format_rfc3339_nano
 from podnet.netlab.allocators import AllocationError, CIDRAllocator
 from podnet.netlab.apistore import Event, Store
 from podnet.netlab.endpointslices import (
-    CONTROLLER_NAME, HEADLESS_LABEL, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, ZONE_LABEL, DesiredSlice, desired_slices,
-    selector_matches,
+    CONTROLLER_NAME, HEADLESS_LABEL, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, TRIGGER_TIME_ANNOTATION, ZONE_LABEL,
+    DesiredSlice, TriggerTimeTracker, desired_slices, selector_matches,
 )
 
 __all__ = ["NodeCIDRController", "EndpointSliceController"]
@@ -75,6 +76,7 @@ class EndpointSliceController:
         self.writes = 0
         self._index: dict[tuple[str, str], set[str]] = {}
         """(namespace, service) -> names of the slices this controller manages for it"""
+        self.trigger_times = TriggerTimeTracker()
 
     def _track(self, ev: Event) -> None:
         for obj, present in ((ev.old, False), (ev.obj, ev.type != "DELETED")):
@@ -146,12 +148,16 @@ class EndpointSliceController:
         existing = self._owned(ns, name)
         spec = (svc or {}).get("spec") or {}
         if svc is None or not spec.get("selector") or spec.get("type") == "ExternalName":
+            self.trigger_times.forget(ns, name)
             for s in existing:
                 self.store.delete("endpointslices", ns, s["metadata"]["name"])
                 self.writes += 1
             return
         zones = {n["metadata"]["name"]: _zone(n) for n in self.store.items("nodes") if _zone(n)}
-        desired = desired_slices(svc, self.store.items("pods", ns), zones, self.max_per_slice)
+        pods = list(self.store.items("pods", ns))
+        selected = [p for p in pods if selector_matches(spec["selector"], (p.get("metadata") or {}).get("labels"))]
+        trigger = self.trigger_times.compute(svc, selected)
+        desired = desired_slices(svc, pods, zones, self.max_per_slice)
         by_group: dict[tuple, list[dict[str, Any]]] = {}
         for s in existing:
             ports = tuple(tuple(sorted(p.items())) for p in s.get("ports") or ())
@@ -161,7 +167,7 @@ class EndpointSliceController:
         for want in desired:  # first pass: slices whose ports already match are updated in place
             pool = by_group.get(want.group) or []
             if pool:
-                self._write(svc, want, labels, pool.pop(0))
+                self._write(svc, want, labels, pool.pop(0), trigger)
             else:
                 unmatched.append(want)
         spare = [s for pool in by_group.values() for s in pool]
@@ -169,7 +175,7 @@ class EndpointSliceController:
             current = next((s for s in spare if s.get("addressType") == want.address_type), None)
             if current is not None:
                 spare.remove(current)
-            self._write(svc, want, labels, current)
+            self._write(svc, want, labels, current, trigger)
         for leftover in spare:
             self.store.delete("endpointslices", ns, leftover["metadata"]["name"])
             self.writes += 1
@@ -184,7 +190,9 @@ class EndpointSliceController:
             labels[HEADLESS_LABEL] = ""
         return labels
 
-    def _write(self, svc: dict[str, Any], want: DesiredSlice, labels: dict[str, str], current: dict[str, Any] | None) -> None:
+    def _write(self, svc: dict[str, Any], want: DesiredSlice, labels: dict[str, str], current: dict[str, Any] | None,
+               trigger: int = 0) -> None:
+        """Create or update one slice; a written slice carries the trigger time (removed when 0)."""
         meta = svc["metadata"]
         body = {
             "apiVersion": "discovery.k8s.io/v1",
@@ -195,9 +203,15 @@ class EndpointSliceController:
         }
         owner = [{"apiVersion": "v1", "kind": "Service", "name": meta["name"], "uid": meta.get("uid", ""),
                   "controller": True, "blockOwnerDeletion": True}]
+        annotations = {k: v for k, v in ((current or {}).get("metadata", {}).get("annotations") or {}).items()
+                       if k != TRIGGER_TIME_ANNOTATION}
+        if trigger:
+            annotations[TRIGGER_TIME_ANNOTATION] = format_rfc3339_nano(trigger)
         if current is None:
             body["metadata"] = {"generateName": f"{meta['name']}-", "namespace": meta["namespace"],
                                 "labels": labels, "ownerReferences": owner}
+            if annotations:
+                body["metadata"]["annotations"] = annotations
             body["metadata"]["name"] = self._free_name(meta["namespace"], meta["name"])
             del body["metadata"]["generateName"]
             self.store.create("endpointslices", body)
@@ -208,7 +222,9 @@ class EndpointSliceController:
         )
         if same:
             return
-        new_meta = {**current["metadata"], "labels": labels, "ownerReferences": owner}
+        new_meta = {**current["metadata"], "labels": labels, "ownerReferences": owner, "annotations": annotations}
+        if not annotations:
+            del new_meta["annotations"]
         self.store.update("endpointslices", {**current, **body, "metadata": new_meta})
         self.writes += 1
 

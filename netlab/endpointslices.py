@@ -15,7 +15,9 @@ Follows the Kubernetes EndpointSlice controller:
   without it gets no entry for that port), so pods that resolve differently
   land in different slices; each group is cut into slices of at most
   ``max_per_slice`` endpoints, sorted by pod name (stable, minimal churn);
-- a Service with no endpoints in a family gets one empty placeholder slice.
+- a Service with no endpoints in a family gets one empty placeholder slice;
+- every slice written gets ``endpoints.kubernetes.io/last-change-trigger-time``
+  from :class:`TriggerTimeTracker` (the controller's TriggerTimeTracker).
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from podnet.kube.objects import LAST_CHANGE_TRIGGER_TIME, parse_rfc3339_ns
+
 __all__ = ["DesiredSlice", "desired_slices", "MANAGED_BY_LABEL", "CONTROLLER_NAME", "SERVICE_NAME_LABEL",
-           "HEADLESS_LABEL", "ZONE_LABEL", "selector_matches"]
+           "HEADLESS_LABEL", "ZONE_LABEL", "selector_matches", "TriggerTimeTracker", "TRIGGER_TIME_ANNOTATION"]
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 CONTROLLER_NAME = "endpointslice-controller.k8s.io"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
 ZONE_LABEL = "topology.kubernetes.io/zone"
+TRIGGER_TIME_ANNOTATION = LAST_CHANGE_TRIGGER_TIME
 
 
 @dataclass(frozen=True)
@@ -157,3 +162,62 @@ def desired_slices(
             for i in range(0, len(eps), max_per_slice):
                 out.append(DesiredSlice(family, g[1], tuple(eps[i : i + max_per_slice])))
     return out
+
+
+def _time_ns(raw: Any) -> int:
+    """An RFC 3339 API time in ns, 0 (Go's zero time) when absent or unparsable."""
+    try:
+        return parse_rfc3339_ns(raw)
+    except ValueError:
+        return 0
+
+
+def pod_trigger_time(pod: Mapping[str, Any]) -> int:
+    """The pod change that (will) change the slices: its Ready condition's lastTransitionTime."""
+    for c in (pod.get("status") or {}).get("conditions") or ():
+        if isinstance(c, dict) and c.get("type") == "Ready":
+            return _time_ns(c.get("lastTransitionTime"))
+    return 0
+
+
+class TriggerTimeTracker:
+    """The EndpointSlice controller's TriggerTimeTracker (pkg/controller/util/endpoint).
+
+    :meth:`compute` is called once per reconcile of a Service, with the Service
+    and its selected pods, and returns the trigger time (ns since the epoch) to
+    write on the slices this reconcile creates or updates; 0 means "no new
+    trigger": the annotation is removed. The first reconcile of a Service
+    returns its creationTimestamp; later ones return the earliest pod trigger
+    time (Ready condition lastTransitionTime) or Service trigger time
+    (creationTimestamp) that moved forward since the previous reconcile.
+    """
+
+    def __init__(self) -> None:
+        self._state: dict[tuple[str, str], tuple[dict[str, int], int]] = {}
+        """(namespace, service) -> (pod name -> last pod trigger time, last service trigger time)"""
+
+    def compute(self, svc: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> int:
+        meta = svc["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        known = key in self._state
+        last_pods, last_svc = self._state.get(key, ({}, 0))
+        changed: list[int] = []
+        pod_times: dict[str, int] = {}
+        for pod in pods:
+            t = pod_trigger_time(pod)
+            if t:
+                name = pod["metadata"]["name"]
+                pod_times[name] = t
+                if t > last_pods.get(name, 0):
+                    changed.append(t)
+        svc_time = _time_ns(meta.get("creationTimestamp"))
+        if svc_time > last_svc:
+            changed.append(svc_time)
+        self._state[key] = (pod_times, svc_time)
+        if not known:
+            return svc_time  # a new Service: its creation
+        return min(changed, default=0)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The Service is gone (DeleteService)."""
+        self._state.pop((namespace, name), None)

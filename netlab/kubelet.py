@@ -162,14 +162,18 @@ class Kubelet:
             "phase": "Running", "hostIP": self.node_ip, "hostIPs": [{"ip": self.node_ip}],
             "podIP": sb.ips[0] if sb.ips else None, "podIPs": [{"ip": ip} for ip in sb.ips],
             "startTime": started,
-            "conditions": [{"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}],
+            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": started},
+                           {"type": "PodScheduled", "status": "True"}],
         })
         await sb.start(pod_command(pod), self.run_dir / "logs" / f"pod-{ns}-{name}.log")
         sb.monitor = asyncio.create_task(self._monitor(key, sb))
         self._save(sb)
         await sb.wait_ready(readiness_target(pod))
+        # The moment Ready turned true (second precision, as metav1.Time): the EndpointSlice
+        # controller takes its last-change-trigger-time from it.
+        became_ready = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         await self._patch_status(ns, name, {
-            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started},
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": became_ready},
                            {"type": "ContainersReady", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
         })
         sb.ready = True

@@ -45,10 +45,18 @@ def _cidrs(text: str) -> tuple[str, ...]:
         c = c.strip()
         if not c:
             continue
-        if c in ("primary", "all"):
-            continue
         out.append(str(ipaddress.ip_network(c, strict=False)))
     return tuple(out)
+
+
+def _nodeport_addresses(entries: Sequence[str]) -> tuple[str, ...]:
+    """CIDRs and the keywords primary, localhost, all (resolved at start-up, node.py)."""
+    from podnet.proxy import nodeports
+
+    try:
+        return nodeports.parse(e for entry in entries for e in str(entry).split(","))
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,7 +68,8 @@ def parser() -> argparse.ArgumentParser:
     a("--hostname-override", help="this node's name (default: hostname)")
     a("--cluster-cidr", help="pod CIDR(s), comma separated; traffic from outside is masqueraded")
     a("--masquerade-all", action="store_true", default=None)
-    a("--nodeport-addresses", help="CIDRs whose local addresses accept NodePorts (default all)")
+    a("--nodeport-addresses", help="CIDRs whose local addresses accept NodePorts, and/or the keywords primary "
+      "(the node's primary IPs per its Node object), localhost, all (default: every local address)")
     a("--iptables-sync-period", type=parse_duration)
     a("--iptables-min-sync-period", type=parse_duration)
     a("--iptables-masquerade-bit", type=int)
@@ -98,7 +107,7 @@ def build_config(args: argparse.Namespace) -> Config:
         cfg.hostname_override = f.get("hostnameOverride") or cfg.hostname_override
         cfg.cluster_cidr = _cidrs(f.get("clusterCIDR") or "")
         cfg.masquerade_all = bool(ipt.get("masqueradeAll", False))
-        cfg.nodeport_addresses = _cidrs(",".join(f.get("nodePortAddresses") or []))
+        cfg.nodeport_addresses = _nodeport_addresses(f.get("nodePortAddresses") or [])
         if ipt.get("syncPeriod"):
             cfg.sync_period = parse_duration(ipt["syncPeriod"])
         if ipt.get("minSyncPeriod"):
@@ -120,7 +129,7 @@ def build_config(args: argparse.Namespace) -> Config:
     if args.masquerade_all is not None:
         cfg.masquerade_all = True
     if args.nodeport_addresses:
-        cfg.nodeport_addresses = _cidrs(args.nodeport_addresses)
+        cfg.nodeport_addresses = _nodeport_addresses([args.nodeport_addresses])
     if args.iptables_sync_period is not None:
         cfg.sync_period = args.iptables_sync_period
     if args.iptables_min_sync_period is not None:
@@ -167,10 +176,13 @@ async def _serve(cfg: Config, once: bool) -> int:
     from podnet.kube.client import ApiClient
     from podnet.proxy import node
 
-    families = await node.family_proxiers(cfg)
-    daemon = Daemon(cfg, families, addresses=node.local_addresses)
     client = ApiClient.from_flags(master=cfg.master, kubeconfig=cfg.kubeconfig)
     async with client:
+        primary: tuple[str, ...] = ()
+        if "primary" in cfg.nodeport_addresses:
+            primary = await node.fetch_primary_ips(client, cfg.hostname_override)
+        families = await node.family_proxiers(cfg, primary)
+        daemon = Daemon(cfg, families, addresses=node.local_addresses)
         services, slices, nodes = real_informers(client, cfg.hostname_override)
         daemon.attach(services, slices, nodes)
         if once:

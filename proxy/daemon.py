@@ -66,7 +66,7 @@ class Daemon:
         self.addresses = addresses
         """Local addresses of one family, re-read every sync period (None: never)."""
         self.clock = clock or MonotonicClock()
-        self.proxier = Proxier(families)
+        self.proxier = Proxier(families, wall)
         self.pacer = Pacer(cfg.min_sync_period, cfg.sync_period, cfg.sync_period)
         self.runner = SyncRunner(self._sync, self.pacer, self.clock)
         self.health = ProxyHealth(2 * cfg.sync_period, wall, tuple(f.label for f in families))

@@ -29,6 +29,7 @@ exact-match rules, i.e. the same shape as kube-proxy's.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Iterable
 
 from podnet.proxy import names
@@ -51,10 +52,17 @@ def build_tree(
     """
     by_ip: dict[int, list[str]] = {}
     width = 32
-    for ip, rule in entries:
-        addr = ipaddress.ip_address(ip)
-        width = addr.max_prefixlen
-        by_ip.setdefault(int(addr), []).append(rule)
+    pton, from_bytes = socket.inet_pton, int.from_bytes
+    for ip, rule in entries:  # validated canonical IPs of one family (podnet.kube)
+        if ":" in ip:
+            width, key = 128, from_bytes(pton(socket.AF_INET6, ip), "big")
+        else:
+            width, key = 32, from_bytes(pton(socket.AF_INET, ip), "big")
+        rules = by_ip.get(key)
+        if rules is None:
+            by_ip[key] = [rule]
+        else:
+            rules.append(rule)
     chains: dict[str, list[str]] = {root: []}
     _fill(chains, table, root, root, sorted(by_ip), by_ip, width, leaf)
     return chains

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import AsyncIterator, Protocol, Sequence
+
+from podnet.proxy.feeder import PipeFeeder
 
 log = logging.getLogger("podnet.proxy")
 
@@ -142,42 +145,74 @@ class IptablesRunner:
     async def restore_stream(self, chunks: AsyncIterator[str]) -> None:
         """Like :meth:`restore`, but the text is written while it is still being
         produced, so computing rules (this process) and parsing them
-        (iptables-restore) overlap on two cores. Still one atomic restore."""
-        sent: list[str] = []
+        (iptables-restore) overlap on two cores. Still one atomic restore.
+
+        Writes make the producer wait only once it is ``RUN_AHEAD`` (4 MiB)
+        ahead (:class:`PipeFeeder`: the loop's pipe transport over an enlarged
+        pipe), so iptables-restore has input queued whenever the producer
+        computes, and memory stays bounded. If the
+        producer raises, the child is killed before it reads end-of-file, so a
+        half-written input is never committed.
+        """
+        sent: list[bytes] = []
         async with _WRITE_LOCK:
-            proc = await asyncio.create_subprocess_exec(
-                *self.prefix, self._restore, "--noflush", "--wait",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            )
-            assert proc.stdin is not None and proc.stderr is not None
+            rfd, wfd = os.pipe()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self.prefix, self._restore, "--noflush", "--wait",
+                    stdin=rfd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                )
+            except BaseException:
+                os.close(wfd)
+                raise
+            finally:
+                os.close(rfd)
+            assert proc.stderr is not None
+            errors = asyncio.ensure_future(proc.stderr.read())  # drained all along: a chatty child never blocks
+            try:
+                feeder = await PipeFeeder.open(wfd)
+            except BaseException:
+                os.close(wfd)
+                proc.kill()
+                await proc.wait()
+                errors.cancel()
+                raise
             buf: list[str] = []
             size = 0
             try:
                 async for chunk in chunks:
                     buf.append(chunk)
                     size += len(chunk)
-                    if size >= 1 << 16:
-                        data = "".join(buf)
+                    if size >= 1 << 15:
+                        data = "".join(buf).encode()
                         sent.append(data)
-                        proc.stdin.write(data.encode())
-                        await proc.stdin.drain()
+                        feeder.put(data)
                         buf, size = [], 0
-                data = "".join(buf)
+                        if feeder.full:
+                            await feeder.room()
+                        if feeder.broken:  # the child exited early (an error): stop producing
+                            aclose = getattr(chunks, "aclose", None)
+                            if aclose is not None:
+                                await aclose()
+                            break
+                data = "".join(buf).encode()
                 sent.append(data)
-                proc.stdin.write(data.encode())
-                await proc.stdin.drain()
-                proc.stdin.close()
-            except (BrokenPipeError, ConnectionResetError):
-                pass
+                feeder.put(data)
+                await feeder.finish()
             except BaseException:
                 proc.kill()  # never commit a half-written input
+                feeder.abort()
                 await proc.wait()
+                errors.cancel()
                 raise
-            err = (await proc.stderr.read()).decode(errors="replace")
+            err = (await errors).decode(errors="replace")
             rc = await proc.wait()
+        if rc == 0 and feeder.broken:
+            rc, err = 1, "iptables-restore stopped reading before the end of its input"
         if rc != 0:
             m = re.search(r"line:? (\d+)", err)
-            raise RestoreError(f"{self._restore}: exit {rc}: {err.strip()[:500]}", "".join(sent), int(m.group(1)) if m else None)
+            text = b"".join(sent).decode(errors="replace")
+            raise RestoreError(f"{self._restore}: exit {rc}: {err.strip()[:500]}", text, int(m.group(1)) if m else None)
 
     async def save(self) -> str:
         rc, out, _ = await _exec([*self.prefix, self._save])
@@ -218,3 +253,4 @@ class IptablesRunner:
     async def has_chain(self, table: str, chain: str) -> bool:
         rc, _, _ = await self._iptables_cmd("-t", table, "-S", chain)
         return rc == 0
+

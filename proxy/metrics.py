@@ -33,4 +33,9 @@ CONNTRACK_DURATION = Histogram("kubeproxy_conntrack_reconciler_sync_duration_sec
 CONNTRACK_DELETED = Counter("kubeproxy_conntrack_reconciler_deleted_entries_total", "Cumulative conntrack flows deleted by the reconciler", ["ip_family"])
 
 ENDPOINTS_TRUNCATED = Counter("podnet_proxy_endpoints_truncated_total", "Endpoints left out because a service port exceeded the per-port bound")
+CHANGE_TO_PROGRAMMED = Histogram(
+    "podnet_proxy_change_to_programmed_seconds",
+    "From the first Service/EndpointSlice event this proxy queued to the rules in the kernel",
+    ["ip_family"], buckets=_NP_BUCKETS,
+)
 CANARY_LOST = Counter("podnet_proxy_canary_lost_total", "Foreign flushes of podnet tables detected (canary chain missing)", ["table", "ip_family"])

@@ -11,6 +11,7 @@ same inputs, under podnet's own prefixes.
 from __future__ import annotations
 
 import hashlib
+from typing import Callable
 
 PREFIX = "PODNET-"
 MAX_CHAIN_NAME = 28
@@ -76,6 +77,13 @@ def firewall_chain(service_port: str, protocol: str) -> str:
 def endpoint_chain(service_port: str, protocol: str, endpoint: str) -> str:
     """One endpoint (``ip:port``) of one service port."""
     return "PODNET-SEP-" + _hash(service_port + protocol.lower() + endpoint)
+
+
+def endpoint_chain_namer(service_port: str, protocol: str) -> Callable[[str], str]:
+    """``endpoint_chain`` for many endpoints of one service port (lower-case
+    ``protocol``): the shared part of the hashed text is built once."""
+    base = service_port + protocol.lower()
+    return lambda endpoint: "PODNET-SEP-" + _hash(base + endpoint)
 
 
 def dispatch_chain(table: str, root: str, network: str) -> str:

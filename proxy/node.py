@@ -7,11 +7,14 @@ the node's namespace (``ip netns exec <node> podnet-proxy ...``).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-import logging
 import json
+import logging
 from pathlib import Path
+from typing import Any, Awaitable, Callable
 
+from podnet.proxy import nodeports
 from podnet.proxy.conntrack import ConntrackTool, Reconciler
 from podnet.proxy.daemon import Config
 from podnet.proxy.iptables import IptablesRunner, _exec, detect_mode
@@ -55,11 +58,44 @@ def warn_bridge_netfilter() -> None:
                     "replies between pods on one bridge bypass the service NAT (hairpin and same-node traffic)")
 
 
-async def family_proxiers(cfg: Config) -> list[FamilyProxier]:
+async def fetch_primary_ips(client: Any, node_name: str, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                            attempts: int = 6) -> tuple[str, ...]:
+    """The node's primary IPs from its Node object, retried like kube-proxy's getNodeIPs
+    (6 tries, 1 s doubling, ~31 s); () when the Node or its addresses cannot be had."""
+    from podnet.kube import resources
+
+    delay = 1.0
+    for i in range(attempts):
+        try:
+            node = resources.convert(resources.NODES, await client.get(resources.NODES, node_name))
+            ips = nodeports.primary_ips(node)
+            if ips:
+                log.info("node %s: primary IPs %s (--nodeport-addresses primary)", node_name, ", ".join(ips))
+                return ips
+            log.warning("node %s has no InternalIP/ExternalIP yet", node_name)
+        except Exception as e:  # noqa: BLE001 - API away or Node missing: retry, then fall back
+            log.warning("cannot read Node %s: %s", node_name, e)
+        if i + 1 < attempts:
+            await sleep(delay)
+            delay *= 2
+    return ()
+
+
+def nodeport_cidrs(cfg: Config, primary: tuple[str, ...]) -> dict[int, tuple[str, ...]]:
+    """NodeContext.nodeport_cidrs per family from --nodeport-addresses (keywords resolved)."""
+    resolved = nodeports.resolve(cfg.nodeport_addresses, primary)
+    if cfg.nodeport_addresses and not resolved:
+        log.warning("--nodeport-addresses %s resolved to no address (no primary node IP); NodePorts are "
+                    "accepted on every local address, as kube-proxy does", ",".join(cfg.nodeport_addresses))
+    return {fam: nodeports.for_family(resolved, fam) for fam in (4, 6)}
+
+
+async def family_proxiers(cfg: Config, primary: tuple[str, ...] = ()) -> list[FamilyProxier]:
     warn_bridge_netfilter()
     mode = await detect_mode()
     log.info("iptables backend: %s (only this one is written)", mode)
     fams = cfg.ip_families or ((4, 6) if await _family_works("ip6tables", mode) else (4,))
+    np_cidrs = nodeport_cidrs(cfg, primary)
     out = []
     for fam in fams:
         ctx = NodeContext(
@@ -67,12 +103,10 @@ async def family_proxiers(cfg: Config) -> list[FamilyProxier]:
             cluster_cidrs=tuple(c for c in cfg.cluster_cidr if cidr_family(c) == fam),
             masquerade_all=cfg.masquerade_all,
             node_ips=await local_addresses(fam),
-            nodeport_cidrs=tuple(c for c in cfg.nodeport_addresses if cidr_family(c) == fam),
+            nodeport_cidrs=np_cidrs[fam],
             localhost_nodeports=cfg.localhost_nodeports,
             masq_mark=1 << cfg.masquerade_bit,
         )
-        if cfg.nodeport_addresses and not ctx.nodeport_cidrs:
-            ctx = NodeContext(**{**ctx.__dict__, "nodeport_cidrs": ("0.0.0.0/32",) if fam == 4 else ("::/128",)})
         out.append(
             FamilyProxier(
                 IptablesRunner(fam, mode),

@@ -91,33 +91,32 @@ def _proto(sp: ServicePortInfo) -> str:
     return f"-p {p} -m {p}"
 
 
+_PROBABILITIES: dict[int, str] = {}
+
+
 def _probability(n_left: int) -> str:
-    return f"{1.0 / n_left:0.10f}"
+    """kube-proxy's ``%0.10f`` of 1/n, memoized (n is bounded by max endpoints)."""
+    p = _PROBABILITIES.get(n_left)
+    if p is None:
+        p = _PROBABILITIES[n_left] = f"{1.0 / n_left:0.10f}"
+    return p
 
 
 def _balance(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], seps: dict[int, str]) -> list[str]:
     """Affinity checks first, then equal-probability jumps (1/(n-i))."""
+    chains = [seps[id(ep)] for ep in eps]
     rules = []
     if sp.affinity_timeout is not None:
-        for ep in eps:
-            sep = seps[id(ep)]
-            rules.append(f"-m recent --name {sep} --rcheck --seconds {sp.affinity_timeout} --reap -j {sep}")
-    for i, ep in enumerate(eps):
-        sep = seps[id(ep)]
-        left = len(eps) - i
+        seconds = sp.affinity_timeout
+        rules = [f"-m recent --name {sep} --rcheck --seconds {seconds} --reap -j {sep}" for sep in chains]
+    left = len(chains)
+    for sep in chains:
         if left > 1:
             rules.append(f"-m statistic --mode random --probability {_probability(left)} -j {sep}")
         else:
             rules.append(f"-j {sep}")
+        left -= 1
     return rules
-
-
-def _endpoint(sp: ServicePortInfo, ep: EndpointInfo, sep: str, ctx: NodeContext) -> tuple[str, ...]:
-    recent = f" -m recent --name {sep} --set" if sp.affinity_timeout is not None else ""
-    return (
-        f"-s {ep.ip}/{ctx.host_prefix} -j {n.MARK_MASQ}",
-        f"{_proto(sp)}{recent} -j DNAT --to-destination {ep}",
-    )
 
 
 def service_rules(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeContext) -> ServiceRules:
@@ -145,7 +144,12 @@ def service_rules(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeC
 
     # Endpoint chains, keyed by object identity: cluster/local are sub-tuples of eps.
     proto_l = proto.lower()
-    seps = {id(e): n.endpoint_chain(spn, proto_l, str(e)) for e in cat.cluster + cat.local}
+    if ctx.family == 4:
+        addresses = {id(e): f"{e.ip}:{e.port}" for e in cat.cluster + cat.local}
+    else:
+        addresses = {id(e): str(e) for e in cat.cluster + cat.local}
+    sep_of = n.endpoint_chain_namer(spn, proto_l)
+    seps = {k: sep_of(a) for k, a in addresses.items()}
     used: set[int] = set()
     if cat.cluster and (not sp.itp_local or sp.externally_reachable):
         nat[svc] = tuple((head if internal_chain == svc else []) + _balance(sp, cat.cluster, seps))
@@ -194,9 +198,15 @@ def service_rules(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeC
         filter_nodeports.append(
             f'-p tcp -m tcp --dport {sp.hc_node_port} -m comment --comment "{spn} health check node port" -j ACCEPT'
         )
-    for ep in eps:  # already in address order
-        if id(ep) in used:
-            nat[seps[id(ep)]] = _endpoint(sp, ep, seps[id(ep)], ctx)
+    proto_m = _proto(sp)
+    masq = f"/{hp} -j {n.MARK_MASQ}"
+    affinity = sp.affinity_timeout is not None
+    for ep in eps:  # already in address order; the SEP chain: hairpin masquerade, then the DNAT
+        k = id(ep)
+        if k in used:
+            sep = seps[k]
+            recent = f" -m recent --name {sep} --set" if affinity else ""
+            nat[sep] = (f"-s {ep.ip}{masq}", f"{proto_m}{recent} -j DNAT --to-destination {addresses[k]}")
     return ServiceRules(
         nat_chains=nat,
         nat_dispatch=tuple(dispatch),

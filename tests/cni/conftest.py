@@ -227,3 +227,9 @@ def _tcp_peer_seen(server_ns, server_ip, client_ns) -> str:
 def tcp_peer_seen():
     """(server netns, server ip, client netns) -> the peer address the server saw."""
     return _tcp_peer_seen
+
+
+@pytest.fixture
+def tcp_pair() -> str:
+    """The TCP server/client script (``serve ADDR`` prints "ready", answers each client with the peer address it saw)."""
+    return TCP_PAIR

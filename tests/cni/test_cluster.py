@@ -52,11 +52,17 @@ def routes(node) -> dict[str, str]:
     return out
 
 
-@pytest.fixture
-def fabric(pool):
+def underlay(pool, ipv6: bool):
+    """A switch netns (bridge, the API address) and two node namespaces on it.
+
+    Nodes are ``(netns, "192.168.77.<i>")``, or with ``ipv6`` ``(netns, (v4, "fd00:77::<i>"))``
+    (no DAD, so routes work at once).
+    """
     sw = pool.netns("sw")
     sw.ip("link", "add", "br0", "type", "bridge")
     sw.ip("addr", "add", f"{API_IP}/24", "dev", "br0")
+    if ipv6:
+        sw.ip("addr", "add", "fd00:77::1/64", "dev", "br0", "nodad")
     sw.ip("link", "set", "br0", "up")
     nodes = []
     for i in (11, 12):
@@ -64,8 +70,15 @@ def fabric(pool):
         pool.veth(n, "eth0", sw, f"port{i}")
         sw.ip("link", "set", f"port{i}", "master", "br0")
         n.ip("addr", "add", f"192.168.77.{i}/24", "dev", "eth0")
-        nodes.append((n, f"192.168.77.{i}"))
+        if ipv6:
+            n.ip("addr", "add", f"fd00:77::{i}/64", "dev", "eth0", "nodad")
+        nodes.append((n, (f"192.168.77.{i}", f"fd00:77::{i}") if ipv6 else f"192.168.77.{i}"))
     return sw, nodes
+
+
+@pytest.fixture
+def fabric(pool):
+    return underlay(pool, ipv6=False)
 
 
 async def test_two_nodes_host_gw_without_nat(fabric, make_node, pool, tcp_peer_seen):
@@ -135,3 +148,70 @@ def test_masquerade_only_for_traffic_leaving_the_cluster(make_node, pool, tcp_pe
     assert "-A PODNET-MASQ -d 10.244.0.0/16 -j RETURN" in node_ns.run("iptables", "-t", "nat", "-S")
     assert tcp_peer_seen(outside, "192.168.99.2", a) == "192.168.99.1"
     assert tcp_peer_seen(b, b_ip, a) == a_ip
+
+
+def dual_node_obj(name: str, ips: tuple[str, ...], cidrs: tuple[str, ...]) -> dict:
+    return {"metadata": {"name": name}, "spec": {"podCIDR": cidrs[0], "podCIDRs": list(cidrs)},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip} for ip in ips]}}
+
+
+@pytest.fixture
+def dual_fabric(pool):
+    """Like ``fabric``, with IPv6 on the underlay too (fd00:77::/64)."""
+    return underlay(pool, ipv6=True)
+
+
+CROSS_NODE_CASES = [
+    pytest.param(("fd00:10:1::/64",), ("fd00:10:2::/64",), id="ipv6-only"),
+    pytest.param(("10.244.1.0/24", "fd00:10:1::/64"), ("10.244.2.0/24", "fd00:10:2::/64"), id="dual-stack"),
+    pytest.param(("fd00:10:1::/64", "10.244.1.0/24"), ("fd00:10:2::/64", "10.244.2.0/24"), id="dual-stack-v6-first"),
+]
+
+
+@pytest.mark.parametrize(("cidrs1", "cidrs2"), CROSS_NODE_CASES)
+async def test_cross_node_ipv6_and_dual_stack_without_nat(dual_fabric, make_node, pool, tcp_peer_seen,
+                                                         cidrs1, cidrs2):
+    """Pods on two nodes talk over every family of their pod CIDRs; the server sees the client's pod IP."""
+    sw, nsips = dual_fabric
+    extra = ["--master", f"http://{API_IP}:{API_PORT}", "--route-interval", "0.5"]
+    sock = listening_socket(sw.name, API_IP, API_PORT)
+    api = await LabApiServer(cluster_cidr="10.244.0.0/16").start(["127.0.0.1:0"], sockets=[sock])
+    client = ApiClient.from_url(api.url)
+    try:
+        n1 = make_node((), extra, ns=nsips[0][0])
+        n2 = make_node((), extra, ns=nsips[1][0])
+        for node, (_, ips), cidrs in zip((n1, n2), nsips, (cidrs1, cidrs2)):
+            await client.create(resources.NODES, dual_node_obj(node.ns.name, ips, cidrs))
+        for node in (n1, n2):
+            await eventually(lambda: node.cni("STATUS", version="1.1.0")[0] == 0, "STATUS 0")
+
+        def all_routes(node) -> dict[str, str]:
+            out = routes(node)
+            for line in node.ns.ip("-o", "-6", "route", "show", "proto", "150").splitlines():
+                f = line.split()
+                out[f[1] if f[0] == "blackhole" else f[0]] = "blackhole" if f[0] == "blackhole" else f[f.index("via") + 1]
+            return out
+
+        peer = {cidr: ip for ip in nsips[1][1] for cidr in cidrs2 if (":" in ip) == (":" in cidr)}
+        want1 = {**{c: "blackhole" for c in cidrs1}, **peer}
+        await eventually(lambda: all_routes(n1) == want1, "n1 routes")
+        assert n1.ns.run("sysctl", "-n", "net.ipv6.conf.all.forwarding").strip() == "1"
+
+        pa, pb = pool.netns("pa"), pool.netns("pb")
+        code, ra = await asyncio.to_thread(n1.cni, "ADD", "a", pa.path)
+        assert code == 0, ra
+        code, rb = await asyncio.to_thread(n2.cni, "ADD", "b", pb.path)
+        assert code == 0, rb
+        a_ips = [ip["address"].split("/")[0] for ip in ra["ips"]]
+        b_ips = [ip["address"].split("/")[0] for ip in rb["ips"]]
+        assert len(a_ips) == len(b_ips) == len(cidrs1)
+        for a_ip, b_ip in zip(a_ips, b_ips):
+            assert await asyncio.to_thread(tcp_peer_seen, pb, b_ip, pa) == a_ip
+            assert await asyncio.to_thread(tcp_peer_seen, pa, a_ip, pb) == b_ip
+
+        assert await asyncio.to_thread(n1.cni, "DEL", "a", pa.path) == (0, None)
+        assert await asyncio.to_thread(n2.cni, "DEL", "b", pb.path) == (0, None)
+        assert n1.host_veths() == [] and n2.host_veths() == [] and n1.reservations() == []
+    finally:
+        await client.close()
+        await api.stop()

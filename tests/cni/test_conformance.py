@@ -126,6 +126,44 @@ except OSError as e: print("error", e)
     return out
 
 
+def _nth(node, n: int) -> str:
+    return node.pod_cidrs[0].rsplit(".", 1)[0] + f".{n}"
+
+
+def requested_ip_cni_args(node, pool, tmp):
+    """podman's --ip: CNI_ARGS IP=."""
+    pod = pool.netns("p")
+    want = _nth(node, 50)
+    code, res = node.cni("ADD", "a1", pod.path, env={"CNI_ARGS": f"IgnoreUnknown=1;IP={want}"})
+    return (code, res["ips"][0]["address"].split("/")[0] == want, f"inet {want}/" in pod.ip("addr", "show", "eth0"))
+
+
+def requested_ip_runtime_config(node, pool, tmp):
+    """The ips capability, as libcni and multus pass it (CIDR form)."""
+    pod = pool.netns("p")
+    want = _nth(node, 51)
+    code, res = node.cni("ADD", "a1", pod.path, runtimeConfig={"ips": [f"{want}/24"]})
+    return (code, res["ips"][0]["address"].split("/")[0] == want)
+
+
+def requested_mac(node, pool, tmp):
+    pod = pool.netns("p")
+    code, _ = node.cni("ADD", "a1", pod.path, env={"CNI_ARGS": "IgnoreUnknown=1;MAC=02:00:00:00:77:50"})
+    return (code, "02:00:00:00:77:50" in pod.ip("link", "show", "eth0"))
+
+
+def requested_ip_outside_range(node, pool, tmp):
+    code, out = node.cni("ADD", "a1", pool.netns("p").path, env={"CNI_ARGS": "IgnoreUnknown=1;IP=10.9.9.9"})
+    return (code, "10.9.9.9" in out["msg"], node.reservations(), len(node.host_veths()))
+
+
+def requested_ip_taken(node, pool, tmp):
+    env = {"CNI_ARGS": f"IgnoreUnknown=1;IP={_nth(node, 52)}"}
+    first = node.cni("ADD", "a1", pool.netns("p").path, env=env)[0]
+    code, out = node.cni("ADD", "a2", pool.netns("p").path, env=env)
+    return (first, code, _nth(node, 52) in out["msg"], len(node.reservations()), len(node.host_veths()))
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -149,6 +187,15 @@ CASES = [
     Case("version-verb", version_verb, "SAME", (0, True)),
     Case("add-netns-missing", add_netns_missing, "SAME", (True, [])),
     Case("pod-reaches-gateway", pod_reaches_gateway_and_node, "SAME", "refused"),
+    Case("requested-ip-cni-args", requested_ip_cni_args, "SAME", (0, True, True)),
+    Case("requested-ip-runtime-config", requested_ip_runtime_config, "SAME", (0, True)),
+    Case("requested-mac-cni-args", requested_mac, "SAME", (0, True)),
+    Case("requested-ip-outside-range", requested_ip_outside_range, "BETTER", (999, True, [], 1), (4, True, [], 0),
+         "both refuse and name the address; the reference answers 999 and leaves its host veth behind; podnet "
+         "answers 4 (CNI_ARGS is the bad variable) and leaves nothing"),
+    Case("requested-ip-taken", requested_ip_taken, "BETTER", (0, 999, True, 1, 2), (0, 11, True, 1, 1),
+         "both refuse and name the address; the reference answers 999 and leaves a second host veth; podnet "
+         "answers 11 (try again later: usually the old sandbox's DEL has not run yet) and rolls back"),
     Case("duplicate-ifname", duplicate_ifname, "DIFFERENT", (999, True, [], []), (4, True, [], []),
          "both refuse and roll back; podnet uses code 4 (CNI_IFNAME is the bad variable) instead of 999"),
     Case("del-netns-not-a-netns", del_netns_not_a_netns, "BETTER", (False, 1), (True, 0),

@@ -221,3 +221,30 @@ def test_compiled_shim_end_to_end(make_node, pool):
     assert node.cni("ADD", netns=pod.path)[0] == 4
     assert node.cni("DEL", netns=pod.path) == (0, None)
     assert node.reservations() == [] and node.host_veths() == []
+
+
+REQUESTS = [
+    ("cni-args-podman", {"env": {"CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAME=x;MAC=02:00:00:00:77:50;IP=10.244.1.50"}},
+     "10.244.1.50/32", "02:00:00:00:77:50"),
+    ("runtimeConfig-capabilities", {"runtimeConfig": {"ips": ["10.244.1.51/24", "fd00:1::51/64"],
+                                                      "mac": "02:00:00:00:77:51"}},
+     "10.244.1.51/32", "02:00:00:00:77:51"),
+]
+
+
+@pytest.mark.parametrize("kw,want_ip,want_mac", [c[1:] for c in REQUESTS], ids=[c[0] for c in REQUESTS])
+def test_requested_ip_and_mac_in_a_real_netns(make_node, pool, kw, want_ip, want_mac):
+    node = make_node(("10.244.1.0/24", "fd00:1::/64"))
+    pod = pool.netns("p")
+    code, res = node.cni("ADD", netns=pod.path, **kw)
+    assert code == 0, res
+    assert res["ips"][0]["address"] == want_ip and res["interfaces"][1]["mac"] == want_mac
+    assert want_ip in addrs(pod)
+    assert f"link/ether {want_mac} " in pod.ip("link", "show", "eth0")
+    # taken: a second pod asking for the same address gets 11 and nothing is left behind
+    other = pool.netns("p")
+    code, err = node.cni("ADD", "c2", other.path, **kw)
+    assert code == 11 and "in use by c1/eth0" in err["msg"]
+    assert "eth0" not in other.ip("link") and len(node.host_veths()) == 1 and len(node.reservations()) == 2
+    assert node.cni("DEL", netns=pod.path) == (0, None)
+    assert node.cni("ADD", "c2", other.path, **kw)[0] == 0  # free again once released

@@ -26,14 +26,15 @@ pytestmark = [
 ]
 
 
-def test_podman_container_gets_its_pod_ip_from_podnet(make_node, tmp_path):
-    node = make_node(("10.244.33.0/24",))
+def podman_run(node, tmp_path, *command: str, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``podman run --rm --network podnet <flags> --rootfs <busybox> <command>`` inside the node netns."""
     rootfs = tmp_path / "rootfs"
-    for d in ("bin", "proc", "sys", "dev", "etc", "tmp", "run"):
-        (rootfs / d).mkdir(parents=True)
-    shutil.copy(shutil.which("busybox"), rootfs / "bin" / "busybox")
-    for applet in ("sh", "ip", "ping"):
-        (rootfs / "bin" / applet).symlink_to("busybox")
+    if not rootfs.exists():
+        for d in ("bin", "proc", "sys", "dev", "etc", "tmp", "run"):
+            (rootfs / d).mkdir(parents=True)
+        shutil.copy(shutil.which("busybox"), rootfs / "bin" / "busybox")
+        for applet in ("sh", "ip", "ping"):
+            (rootfs / "bin" / applet).symlink_to("busybox")
     conf = tmp_path / "containers.conf"
     conf.write_text(f"""
 [containers]
@@ -52,14 +53,32 @@ network_config_dir = "{node.dir / 'net.d'}"
     try:
         cmd = ["nsenter", f"--net=/run/netns/{node.ns.name}", "podman", "--root", f"{short}/storage",
                "--runroot", f"{short}/run", "--storage-driver", "vfs", "--tmpdir", f"{short}/tmp",
-               "run", "--rm", "--network", "podnet", "--rootfs", str(rootfs),
-               "/bin/sh", "-c", "ip -4 addr show eth0; ip route; ping -c1 -W2 10.244.33.1"]
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+               "run", "--rm", "--network", "podnet", *flags, "--rootfs", str(rootfs), *command]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     finally:
         shutil.rmtree(short, ignore_errors=True)
+
+
+def test_podman_container_gets_its_pod_ip_from_podnet(make_node, tmp_path):
+    node = make_node(("10.244.33.0/24",))
+    p = podman_run(node, tmp_path, "/bin/sh", "-c", "ip -4 addr show eth0; ip route; ping -c1 -W2 10.244.33.1")
     assert p.returncode == 0, p.stdout + p.stderr
     assert "inet 10.244.33.2/32" in p.stdout
     assert "default via 10.244.33.1 dev eth0" in p.stdout
     assert "1 packets received" in p.stdout
     # --rm: podman ran DEL, nothing is left on the node
+    assert node.reservations() == [] and node.host_veths() == []
+
+
+def test_podman_ip_and_mac_address_flags(make_node, tmp_path):
+    """podman passes --ip and --mac-address as CNI_ARGS IP= and MAC=; podnet honours both."""
+    node = make_node(("10.244.34.0/24",))
+    p = podman_run(node, tmp_path, "/bin/sh", "-c", "ip addr show eth0; ping -c1 -W2 10.244.34.1",
+                   flags=("--ip", "10.244.34.50", "--mac-address", "02:00:00:00:77:50"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "inet 10.244.34.50/32" in p.stdout and "link/ether 02:00:00:00:77:50" in p.stdout, p.stdout
+    assert "1 packets received" in p.stdout
+    # an address outside the node's pod CIDR: podman reports podnet's error (code 4, naming CNI_ARGS IP)
+    p = podman_run(node, tmp_path, "/bin/sh", "-c", "true", flags=("--ip", "10.9.9.9"))
+    assert p.returncode != 0 and "outside this node's pod CIDRs" in p.stderr, p.stdout + p.stderr
     assert node.reservations() == [] and node.host_veths() == []

@@ -29,6 +29,10 @@ CASES = [
      {"10.244.0.0/24": "blackhole", "10.244.1.0/24": "192.168.0.2", "fd00:1::/64": "fc00::2"}),
     ("v6-cidr-v4-only-node", [node("b", ["fd00:1::/64"], ("InternalIP", "192.168.0.2"))],
      {"10.244.0.0/24": "blackhole"}),
+    ("ipv6-only", [node("b", ["fd00:1::/64"], ("InternalIP", "192.168.0.2"), ("InternalIP", "fc00::2"))],
+     {"10.244.0.0/24": "blackhole", "fd00:1::/64": "fc00::2"}),
+    ("ipv6-canonical-text", [node("b", ["FD00:0001:0::/64"], ("InternalIP", "FC00:0:0::2"))],
+     {"10.244.0.0/24": "blackhole", "fd00:1::/64": "fc00::2"}),
     ("stolen-own-cidr-ignored", [node("b", ["10.244.0.0/24"], ("InternalIP", "192.168.0.2"))],
      {"10.244.0.0/24": "blackhole"}),
 ]
@@ -37,6 +41,12 @@ CASES = [
 @pytest.mark.parametrize("nodes,want", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_desired_routes(nodes, want):
     assert routes.desired_routes(nodes, "a", ["10.244.0.0/24"]).routes == want
+
+
+def test_pod_cidrs_without_a_same_family_node_address_are_reported():
+    d = routes.desired_routes([node("b", ["10.244.1.0/24", "fd00:1::/64"], ("InternalIP", "192.168.0.2"))],
+                              "a", ["10.244.0.0/24"])
+    assert d.unroutable == ("b: fd00:1::/64",)
 
 
 def test_masquerade_rules_exempt_the_cluster_cidr():

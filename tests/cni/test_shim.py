@@ -97,7 +97,7 @@ def test_installed_binary_forwards_and_maps_exit_codes(tmp_path, echo_daemon, fo
         assert b.read_text().startswith(f"#!{sys.executable} -IS\n")
         assert ("exec(marshal.loads(" in b.read_text()) == (form == "bytecode")
     conf = json.loads(c.read_text())
-    assert conf["plugins"][0] == {"type": "podnet-cni", "socket": echo_daemon}
+    assert conf["plugins"][0] == {"type": "podnet-cni", "socket": echo_daemon, "capabilities": {"ips": True, "mac": True}}
     stdin = json.dumps({**conf["plugins"][0], "cniVersion": "1.0.0", "name": "podnet"}).encode()
     env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_NETNS": "/x", "CNI_IFNAME": "eth0", "CNI_PATH": "/x"}
     p = subprocess.run([str(b)], input=stdin, env=env, capture_output=True)

@@ -143,7 +143,7 @@ async def test_metrics_use_coredns_names(lab):
     assert status == 200
     for name in (
         'coredns_dns_requests_total{family="1",proto="udp"',
-        'coredns_dns_responses_total{plugin="",rcode="NXDOMAIN"',
+        'coredns_dns_responses_total{plugin="kubernetes",rcode="NXDOMAIN"',
         "coredns_dns_request_duration_seconds_bucket",
         "coredns_cache_hits_total",
         "coredns_cache_entries",

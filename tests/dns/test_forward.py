@@ -287,7 +287,8 @@ async def test_forward_and_cache_metrics(rig_factory):
     to = f"127.0.0.2:{up.port}"
     assert f'coredns_forward_requests_total{{to="{to}"}} 1.0' in text
     assert f'coredns_forward_responses_total{{rcode="NOERROR",to="{to}"}} 1.0' in text
-    assert f'coredns_proxy_request_duration_seconds_count{{proxy_name="forward",to="{to}"}} 1.0' in text
+    assert f'coredns_proxy_request_duration_seconds_count{{proxy_name="forward",rcode="NOERROR",to="{to}"}} 1.0' in text
+    assert "coredns_forward_healthcheck_broken_total 0.0" in text
     assert 'coredns_cache_hits_total{server="dns://test",type="success",view="",zones="."} 1.0' in text
     assert 'coredns_cache_misses_total{server="dns://test",view="",zones="."} 1.0' in text
 

@@ -104,6 +104,15 @@ CASES = [
      ok("7.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa. 30 PTR dual.default.svc.cluster.local.")),
     ("ptr-name-other-type", "5.0.96.10.in-addr.arpa.", "A", ("NOERROR", [], [REV_SOA])),
     ("ptr-unknown-no-upstream", "9.9.9.10.in-addr.arpa.", "PTR", ("SERVFAIL", [], [])),
+    # ANY: answered from the records (recomputed after compile released them)
+    ("any-clusterip", WEB, "ANY", ok(f"{WEB} 30 A 10.96.0.5", f"{WEB} 30 SRV 0 50 80 {WEB}", f"{WEB} 30 SRV 0 50 443 {WEB}")),
+    ("any-headless", DB, "ANY", ok(
+        f"{DB} 30 A 10.1.0.20", f"{DB} 30 A 10.1.0.21", f"{DB} 30 A 10.1.0.23", f"{DB} 30 AAAA fd00::20",
+        f"{DB} 30 SRV 0 25 5432 10-1-0-23.{DB}", f"{DB} 30 SRV 0 25 5432 db-0.{DB}",
+        f"{DB} 30 SRV 0 25 5432 db-1.{DB}", f"{DB} 30 SRV 0 25 5432 db-6.{DB}")),
+    ("any-ent", f"_tcp.{WEB}", "ANY", NODATA),
+    ("any-externalname", "ext.default.svc.cluster.local.", "ANY",
+     ok("ext.default.svc.cluster.local. 30 CNAME www.example.com.")),
     # Outside our zones with no upstream
     ("external-no-upstream", "example.com.", "A", ("SERVFAIL", [], [])),
 ]

@@ -112,3 +112,42 @@ def test_incremental_updates_equal_fresh_builds(in_place):
         got = answers.compile_table(snap, cmemo)
         fresh = answers.compile_table(snapshot.build(services.values(), slices.values(), ["ns0", "ns1", "ns2"], cfg, serial=step))
         assert _table_view(got) == _table_view(fresh), step
+
+
+def test_compiled_records_are_released_and_recomputed_equal():
+    """compile_table drops each service's record sets (wire bytes are what is served); asking for them
+    again gives equal records, so slow-path lookups (ANY, ExternalName chasing) still see them."""
+    services, slices, namespaces = cluster_objects()
+    snap = snapshot.build(services, slices, namespaces, serial=7)
+    before = {key: {n: dict(t) for n, t in recs.rrsets.items()} for key, recs in snap.services.items()}
+    lookups = {n: snap.lookup(n) for recs in snap.services.values() for n in recs.rrsets}
+    answers.compile_table(snap)
+    assert all(recs.released for recs in snap.services.values())
+    assert {key: recs.rrsets for key, recs in snap.services.items()} == before
+    assert {n: snap.lookup(n) for n in lookups} == lookups
+
+
+def _wire(name: str) -> bytes:
+    return b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+
+
+@pytest.mark.parametrize(
+    "name,exists",
+    [
+        ("web.default.svc.cluster.local", True),  # A + SRV entries
+        ("_http._tcp.web.default.svc.cluster.local", True),  # SRV only
+        ("_tcp.web.default.svc.cluster.local", True),  # empty non-terminal
+        ("default.svc.cluster.local", True),  # namespace ENT (shared)
+        ("cluster.local", True),  # apex: SOA + NS
+        ("5.0.96.10.in-addr.arpa", True),  # PTR only
+        ("ext.default.svc.cluster.local", True),  # CNAME only
+        ("empty-headless.default.svc.cluster.local", False),
+        ("nope.default.svc.cluster.local", False),
+        ("0.96.10.in-addr.arpa", False),
+    ],
+)
+def test_table_names_exist_without_storing_record_owners(table, name, exists):
+    assert table.has_name(_wire(name)) == exists
+    assert (_wire(name) in table.exists) == exists
+    if exists and name.count(".") > 3 and not name.startswith("_tcp.") and name != "default.svc.cluster.local":
+        assert _wire(name) not in table.ents  # owners of records are found through their entries

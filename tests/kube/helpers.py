@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import ssl
+from pathlib import Path
+
 import aiohttp
+from aiohttp import web
 
 from podnet.kube.client import ApiClient
 
@@ -91,3 +95,64 @@ async def wait_for(cond, timeout: float = 15.0, what: str = "condition") -> None
 def svc(name: str, port: int = 80, ns: str = "default", **spec: Any) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": ns},
             "spec": {"ports": [{"name": "http", "port": port, "targetPort": 8080}], **spec}}
+
+
+class AuthServer:
+    """A small HTTP(S) API server that checks bearer tokens: ``async with AuthServer(...) as srv``.
+
+    ``GET /api/v1/services`` answers an empty ServiceList when the token is in
+    ``accept`` (any token when ``accept`` is None), else 401 with a Status.
+    Records every request's Authorization header and, over mutual TLS, the
+    client certificate's CN. ``watch=1`` answers one ADDED event and ends.
+    """
+
+    def __init__(self, accept: set[str] | None = None, pki: Path | None = None, require_client_cert: bool = False):
+        self.accept = accept
+        self.pki = pki
+        self.require_client_cert = require_client_cert
+        self.seen: list[tuple[str | None, str | None]] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        auth = request.headers.get("Authorization")
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        cn = dict(x[0] for x in peer["subject"]).get("commonName") if peer else None
+        self.seen.append((auth, cn))
+        token = auth.removeprefix("Bearer ") if auth else None
+        if self.accept is not None and token not in self.accept:
+            return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                      "reason": "Unauthorized", "message": "Unauthorized", "code": 401}, status=401)
+        if request.query.get("watch"):
+            resp = web.StreamResponse()
+            await resp.prepare(request)
+            await resp.write(b'{"type":"BOOKMARK","object":{"kind":"Service","metadata":{"resourceVersion":"8"}}}\n')
+            return resp
+        return web.json_response({"kind": "ServiceList", "metadata": {"resourceVersion": "7"}, "items": []})
+
+    async def __aenter__(self) -> "AuthServer":
+        ctx = None
+        if self.pki is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.pki / "ca.crt"))
+            ctx.load_cert_chain(self.pki / "server.crt", self.pki / "server.key")
+            ctx.verify_mode = ssl.CERT_REQUIRED if self.require_client_cert else ssl.CERT_OPTIONAL
+        app = web.Application()
+        app.router.add_get("/api/v1/services", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=ctx)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = port
+        self.url = f"{'https' if ctx else 'http'}://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def tokens(self) -> list[str | None]:
+        return [a.removeprefix("Bearer ") if a else None for a, _ in self.seen]
+
+    def cns(self) -> list[str | None]:
+        return [cn for _, cn in self.seen]

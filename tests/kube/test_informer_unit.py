@@ -32,6 +32,33 @@ async def test_relist_diff(h):
     assert [e[0] for e in rec.events].count("synced") == 0  # synced fired once, at the first list
 
 
+async def test_large_replace_yields_to_the_loop(h):
+    """A big list must not hold the event loop for its whole length: a ticking task
+    runs between chunks, and the result is the same as for a small list."""
+    import asyncio
+    from podnet.kube.informer import REPLACE_CHUNK
+
+    inf, rec = make(h)
+    n = REPLACE_CHUNK * 8
+    ticks = 0
+    done = False
+
+    async def ticker():
+        nonlocal ticks
+        while not done:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.ensure_future(ticker())
+    await asyncio.sleep(0)
+    start = ticks
+    await inf.replace([raw_svc(f"s{i}") for i in range(n)], "5")
+    done = True
+    await task
+    assert ticks - start >= 2 * 8 - 1  # one yield per chunk while converting, one per chunk while delivering
+    assert len(inf) == n and [e[0] for e in rec.events].count("add") == n
+
+
 @pytest.mark.parametrize(
     "events, kinds",
     [

@@ -6,36 +6,15 @@ import base64
 import json
 import shutil
 import ssl
-import subprocess
 
 import pytest
 from aiohttp import web
 
 from podnet.kube import resources as r
-from podnet.kube.client import ApiClient, ApiError
+from podnet.kube.client import TRANSPORT_ERRORS, ApiClient, ApiError
 from podnet.kube.kubeconfig import SA_DIR, ConfigError, in_cluster, load_kubeconfig, parse_kubeconfig, resolve
 
 needs_openssl = pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """A CA, a server certificate for 127.0.0.1 and a client certificate (EC keys: fast)."""
-    if not shutil.which("openssl"):
-        pytest.skip("openssl not installed")
-    d = tmp_path_factory.mktemp("pki")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-    def run(*args):
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
-
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=podnet-test-ca")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name, cn in (("server", "127.0.0.1"), ("client", "podnet-proxy")):
-        run("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.crt", "-days", "2", *(["-extfile", "san.ext"] if name == "server" else []))
-    return d
 
 
 def b64(path) -> str:
@@ -150,9 +129,13 @@ def test_in_cluster_needs_the_token_file(tmp_path):
         pytest.param("http://m:1", "flag", "env", True, True, "http://m:1", id="master-overrides-server"),
         pytest.param(None, "flag", "env", True, True, "https://flag:6443", id="kubeconfig-flag"),
         pytest.param(None, None, "env", True, True, "https://env:6443", id="env-kubeconfig"),
-        pytest.param(None, None, "missing:env", True, True, "https://env:6443", id="env-first-existing"),
-        pytest.param(None, None, None, True, True, "https://10.96.0.1:443", id="in-cluster"),
+        pytest.param(None, None, "missing:env", True, True, "https://env:6443", id="env-missing-files-skipped"),
+        pytest.param(None, None, "missing", True, True, "https://10.96.0.1:443", id="env-nothing-then-in-cluster"),
+        pytest.param(None, None, "missing", False, True, None, id="env-set-home-not-consulted"),
+        pytest.param(None, None, None, True, True, "https://home:6443", id="home-config-before-in-cluster"),
+        pytest.param(None, None, None, True, False, "https://10.96.0.1:443", id="in-cluster"),
         pytest.param(None, None, None, False, True, "https://home:6443", id="home-config"),
+        pytest.param("http://m:1", None, "env", True, True, "http://m:1", id="master-alone-reads-no-kubeconfig"),
         pytest.param(None, None, None, False, False, None, id="nothing"),
     ],
 )
@@ -179,6 +162,8 @@ def test_resolve_precedence(tmp_path, master, flag, env_kubeconfig, in_cluster_e
     assert cfg.server == expect
     if master and flag:
         assert cfg.token == "flag"  # credentials kept, server overridden
+    if master and not flag:
+        assert cfg.token is None  # kube-proxy: --master alone loads no kubeconfig
 
 
 @needs_openssl
@@ -231,3 +216,28 @@ async def test_tls_client_certificate_and_token_end_to_end(pki, tmp_path, inline
             assert (await client.list(r.SERVICES)) == ([], "7")
     finally:
         await runner.cleanup()
+
+
+@needs_openssl
+@pytest.mark.parametrize(
+    "tls_server_name, ok",
+    [
+        pytest.param(None, True, id="ip-san"),
+        pytest.param("kubernetes.default.svc", True, id="name-in-certificate"),
+        pytest.param("wrong.example", False, id="name-not-in-certificate"),
+    ],
+)
+async def test_tls_server_name(pki, tmp_path, h, tls_server_name, ok):
+    """``tls-server-name`` is the name the server certificate must carry (client-go's ServerName)."""
+    async with h.AuthServer(pki=pki) as srv:
+        cluster = {"certificate-authority": str(pki / "ca.crt")}
+        if tls_server_name:
+            cluster["tls-server-name"] = tls_server_name
+        path = tmp_path / "kc.json"
+        path.write_text(json.dumps(kubeconfig(server=srv.url, cluster=cluster, user={"token": "t"})))
+        async with ApiClient.from_flags(kubeconfig=str(path), environ={}) as client:
+            if ok:
+                assert await client.list(r.SERVICES) == ([], "7")
+            else:
+                with pytest.raises(TRANSPORT_ERRORS):
+                    await client.list(r.SERVICES)

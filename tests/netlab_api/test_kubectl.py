@@ -126,3 +126,38 @@ async def test_kubectl_create_namespace_and_service_protobuf(lab_api, client, tm
     (port,) = svc["spec"]["ports"]
     assert (port["port"], port["targetPort"], port["protocol"]) == (80, "http", "TCP")
     assert 30000 <= port["nodePort"] <= 32767 and svc["spec"]["selector"] == {"app": "web"}
+
+
+TYPO_YAML = """\
+apiVersion: v1
+kind: Service
+metadata: {name: typo}
+spec:
+  selector: {app: web}
+  foo: 1
+  ports:
+  - {port: 80, prot: TCP}
+"""
+TYPO_ERROR = ('Error from server (BadRequest): error when creating "STDIN": Service in version "v1" cannot be handled '
+              'as a Service: strict decoding error: unknown field "spec.foo", unknown field "spec.ports[0].prot"')
+
+
+@pytest.mark.parametrize(
+    "args, rc, stderr_lines",
+    [
+        pytest.param(["apply", "-f", "-"], 1, [TYPO_ERROR], id="apply-strict-by-default"),
+        pytest.param(["create", "-f", "-"], 1, [TYPO_ERROR], id="create-strict-by-default"),
+        pytest.param(["apply", "--validate=warn", "-f", "-"], 0,
+                     ['Warning: unknown field "spec.foo"', 'Warning: unknown field "spec.ports[0].prot"'],
+                     id="apply-validate-warn"),
+        pytest.param(["apply", "--validate=false", "-f", "-"], 0, [], id="apply-validate-false-ignores"),
+    ],
+)
+async def test_kubectl_field_validation(lab_api, client, tmp_path, args, rc, stderr_lines):
+    """kubectl's --validate maps onto fieldValidation; the lab answers exactly as kube-apiserver."""
+    code, out, err = await kubectl(lab_api.url, tmp_path, *args, stdin=TYPO_YAML)
+    assert code == rc, err
+    assert err.strip().splitlines() == stderr_lines
+    if rc == 0:
+        stored = await client.get(r.SERVICES, "typo", namespace="default")
+        assert "foo" not in stored["spec"] and "prot" not in stored["spec"]["ports"][0]

@@ -276,6 +276,75 @@ def test_cli_once_daemon_sigterm_and_cleanup(lab):
         api.wait(timeout=30)
 
 
+def test_cli_nodeport_addresses_primary_and_programming_latency(lab):
+    """--nodeport-addresses primary takes the InternalIP from the Node object (NodePort answered there,
+    not on the node's other address nor on localhost); an EndpointSlice update carrying the
+    last-change-trigger-time annotation is observed in kubeproxy_network_programming_duration_seconds."""
+    node = lab["node"]
+    cli = str(Path(PY).with_name("podnet-proxy"))
+    api = node.popen(PY, "-P", str(Path(__file__).with_name("apiserve.py")), PODS["ep1"], "120", f"{NODE}={NODE_IP}",
+                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    daemon = None
+    try:
+        url = api.stdout.readline().strip()
+        flags = ["--master", url, "--hostname-override", NODE, "--cluster-cidr", "10.0.0.0/16",
+                 "--nodeport-addresses", "primary", "--healthz-bind-address", "",
+                 "--metrics-bind-address", "127.0.0.1:10249", "--iptables-min-sync-period", "0.1s"]
+        daemon = node.popen(cli, *flags, stderr=subprocess.PIPE, text=True)
+        # both the NodePort and the metric are checked from inside the node namespace by one bounded script
+        script = (
+            "import json, sys, time, asyncio, urllib.request as u\n"
+            "from datetime import datetime, timezone\n"
+            "from podnet.kube import resources as r\n"
+            "from podnet.kube.client import ApiClient\n"
+            "def metric():\n"
+            "    try: body = u.urlopen('http://127.0.0.1:10249/metrics', timeout=2).read().decode()\n"
+            "    except Exception: return None\n"
+            "    for ln in body.splitlines():\n"
+            "        if ln.startswith('kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"}'):\n"
+            "            return float(ln.split()[-1])\n"
+            "    return 0.0 if 'kubeproxy_sync_proxy_rules_last_timestamp_seconds{' in body else None\n"
+            "for _ in range(300):\n"
+            "    if metric() is not None: break\n"
+            "    time.sleep(0.1)\n"
+            "before = metric()\n"
+            "async def touch():\n"
+            "    async with ApiClient.from_url(sys.argv[1]) as c:\n"
+            "        s = await c.get(r.ENDPOINT_SLICES, 'web-1', namespace='default')\n"
+            "        s['metadata'].setdefault('annotations', {})['endpoints.kubernetes.io/last-change-trigger-time'] = "
+            "datetime.now(timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')\n"
+            "        s['endpoints'][0]['conditions'] = {'ready': True, 'serving': True, 'terminating': False}\n"
+            "        s['endpoints'].append({'addresses': [sys.argv[2]], 'nodeName': 'node-b'})\n"
+            "        await c.replace(r.ENDPOINT_SLICES, s, namespace='default')\n"
+            "asyncio.run(touch())\n"
+            "after = before\n"
+            "for _ in range(300):\n"
+            "    after = metric()\n"
+            "    if after and after > (before or 0): break\n"
+            "    time.sleep(0.1)\n"
+            "print(json.dumps({'before': before, 'after': after}))\n"
+        )
+        out = json.loads(node.run(PY, "-P", "-c", script, url, PODS["ep2"], timeout=90))
+        assert out["before"] == 0.0 and out["after"] == 1.0, out
+        assert probe(lab["out"], "tcp", NODE_IP, "30090", "2").keys() <= {"ep1 10.0.0.1", "ep2 10.0.0.1"}
+        assert sum(probe(lab["out"], "tcp", NODE_IP, "30090", "4").values()) == 4
+        not_primary = probe(node, "tcp", "10.0.0.1", "30090", "1")  # another local address of the node
+        assert not any(k.startswith("ep") for k in not_primary), not_primary
+        localhost = probe(node, "tcp", "127.0.0.1", "30090", "1")
+        assert not any(k.startswith("ep") for k in localhost), localhost
+    finally:
+        if daemon is not None:
+            daemon.terminate()
+            try:
+                daemon.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.communicate()
+        api.stdin.close()
+        api.wait(timeout=30)
+        node.run(cli, "--cleanup", timeout=60)
+
+
 async def test_ipv6_clusterip_through_ip6tables(lab):
     prefix = ["ip", "netns", "exec", lab["node"].name]
     mode = await detect_mode(prefix)
