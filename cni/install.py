@@ -17,6 +17,21 @@ Debian's statically linked python3 starts ~1.5 ms faster than a venv
 interpreter linked against libpython. ``c`` (opt-in) compiles cni/shim.c, the
 same protocol in ~150 lines of C, for runtimes where a Python start per exec
 is too slow (about 1 ms instead of 6-8).
+
+hostPort (``--portmap``): Kubernetes hostPorts reach a pod only through a
+chained plugin that declares the ``portMappings`` capability; kubelet,
+containerd, CRI-O and podman pass ``runtimeConfig.portMappings`` to it and the
+reference ``portmap`` plugin does the DNAT (``CNI-HOSTPORT-*`` chains). The
+default, ``auto``, chains portmap after podnet when a ``portmap`` executable is
+in the runtime's plugin directories (``--plugin-dirs``, default ``--bin-dir``):
+kubelet accepts a pod with a hostPort whatever the CNI, so without portmap the
+port silently does nothing (flannel's and Calico's default conflists chain
+portmap for that reason), while chaining a portmap that is absent would fail
+every ADD; so the file system decides. ``on`` insists (an error when portmap
+is missing), ``off`` never chains it. The conflist's versions are capped to
+the ones portmap reports for VERSION (Debian's containernetworking-plugins
+1.1.1 speaks up to 1.0.0), since every plugin of a list is called at the
+list's version.
 """
 
 from __future__ import annotations
@@ -33,6 +48,9 @@ from pathlib import Path
 from podnet.cni import shim
 
 PLUGIN_NAME = "podnet-cni"
+PORTMAP = "portmap"
+CONF_VERSION = "1.0.0"  # the conflist's cniVersion unless --cni-version says otherwise
+CONF_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")  # cniVersions (libcni >= 1.2 picks the highest it speaks)
 C_SOURCE = Path(__file__).with_name("shim.c")
 
 
@@ -48,6 +66,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "interpreter starts faster; the shim needs only the standard library), else this one")
     p.add_argument("--form", choices=("bytecode", "source", "c"), default="bytecode",
                    help="c: compile cni/shim.c with the system C compiler (opt-in; fastest exec)")
+    p.add_argument("--portmap", choices=("auto", "on", "off"), default="auto",
+                   help="chain the reference portmap plugin after podnet for hostPorts (runtimeConfig.portMappings); "
+                        "auto: when a portmap executable is in --plugin-dirs")
+    p.add_argument("--plugin-dirs", default="",
+                   help="colon-separated directories the runtime searches for plugins (where portmap is looked for); "
+                        "default: --bin-dir")
+    p.add_argument("--cni-version", default="",
+                   help=f"the conflist's cniVersion (default {CONF_VERSION} with cniVersions {list(CONF_VERSIONS)}); "
+                        "set for runtimes that speak only older versions")
 
 
 def shim_source(socket_path: str) -> str:
@@ -80,13 +107,77 @@ def binary_text(python: str, socket_path: str, form: str) -> str:
     return head + f"import marshal\nexec(marshal.loads({code!r}))\n"
 
 
-def conflist(network: str, socket_path: str, data_dir: str) -> dict:
+def find_plugin(name: str, dirs: list[str]) -> Path | None:
+    """The first executable ``name`` in ``dirs``, searched in order as libcni's FindInPath does."""
+    for d in dirs:
+        p = Path(d) / name
+        if p.is_file() and os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def plugin_versions(binary: Path) -> tuple[str, ...]:
+    """The spec versions a plugin reports for VERSION (which configures nothing and touches no network)."""
+    try:
+        p = subprocess.run([str(binary)], input=b"", capture_output=True, timeout=30,
+                           env={"CNI_COMMAND": "VERSION", "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin")})
+        versions = json.loads(p.stdout)["supportedVersions"]
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError) as e:
+        raise RuntimeError(f"{binary}: VERSION failed: {e}") from None
+    if p.returncode != 0 or not isinstance(versions, list):
+        raise RuntimeError(f"{binary}: VERSION failed: {p.stdout!r} {p.stderr!r}")
+    return tuple(str(v) for v in versions)
+
+
+def _vkey(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
+def conflist(network: str, socket_path: str, data_dir: str, portmap_versions: tuple[str, ...] | None = None,
+             cni_version: str = "") -> dict:
+    """The conflist: podnet, then (when ``portmap_versions`` is given) portmap for hostPorts.
+
+    ``portmap_versions`` is what the portmap binary supports; the list's versions are
+    those both plugins speak. ``cni_version`` pins one version (no ``cniVersions``).
+    """
+    from podnet.cni.version import SUPPORTED
+
     # capabilities: libcni passes runtimeConfig.ips / .mac only to plugins that declare them
     plugin = {"type": PLUGIN_NAME, "socket": socket_path, "capabilities": {"ips": True, "mac": True}}
     if data_dir:
         plugin["dataDir"] = data_dir
-    return {"cniVersion": "1.0.0", "cniVersions": ["0.4.0", "1.0.0", "1.1.0"], "name": network,
-            "plugins": [plugin]}
+    plugins = [plugin]
+    ours = set(SUPPORTED)
+    if portmap_versions is not None:
+        ours &= set(portmap_versions)
+        # snat: hairpin and localhost hostPort traffic is masqueraded so replies come back through the node;
+        # portmap marks with bit 13 (0x2000), clear of kube-proxy's (and podnet-proxy's) 0x4000/0x8000
+        plugins.append({"type": PORTMAP, "capabilities": {"portMappings": True}, "snat": True})
+    if cni_version:
+        if cni_version not in ours:
+            raise ValueError(f"cniVersion {cni_version} is not spoken by every plugin in the list "
+                             f"(common: {sorted(ours, key=_vkey)})")
+        return {"cniVersion": cni_version, "name": network, "plugins": plugins}
+    versions = [v for v in CONF_VERSIONS if v in ours]
+    if not versions:  # an old portmap (0.3.x only): pin the newest version both speak
+        if not ours:
+            raise ValueError(f"portmap supports {list(portmap_versions or ())}, podnet {list(SUPPORTED)}: "
+                             "no version in common")
+        return {"cniVersion": max(ours, key=_vkey), "name": network, "plugins": plugins}
+    default = CONF_VERSION if CONF_VERSION in versions else versions[-1]
+    return {"cniVersion": default, "cniVersions": versions, "name": network, "plugins": plugins}
+
+
+def portmap_for(mode: str, dirs: list[str]) -> tuple[str, ...] | None:
+    """portmap's supported versions if it is to be chained, else None (``mode``: auto, on, off)."""
+    if mode == "off":
+        return None
+    found = find_plugin(PORTMAP, dirs)
+    if found is None:
+        if mode == "on":
+            raise RuntimeError(f"--portmap on: no {PORTMAP} executable in {':'.join(dirs)}")
+        return None
+    return plugin_versions(found)
 
 
 def _atomic_write(path: Path, text: str, mode: int) -> None:
@@ -118,19 +209,29 @@ def compile_c(binary: Path, socket_path: str) -> None:
 
 def install(bin_dir: str, conf_dir: str, socket_path: str, data_dir: str = "", network: str = "podnet",
             conflist_name: str = "10-podnet.conflist", python: str = "auto",
-            form: str = "bytecode") -> tuple[Path, Path]:
+            form: str = "bytecode", portmap: str = "auto", plugin_dirs: list[str] | None = None,
+            cni_version: str = "") -> tuple[Path, Path]:
+    """Write the binary and the conflist; ``portmap``: auto, on or off (see the module docstring)."""
+    pm = portmap_for(portmap, plugin_dirs or [bin_dir])
+    doc = conflist(network, socket_path, data_dir, pm, cni_version)  # refuse a bad conflist before writing anything
     binary = Path(bin_dir) / PLUGIN_NAME
     if form == "c":
         compile_c(binary, socket_path)
     else:
         _atomic_write(binary, binary_text(pick_python(python), socket_path, form), 0o755)
     conf = Path(conf_dir) / conflist_name
-    _atomic_write(conf, json.dumps(conflist(network, socket_path, data_dir), indent=2) + "\n", 0o644)
+    _atomic_write(conf, json.dumps(doc, indent=2) + "\n", 0o644)
     return binary, conf
 
 
 def run(args: argparse.Namespace) -> int:
-    b, c = install(args.bin_dir, args.conf_dir, args.socket, args.data_dir, args.network_name, args.conflist,
-                   args.python, args.form)
-    print(f"installed {b} and {c}")
+    dirs = [d for d in args.plugin_dirs.split(":") if d] or [args.bin_dir]
+    try:
+        b, c = install(args.bin_dir, args.conf_dir, args.socket, args.data_dir, args.network_name, args.conflist,
+                       args.python, args.form, args.portmap, dirs, args.cni_version)
+    except (RuntimeError, ValueError) as e:
+        print(f"podnet-cni install: {e}", file=sys.stderr)
+        return 1
+    chained = [p["type"] for p in json.loads(c.read_text())["plugins"]]
+    print(f"installed {b} and {c} (plugins: {', '.join(chained)})")
     return 0

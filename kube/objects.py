@@ -15,6 +15,7 @@ from __future__ import annotations
 import calendar
 import logging
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -49,6 +50,9 @@ __all__ = [
     "IGNORED_FIELDS",
     "parse_rfc3339_ns",
     "format_rfc3339_nano",
+    "TOPOLOGY_MODE_ANNOTATION",
+    "TOPOLOGY_HINTS_ANNOTATION",
+    "MAX_ZONE_HINTS",
 ]
 
 log = logging.getLogger("podnet.kube")
@@ -83,15 +87,58 @@ def object_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}" if namespace else name
 
 
+# --------------------------------------------------------------------------- sharing
+# An informer store holds tens of thousands of these values, and most of their
+# small strings and tuples repeat (namespaces, label pairs, "TCP", port names,
+# node names, whole port lists). A JSON decoder makes a fresh copy of each for
+# every object, so conversion hands out one shared copy instead. Equal values
+# are interchangeable (the types are immutable and compare by content), so
+# sharing changes nothing but memory.
+
+_intern = sys.intern
+"""For short repeated strings. ``sys.intern`` strings are mortal (freed once nothing else uses
+them), so interning a name that goes away costs nothing lasting."""
+
+SHARE_LIMIT = 4096
+"""Entries in the table of shared tuples/values; it is emptied when full, so it never holds more
+than this many values alive, and values that keep recurring are shared again right after."""
+
+_shared: dict[Any, Any] = {}
+
+
+def _share(value: Any) -> Any:
+    """The shared copy of ``value`` (a tuple or frozen value of str/int/None/frozen values only,
+    so ``==`` implies same types and content), adding it to the bounded table when new."""
+    got = _shared.get(value)
+    if got is not None:
+        return got
+    if len(_shared) >= SHARE_LIMIT:
+        _shared.clear()
+    _shared[value] = value
+    return value
+
+
+def _share_items(items: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A shared copy of the tuple ``items``; when the whole tuple is new, its items are shared one by one."""
+    if not items:
+        return ()
+    got = _shared.get(items)
+    if got is not None:
+        return got
+    return _share(tuple(_share(x) for x in items))
+
+
 def _labels(raw: Mapping[str, Any] | None, field_name: str = "metadata.labels") -> Labels:
     if not raw:
         return ()
     if not isinstance(raw, dict):
         raise v.InvalidField(field_name, raw, "not a map")
-    return tuple(
-        sorted(
-            (v.label_key(field_name, k), v.label_value(f"{field_name}[{k}]", val))
-            for k, val in raw.items()
+    return _share(
+        tuple(
+            sorted(
+                _share((_intern(v.label_key(field_name, k)), _intern(v.label_value(f"{field_name}[{k}]", val))))
+                for k, val in raw.items()
+            )
         )
     )
 
@@ -125,9 +172,10 @@ def _bool(raw: Any, field_name: str, default: bool | None) -> bool | None:
 def _choice(raw: Any, field_name: str, choices: tuple[str, ...], default: str) -> str:
     if raw is None or raw == "":
         return default
-    if raw not in choices:
-        raise v.InvalidField(field_name, raw, f"not one of {', '.join(choices)}")
-    return raw
+    for choice in choices:
+        if raw == choice:
+            return choice  # the constant, not the decoder's copy
+    raise v.InvalidField(field_name, raw, f"not one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +188,14 @@ class _Meta:
     deleting: bool
 
 
-def _meta(raw: Mapping[str, Any], kind: str, namespaced: bool, name_check: Callable[[str, object], str]) -> _Meta:
+def _meta(
+    raw: Mapping[str, Any],
+    kind: str,
+    namespaced: bool,
+    name_check: Callable[[str, object], str],
+    shared_name: bool = False,
+) -> _Meta:
+    """``shared_name``: intern the name (for names other objects repeat: Services, Nodes, Namespaces)."""
     meta = raw.get("metadata")
     if not isinstance(meta, dict):
         raise InvalidObject(kind, "?", "metadata missing")
@@ -148,7 +203,9 @@ def _meta(raw: Mapping[str, Any], kind: str, namespaced: bool, name_check: Calla
     shown = f"{ns_raw}/{name_raw}" if namespaced else str(name_raw)
     try:
         name = name_check("metadata.name", name_raw)
-        namespace = v.dns_label("metadata.namespace", ns_raw) if namespaced else ""
+        if shared_name:
+            name = _intern(name)
+        namespace = _intern(v.dns_label("metadata.namespace", ns_raw)) if namespaced else ""
         uid = meta.get("uid") or ""
         rv = meta.get("resourceVersion") or ""
         if not isinstance(uid, str) or not isinstance(rv, str):
@@ -191,6 +248,11 @@ class Service:
     session_affinity_timeout: int = 10800
     external_traffic_policy: str = "Cluster"
     internal_traffic_policy: str = "Cluster"
+    topology_mode: str = ""
+    """The topology annotation as kube-proxy reads it: service.kubernetes.io/topology-aware-hints,
+    else service.kubernetes.io/topology-mode; '' when absent (or malformed, then logged and counted)."""
+    traffic_distribution: str = ""
+    """spec.trafficDistribution (PreferClose, PreferSameZone, PreferSameNode, ...); '' when unset."""
     health_check_node_port: int | None = None
     publish_not_ready_addresses: bool = False
     ip_families: tuple[str, ...] = ()
@@ -215,7 +277,7 @@ class Service:
 
 
 def parse_service(raw: Mapping[str, Any]) -> Service:
-    meta = _meta(raw, "Service", True, v.dns_label)
+    meta = _meta(raw, "Service", True, v.dns_label, shared_name=True)
     key = object_key(meta.namespace, meta.name)
     try:
         spec = _map(raw.get("spec"), "spec")
@@ -267,16 +329,16 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
                 raise v.InvalidField("timeoutSeconds", t, "not in 1..86400")
             timeout = t
         selector = _labels(spec.get("selector"), "spec.selector")
-        fams = tuple(
+        fams = _share_items(tuple(
             _choice(f, "spec.ipFamilies", ("IPv4", "IPv6"), "IPv4") for f in _list(spec.get("ipFamilies"), "ipFamilies", 2)
-        )
+        ))
         return Service(
             namespace=meta.namespace,
             name=meta.name,
             type=stype,
             cluster_ips=cluster_ips,
             headless=headless,
-            ports=tuple(ports),
+            ports=_share_items(tuple(ports)),
             external_ips=tuple(
                 v.ip_address("spec.externalIPs", ip) for ip in _list(spec.get("externalIPs"), "externalIPs", 100)
             ),
@@ -297,6 +359,8 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
             internal_traffic_policy=_choice(
                 spec.get("internalTrafficPolicy"), "spec.internalTrafficPolicy", ("Cluster", "Local"), "Cluster"
             ),
+            topology_mode=_topology_annotation(raw["metadata"], key),
+            traffic_distribution=_traffic_distribution(spec.get("trafficDistribution")),
             health_check_node_port=v.optional_port_number("spec.healthCheckNodePort", spec.get("healthCheckNodePort")),
             publish_not_ready_addresses=bool(
                 _bool(spec.get("publishNotReadyAddresses"), "spec.publishNotReadyAddresses", False)
@@ -312,12 +376,46 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
         raise InvalidObject("Service", key, str(e)) from None
 
 
+TOPOLOGY_MODE_ANNOTATION = "service.kubernetes.io/topology-mode"
+TOPOLOGY_HINTS_ANNOTATION = "service.kubernetes.io/topology-aware-hints"
+"""Deprecated since 1.27 in favour of topology-mode; kube-proxy still reads it first."""
+# Annotation values and spec.trafficDistribution: a label value, optionally with a
+# domain prefix ("example.com/heuristic", KEP-4444's implementation-specific values).
+_TOPOLOGY_VALUE = re.compile(r"(?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z")
+
+
+def _topology_annotation(meta: Mapping[str, Any], key: str) -> str:
+    """kube-proxy's hints annotation: topology-aware-hints when set, else topology-mode.
+    A malformed value is logged, counted in ``podnet_kube_ignored_fields_total`` and
+    treated as absent (an annotation never takes the Service out)."""
+    annotations = meta.get("annotations")
+    if not isinstance(annotations, dict):
+        return ""
+    for name in (TOPOLOGY_HINTS_ANNOTATION, TOPOLOGY_MODE_ANNOTATION):
+        raw = annotations.get(name)
+        if raw is None or raw == "":
+            continue
+        if isinstance(raw, str) and _TOPOLOGY_VALUE.match(raw):
+            return raw
+        log.warning("Service %s: ignoring annotation %s: %r is not a topology mode", key, name, str(raw)[:64])
+        IGNORED_FIELDS.labels("services", name).inc()
+    return ""
+
+
+def _traffic_distribution(raw: Any) -> str:
+    if raw is None or raw == "":
+        return ""
+    if not isinstance(raw, str) or not _TOPOLOGY_VALUE.match(raw):
+        raise v.InvalidField("spec.trafficDistribution", raw, "not a traffic distribution name")
+    return raw
+
+
 def _svc_port_name(field_name: str, raw: Any) -> str:
     """Service and EndpointSlice port names are DNS-1123 labels ('80-8080' is valid);
     only container port names (targetPort by name) are IANA service names."""
     if raw is None or raw == "":
         return ""
-    return v.dns_label(field_name, raw)
+    return _intern(v.dns_label(field_name, raw))
 
 
 def _app_protocol(raw: Any) -> str:
@@ -325,7 +423,7 @@ def _app_protocol(raw: Any) -> str:
         return ""
     if not isinstance(raw, str) or len(raw) > 253 or not all(c.isalnum() or c in "-._/:" for c in raw):
         raise v.InvalidField("appProtocol", raw, "not a protocol name")
-    return raw
+    return _intern(raw)
 
 
 # --------------------------------------------------------------------------- EndpointSlice
@@ -386,6 +484,15 @@ class EndpointConditions:
     terminating: bool = False
 
 
+_CONDITIONS = {
+    (ready, serving, terminating): EndpointConditions(ready, serving, terminating)
+    for ready in (False, True)
+    for serving in (False, True)
+    for terminating in (False, True)
+}
+"""The eight possible conditions, shared by every endpoint."""
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     addresses: tuple[str, ...]
@@ -395,6 +502,8 @@ class Endpoint:
     zone: str = ""
     target_pod: str = ""
     """targetRef.name when targetRef.kind is Pod."""
+    zone_hints: tuple[str, ...] = ()
+    """hints.forZones[].name: the zones whose nodes should use this endpoint (topology-aware routing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +541,22 @@ class EndpointSlice:
         return object_key(self.namespace, self.service_name)
 
 
+MAX_ZONE_HINTS = 8
+"""The API server's cap on hints.forZones."""
+
+
+def _zone_hints(raw: Any, i: int) -> tuple[str, ...]:
+    hints = _map(raw, f"endpoints[{i}].hints")
+    out = []
+    for j, z in enumerate(_list(hints.get("forZones"), f"endpoints[{i}].hints.forZones", MAX_ZONE_HINTS)):
+        field_name = f"endpoints[{i}].hints.forZones[{j}].name"
+        name = v.zone_name(field_name, _map(z, field_name).get("name"))
+        if not name:
+            raise v.InvalidField(field_name, name, "empty")
+        out.append(name)
+    return tuple(out)
+
+
 def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
     meta = _meta(raw, "EndpointSlice", True, v.dns_subdomain)
     key = object_key(meta.namespace, meta.name)
@@ -467,11 +592,12 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
             endpoints.append(
                 Endpoint(
                     addresses=addrs,
-                    conditions=EndpointConditions(bool(ready), bool(serving), bool(terminating)),
+                    conditions=_CONDITIONS[bool(ready), bool(serving), bool(terminating)],
                     hostname=v.dns_label("hostname", e["hostname"]) if e.get("hostname") else "",
-                    node_name=v.dns_subdomain("nodeName", e["nodeName"]) if e.get("nodeName") else "",
+                    node_name=_intern(v.dns_subdomain("nodeName", e["nodeName"])) if e.get("nodeName") else "",
                     zone=v.zone_name("zone", e["zone"]) if e.get("zone") else "",
                     target_pod=pod,
+                    zone_hints=_zone_hints(e.get("hints"), i) if e.get("hints") else (),
                 )
             )
         ports = []
@@ -491,7 +617,7 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
             service_name=svc,
             address_type=atype,
             endpoints=tuple(endpoints),
-            ports=tuple(ports),
+            ports=_share_items(tuple(ports)),
             labels=meta.labels,
             uid=meta.uid,
             resource_version=meta.resource_version,
@@ -541,7 +667,7 @@ _NAME_ADDRESS_TYPES = ("Hostname", "InternalDNS", "ExternalDNS")
 
 
 def parse_node(raw: Mapping[str, Any]) -> Node:
-    meta = _meta(raw, "Node", False, v.dns_subdomain)
+    meta = _meta(raw, "Node", False, v.dns_subdomain, shared_name=True)
     try:
         spec = _map(raw.get("spec"), "spec")
         status = _map(raw.get("status"), "status")
@@ -590,7 +716,7 @@ class Namespace:
 
 
 def parse_namespace(raw: Mapping[str, Any]) -> Namespace:
-    meta = _meta(raw, "Namespace", False, v.dns_label)
+    meta = _meta(raw, "Namespace", False, v.dns_label, shared_name=True)
     return Namespace(meta.name, meta.labels, meta.uid, meta.resource_version)
 
 
@@ -637,7 +763,7 @@ def parse_pod(raw: Mapping[str, Any]) -> Pod:
             name=meta.name,
             ips=tuple(v.ip_address("status.podIPs", ip) for ip in ips_raw),
             labels=meta.labels,
-            node_name=v.dns_subdomain("spec.nodeName", spec["nodeName"]) if spec.get("nodeName") else "",
+            node_name=_intern(v.dns_subdomain("spec.nodeName", spec["nodeName"])) if spec.get("nodeName") else "",
             ready=ready,
             phase=_choice(status.get("phase"), "status.phase", ("Pending", "Running", "Succeeded", "Failed", "Unknown"), "Pending"),
             hostname=v.dns_label("spec.hostname", spec["hostname"]) if spec.get("hostname") else "",

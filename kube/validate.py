@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 
 __all__ = [
     "InvalidField",
@@ -108,9 +109,10 @@ def protocol(field: str, value: object) -> str:
     if value is None:
         return "TCP"
     s = _str(field, value)
-    if s not in PROTOCOLS:
-        raise InvalidField(field, value, "unknown protocol")
-    return s
+    for p in PROTOCOLS:
+        if s == p:
+            return p  # the constant: one shared string instead of the decoder's copy
+    raise InvalidField(field, value, "unknown protocol")
 
 
 def ip_address(field: str, value: object) -> str:
@@ -157,5 +159,5 @@ def label_value(field: str, value: object) -> str:
 
 
 def zone_name(field: str, value: object) -> str:
-    """A topology zone: a label value (the API stores it as one)."""
-    return label_value(field, value)
+    """A topology zone: a label value (the API stores it as one). Interned: a cluster has few zones."""
+    return sys.intern(label_value(field, value))

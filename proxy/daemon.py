@@ -33,6 +33,11 @@ from podnet.proxy.sync import Clock, MonotonicClock, Pacer, SyncRunner
 
 log = logging.getLogger("podnet.proxy")
 
+ZONE_LABEL = "topology.kubernetes.io/zone"
+"""The Node label whose value is matched against EndpointSlice zone hints."""
+ONCE_NODE_WAIT = 5.0
+"""--once: how long to wait for the Node (its zone) after Services and EndpointSlices synced."""
+
 
 @dataclass
 class Config:
@@ -102,10 +107,19 @@ class Daemon:
             def node_changed(obj: Any) -> None:
                 if obj.name == node:
                     self.health.node_deleting = False
+                    self._set_zone(dict(obj.labels).get(ZONE_LABEL, ""))
 
-            nodes.add_handler(on_add=node_changed, on_update=lambda o, n: node_changed(n),
-                              on_delete=lambda o: setattr(self.health, "node_deleting", o.name == node))
+            def node_deleted(obj: Any) -> None:
+                self.health.node_deleting = obj.name == node
+                if obj.name == node:
+                    self._set_zone("")  # kube-proxy forgets the node's labels too
+
+            nodes.add_handler(on_add=node_changed, on_update=lambda o, n: node_changed(n), on_delete=node_deleted)
         self.informers = [services, slices] + ([nodes] if nodes is not None else [])
+
+    def _set_zone(self, zone: str) -> None:
+        if self.proxier.set_zone(zone):
+            self._on_change()
 
     def _on_change(self) -> None:
         self.health.queued()
@@ -193,6 +207,13 @@ class Daemon:
         tasks = [asyncio.create_task(i.run()) for i in self.informers]
         try:
             await asyncio.wait_for(asyncio.gather(*(i.wait_synced() for i in self.informers[:2])), timeout)
+            if len(self.informers) > 2:
+                # The Node carries the zone label (topology hints); it is worth a short wait, never a failure.
+                try:
+                    await asyncio.wait_for(self.informers[2].wait_synced(), ONCE_NODE_WAIT)
+                except asyncio.TimeoutError:
+                    log.warning("one-shot sync: Node %s not listed within %.0f s; syncing without its zone",
+                                self.cfg.hostname_override, ONCE_NODE_WAIT)
             return await self._sync()
         finally:
             for t in tasks:

@@ -68,6 +68,8 @@ class ServicePortInfo:
     etp_local: bool = False
     itp_local: bool = False
     hc_node_port: int | None = None
+    topology: bool = False
+    """The Service opted in to topology-aware routing (see :func:`wants_topology`)."""
 
     @property
     def externally_reachable(self) -> bool:
@@ -87,6 +89,8 @@ class EndpointInfo(NamedTuple):
     serving: bool = True
     terminating: bool = False
     local: bool = False
+    zones: tuple[str, ...] = ()
+    """Zone hints (hints.forZones); () when the endpoint has none."""
 
     def __str__(self) -> str:
         return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
@@ -95,6 +99,21 @@ class EndpointInfo(NamedTuple):
     def usable_fallback(self) -> bool:
         """Serving while terminating: used only when nothing is ready."""
         return self.serving and self.terminating
+
+
+TOPOLOGY_OFF = frozenset({"", "disabled", "Disabled"})
+"""Hints-annotation values that leave topology-aware routing off (kube-proxy's canUseTopology)."""
+TOPOLOGY_DISTRIBUTIONS = frozenset({"PreferClose", "PreferSameZone", "PreferSameNode"})
+"""spec.trafficDistribution values whose EndpointSlices carry zone hints (node hints are not modelled)."""
+
+
+def wants_topology(svc: Service) -> bool:
+    """The Service opted in to topology-aware routing: a hints annotation other than
+    '', 'disabled' or 'Disabled' (kube-proxy 1.27-1.30 accept any such value, 'Auto' is the
+    documented one), or ``spec.trafficDistribution`` PreferClose (1.30+) or the 1.33 values
+    PreferSameZone / PreferSameNode (whose slices carry zone hints too). Whether hints are
+    actually used is decided per port in endpoints.categorize."""
+    return svc.topology_mode not in TOPOLOGY_OFF or svc.traffic_distribution in TOPOLOGY_DISTRIBUTIONS
 
 
 def service_ports(svc: Service, family: int) -> tuple[ServicePortInfo, ...]:
@@ -106,6 +125,7 @@ def service_ports(svc: Service, family: int) -> tuple[ServicePortInfo, ...]:
         return ()
     external = svc.type in ("NodePort", "LoadBalancer") or bool(svc.external_ips)
     etp_local = external and svc.external_traffic_policy == "Local"
+    topology = wants_topology(svc)
     same = lambda ips: tuple(ip for ip in ips if family_of(ip) == family)  # noqa: E731
     out = []
     for p in svc.ports:
@@ -125,6 +145,7 @@ def service_ports(svc: Service, family: int) -> tuple[ServicePortInfo, ...]:
                 etp_local=etp_local,
                 itp_local=svc.internal_traffic_policy == "Local",
                 hc_node_port=svc.health_check_node_port if etp_local and svc.type == "LoadBalancer" else None,
+                topology=topology,
             )
         )
     return tuple(out)
@@ -156,7 +177,7 @@ def endpoints_by_port(
                 c = ep.conditions
                 ip = ep.addresses[0]
                 info = EndpointInfo(ip, port, c.ready, c.serving, c.terminating,
-                                    bool(node_name) and ep.node_name == node_name)
+                                    bool(node_name) and ep.node_name == node_name, ep.zone_hints)
                 old = bucket.get((ip, port))
                 if old is None or (info.ready and not old.ready):
                     bucket[(ip, port)] = info

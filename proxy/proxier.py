@@ -117,6 +117,15 @@ class FamilyProxier:
         self.need_full = True
         return True
 
+    def update_zone(self, zone: str) -> bool:
+        """This node's zone label changed: every service is recomputed (topology hints)."""
+        if zone == self.ctx.zone:
+            return False
+        log.info("%s: node zone is now %s; recomputing every service", self.label, zone or "(none)")
+        self.ctx = dataclasses.replace(self.ctx, zone=zone)
+        self.dirty |= set(self.fragments)
+        return True
+
     def mark_dirty(self, key: str) -> None:
         self.dirty.add(key)
 
@@ -321,6 +330,14 @@ class Proxier:
     @property
     def ready(self) -> bool:
         return self.services_synced and self.slices_synced
+
+    def set_zone(self, zone: str) -> bool:
+        """The node's topology.kubernetes.io/zone label ('' when absent or the Node is gone);
+        True when it changed, so a sync is needed."""
+        changed = False
+        for fam in self.families:
+            changed |= fam.update_zone(zone)
+        return changed
 
     def force_full(self) -> None:
         for f in self.families:

@@ -46,6 +46,8 @@ class NodeContext:
     random_fully: bool = True
     dispatch_leaf: int = 16
     """Destinations per dispatch-tree leaf; a huge value gives kube-proxy's flat chain."""
+    zone: str = ""
+    """This node's topology.kubernetes.io/zone label; '' (unlabelled) turns topology-aware routing off."""
 
     @property
     def host_prefix(self) -> int:
@@ -123,7 +125,7 @@ def service_rules(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeC
     """The fragment for one service port in ``ctx.family``."""
     spn, proto = str(sp.name), sp.protocol
     svc, svl, ext, fw = n.service_port_chains(spn, proto)
-    cat = categorize(sp, eps)
+    cat = categorize(sp, eps, ctx.zone)
     hp = ctx.host_prefix
     match = f"{_proto(sp)} --dport {sp.port}"
     nat: dict[str, tuple[str, ...]] = {}

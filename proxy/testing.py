@@ -22,7 +22,8 @@ CLUSTER_CIDR = "10.0.0.0/16"
 _names = itertools.count()
 
 
-def svc(name: str = "svc", ns: str = "ns", cluster_ip: str = "172.30.0.41", ports=((80, "TCP", "p80"),), **spec: Any):
+def svc(name: str = "svc", ns: str = "ns", cluster_ip: str = "172.30.0.41", ports=((80, "TCP", "p80"),),
+        annotations: dict[str, str] | None = None, **spec: Any):
     """A Service; ``ports`` entries are (port, protocol, name[, nodePort])."""
     raw_ports = []
     for p in ports:
@@ -34,18 +35,23 @@ def svc(name: str = "svc", ns: str = "ns", cluster_ip: str = "172.30.0.41", port
     ips = cluster_ip if isinstance(cluster_ip, (list, tuple)) else [cluster_ip]
     return parse_service(
         {
-            "metadata": {"name": name, "namespace": ns},
+            "metadata": {"name": name, "namespace": ns, **({"annotations": annotations} if annotations else {})},
             "spec": {"clusterIPs": list(ips), "ports": raw_ports, **spec},
             "status": status,
         }
     )
 
 
-def ep(ip: str, node: str = "node-b", ready: bool = True, serving: bool | None = None, terminating: bool = False):
+def ep(ip: str, node: str = "node-b", ready: bool = True, serving: bool | None = None, terminating: bool = False,
+       zones: tuple[str, ...] | None = None):
+    """One raw endpoint; ``zones`` become hints.forZones (None: no hints field at all)."""
     cond = {"ready": ready, "terminating": terminating}
     if serving is not None:
         cond["serving"] = serving
-    return {"addresses": [ip], "nodeName": node, "conditions": cond}
+    raw: dict[str, Any] = {"addresses": [ip], "nodeName": node, "conditions": cond}
+    if zones is not None:
+        raw["hints"] = {"forZones": [{"name": z} for z in zones]}
+    return raw
 
 
 def slice_(service: str = "svc", ns: str = "ns", endpoints=(), ports=((80, "TCP", "p80"),), family: str = "IPv4", name: str | None = None):

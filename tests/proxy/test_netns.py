@@ -89,13 +89,13 @@ class Proxy:
         self.prefix = ["ip", "netns", "exec", lab["node"].name]
         self.ctx = NodeContext(family=4, cluster_cidrs=("10.0.0.0/16",), node_ips=(NODE_IP, "10.0.0.1"), **ctx_kw)
 
-    async def start(self, services, slices):
+    async def start(self, services, slices, nodes=None):
         mode = await detect_mode(self.prefix)
         self.fam = FamilyProxier(IptablesRunner(4, mode, self.prefix), self.ctx, NODE,
                                  conntrack=Reconciler(ConntrackTool(self.prefix), 4))
         self.daemon = Daemon(Config(hostname_override=NODE, healthz_bind_address="", metrics_bind_address=""), [self.fam])
         self.services, self.slices = FakeInformer(), FakeInformer()
-        self.daemon.attach(self.services, self.slices)
+        self.daemon.attach(self.services, self.slices, nodes)
         for s in services:
             self.services.set(s)
         for s in slices:
@@ -142,6 +142,26 @@ async def test_etp_local_preserves_client_ip(lab):
     await Proxy(lab).start([s], [slice_(endpoints=eps("ep2", node=NODE) + eps("ep1"), ports=TCP_EP, name="a")])
     got = probe(lab["out"], "tcp", NODE_IP, "30081", "10")
     assert got == {f"ep2 {OUTSIDE_IP}": 10}
+
+
+async def test_topology_hints_follow_the_node_zone(lab):
+    """Zone hints on real iptables: the node's zone (from its Node) picks the endpoints; a label change re-syncs."""
+    from podnet.kube.objects import parse_node
+
+    def node(zone):
+        return parse_node({"metadata": {"name": NODE, "labels": {"topology.kubernetes.io/zone": zone}}})
+
+    hinted = [ep(PODS["ep1"], zones=("zone-a",)), ep(PODS["ep2"], zones=("zone-b",)), ep(PODS["ep3"], zones=("zone-a",))]
+    nodes = FakeInformer()
+    px = await Proxy(lab).start([svc(ports=TCP, annotations={"service.kubernetes.io/topology-mode": "Auto"})],
+                                [slice_(endpoints=hinted, ports=TCP_EP, name="a")], nodes)
+    nodes.set(node("zone-a"))
+    await px.sync()
+    got = probe(lab["client"], "tcp", "172.30.0.41", "80", "40")
+    assert {k.split()[0] for k in got} == {"ep1", "ep3"}, got  # 40 draws over 2: missing one is ~1e-12
+    nodes.set(node("zone-b"))
+    await px.sync()
+    assert probe(lab["client"], "tcp", "172.30.0.41", "80", "5") == {f"ep2 {PODS['client']}": 5}
 
 
 async def test_session_affinity_sticks(lab):

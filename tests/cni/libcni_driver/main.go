@@ -3,6 +3,8 @@
 //	cnidriver <add|check|del|validate> <conf-dir> <network-name> <netns-path> <container-id> [ifname]
 //
 // Plugins come from CNI_PATH (colon-separated); results are cached in CNI_CACHE_DIR (like /var/lib/cni).
+// CNIDRIVER_CAPABILITY_ARGS (a JSON object, e.g. {"portMappings":[...]}) becomes the runtime's capability
+// args, which libcni hands as runtimeConfig to the plugins that declare those capabilities (as kubelet does).
 // add prints the result as JSON; errors print "error: ..." on stderr and exit 1.
 package main
 
@@ -42,6 +44,11 @@ func main() {
 			{"K8S_POD_NAME", strings.ToLower(cid)},
 			{"K8S_POD_INFRA_CONTAINER_ID", cid},
 		},
+	}
+	if capArgs := os.Getenv("CNIDRIVER_CAPABILITY_ARGS"); capArgs != "" {
+		if err := json.Unmarshal([]byte(capArgs), &rt.CapabilityArgs); err != nil {
+			fail(fmt.Errorf("CNIDRIVER_CAPABILITY_ARGS: %w", err))
+		}
 	}
 	ctx := context.Background()
 	switch verb {
