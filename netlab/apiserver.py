@@ -37,6 +37,7 @@ from podnet.netlab.allocators import CIDRAllocator
 from podnet.netlab.apihandlers import ApiHandlers
 from podnet.netlab.apistore import Persister, Store, StatusError
 from podnet.netlab.controllers import EndpointSliceController, NodeCIDRController
+from podnet.netlab.scheduler import PodScheduler
 from podnet.netlab.registry import Registry, finish_graceful_delete
 
 __all__ = ["LabApiServer", "add_arguments", "run", "parse_listen"]
@@ -79,6 +80,7 @@ class LabApiServer:
         self.persister = Persister(self.store, state_path, persist_delay) if state_path else None
         self.node_cidrs = NodeCIDRController(self.store, CIDRAllocator(cluster_cidr, node_cidr_mask))
         self.endpoint_slices = EndpointSliceController(self.store, max_endpoints_per_slice)
+        self.scheduler = PodScheduler(self.store)
         self._controllers = controllers
         self._kubernetes_service = kubernetes_service
         self._runner: web.AppRunner | None = None
@@ -102,7 +104,8 @@ class LabApiServer:
         if self._controllers:
             self.node_cidrs.resync()
             self.endpoint_slices.resync()
-            self.store.hooks += [self.node_cidrs.hook, self.endpoint_slices.hook]
+            self.scheduler.resync()
+            self.store.hooks += [self.node_cidrs.hook, self.scheduler.hook, self.endpoint_slices.hook]
         if self.persister is not None:
             self.store.on_change = self.persister.mark
         self._resume_graceful_deletes()
