@@ -16,7 +16,12 @@ depends on, in the order a real kubelet and runtime follow:
    ``Ready`` condition;
 3. when a Pod is deleted (or gets a deletionTimestamp: graceful delete): stop its
    process, CNI DEL, remove the netns, and confirm a graceful delete with grace 0;
-4. a container that exits by itself makes its pod Failed and not Ready.
+4. a container that exits by itself makes its pod not Ready at once; per
+   ``spec.restartPolicy`` (Always, the default; OnFailure; Never) it is restarted
+   in the same sandbox (same netns and IP, no new CNI ADD) after kubelet's
+   crash-loop back-off (10 s doubling to 300 s, reset after 10 min of running),
+   with ``restartCount``/``lastState.terminated``/``waiting: CrashLoopBackOff``
+   reported, or the pod ends Succeeded (exit 0) / Failed.
 
 Pods are handled concurrently, each by one task; events for one pod are
 serialised by its task. State of each running pod is written to
@@ -45,6 +50,10 @@ log = logging.getLogger("podnet.lab.kubelet")
 __all__ = ["Kubelet", "pod_command", "readiness_target", "node_object", "main"]
 
 PODSERVER_HTTP = 8080
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def node_object(name: str, ip: str) -> dict[str, Any]:
@@ -97,7 +106,9 @@ class Kubelet:
     """Reconciles the Pods bound to one node with sandboxes on it (see the module docstring)."""
 
     def __init__(self, client: ApiClient, node: str, node_ip: str, *, lab: str, run_dir: Path,
-                 cni_bin_dir: str, cni_conf_dir: str, cluster_dns: str = "10.96.0.10") -> None:
+                 cni_bin_dir: str, cni_conf_dir: str, cluster_dns: str = "10.96.0.10",
+                 backoff_base: float = 10.0, backoff_max: float = 300.0, backoff_reset: float = 600.0,
+                 clock=time.monotonic, sleep=asyncio.sleep) -> None:
         self.client, self.node, self.node_ip, self.lab = client, node, node_ip, lab
         self.run_dir = run_dir
         self.state_dir = run_dir / "pods" / node
@@ -107,6 +118,8 @@ class Kubelet:
         self.tasks: dict[str, asyncio.Task] = {}
         self.wanted: dict[str, dict[str, Any]] = {}
         self.used_index: set[int] = set()
+        self.backoff_base, self.backoff_max, self.backoff_reset = backoff_base, backoff_max, backoff_reset
+        self.clock, self.sleep = clock, sleep
 
     # ------------------------------------------------------------------ node
 
@@ -165,33 +178,108 @@ class Kubelet:
             "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": started},
                            {"type": "PodScheduled", "status": "True"}],
         })
+        await self._start_container(pod, sb)
+        await self._probe_and_report(key, sb, pod, t0)
+        sb.monitor = asyncio.create_task(self._monitor(key, sb, pod))
+
+    async def _start_container(self, pod: dict[str, Any], sb: Sandbox) -> None:
+        ns, name = sb.namespace_name
         await sb.start(pod_command(pod), self.run_dir / "logs" / f"pod-{ns}-{name}.log")
-        sb.monitor = asyncio.create_task(self._monitor(key, sb))
+        sb.started_at = self.clock()
         self._save(sb)
+
+    def _container_status(self, pod: dict[str, Any], sb: Sandbox, ready: bool, **extra: Any) -> list[dict[str, Any]]:
+        c = ((pod.get("spec") or {}).get("containers") or [{}])[0]
+        st = {"name": c.get("name", "main"), "image": c.get("image", "podnet-lab"), "ready": ready,
+              "started": sb.proc is not None and sb.proc.returncode is None, "restartCount": sb.restart_count}
+        st.update(extra)
+        return [st]
+
+    async def _probe_and_report(self, key: str, sb: Sandbox, pod: dict[str, Any], t0: float) -> None:
+        ns, name = sb.namespace_name
         await sb.wait_ready(readiness_target(pod))
         # The moment Ready turned true (second precision, as metav1.Time): the EndpointSlice
         # controller takes its last-change-trigger-time from it.
-        became_ready = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        became_ready = _now()
         await self._patch_status(ns, name, {
+            "phase": "Running",
             "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": became_ready},
                            {"type": "ContainersReady", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
+            "containerStatuses": self._container_status(
+                pod, sb, True, state={"running": {"startedAt": became_ready}}, **self._last_state(sb)),
         })
         sb.ready = True
         log.info("pod %s ready after %.0f ms", key, (time.monotonic() - t0) * 1000)
 
-    async def _monitor(self, key: str, rp: Sandbox) -> None:
-        """A container that exits on its own makes its pod Failed and not Ready (no restarts in the lab)."""
-        assert rp.proc is not None
-        rc = await rp.proc.wait()
-        if self.pods.get(key) is not rp:
-            return  # we stopped it
-        log.warning("pod %s: container exited with %s", key, rc)
+    @staticmethod
+    def _last_state(sb: Sandbox) -> dict[str, Any]:
+        last = sb.last_terminated
+        return {"lastState": {"terminated": last}} if last else {}
+
+    def next_backoff(self, sb: Sandbox) -> float:
+        """kubelet's crash-loop back-off: base, doubling to the max; reset after a long enough run."""
+        ran = self.clock() - sb.started_at
+        if sb.backoff <= 0 or ran >= self.backoff_reset:
+            sb.backoff = self.backoff_base
+        else:
+            sb.backoff = min(sb.backoff * 2, self.backoff_max)
+        return sb.backoff
+
+    async def _monitor(self, key: str, sb: Sandbox, pod: dict[str, Any]) -> None:
+        """Watch the container; on exit report not Ready at once, then restart it per ``restartPolicy``
+        in the same sandbox (same netns and IP, no CNI ADD) after the crash-loop back-off."""
+        policy = (pod.get("spec") or {}).get("restartPolicy") or "Always"
         ns, name = key.split("/", 1)
-        try:
-            await self._patch_status(ns, name, {"phase": "Failed", "message": f"container exited with {rc}",
-                                                "conditions": [{"type": "Ready", "status": "False"}]})
-        except (ApiError, *TRANSPORT_ERRORS) as e:
-            log.warning("pod %s: cannot report the exit: %s", key, e)
+        while True:
+            assert sb.proc is not None
+            rc = await sb.proc.wait()
+            if self.pods.get(key) is not sb:
+                return  # we stopped it
+            sb.ready = False
+            log.warning("pod %s: container exited with %s", key, rc)
+            term = {"exitCode": rc, "reason": "Completed" if rc == 0 else "Error", "finishedAt": _now()}
+            restart = policy == "Always" or (policy == "OnFailure" and rc != 0)
+            try:
+                if not restart:
+                    await self._patch_status(ns, name, {
+                        "phase": "Succeeded" if rc == 0 else "Failed", "message": f"container exited with {rc}",
+                        "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": _now()},
+                                       {"type": "ContainersReady", "status": "False"},
+                                       {"type": "PodScheduled", "status": "True"}],
+                        "containerStatuses": self._container_status(pod, sb, False, state={"terminated": term}),
+                    })
+                    return
+                delay = self.next_backoff(sb)
+                sb.last_terminated = term
+                await self._patch_status(ns, name, {
+                    "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": _now()},
+                                   {"type": "ContainersReady", "status": "False"},
+                                   {"type": "PodScheduled", "status": "True"}],
+                    "containerStatuses": self._container_status(
+                        pod, sb, False, state={"waiting": {"reason": "CrashLoopBackOff", "message":
+                                               f"back-off {delay:g}s restarting failed container"}},
+                        lastState={"terminated": term}),
+                })
+            except (ApiError, *TRANSPORT_ERRORS) as e:
+                log.warning("pod %s: cannot report the exit: %s", key, e)
+                if not restart:
+                    return
+            await self.sleep(delay)
+            if self.pods.get(key) is not sb:
+                return  # deleted while backing off
+            sb.restart_count += 1
+            log.info("pod %s: restarting the container (restart %d) after %.1f s", key, sb.restart_count, delay)
+            try:
+                await self._start_container(pod, sb)
+            except OSError as e:  # cannot even start it: the old exit status stands, back off again
+                log.warning("pod %s: restart failed: %s", key, e)
+                continue
+            try:
+                await self._probe_and_report(key, sb, pod, time.monotonic())
+            except (RuntimeError, TimeoutError) as e:
+                log.warning("pod %s: not ready after restart: %s", key, e)
+            except (ApiError, *TRANSPORT_ERRORS) as e:
+                log.warning("pod %s: cannot report ready: %s", key, e)
 
     async def _confirm_delete(self, pod: dict[str, Any]) -> None:
         """After a graceful delete, tell the API the pod is gone (as kubelet does, with grace 0)."""
@@ -209,6 +297,12 @@ class Kubelet:
         sb = self.pods.pop(key, None)
         if sb is None:
             return
+        if sb.monitor is not None and sb.monitor is not asyncio.current_task():
+            sb.monitor.cancel()  # also cancels a restart waiting in back-off
+            try:
+                await sb.monitor
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
         for problem in await sb.destroy():
             log.warning("pod %s: %s", key, problem)
         (self.state_dir / f"{sb.netns}.json").unlink(missing_ok=True)

@@ -43,6 +43,10 @@ class Sandbox:
     ready: bool = False
     monitor: asyncio.Task | None = None
     cni: tuple[str, Path] | None = None   # (CNI_PATH, conf dir) once ADD ran
+    restart_count: int = 0                # container restarts in this sandbox (kubelet's restartCount)
+    backoff: float = 0.0                  # the last crash-loop back-off delay (0: none yet)
+    started_at: float = 0.0               # clock() when the current container started
+    last_terminated: dict[str, Any] | None = None   # lastState.terminated of the previous container
 
     @property
     def netns_path(self) -> str:
@@ -56,7 +60,8 @@ class Sandbox:
     def record(self) -> dict[str, Any]:
         """What ``lab down`` and ``lab check`` read back (JSON-ready)."""
         return {"pod": self.key, "uid": self.uid, "netns": self.netns, "container_id": self.container_id,
-                "ips": self.ips, "pid": self.proc.pid if self.proc else None, "result": self.result}
+                "ips": self.ips, "pid": self.proc.pid if self.proc else None, "result": self.result,
+                "restart_count": self.restart_count}
 
     def create(self, resolv_conf: str) -> None:
         run(["ip", "netns", "add", self.netns])

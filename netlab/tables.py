@@ -77,8 +77,23 @@ def _pod_row(o: dict[str, Any]) -> list[Any]:
     if not status.get("containerStatuses"):
         ready = n if any(c.get("type") == "Ready" and c.get("status") == "True"
                          for c in status.get("conditions") or ()) else 0
-    phase = "Terminating" if o["metadata"].get("deletionTimestamp") else status.get("phase", "Pending")
-    return [f"{ready}/{n}", phase, 0, status.get("podIP") or "<none>", spec.get("nodeName") or "<none>"]
+    return [f"{ready}/{n}", _pod_status(o), sum(int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or ()),
+            status.get("podIP") or "<none>", spec.get("nodeName") or "<none>"]
+
+
+def _pod_status(o: dict[str, Any]) -> str:
+    """kubectl's STATUS column: Terminating, else a container's waiting/terminated reason
+    (CrashLoopBackOff, Error, Completed), else the pod's reason, else its phase."""
+    if o["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    status = o.get("status") or {}
+    shown = status.get("reason") or status.get("phase") or "Pending"
+    for c in status.get("containerStatuses") or ():
+        state = c.get("state") or {}
+        reason = (state.get("waiting") or {}).get("reason") or (state.get("terminated") or {}).get("reason")
+        if reason:
+            shown = reason
+    return shown
 
 
 def _node_row(o: dict[str, Any]) -> list[Any]:

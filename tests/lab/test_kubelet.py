@@ -111,3 +111,167 @@ def test_only_pods_bound_to_this_node_are_mine(tmp_path):
     k = FakeKubelet(tmp_path)
     assert k._mine(pod("a", "u", node="n1")) and not k._mine(pod("a", "u", node="n2"))
     assert not k._mine({"metadata": {"name": "x"}, "spec": {}})
+
+
+# ---------------------------------------------------------------- container restarts (restartPolicy)
+
+class FakeProc:
+    """A container process: ``exit(rc)`` ends it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode = pid, None
+        self._done = asyncio.Event()
+
+    def exit(self, rc: int) -> None:
+        self.returncode = rc
+        self._done.set()
+
+    async def wait(self) -> int:
+        await self._done.wait()
+        return self.returncode
+
+
+class FakeSandbox(Sandbox):
+    async def start(self, cmd, log_path):
+        self.proc = FakeProc(-1)  # never a real pid
+        self.procs.append(self.proc)
+
+    async def wait_ready(self, target, timeout=60.0):
+        return None
+
+    async def destroy(self):  # no signals, no netns: the process is fake
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.exit(-15)
+        return []
+
+
+class RestartKubelet(Kubelet):
+    """Real ``_monitor``/back-off; process and API faked; sleeps recorded and released by the test."""
+
+    def __init__(self, tmp_path) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self.wake = asyncio.Event()
+        super().__init__(None, "n1", "192.168.77.11", lab="t", run_dir=tmp_path, cni_bin_dir="",
+                         cni_conf_dir=tmp_path, backoff_base=1.0, backoff_max=8.0, backoff_reset=100.0,
+                         clock=lambda: self.now, sleep=self._sleep)
+        self.statuses: list[dict] = []
+
+    async def _sleep(self, d):
+        self.sleeps.append(d)
+        self.wake.clear()
+        await self.wake.wait()
+
+    async def _patch_status(self, ns, name, status):
+        self.statuses.append(status)
+
+    async def start_pod(self, pod):
+        meta = pod["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        sb = FakeSandbox(key, meta["uid"], self._netns_name(), "c", ips=["10.244.1.5"])
+        sb.procs = []
+        self.pods[key] = sb
+        await self._start_container(pod, sb)
+        await self._probe_and_report(key, sb, pod, 0.0)
+        sb.monitor = asyncio.create_task(self._monitor(key, sb, pod))
+
+
+
+def rpod(policy: str | None = None) -> dict:
+    p = pod("a", "u1")
+    p["spec"]["containers"] = [{"name": "main", "image": "x"}]
+    if policy:
+        p["spec"]["restartPolicy"] = policy
+    return p
+
+
+async def spin(cond, n: int = 200) -> None:
+    for _ in range(n):
+        if cond():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not reached")
+
+
+def ready_of(status: dict) -> str | None:
+    return next((c["status"] for c in status.get("conditions") or () if c["type"] == "Ready"), None)
+
+
+async def test_always_restarts_in_same_sandbox_with_backoff(tmp_path):
+    k = RestartKubelet(tmp_path)
+    k._observe(rpod(), A)
+    await settle(k)
+    sb = k.pods[A]
+    await spin(lambda: sb.monitor is not None)
+    assert ready_of(k.statuses[-1]) == "True" and k.statuses[-1]["containerStatuses"][0]["restartCount"] == 0
+    for n, want_delay in enumerate([1.0, 2.0, 4.0, 8.0, 8.0], start=1):
+        sb.proc.exit(1)
+        await spin(lambda: len(k.sleeps) == n)
+        down = k.statuses[-1]
+        assert ready_of(down) == "False"  # reported before the back-off
+        cs = down["containerStatuses"][0]
+        assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        assert cs["lastState"]["terminated"]["exitCode"] == 1 and cs["lastState"]["terminated"]["reason"] == "Error"
+        assert k.sleeps[-1] == want_delay
+        k.wake.set()
+        await spin(lambda: ready_of(k.statuses[-1]) == "True")
+        cs = k.statuses[-1]["containerStatuses"][0]
+        assert cs["restartCount"] == n and "running" in cs["state"] and cs["lastState"]["terminated"]["exitCode"] == 1
+    assert k.pods[A] is sb and len(sb.procs) == 6  # same sandbox, one process per run
+    k.now += 100.0  # ran long enough: the back-off starts over
+    sb.proc.exit(0)
+    await spin(lambda: len(k.sleeps) == 6)
+    assert k.sleeps[-1] == 1.0
+    assert k.statuses[-1]["containerStatuses"][0]["lastState"]["terminated"]["reason"] == "Completed"
+    k._observe(None, A)
+    await settle(k)
+    assert A not in k.pods and sb.monitor.done()
+
+
+@pytest.mark.parametrize("policy,rc,phase", [("Never", 0, "Succeeded"), ("Never", 3, "Failed"),
+                                             ("OnFailure", 0, "Succeeded")])
+async def test_no_restart_policies(tmp_path, policy, rc, phase):
+    k = RestartKubelet(tmp_path)
+    k._observe(rpod(policy), A)
+    await settle(k)
+    sb = k.pods[A]
+    await spin(lambda: sb.monitor is not None)
+    sb.proc.exit(rc)
+    await spin(lambda: sb.monitor.done())
+    last = k.statuses[-1]
+    assert last["phase"] == phase and ready_of(last) == "False"
+    assert last["containerStatuses"][0]["state"]["terminated"]["exitCode"] == rc
+    assert k.sleeps == [] and len(sb.procs) == 1
+
+
+async def test_on_failure_restarts_nonzero(tmp_path):
+    k = RestartKubelet(tmp_path)
+    k._observe(rpod("OnFailure"), A)
+    await settle(k)
+    sb = k.pods[A]
+    await spin(lambda: sb.monitor is not None)
+    sb.proc.exit(2)
+    await spin(lambda: len(k.sleeps) == 1)
+    k.wake.set()
+    await spin(lambda: len(sb.procs) == 2)
+    assert sb.restart_count == 1
+    k._observe(None, A)
+    await settle(k)
+
+
+async def test_delete_during_backoff_cancels_restart(tmp_path):
+    k = RestartKubelet(tmp_path)
+    k._observe(rpod(), A)
+    await settle(k)
+    sb = k.pods[A]
+    await spin(lambda: sb.monitor is not None)
+    sb.proc.exit(1)
+    await spin(lambda: len(k.sleeps) == 1)
+    k._observe(None, A)
+    await settle(k)
+    await spin(lambda: sb.monitor.done())
+    assert sb.monitor.cancelled() and A not in k.pods
+    k.wake.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(sb.procs) == 1 and sb.restart_count == 0  # never restarted

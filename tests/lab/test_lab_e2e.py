@@ -1,7 +1,8 @@
-"""The CI end-to-end test: up (2 nodes x 2 pods), check (every row passes), down, nothing left.
+"""The CI end-to-end tests: up (2 nodes x 2 pods), check (every row passes), down, nothing left.
 
-Also: kubectl against the lab's kubeconfig, and ``down`` after a crash (every
-lab process SIGKILLed) leaving nothing behind. Root only; each lab has a
+Also: kubectl against the lab's kubeconfig, ``down`` after a crash (every
+lab process SIGKILLed) leaving nothing behind, and a killed pod container
+restarted by the kubelet in the same sandbox. Root only; each lab has a
 random name, and ``down`` runs in a finally block.
 """
 
@@ -14,6 +15,7 @@ import signal
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,58 @@ def test_down_of_unknown_lab_is_a_no_op(tmp_path):
     gone = down("tnever", run_root=tmp_path / "run", data_root=tmp_path / "data")
     assert (gone.processes, gone.netns, gone.paths) == ([], [], [])
     assert leftovers("tnever", run_root=tmp_path / "run", data_root=tmp_path / "data") == []
+
+
+def _ready(pod: dict) -> str | None:
+    return next((c["status"] for c in pod["status"].get("conditions") or () if c["type"] == "Ready"), None)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs kubectl")
+def test_killed_container_restarts_in_same_sandbox(lab, tmp_path):
+    """A lab pod's server process killed: Ready goes False, kubelet restarts it in the same sandbox
+    (same netns, same IP), restartCount 1, and it answers again."""
+    up = podnet("up", "--name", lab, "--nodes", "1", "--pods-per-node", "1")
+    assert up.returncode == 0, up.stdout + up.stderr
+    run = Path(f"/run/podnet/{lab}")
+    env = dict(os.environ, KUBECONFIG=str(run / "kubeconfig"), HOME=str(tmp_path))
+
+    def k(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["kubectl", *a], capture_output=True, text=True, env=env, timeout=60)
+
+    pods = json.loads(k("get", "pods", "-o", "json").stdout)["items"]
+    target = next(p for p in pods if p["metadata"]["namespace"] == "default" and _ready(p) == "True")
+    name, ip = target["metadata"]["name"], target["status"]["podIP"]
+    record = next(json.loads(f.read_text()) for f in (run / "pods").glob("*/*.json")
+                  if json.loads(f.read_text())["pod"] == f"default/{name}")
+    pid = record["pid"]
+    assert pid and procs.is_lab_process(pid, lab)
+    os.kill(pid, signal.SIGKILL)
+
+    def get() -> dict:
+        return json.loads(k("get", "pod", name, "-o", "json").stdout)
+
+    saw_not_ready = False
+    for _ in range(600):  # bounded: the back-off is 10 s
+        p = get()
+        cs = (p["status"].get("containerStatuses") or [{}])[0]
+        if _ready(p) == "False":
+            saw_not_ready = True
+        if cs.get("restartCount") == 1 and _ready(p) == "True":
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"not restarted: {p['status']}")
+    assert saw_not_ready
+    assert p["status"]["podIP"] == ip
+    assert cs["lastState"]["terminated"]["exitCode"] != 0
+    new = next(json.loads(f.read_text()) for f in (run / "pods").glob("*/*.json")
+               if json.loads(f.read_text())["pod"] == f"default/{name}")
+    assert new["netns"] == record["netns"] and new["pid"] != pid and new["ips"] == record["ips"]
+    # it answers again, from inside its own sandbox to its own (unchanged) pod IP
+    probe = subprocess.run(["ip", "netns", "exec", new["netns"], sys.executable, "-c",
+                            f"import socket; socket.create_connection(('{ip}', 8080), 5).close()"],
+                           capture_output=True, text=True, timeout=30)
+    assert probe.returncode == 0, probe.stderr
+    table = k("get", "pods", name)
+    assert table.returncode == 0, table.stderr
+    print(table.stdout)

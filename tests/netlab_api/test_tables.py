@@ -52,6 +52,36 @@ def test_service_table_rows():
     assert t["rows"][0]["object"]["metadata"]["namespace"] == "default"
 
 
+def _pod(status, deleting=False):
+    meta = {"name": "p", "namespace": "default", "creationTimestamp": "2026-01-01T00:00:00Z"}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    return {"metadata": meta, "spec": {"nodeName": "n1", "containers": [{"name": "c"}]}, "status": status}
+
+
+RUNNING = {"phase": "Running", "podIP": "10.244.0.5",
+           "containerStatuses": [{"name": "c", "ready": True, "restartCount": 0, "state": {"running": {}}}]}
+
+
+@pytest.mark.parametrize(
+    "pod, cells",
+    [
+        pytest.param(_pod(RUNNING), ["1/1", "Running", 0, "10.244.0.5", "n1"], id="running"),
+        pytest.param(_pod({**RUNNING, "containerStatuses": [{"name": "c", "ready": False, "restartCount": 3,
+                                                             "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}),
+                     ["0/1", "CrashLoopBackOff", 3, "10.244.0.5", "n1"], id="crash-loop-counts-restarts"),
+        pytest.param(_pod({"phase": "Succeeded", "containerStatuses": [
+            {"name": "c", "ready": False, "restartCount": 0, "state": {"terminated": {"reason": "Completed"}}}]}),
+                     ["0/1", "Completed", 0, "<none>", "n1"], id="completed"),
+        pytest.param(_pod({}), ["0/1", "Pending", 0, "<none>", "n1"], id="pending"),
+        pytest.param(_pod(RUNNING, deleting=True), ["1/1", "Terminating", 0, "10.244.0.5", "n1"], id="terminating"),
+    ],
+)
+def test_pod_table_rows(pod, cells):
+    row = table("pods", [pod], T0 + 60)["rows"][0]["cells"]  # Name Ready Status Restarts Age IP Node
+    assert row[1:4] + row[5:7] == cells and row[4] == "60s"
+
+
 async def test_table_over_http(client):
     await client.create(r.SERVICES, {"metadata": {"name": "a"}, "spec": {"ports": [{"port": 80}]}}, namespace="default")
     headers_client = client._sess()
