@@ -15,7 +15,6 @@ from __future__ import annotations
 import calendar
 import logging
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +23,8 @@ from typing import Any, Callable, Mapping
 from prometheus_client import Counter
 
 from podnet.kube import validate as v
+from podnet.kube.sharing import SHARE_LIMIT, _shared  # noqa: F401 - the bounded table, for tests and tuning
+from podnet.kube.sharing import intern as _intern, share as _share, share_items as _share_items
 
 __all__ = [
     "InvalidObject",
@@ -85,47 +86,6 @@ class InvalidObject(ValueError):
 def object_key(namespace: str, name: str) -> str:
     """The informer key: ``namespace/name``, or ``name`` when cluster-scoped."""
     return f"{namespace}/{name}" if namespace else name
-
-
-# --------------------------------------------------------------------------- sharing
-# An informer store holds tens of thousands of these values, and most of their
-# small strings and tuples repeat (namespaces, label pairs, "TCP", port names,
-# node names, whole port lists). A JSON decoder makes a fresh copy of each for
-# every object, so conversion hands out one shared copy instead. Equal values
-# are interchangeable (the types are immutable and compare by content), so
-# sharing changes nothing but memory.
-
-_intern = sys.intern
-"""For short repeated strings. ``sys.intern`` strings are mortal (freed once nothing else uses
-them), so interning a name that goes away costs nothing lasting."""
-
-SHARE_LIMIT = 4096
-"""Entries in the table of shared tuples/values; it is emptied when full, so it never holds more
-than this many values alive, and values that keep recurring are shared again right after."""
-
-_shared: dict[Any, Any] = {}
-
-
-def _share(value: Any) -> Any:
-    """The shared copy of ``value`` (a tuple or frozen value of str/int/None/frozen values only,
-    so ``==`` implies same types and content), adding it to the bounded table when new."""
-    got = _shared.get(value)
-    if got is not None:
-        return got
-    if len(_shared) >= SHARE_LIMIT:
-        _shared.clear()
-    _shared[value] = value
-    return value
-
-
-def _share_items(items: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A shared copy of the tuple ``items``; when the whole tuple is new, its items are shared one by one."""
-    if not items:
-        return ()
-    got = _shared.get(items)
-    if got is not None:
-        return got
-    return _share(tuple(_share(x) for x in items))
 
 
 def _labels(raw: Mapping[str, Any] | None, field_name: str = "metadata.labels") -> Labels:

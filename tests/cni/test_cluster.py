@@ -76,6 +76,13 @@ def underlay(pool, ipv6: bool):
     return sw, nodes
 
 
+async def del_pods_and_check_clean(n1, pa, n2, pb) -> None:
+    """DEL pod "a" on n1 and "b" on n2; nothing of theirs may remain on the nodes."""
+    assert await asyncio.to_thread(n1.cni, "DEL", "a", pa.path) == (0, None)
+    assert await asyncio.to_thread(n2.cni, "DEL", "b", pb.path) == (0, None)
+    assert n1.host_veths() == [] and n2.host_veths() == [] and n1.reservations() == []
+
+
 @pytest.fixture
 def fabric(pool):
     return underlay(pool, ipv6=False)
@@ -126,9 +133,7 @@ async def test_two_nodes_host_gw_without_nat(fabric, make_node, pool, tcp_peer_s
             await client.delete(resources.NODES, "n3")
             await eventually(lambda: cidr3 not in routes(n1) and cidr3 not in routes(n2), "n3 route removed")
 
-            assert await asyncio.to_thread(n1.cni, "DEL", "a", pa.path) == (0, None)
-            assert await asyncio.to_thread(n2.cni, "DEL", "b", pb.path) == (0, None)
-            assert n1.host_veths() == [] and n2.host_veths() == [] and n1.reservations() == []
+            await del_pods_and_check_clean(n1, pa, n2, pb)
         finally:
             await client.close()
             await api.stop()
@@ -209,9 +214,7 @@ async def test_cross_node_ipv6_and_dual_stack_without_nat(dual_fabric, make_node
             assert await asyncio.to_thread(tcp_peer_seen, pb, b_ip, pa) == a_ip
             assert await asyncio.to_thread(tcp_peer_seen, pa, a_ip, pb) == b_ip
 
-        assert await asyncio.to_thread(n1.cni, "DEL", "a", pa.path) == (0, None)
-        assert await asyncio.to_thread(n2.cni, "DEL", "b", pb.path) == (0, None)
-        assert n1.host_veths() == [] and n2.host_veths() == [] and n1.reservations() == []
+        await del_pods_and_check_clean(n1, pa, n2, pb)
     finally:
         await client.close()
         await api.stop()
