@@ -1,6 +1,7 @@
 """podnet-cni vs Debian's reference bridge + host-local, side by side in one run.
 
     .venv/bin/python -P bench/cni_bench.py [--pods 50] [--held 1000] [--concurrent 100] [--out bench/results/cni.md]
+    .venv/bin/python -P bench/cni_bench.py --profile bench/results/cni_profile.md [--pods 30] [--held 0] [--label ...]
 
 Everything runs in network namespaces this script creates (prefix
 ``pnt-cni-bench-``) and removes: one "node" netns per plugin (the reference's
@@ -11,8 +12,15 @@ reference and podnet interleaved pod by pod so machine noise hits both alike.
 
 Measured: plugin exec baseline (VERSION; podnet's shim in each install form),
 ADD and DEL (median, p99) over N pods each into a fresh netns (also through the
-opt-in compiled shim when a C compiler exists), ADD/DEL with
-1000 reservations held, and the wall time of 100 concurrent ADDs.
+opt-in compiled shim, and the statically linked one of ``--form static``, when a
+C compiler and libc.a exist), ADD/DEL with 1000 reservations held, and the wall
+time of 100 concurrent ADDs (Python shim and static shim); the load average at
+start and end.
+
+``--profile``: the daemon's share instead, broken down: a daemon in one process
+inside a node netns, a burst of sequential ADDs then DELs over its socket; a
+wall-clock span per step (:data:`SPANS`, without cProfile) and then cProfile of
+each of its threads; appended as a markdown section to the given file.
 """
 
 from __future__ import annotations
@@ -84,7 +92,155 @@ def worker(job: dict) -> dict:
         with ThreadPoolExecutor(len(job["pods"])) as ex:
             per = list(ex.map(lambda p: timed(b, conf, plugin_env("ADD", p[0], p[1])), job["pods"]))
         return {"wall": (time.perf_counter() - t0) * 1000, "per": per}
+    if op == "profile":
+        return profile_daemon(job)
     raise ValueError(op)
+
+
+# ----------------------------------------------------------------------------- profile (inside a node netns)
+
+# Functions timed per call while profiling, as "module:qualname"; missing ones are skipped, so the
+# list covers the code before and after a change.
+SPANS = [
+    "podnet.cni.daemon:Daemon.handle",
+    "podnet.cni.skel:dispatch",
+    "podnet.cni.plugin:KernelNetOps.validate_netns",
+    "podnet.cni.ipam:Allocator.allocate",
+    "podnet.cni.ipam:Allocator.release",
+    "podnet.cni.ipam_store:SqliteStore.reserve",
+    "podnet.cni.ipam_store:SqliteStore.release",
+    "podnet.cni.netops:add_pod",
+    "podnet.cni.netops:del_pod",
+    "podnet.cni.netops:open_netns",
+    "podnet.cni.netops:netlink_in",
+    "podnet.cni.rtnl:setns",
+    "podnet.cni.netops:_create_veth",
+    "podnet.cni.netops:_delete_link",
+    "podnet.cni.netops:read_sysctl",
+    "podnet.cni.netops:write_sysctl",
+    "podnet.cni.rtnl:Rtnl.batch",
+    "podnet.cni.rtnl:Rtnl.request",
+    "podnet.cni.rtnl:in_netns",
+    "pyroute2:IPRoute.__init__",
+    "pyroute2:IPRoute.link",
+    "pyroute2:IPRoute.link_lookup",
+    "pyroute2:IPRoute.addr",
+    "pyroute2:IPRoute.route",
+    "pyroute2:IPRoute.close",
+]
+
+
+def _wrap_spans(spans: dict[str, list[float]]) -> None:
+    import asyncio
+    import functools
+    import importlib
+    import inspect
+
+    for ref in SPANS:
+        mod_name, _, qual = ref.partition(":")
+        try:
+            owner = importlib.import_module(mod_name)
+            *path, attr = qual.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            fn = inspect.getattr_static(owner, attr)
+        except (ImportError, AttributeError):
+            continue
+        raw = fn.__func__ if isinstance(fn, staticmethod) else fn
+        out = spans.setdefault(ref, [])
+        if asyncio.iscoroutinefunction(raw):
+            async def wrapper(*a, __f=raw, __o=out, **kw):
+                t0 = time.perf_counter()
+                try:
+                    return await __f(*a, **kw)
+                finally:
+                    __o.append(time.perf_counter() - t0)
+        else:
+            def wrapper(*a, __f=raw, __o=out, **kw):
+                t0 = time.perf_counter()
+                try:
+                    return __f(*a, **kw)
+                finally:
+                    __o.append(time.perf_counter() - t0)
+        functools.update_wrapper(wrapper, raw)
+        setattr(owner, attr, staticmethod(wrapper) if isinstance(fn, staticmethod) else wrapper)
+        if mod_name == "podnet.cni.netops":  # KernelNetOps holds its own references
+            from podnet.cni import plugin
+
+            if getattr(plugin.KernelNetOps, attr, None) is raw:
+                setattr(plugin.KernelNetOps, attr, staticmethod(wrapper))
+
+
+def profile_daemon(job: dict) -> dict:
+    """A daemon in this process (one netops worker thread, each thread under its own cProfile) and a
+    client thread sending sequential ADDs, then DELs; returns per-step spans and the top functions."""
+    import asyncio
+    import cProfile
+    import io
+    import pstats
+    import threading
+
+    from podnet.cni import daemon as dmod, shim
+
+    spans: dict[str, list[float]] = {}
+    _wrap_spans(spans)
+    profs: dict[str, cProfile.Profile] = {}
+
+    def start_worker_prof() -> None:
+        if job["cprofile"]:
+            p = profs["netops worker thread"] = cProfile.Profile()
+            p.enable()
+
+    async def main() -> dict:
+        opts = dmod.Options(job["socket"], "bench", job["data_dir"], pod_cidr=[job["cidr"]], workers=1)
+        d = dmod.Daemon(opts)
+        d.pool.shutdown()
+        d.pool = d.plugin.pool = ThreadPoolExecutor(1, thread_name_prefix="netops", initializer=start_worker_prof)
+        await d.start()
+        d.plugin.ready.routes_synced = True
+        loop = asyncio.get_running_loop()
+        conf = json.dumps(job["conf"]).encode()
+
+        def burst(verb: str, pods: list | None = None) -> list[float]:
+            ms = []
+            for cid, ns, *ifname in job["pods"] if pods is None else pods:
+                t0 = time.perf_counter()
+                code, res = shim.call_daemon(job["socket"], shim.encode_request(plugin_env(verb, cid, ns, *ifname),
+                                                                                conf))
+                ms.append((time.perf_counter() - t0) * 1000)
+                if code:
+                    raise RuntimeError(res)
+            return ms
+
+        await loop.run_in_executor(None, burst, "ADD", job["held"])  # reservations held throughout
+        await loop.run_in_executor(None, burst, "ADD")  # warm-up: imports, first sockets, first SQLite pages
+        await loop.run_in_executor(None, burst, "DEL")
+        for v in spans.values():
+            v.clear()
+        main_prof = cProfile.Profile()
+        if job["cprofile"]:
+            profs["event loop thread"] = main_prof
+            main_prof.enable()
+        try:
+            add = await loop.run_in_executor(None, burst, "ADD")
+            dele = await loop.run_in_executor(None, burst, "DEL")
+        finally:
+            main_prof.disable()
+        if job["cprofile"]:
+            await loop.run_in_executor(d.pool, lambda: profs["netops worker thread"].disable())
+        await d.close()
+        return {"add": add, "del": dele}
+
+    res = asyncio.run(main())
+    res["spans"] = {k: [x * 1000 for x in v] for k, v in spans.items() if v}
+    tops = {}
+    for name, p in profs.items():
+        buf = io.StringIO()
+        pstats.Stats(p, stream=buf).sort_stats("tottime").print_stats(18)
+        tops[name] = buf.getvalue()
+    res["profiles"] = tops
+    res["threads"] = threading.active_count()
+    return res
 
 
 def in_netns(ns: str, job: dict) -> dict:
@@ -110,6 +266,53 @@ def ref_conf(data_dir: str, cidr: str) -> dict:
                      "routes": [{"dst": "0.0.0.0/0"}]}}
 
 
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def profile_main(a: argparse.Namespace) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="podnet-cni-prof-"))
+    pool = NetnsPool("pnt-cni-bench-")
+    before = load()
+    try:
+        node = pool.netns("prof")
+        pods = [pool.netns("f") for _ in range(a.pods)]
+        holders = [pool.netns("h") for _ in range((a.held + 249) // 250)]
+        held = [[f"held{k}", holders[k % len(holders)].path, f"e{k}"] for k in range(a.held)]
+        conf = {"cniVersion": "1.0.0", "name": "bench", "type": "podnet-cni", "socket": str(tmp / "cni.sock")}
+        job = {"op": "profile", "binary": "", "conf": conf, "socket": str(tmp / "cni.sock"), "cidr": "10.244.0.0/20",
+               "pods": [[f"f{i}", p.path] for i, p in enumerate(pods)], "held": held}
+        # spans without cProfile (its per-call cost would inflate pyroute2's many small calls), then cProfile
+        out = in_netns(node.name, {**job, "data_dir": str(tmp / "data1"), "cprofile": False})
+        out["profiles"] = in_netns(node.name, {**job, "data_dir": str(tmp / "data2"), "cprofile": True})["profiles"]
+    finally:
+        pool.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    after = load()
+    add_med = statistics.median(out["add"])
+    lines = [f"## {a.label or 'profile'} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+             f"load average {before} -> {after})", "",
+             f"`.venv/bin/python -P bench/cni_bench.py --profile FILE --pods {a.pods} --held {a.held}`: "
+             f"{a.held} reservations (with their veths) held throughout; a daemon in one process "
+             f"inside a node netns, one netops worker thread, {a.pods} sequential ADDs then {a.pods} DELs over the "
+             "socket (no shim exec), each into a fresh pod netns, after one warm-up round. Spans: wall clock per call "
+             "in a run without cProfile; then a second run under cProfile (per thread).", "",
+             f"Client-side round trip: ADD median {add_med:.2f} ms, DEL median {statistics.median(out['del']):.2f} ms.",
+             "", "| step (per call) | calls per ADD+DEL | median ms | total ms | share of ADD+DEL wall |",
+             "|---|---|---|---|---|"]
+    wall = sum(out["add"]) + sum(out["del"])
+    for name, ms in sorted(out["spans"].items(), key=lambda kv: -sum(kv[1])):
+        lines.append(f"| `{name}` | {len(ms) / a.pods:.1f} | {statistics.median(ms):.3f} | {sum(ms):.1f} | "
+                     f"{100 * sum(ms) / wall:.0f}% |")
+    for thread, text in out["profiles"].items():
+        lines += ["", f"cProfile, {thread} (top 18 by own time):", "", "```", text.strip(), "```"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    path = Path(a.profile)
+    path.write_text((path.read_text() + "\n" if path.exists() else "") + text)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", action="store_true")
@@ -118,14 +321,21 @@ def main() -> int:
     ap.add_argument("--held-pods", type=int, default=20)
     ap.add_argument("--concurrent", type=int, default=100)
     ap.add_argument("--out", default="")
+    ap.add_argument("--profile", default="", metavar="FILE",
+                    help="instead of the comparison: profile the daemon during a burst of --pods ADDs then DELs "
+                         "(cProfile per thread, wall-clock span per step) and write the tables to FILE")
+    ap.add_argument("--label", default="", help="a title for the --profile section")
     a = ap.parse_args()
     if a.worker:
         print(json.dumps(worker(json.loads(sys.stdin.read()))))
         return 0
+    if a.profile:
+        return profile_main(a)
 
     tmp = Path(tempfile.mkdtemp(prefix="podnet-cni-bench-"))
     pool = NetnsPool("pnt-cni-bench-")
     daemon = None
+    load_before = load()
     rows: list[tuple[str, str, str, str]] = []
     try:
         ref_ns, pn_ns = pool.netns("ref"), pool.netns("pn")
@@ -140,6 +350,15 @@ def main() -> int:
         if have_cc:
             install.install(str(c_dir), str(tmp / "net.d-c"), str(tmp / "cni.sock"), form="c")
         cbin = str(c_dir / "podnet-cni")
+        s_dir = tmp / "bin-static"  # the real-cluster form: a statically linked build of cni/shim.c, copied
+        sbin = ""
+        try:
+            install.build_shim(tmp / "podnet-cni-static", static=True)
+            install.install(str(s_dir), str(tmp / "net.d-static"), str(tmp / "cni.sock"), form="static",
+                            static_shim=str(tmp / "podnet-cni-static"), portmap="off")
+            sbin = str(s_dir / "podnet-cni")
+        except RuntimeError as e:
+            print(f"no static shim: {e}", file=sys.stderr)
         pconf = {"cniVersion": "1.0.0", "name": "bench", "type": "podnet-cni", "socket": str(tmp / "cni.sock")}
         pbin = str(bin_dir / "podnet-cni")
         log = open(tmp / "daemon.log", "wb")
@@ -152,7 +371,7 @@ def main() -> int:
             time.sleep(0.05)
 
         # 1. exec baseline
-        v_ref, v_pn, v_src, v_c = [], [], [], []
+        v_ref, v_pn, v_src, v_c, v_s = [], [], [], [], []
         for _ in range(5):  # interleaved rounds
             v_ref += in_netns(ref_ns.name, {"op": "version", "binary": "/usr/lib/cni/bridge", "conf": {}, "n": 10})["ms"]
             v_pn += in_netns(pn_ns.name, {"op": "version", "binary": pbin, "conf": {}, "n": 10})["ms"]
@@ -160,7 +379,10 @@ def main() -> int:
                                             "n": 10})["ms"]
             if have_cc:
                 v_c += in_netns(pn_ns.name, {"op": "version", "binary": cbin, "conf": {}, "n": 10})["ms"]
+            if sbin:
+                v_s += in_netns(pn_ns.name, {"op": "version", "binary": sbin, "conf": {}, "n": 10})["ms"]
         c_txt = f" / {statistics.median(v_c):.1f} (opt-in C)" if v_c else ""
+        c_txt += f" / {statistics.median(v_s):.1f} (static C)" if v_s else ""
         rows.append(("exec baseline (VERSION), median ms", f"{statistics.median(v_ref):.1f}",
                      f"{statistics.median(v_pn):.1f} (bytecode) / {statistics.median(v_src):.1f} (source){c_txt}", ""))
 
@@ -168,6 +390,8 @@ def main() -> int:
         runs = {"ref": (ref_ns, "/usr/lib/cni/bridge", rconf), "pn": (pn_ns, pbin, pconf)}
         if have_cc:
             runs["c"] = (pn_ns, cbin, pconf)
+        if sbin:
+            runs["static"] = (pn_ns, sbin, pconf)
         got: dict[str, dict[str, list[float]]] = {w: {"add": [], "del": []} for w in runs}
         for i in range(a.pods):
             for which, (node, binary, conf) in runs.items():
@@ -183,10 +407,10 @@ def main() -> int:
             rm, pm = statistics.median(r), statistics.median(p)
             rows.append((f"{verb.upper()} median / p99 ms ({a.pods} pods, fresh netns)",
                          f"{rm:.1f} / {pct(r, .99):.1f}", f"{pm:.1f} / {pct(p, .99):.1f}", f"{pm / rm:.2f}x"))
-        if have_cc:
-            for verb in ("add", "del"):
-                rm, cm = statistics.median(got["ref"][verb]), statistics.median(got["c"][verb])
-                rows.append((f"{verb.upper()} median ms, podnet with the opt-in C shim (same pods loop)", f"{rm:.1f}",
+        for form, label in (("c", "the opt-in C shim"), ("static", "the static C shim (--form static)")):
+            for verb in ("add", "del") if form in got else ():
+                rm, cm = statistics.median(got["ref"][verb]), statistics.median(got[form][verb])
+                rows.append((f"{verb.upper()} median ms, podnet with {label} (same pods loop)", f"{rm:.1f}",
                              f"{cm:.1f}", f"{cm / rm:.2f}x"))
 
         # 2b. the daemon's share of podnet's ADD/DEL (no exec of the shim)
@@ -242,9 +466,10 @@ def main() -> int:
             if f.name[0].isdigit():
                 f.unlink()
         walls = {}
-        for which in ("ref", "pn"):
+        for which in ("ref", "pn", "static") if sbin else ("ref", "pn"):
             pods = [pool.netns("c") for _ in range(a.concurrent)]
-            node, binary, conf = (ref_ns, "/usr/lib/cni/bridge", rconf) if which == "ref" else (pn_ns, pbin, pconf)
+            node, binary, conf = {"ref": (ref_ns, "/usr/lib/cni/bridge", rconf), "pn": (pn_ns, pbin, pconf),
+                                  "static": (pn_ns, sbin, pconf)}[which]
             out = in_netns(node.name, {"op": "concurrent", "binary": binary, "conf": conf,
                                        "pods": [[f"c{which}{i}", p.path] for i, p in enumerate(pods)]})
             walls[which] = out
@@ -255,6 +480,11 @@ def main() -> int:
                      f"{walls['ref']['wall']:.0f} ({statistics.median(walls['ref']['per']):.0f})",
                      f"{walls['pn']['wall']:.0f} ({statistics.median(walls['pn']['per']):.0f})",
                      f"{walls['pn']['wall'] / walls['ref']['wall']:.2f}x"))
+        if "static" in walls:
+            rows.append((f"{a.concurrent} concurrent ADDs with the static C shim: wall ms (per-call median)",
+                         f"{walls['ref']['wall']:.0f} ({statistics.median(walls['ref']['per']):.0f})",
+                         f"{walls['static']['wall']:.0f} ({statistics.median(walls['static']['per']):.0f})",
+                         f"{walls['static']['wall'] / walls['ref']['wall']:.2f}x"))
         shebang = Path(pbin).read_text().splitlines()[0]  # read before the temp dir goes
     finally:
         if daemon:
@@ -265,7 +495,7 @@ def main() -> int:
 
     table = ["| measurement | reference bridge+host-local | podnet-cni | podnet/ref |", "|---|---|---|---|"]
     table += [f"| {m} | {r} | {p} | {x} |" for m, r, p, x in rows]
-    text = "\n".join(table)
+    text = f"Load average (1, 5, 15 min) {load_before} at the start, {load()} at the end.\n\n" + "\n".join(table)
     print(text)
     if a.out:
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

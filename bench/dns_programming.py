@@ -1,12 +1,14 @@
 """DNS programming latency: time from a Service create in the API to its name resolving, plus RSS.
 
-    .venv/bin/python -P bench/dns_programming.py [--baseline 10000] [--samples 200]
+    .venv/bin/python -P bench/dns_programming.py [--baseline 10000] [--samples 200] [--workers N] [--probes 8]
 
 Runs the lab API server (``podnet lab apiserver``) and ``podnet-dns --master ...`` as separate
 processes on loopback, preloads --baseline Services (so the DNS table is that big), then creates
 --samples more one at a time; for each, the clock starts just before the create request and stops
-at the first NOERROR answer (UDP queries every ~1 ms, each waiting at most 50 ms). Prints p50/p90/p99/max
-and podnet-dns's peak RSS (VmHWM) before and after.
+when it has answered NOERROR on each of --probes UDP sockets (own source ports, so with --workers > 1
+SO_REUSEPORT spreads them over the workers: every worker must have it; queries every ~1 ms, each
+waiting at most 50 ms). Prints p50/p90/p99/max and the peak RSS (VmHWM) of podnet-dns's processes
+before and after.
 """
 
 from __future__ import annotations
@@ -41,6 +43,16 @@ def vm_hwm_kb(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
     return 0
+
+
+def tree_hwm(pid: int) -> str:
+    """VmHWM of the process and of its children (the DNS workers), in MiB."""
+    try:
+        kids = [int(x) for x in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        kids = []
+    parts = [f"{vm_hwm_kb(pid) / 1024:.1f}"] + [f"{vm_hwm_kb(k) / 1024:.1f}" for k in kids]
+    return " + ".join(parts) + " MiB"
 
 
 def query(name: str, qid: int) -> bytes:
@@ -124,7 +136,7 @@ async def main_async(a) -> int:
         dnsp = await asyncio.create_subprocess_exec(
             str(BIN / "podnet-dns"), "--master", url, "--listen", f"127.0.0.1:{dns_port}", "--upstream", "127.0.0.9:53",
             "--health-listen", f"127.0.0.1:{http_port}", "--ready-listen", f"127.0.0.1:{http_port}",
-            "--metrics-listen", f"127.0.0.1:{http_port}", stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            "--metrics-listen", f"127.0.0.1:{http_port}", "--workers", str(a.workers), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         t0 = time.perf_counter()
         async with aiohttp.ClientSession() as s:
             for _ in range(1200):
@@ -136,22 +148,24 @@ async def main_async(a) -> int:
                     pass
                 await asyncio.sleep(0.05)
         sync_s = time.perf_counter() - t0
-        rss_synced = vm_hwm_kb(dnsp.pid)
-        print(f"podnet-dns ready after {sync_s:.1f}s, VmHWM {rss_synced / 1024:.1f} MiB", flush=True)
+        rss_synced = tree_hwm(dnsp.pid)
+        print(f"podnet-dns ready after {sync_s:.1f}s, VmHWM {rss_synced}", flush=True)
         loop = asyncio.get_running_loop()
-        tr, prober = await loop.create_datagram_endpoint(Prober, remote_addr=("127.0.0.1", dns_port))
+        probes = [await loop.create_datagram_endpoint(Prober, remote_addr=("127.0.0.1", dns_port)) for _ in range(a.probes)]
         lat = []
         failures = 0
         for i in range(a.samples):
             name = f"probe-{i}"
             t0 = time.perf_counter()
             await client.create(resources.SERVICES, svc_body(name), namespace="default")
-            if await wait_resolves(tr, prober, f"{name}.default.svc.cluster.local"):
+            got = await asyncio.gather(*(wait_resolves(tr, prober, f"{name}.default.svc.cluster.local") for tr, prober in probes))
+            if all(got):
                 lat.append(time.perf_counter() - t0)
             else:
                 failures += 1
-        tr.close()
-        rss_end = vm_hwm_kb(dnsp.pid)
+        for tr, _ in probes:
+            tr.close()
+        rss_end = tree_hwm(dnsp.pid)
         async with aiohttp.ClientSession() as s:
             async with s.get(f"http://127.0.0.1:{http_port}/metrics") as r:
                 metrics = await r.text()
@@ -165,7 +179,8 @@ async def main_async(a) -> int:
         print(f"| baseline services | samples | p50 ms | p90 ms | p99 ms | max ms | not resolved in 10 s | VmHWM synced | VmHWM end |")
         print("|---|---|---|---|---|---|---|---|---|")
         print(f"| {a.baseline} | {len(lat)} | {pct(0.5):.1f} | {pct(0.9):.1f} | {pct(0.99):.1f} | {1000 * lat[-1]:.1f} | {failures} | "
-              f"{rss_synced / 1024:.1f} MiB | {rss_end / 1024:.1f} MiB |")
+              f"{rss_synced} | {rss_end} |")
+        print(f"workers: {a.workers}, probe sockets: {a.probes}")
         print(f"(mean {1000 * statistics.mean(lat):.1f} ms; load average {os.getloadavg()})")
         print("server side only (watch event -> new table served, coredns_kubernetes_dns_programming_duration_seconds, "
               f"bucket upper bounds): {server_side}")
@@ -182,6 +197,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline", type=int, default=10000)
     ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=1, help="podnet-dns --workers")
+    ap.add_argument("--probes", type=int, default=1, help="UDP sockets that must each see a new name")
     a = ap.parse_args()
     if not shutil.which("podnet-dns") and not (BIN / "podnet-dns").exists():
         print("podnet-dns not installed")

@@ -14,7 +14,8 @@ verb as error 5, and by STATUS as 50, instead of the daemon dying), set
 forwarding sysctls in the node namespace, reconcile IPAM with the veths that
 exist, then listen; the node's pod CIDR comes from ``--pod-cidr`` or from its
 Node object (watched with :class:`podnet.kube.informer.Informer`), and the
-host-gw routes are re-synced on every Node change and every
+routes to other nodes (host-gw or VXLAN per ``--backend``, see
+:mod:`podnet.cni.overlay`) are re-synced on every Node change and every
 ``route_interval`` seconds. STATUS answers 50 until CIDR and routes are in place.
 """
 
@@ -26,11 +27,12 @@ import ipaddress
 import logging
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from podnet.cni import netops, routes, skel
+from podnet.cni import health, netops, overlay, routes, skel
 from podnet.cni.ipam import Allocator
 from podnet.cni.ipam_store import SqliteStore
 from podnet.cni.plugin import KernelNetOps, Plugin, Readiness
@@ -49,10 +51,15 @@ class Options:
     cluster_cidr: list[str] = field(default_factory=list)
     pod_cidr: list[str] = field(default_factory=list)
     masquerade: bool = False
-    mtu: int = 1500
+    mtu: int = 0
+    """Pod MTU; 0 = the underlay interface's MTU less the backend's encapsulation."""
     route_interval: float = 10.0
     reconcile_interval: float = 60.0
     workers: int = 8
+    health_listen: str = ""
+    backend: str = "auto"
+    vni: int = overlay.DEFAULT_VNI
+    vxlan_port: int = overlay.DEFAULT_PORT
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,10 +71,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-cidr", action="append", default=[], help="repeat or comma-separate for dual stack")
     p.add_argument("--pod-cidr", action="append", default=[], help="static pod CIDR(s) instead of the Node object")
     p.add_argument("--masquerade", action="store_true", help="SNAT traffic leaving the cluster CIDR")
-    p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--mtu", type=int, default=0, help="pod MTU; default: the underlay's, less 50 (IPv4) / 70 (IPv6) "
+                   "bytes of VXLAN encapsulation unless the backend is host-gw")
+    p.add_argument("--backend", choices=overlay.BACKENDS, default="auto",
+                   help="routes to other nodes' pods: host-gw, vxlan, or auto (host-gw on the same subnet, else vxlan)")
+    p.add_argument("--vni", type=overlay.int_arg(1, 0xFFFFFF, "VNI"), default=overlay.DEFAULT_VNI,
+                   help="VXLAN network identifier")
+    p.add_argument("--vxlan-port", type=overlay.int_arg(1, 65535, "VXLAN port"), default=overlay.DEFAULT_PORT,
+                   help=f"VXLAN UDP port ({overlay.DEFAULT_PORT} as flannel, {overlay.IANA_PORT} is IANA's)")
     p.add_argument("--route-interval", type=float, default=10.0, help="seconds between host-gw route re-checks")
     p.add_argument("--reconcile-interval", type=float, default=60.0,
                    help="seconds between releases of reservations whose pod veth vanished without a DEL")
+    p.add_argument("--health-listen", default="", metavar="HOST:PORT", type=health.listen_arg,
+                   help="serve /healthz (200 only when ADDs can be served), /livez and /metrics here; '' disables")
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -76,7 +92,9 @@ def options_from(args: argparse.Namespace) -> Options:
 
     return Options(args.socket, args.node_name, args.data_dir, args.master, args.kubeconfig,
                    split(args.cluster_cidr), split(args.pod_cidr), args.masquerade, args.mtu, args.route_interval,
-                   args.reconcile_interval)
+                   args.reconcile_interval, health_listen=args.health_listen,
+                   backend=getattr(args, "backend", "auto"), vni=getattr(args, "vni", overlay.DEFAULT_VNI),
+                   vxlan_port=getattr(args, "vxlan_port", overlay.DEFAULT_PORT))
 
 
 def parse_request(data: bytes) -> tuple[dict[str, str], bytes]:
@@ -98,12 +116,17 @@ class Daemon:
         self.opts = opts
         self.pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="netops")
         self.ready = Readiness()
-        self.plugin = Plugin(None, KernelNetOps(), self.pool, opts.mtu, self.ready)
+        self.plugin = Plugin(None, KernelNetOps(), self.pool, opts.mtu or overlay.DEFAULT_UNDERLAY_MTU, self.ready)
+        self.overlay = overlay.Overlay(overlay.Config(opts.backend, opts.vni, opts.vxlan_port, opts.mtu),
+                                       overlay.KernelOverlayOps())
+        self.api = None  # the API client once watching Nodes (publishes this node's VTEP)
+        self._publishing: asyncio.Task | None = None
         self.nodes = None  # Informer once watching
         self._route_kick = asyncio.Event()
         self._unroutable: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task] = []
         self.server: asyncio.AbstractServer | None = None
+        self.health = health.HealthServer(self.ready, opts.health_listen) if opts.health_listen else None
 
     # ---------------------------------------------------------------- start-up
     def open_store(self) -> None:
@@ -141,7 +164,25 @@ class Daemon:
             log.error("forwarding sysctls: %s", e)
             self.ready.forwarding_ok = False
 
+    def api_client(self):
+        """The API client found by the shared discovery (flags, $KUBECONFIG, ~/.kube/config, in-cluster).
+
+        No API anywhere: with a static ``--pod-cidr`` the daemon runs without
+        one (no routes to other nodes, said once); without, ConfigError.
+        """
+        from podnet.kube.client import ApiClient
+        from podnet.kube.kubeconfig import ConfigError
+
+        try:
+            return ApiClient.from_flags(master=self.opts.master or None, kubeconfig=self.opts.kubeconfig or None)
+        except ConfigError as e:
+            if not self.opts.pod_cidr:
+                raise
+            log.warning("%s; running with the static --pod-cidr only (no routes to other nodes)", e)
+            return None
+
     async def start(self) -> None:
+        client = self.api_client()
         self.open_store()
         self.set_pod_cidrs(tuple(self.opts.pod_cidr))
         self.ensure_forwarding()
@@ -153,10 +194,13 @@ class Daemon:
         sock.unlink(missing_ok=True)
         self.server = await asyncio.start_unix_server(self.handle, path=str(sock))
         os.chmod(sock, 0o600)
-        if self.opts.master or self.opts.kubeconfig:
-            self._tasks.append(asyncio.create_task(self.watch_nodes()))
+        if client is not None:
+            self._tasks.append(asyncio.create_task(self.watch_nodes(client)))
         self._tasks.append(asyncio.create_task(self.route_loop()))
         self._tasks.append(asyncio.create_task(self.reconcile_loop()))
+        if self.health is not None:
+            await self.health.start()
+            log.info("health and metrics on %s:%d", self.health.host, self.health.port)
         log.info("serving on %s", sock)
 
     # ---------------------------------------------------------------- requests
@@ -166,7 +210,9 @@ class Daemon:
             if not data:
                 return  # a liveness probe
             env, stdin = parse_request(data)
+            t0 = time.monotonic()
             resp = await skel.dispatch(env, stdin, self.plugin)
+            health.observe(env.get("CNI_COMMAND", ""), resp.code, time.monotonic() - t0)
             writer.write(b"%d\n" % resp.code + resp.stdout)
             await writer.drain()
         except Exception as e:  # noqa: BLE001 - a broken client must not hurt the daemon
@@ -175,13 +221,11 @@ class Daemon:
             writer.close()
 
     # ---------------------------------------------------------------- nodes and routes
-    async def watch_nodes(self) -> None:
-        from podnet.kube import resources
-        from podnet.kube.client import ApiClient
+    async def watch_nodes(self, client) -> None:
         from podnet.kube.informer import Informer
 
-        client = ApiClient.from_flags(master=self.opts.master or None, kubeconfig=self.opts.kubeconfig or None)
-        self.nodes = Informer(client, resources.NODES)
+        self.nodes = Informer(client, overlay.NODES)
+        self.api = client
 
         def changed(node) -> None:
             if node.name == self.opts.node_name and not self.opts.pod_cidr:  # static --pod-cidr wins
@@ -196,29 +240,45 @@ class Daemon:
         finally:
             await client.close()
 
-    def desired(self) -> routes.Desired:
-        nodes = self.nodes.list() if self.nodes is not None else []
-        return routes.desired_routes(nodes, self.opts.node_name, self.ready.pod_cidrs)
-
     async def sync_routes_once(self) -> None:
         self.ensure_forwarding()  # re-checked (and restored) with the routes
         if self.nodes is not None and not self.nodes.has_synced:
             return
-        desired = self.desired()
-        if desired.unroutable != self._unroutable:  # logged when it changes, not every tick
-            self._unroutable = desired.unroutable
-            if desired.unroutable:
-                log.warning("no route to pod CIDR(s) of nodes without an address of that family: %s",
-                            ", ".join(desired.unroutable))
+        nodes = self.nodes.list() if self.nodes is not None else []
+        loop = asyncio.get_running_loop()
         try:
-            changes = await asyncio.get_running_loop().run_in_executor(self.pool, routes.sync, desired)
+            plan = await loop.run_in_executor(self.pool, self.overlay.prepare, nodes, self.opts.node_name,
+                                              self.ready.pod_cidrs)
+            if not self.opts.mtu:
+                self.plugin.mtu = self.overlay.mtu
+            desired = plan.routes
+            if desired.unroutable != self._unroutable:  # logged when it changes, not every tick
+                self._unroutable = desired.unroutable
+                if desired.unroutable:
+                    log.warning("no route to pod CIDR(s) of nodes without an address of that family or a usable "
+                                "VTEP: %s", ", ".join(desired.unroutable))
+            changes = await loop.run_in_executor(self.pool, self.overlay.apply, plan)
             for c in changes:
-                log.info("route %s", c)
+                log.info("%s", c)
+            if self._publishing is None or self._publishing.done():  # never holds up the route loop
+                self._publishing = asyncio.create_task(self.publish_vtep(nodes))
             self.ready.routes_synced = self.ready.routes_synced or bool(self.ready.pod_cidrs)
             self.ready.routes_error = ""
         except Exception as e:  # noqa: BLE001 - retried on the next tick
             log.error("route sync failed: %s", e)
             self.ready.routes_error = str(e)
+
+    async def publish_vtep(self, nodes) -> None:
+        """Merge-patch this node's VTEP MAC and underlay address onto its Node when they differ (RBAC: patch nodes)."""
+        own = next((n for n in nodes if n.name == self.opts.node_name), None)
+        patch = overlay.annotation_patch(self.overlay.cfg, self.overlay.vteps, own)
+        if patch is None or self.api is None:
+            return
+        try:
+            await asyncio.wait_for(self.api.patch(overlay.NODES, self.opts.node_name, patch), 10)
+            log.info("published %s", ", ".join(f"{k}={v}" for k, v in patch["metadata"]["annotations"].items() if v))
+        except Exception as e:  # noqa: BLE001 - retried on the next tick
+            log.error("publishing the VTEP on Node %s: %s", self.opts.node_name, repr(e) if not str(e) else e)
 
     async def route_loop(self) -> None:
         while True:
@@ -245,6 +305,8 @@ class Daemon:
             t.cancel()
         if self.server:
             self.server.close()
+        if self.health is not None:
+            await self.health.close()
         if self.plugin.ipam:
             self.plugin.ipam.store.close()
         self.pool.shutdown(wait=False)
@@ -264,6 +326,12 @@ async def serve(opts: Options) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from podnet.kube.kubeconfig import ConfigError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s podnet-cni %(levelname)s %(message)s")
-    asyncio.run(serve(options_from(args)))
+    try:
+        asyncio.run(serve(options_from(args)))
+    except ConfigError as e:
+        log.error("%s", e)
+        return 2
     return 0

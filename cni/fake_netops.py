@@ -4,6 +4,9 @@ Used by the fast tests; the real :class:`podnet.cni.plugin.KernelNetOps` is test
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+
 from podnet.cni import netops
 from podnet.cni.types import INTERNAL, INVALID_ENV, UNKNOWN_CONTAINER, CniError
 
@@ -52,3 +55,73 @@ class FakeNetOps:
         ns, ifname = self.pod_of.pop(name)
         self.netns.get(ns, set()).discard(ifname)
         return True
+
+
+class FakeOverlayOps:
+    """In-tree fake of :class:`podnet.cni.overlay.OverlayOps`: VXLAN devices, neighbours and FDB entries as
+    dicts; ``busy_ports`` makes bringing a device up on that port fail with EADDRINUSE, as the kernel does."""
+
+    def __init__(self, host=None) -> None:
+        from podnet.cni import overlay
+
+        self.host_state = host or overlay.Host()
+        self.links: dict = {}  # name -> overlay.LinkState
+        self.neigh: set = set()
+        self.fdb: set = set()
+        self.busy_ports: set[int] = set()
+        self._macs = iter(f"02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(1, 65536))
+
+    def host(self):
+        return self.host_state
+
+    def vxlan_links(self):
+        return dict(self.links)
+
+    def _need(self, name):
+        if name not in self.links:
+            raise OSError(errno.ENODEV, f"{name}: no such device")
+
+    def create_vxlan(self, dev):
+        from podnet.cni import overlay
+
+        if dev.name in self.links:
+            raise OSError(errno.EEXIST, "exists")
+        self.links[dev.name] = overlay.LinkState(dev.vni, dev.port, dev.local, False, dev.mtu, False, next(self._macs))
+
+    def set_mtu(self, name, mtu):
+        self._need(name)
+        self.links[name] = dataclasses.replace(self.links[name], mtu=mtu)
+
+    def set_up(self, name):
+        self._need(name)
+        if self.links[name].port in self.busy_ports:
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        self.links[name] = dataclasses.replace(self.links[name], up=True)
+
+    def delete_link(self, name):
+        self._need(name)
+        del self.links[name]
+        self.neigh = {n for n in self.neigh if n.dev != name}
+        self.fdb = {f for f in self.fdb if f.dev != name}
+
+    def neighs(self, dev):
+        self._need(dev)
+        return {n for n in self.neigh if n.dev == dev}
+
+    def neigh_replace(self, n):
+        self._need(n.dev)
+        self.neigh = {x for x in self.neigh if (x.dev, x.ip) != (n.dev, n.ip)} | {n}
+
+    def neigh_del(self, n):
+        self.neigh.discard(n)
+
+    def fdbs(self, dev):
+        self._need(dev)
+        return {f for f in self.fdb if f.dev == dev}
+
+    def fdb_replace(self, f):
+        self._need(f.dev)
+        self.fdb = {x for x in self.fdb if (x.dev, x.mac) != (f.dev, f.mac)} | {f}
+
+    def fdb_del(self, f):
+        self.fdb.discard(f)

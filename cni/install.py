@@ -16,7 +16,19 @@ installer's (marshal data is version-specific). The interpreter defaults to
 Debian's statically linked python3 starts ~1.5 ms faster than a venv
 interpreter linked against libpython. ``c`` (opt-in) compiles cni/shim.c, the
 same protocol in ~150 lines of C, for runtimes where a Python start per exec
-is too slow (about 1 ms instead of 6-8).
+is too slow (about 1 ms instead of 6-8). ``static`` copies a prebuilt,
+statically linked build of cni/shim.c (``--static-shim``, default
+:data:`STATIC_SHIM`, where the podnet image puts it): it needs nothing on the
+host, no interpreter and no libc, so it runs on Flatcar, Bottlerocket or Talos
+and in an empty root filesystem; the daemon's socket comes from the conflist.
+This is what the real-cluster install (deploy/podnet.yaml's init container)
+uses. Every binary is checked before it is renamed into place: it must answer
+VERSION with the versions podnet speaks.
+
+Exit status of ``podnet-cni install``: 0 installed; 1 a configuration that
+cannot work (portmap, versions, a binary that does not answer VERSION); 3 the
+file system refused (a read-only or missing directory), with one line naming
+the path. Nothing is left half-written in any case.
 
 hostPort (``--portmap``): Kubernetes hostPorts reach a pod only through a
 chained plugin that declares the ``portMappings`` capability; kubelet,
@@ -52,6 +64,8 @@ PORTMAP = "portmap"
 CONF_VERSION = "1.0.0"  # the conflist's cniVersion unless --cni-version says otherwise
 CONF_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")  # cniVersions (libcni >= 1.2 picks the highest it speaks)
 C_SOURCE = Path(__file__).with_name("shim.c")
+STATIC_SHIM = "/usr/lib/podnet/podnet-cni-static"
+"""Where the podnet image keeps the statically linked shim (deploy/Containerfile)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,8 +78,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--python", default="auto",
                    help="interpreter for the shim's shebang; auto: /usr/bin/python3 if present (a statically linked "
                         "interpreter starts faster; the shim needs only the standard library), else this one")
-    p.add_argument("--form", choices=("bytecode", "source", "c"), default="bytecode",
-                   help="c: compile cni/shim.c with the system C compiler (opt-in; fastest exec)")
+    p.add_argument("--form", choices=("bytecode", "source", "c", "static"), default="bytecode",
+                   help="c: compile cni/shim.c with the system C compiler (opt-in; fastest exec); "
+                        "static: copy the prebuilt statically linked shim (--static-shim), which needs nothing "
+                        "on the host")
+    p.add_argument("--static-shim", default=STATIC_SHIM, help="the statically linked shim --form static copies")
     p.add_argument("--portmap", choices=("auto", "on", "off"), default="auto",
                    help="chain the reference portmap plugin after podnet for hostPorts (runtimeConfig.portMappings); "
                         "auto: when a portmap executable is in --plugin-dirs")
@@ -180,43 +197,101 @@ def portmap_for(mode: str, dirs: list[str]) -> tuple[str, ...] | None:
     return plugin_versions(found)
 
 
-def _atomic_write(path: Path, text: str, mode: int) -> None:
+def _tmp_name(path: Path) -> Path:
+    """A temporary name in ``path``'s directory (a rename within one file system is atomic)."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def _atomic_write(path: Path, text: str | bytes, mode: int, verify=None) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync, chmod, ``verify(tmp)``, rename.
+
+    A reader sees the old file or the whole new one, never a part; on any
+    failure the temporary file is removed and ``path`` is untouched.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    tmp = _tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(text.encode() if isinstance(text, str) else text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        if verify is not None:
+            verify(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # the rename itself survives a crash once the directory is synced
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def check_binary(binary: Path) -> None:
+    """RuntimeError unless ``binary`` answers VERSION with every version podnet speaks."""
+    from podnet.cni.version import SUPPORTED
+
+    got = plugin_versions(binary)
+    if not set(SUPPORTED) <= set(got):
+        raise RuntimeError(f"{binary}: VERSION answered {list(got)}, expected {list(SUPPORTED)}")
+
+
+def copy_static(src: str, binary: Path) -> None:
+    """Install the prebuilt static shim ``src`` as ``binary`` (checked, then renamed into place)."""
+    try:
+        data = Path(src).read_bytes()
+    except OSError as e:
+        raise RuntimeError(f"--static-shim {src}: {e.strerror}") from None
+    if not data.startswith(b"\x7fELF"):
+        raise RuntimeError(f"--static-shim {src}: not an ELF executable")
+    _atomic_write(binary, data, 0o755, verify=check_binary)
+
+
+def build_shim(out: Path, socket_path: str = "", static: bool = False) -> None:
+    """Compile cni/shim.c to ``out`` (``static``: linked with -static; runs with no libc on the host)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("building the C shim needs a C compiler (cc/gcc)")
+    baked = json.dumps(socket_path)  # a valid C string literal for any path
+    p = subprocess.run([cc, "-O2", *(["-static"] if static else []), "-o", str(out),
+                        f"-DPODNET_BAKED_SOCKET={baked}", str(C_SOURCE)], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"compiling {C_SOURCE}: {p.stderr.strip()}")
 
 
 def compile_c(binary: Path, socket_path: str) -> None:
-    """Build the compiled shim next to ``binary`` and rename it into place."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise RuntimeError("--form c needs a C compiler (cc/gcc)")
+    """Build the compiled shim next to ``binary``, check it, and rename it into place."""
     binary.parent.mkdir(parents=True, exist_ok=True)
-    tmp = binary.with_name(f".{binary.name}.tmp{os.getpid()}")
-    baked = json.dumps(socket_path)  # a valid C string literal for any path
-    p = subprocess.run([cc, "-O2", "-o", str(tmp), f"-DPODNET_BAKED_SOCKET={baked}", str(C_SOURCE)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError(f"compiling {C_SOURCE}: {p.stderr.strip()}")
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, binary)
+    tmp = _tmp_name(binary)
+    try:
+        build_shim(tmp, socket_path)
+        os.chmod(tmp, 0o755)
+        check_binary(tmp)
+        os.replace(tmp, binary)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def install(bin_dir: str, conf_dir: str, socket_path: str, data_dir: str = "", network: str = "podnet",
             conflist_name: str = "10-podnet.conflist", python: str = "auto",
             form: str = "bytecode", portmap: str = "auto", plugin_dirs: list[str] | None = None,
-            cni_version: str = "") -> tuple[Path, Path]:
+            cni_version: str = "", static_shim: str = STATIC_SHIM) -> tuple[Path, Path]:
     """Write the binary and the conflist; ``portmap``: auto, on or off (see the module docstring)."""
     pm = portmap_for(portmap, plugin_dirs or [bin_dir])
     doc = conflist(network, socket_path, data_dir, pm, cni_version)  # refuse a bad conflist before writing anything
     binary = Path(bin_dir) / PLUGIN_NAME
     if form == "c":
         compile_c(binary, socket_path)
+    elif form == "static":
+        copy_static(static_shim, binary)
     else:
         _atomic_write(binary, binary_text(pick_python(python), socket_path, form), 0o755)
     conf = Path(conf_dir) / conflist_name
@@ -228,10 +303,14 @@ def run(args: argparse.Namespace) -> int:
     dirs = [d for d in args.plugin_dirs.split(":") if d] or [args.bin_dir]
     try:
         b, c = install(args.bin_dir, args.conf_dir, args.socket, args.data_dir, args.network_name, args.conflist,
-                       args.python, args.form, args.portmap, dirs, args.cni_version)
+                       args.python, args.form, args.portmap, dirs, args.cni_version, args.static_shim)
     except (RuntimeError, ValueError) as e:
         print(f"podnet-cni install: {e}", file=sys.stderr)
         return 1
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"podnet-cni install: cannot write {where}{e.strerror or e}", file=sys.stderr)
+        return 3
     chained = [p["type"] for p in json.loads(c.read_text())["plugins"]]
     print(f"installed {b} and {c} (plugins: {', '.join(chained)})")
     return 0

@@ -1,4 +1,4 @@
-"""Kernel plumbing for one pod: a point-to-point veth, addresses and routes (pyroute2).
+"""Kernel plumbing for one pod: a point-to-point veth, addresses and routes.
 
 Design: **routed point-to-point, no bridge** (the reference ``ptp`` plugin's and
 Calico's model). Each pod gets a veth pair: ``eth0`` in the pod holds the pod IP
@@ -15,14 +15,20 @@ address) and the node has ``<podIP>/32 dev pnc<hash>``. Why not a bridge:
   up its veth, is DNAT'ed in the node, and is routed back down the same veth.
 
 Namespaces: the daemon never moves its own threads into a pod netns for long.
-:func:`netlink_in` opens a netlink socket inside the pod netns from a worker
-thread with ``setns(2)`` and switches straight back (sockets stay bound to the
-netns they were created in); if switching back ever failed the process exits
-at once rather than run on in the wrong namespace. This costs ~1 ms, against
-~9-30 ms for pyroute2's ``IPRoute(netns=...)`` which forks a helper.
+:func:`podnet.cni.rtnl.in_netns` opens a netlink socket inside the pod netns
+from a worker thread with ``setns(2)`` and switches straight back (sockets stay
+bound to the netns they were created in); if switching back ever failed the
+process exits at once rather than run on in the wrong namespace. This costs
+~40 us, against ~1 ms for a pyroute2 ``IPRoute`` made the same way and ~9-30 ms
+for pyroute2's ``IPRoute(netns=...)``, which forks a helper.
 
-DEL is one ``RTM_DELLINK`` by name on a raw rtnetlink socket (:func:`_delete_link`),
-without pyroute2's per-request overhead. Its answer comes only after the kernel
+ADD and DEL speak rtnetlink through :mod:`podnet.cni.rtnl` (hand-encoded
+messages, independent requests batched into one ``send``), not pyroute2, whose
+per-request Python cost was most of an ADD (bench/results/cni_profile.md).
+pyroute2 is kept for what is not on the per-pod path: CHECK, the link listing
+of reconcile and GC, the rare repeated ADD that finds its own interface.
+
+DEL is one ``RTM_DELLINK`` by name (:func:`_delete_link`). Its answer comes only after the kernel
 has unregistered and freed the pair (``rtnl_unlock`` runs the netdev todo list,
 with an ``rcu_barrier``, before the ack is sent): that wait, ~14 ms here for any
 veth, is the floor of a DEL for podnet and the reference plugins alike, and
@@ -31,22 +37,22 @@ the gateway address and the pod end all go with the node end, so DEL makes no
 other netlink request.
 
 Every function here is synchronous and is run in a worker thread (each keeps
-its own node-netns netlink socket; pod-netns sockets are per call). Host-side
+its own long-lived node-netns sockets, a raw one and a pyroute2 one; pod-netns
+sockets are per call, since every pod netns is new). Host-side
 changes of a failed ADD are rolled back by deleting the veth (which takes its
 routes and the peer with it).
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
+import functools
 import hashlib
-import itertools
 import os
 import re
 import socket
-import struct
+import stat
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -55,15 +61,15 @@ from typing import Iterator
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from podnet.cni import rtnl
 from podnet.cni.types import INTERNAL, INVALID_ENV, UNKNOWN_CONTAINER, CniError, IPConfig
 
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNET = rtnl.CLONE_NEWNET
 NS_GET_NSTYPE = 0xB703
 IFA_F_NODAD = 0x02
 RTPROT_PODNET = 149
 HOST_PREFIX = "pnc"
-HOST_NAME = re.compile(r"^pnc[0-9a-f]{11}$")
-_libc = ctypes.CDLL(None, use_errno=True)
+HOST_NAME = re.compile(r"pnc[0-9a-f]{11}")  # always used with fullmatch
 
 
 def host_ifname(container_id: str, ifname: str) -> str:
@@ -71,18 +77,72 @@ def host_ifname(container_id: str, ifname: str) -> str:
     return HOST_PREFIX + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:11]
 
 
+# Namespaces a pod must never be plumbed into, with what the error calls them. The daemon's own
+# netns is the node's (or, in a lab, the node namespace); /proc/1's is the host's initial one
+# where the daemon may read it. Since Linux 6.18 the initial netns also has a fixed inode number
+# (NET_NS_INIT_INO, include/uapi/linux/nsfs.h), which no other namespace gets, so it is known
+# without /proc/1 access; earlier kernels number it like any other.
+OWN_NETNS = "the podnet-cni daemon's own network namespace (the node's)"
+HOST_NETNS = "the host's initial network namespace"
+NOT_A_POD_NETNS = (("/proc/self/ns/net", OWN_NETNS), ("/proc/1/ns/net", HOST_NETNS))
+NET_NS_INIT_INO = 0xEFFFFFF9
+
+
 def open_netns(path: str) -> int:
-    """An fd on a network namespace file; error 3 if missing, 4 if not a netns."""
+    """An fd on a pod's network namespace file; error 3 if missing, 4 if not a netns or if it is
+    one of :data:`NOT_A_POD_NETNS` or the initial netns (compared by the namespace's (st_dev,
+    st_ino), so every path to it is caught: a bind mount, /proc/<pid>/ns/net, a symlink).
+    Code 4 because CNI_NETNS is an environment variable with an unusable value (spec: "invalid
+    necessary environment variables", message naming the variable); 7 is for the config on stdin.
+
+    The path is first opened with O_PATH, which opens nothing: only a file on nsfs (the file
+    system of every namespace file) is then opened for reading, so a FIFO (whose open would block
+    the daemon), a device (whose open can have effects) or a directory never gets that far."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        where = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except FileNotFoundError:
         raise CniError(UNKNOWN_CONTAINER, f"CNI_NETNS {path} does not exist") from None
     except OSError as e:
         raise CniError(INVALID_ENV, f"CNI_NETNS {path} cannot be opened: {e.strerror}") from None
-    if not is_netns_fd(fd):
+    try:
+        st = os.fstat(where)
+        if not stat.S_ISREG(st.st_mode) or st.st_dev != _nsfs_dev():
+            raise CniError(INVALID_ENV, f"CNI_NETNS {path} is not a network namespace")
+        fd = os.open(f"/proc/self/fd/{where}", os.O_RDONLY | os.O_CLOEXEC)  # the same file, not the path again
+    except OSError as e:
+        raise CniError(INVALID_ENV, f"CNI_NETNS {path} cannot be opened: {e.strerror}") from None
+    finally:
+        os.close(where)
+    try:
+        if not is_netns_fd(fd):
+            raise CniError(INVALID_ENV, f"CNI_NETNS {path} is not a network namespace")
+        st = os.fstat(fd)
+        for other, what in NOT_A_POD_NETNS:
+            if (st.st_dev, st.st_ino) == _ns_id(other):
+                raise CniError(INVALID_ENV, f"CNI_NETNS {path} is {what}, not a pod's; refusing to plumb it")
+        if st.st_ino == NET_NS_INIT_INO:
+            raise CniError(INVALID_ENV, f"CNI_NETNS {path} is {HOST_NETNS}, not a pod's; refusing to plumb it")
+    except BaseException:
         os.close(fd)
-        raise CniError(INVALID_ENV, f"CNI_NETNS {path} is not a network namespace")
+        raise
     return fd
+
+
+@functools.cache
+def _nsfs_dev() -> int:
+    """st_dev of nsfs, the one file system every namespace file lives on."""
+    return os.stat("/proc/self/ns/net").st_dev
+
+
+@functools.cache
+def _ns_id(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of a namespace file, or None if it cannot be read (no /proc/1 access).
+    Cached: only used for /proc/self's and /proc/1's netns, which never change while the daemon runs."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def is_netns_fd(fd: int) -> bool:
@@ -93,22 +153,16 @@ def is_netns_fd(fd: int) -> bool:
         return False
 
 
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
 def netlink_in(ns_fd: int) -> IPRoute:
     """An IPRoute whose socket lives in the netns ``ns_fd``; the calling thread returns to its own netns."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(ns_fd)
+        rtnl.setns(ns_fd)
         try:
             return IPRoute()
         finally:
             try:
-                _setns(own)
+                rtnl.setns(own)
             except OSError:  # never run on in the wrong namespace
                 os._exit(70)
     finally:
@@ -166,47 +220,119 @@ def macs_for(host_name: str) -> tuple[str, str]:
     return "0e:" + tail, "0a:" + tail
 
 
-def _create_veth(node: IPRoute, host_name: str, ifname: str, fd: int, mtu: int, pod_mac: str) -> None:
-    host_mac, _ = macs_for(host_name)
-    node.link("add", ifname=host_name, kind="veth", mtu=mtu, state="up", address=host_mac,
-              peer={"ifname": ifname, "net_ns_fd": fd, "mtu": mtu, "address": pod_mac})
-
-
 def add_pod(netns_path: str, ifname: str, host_name: str, ips: list[IPConfig], mtu: int, mac: str = "") -> Plumbed:
     """Create and configure the veth; all or nothing (the veth is deleted on failure).
-    ``mac``: the pod end's address if the runtime asked for one, else a deterministic one."""
+    ``mac``: the pod end's address if the runtime asked for one, else a deterministic one.
+
+    An existing ``ifname`` in the pod that is the pod end of ``host_name`` (an earlier ADD of this
+    attachment, finished or cut short by a crash) is deleted with its pair and built again; any
+    other interface of that name is error 4 and nothing is changed. Either way, when this raises,
+    ``host_name`` exists only if it existed before and was not touched.
+
+    Five netlink round trips on raw sockets (:mod:`podnet.cni.rtnl`), six with a second interface
+    in the same pod: is ``ifname`` free in the pod; create the pair (the node end up, the peer straight
+    into the pod) and read back the node end's index and its peer's; the node end's gateway
+    addresses and routes to the pod; the pod end and lo up, its addresses and on-link gateway routes; the
+    default routes."""
     host_mac, pod_mac = macs_for(host_name)
     pod_mac = mac or pod_mac
-    with pod_and_node(netns_path) as (fd, pod, node):
-        if pod.link_lookup(ifname=ifname):
-            raise CniError(INVALID_ENV, f"CNI_IFNAME {ifname} already exists in netns {netns_path}")
-        try:
-            try:
-                _create_veth(node, host_name, ifname, fd, mtu, pod_mac)
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
-                    raise
+    fd = open_netns(netns_path)
+    try:
+        with rtnl.in_netns(fd) as pod:
+            node = _node_rtnl()
+            found = pod.request(rtnl.get_link(ifname))
+            if isinstance(found, bytes):
+                with _pyroute2_in(fd) as pod_ipr:  # rare: a repeated ADD
+                    if not _is_pod_end_of(pod_ipr, rtnl.parse_link(found).index, node_netlink(), host_name):
+                        raise CniError(INVALID_ENV, f"CNI_IFNAME {ifname} already exists in netns {netns_path}")
+                _delete_link(host_name)  # an earlier ADD of this attachment: built again from scratch
+            elif found not in (errno.ENODEV, errno.ENOENT):
+                raise CniError(INTERNAL, f"looking up {ifname} in {netns_path}: {os.strerror(found)}")
+            create = [rtnl.new_veth(host_name, mtu, host_mac, ifname, fd, pod_mac), rtnl.get_link(host_name)]
+            err, got = node.batch(create)
+            if err == errno.EEXIST:
                 _delete_link(host_name)  # a leftover from an ADD that died half-way
-                _create_veth(node, host_name, ifname, fd, mtu, pod_mac)
-            h = node.link_lookup(ifname=host_name)[0]
-            p = pod.link_lookup(ifname=ifname)[0]
-            pod.link("set", index=p, state="up")
-            pod.link("set", index=1, state="up")  # lo is always index 1
-            for ip in ips:
-                fam, plen = _family(ip), _plen(ip)
-                node.addr("add", index=h, address=ip.gateway, prefixlen=plen, family=fam, flags=IFA_F_NODAD)
-                node.route("add", dst=f"{ip.ip}/{plen}", oif=h, scope=253, proto=RTPROT_PODNET, family=fam)
-                pod.addr("add", index=p, address=ip.ip, prefixlen=plen, family=fam, flags=IFA_F_NODAD)
+                err, got = node.batch(create)
+            if err:
+                raise _netlink_error(ifname, netns_path, "creating the veth", err)
+            try:
+                if not isinstance(got, bytes):
+                    raise _netlink_error(ifname, netns_path, "reading the veth back", got)
+                link = rtnl.parse_link(got)
+                h, p = link.index, link.link
+                node_msgs, pod_msgs = [], [rtnl.link_up(p), rtnl.link_up(1)]  # lo is always index 1
+                for ip in ips:
+                    plen = _plen(ip)
+                    node_msgs.append(rtnl.add_addr(h, ip.gateway, plen, IFA_F_NODAD))
+                    node_msgs.append(rtnl.add_route(ip.ip, plen, h, RTPROT_PODNET, rtnl.RT_SCOPE_LINK))
+                    pod_msgs.append(rtnl.add_addr(p, ip.ip, plen, IFA_F_NODAD))
+                    pod_msgs.append(rtnl.add_route(ip.gateway, plen, p, RTPROT_STATIC, rtnl.RT_SCOPE_LINK))
+                _check(node.batch(node_msgs), ifname, netns_path, "node-side addresses and routes")
+                got_pod = pod.batch(pod_msgs)
+                gw_routes = got_pod[3::2]
+                _check(got_pod[:2] + got_pod[2::2], ifname, netns_path, "pod link and addresses")
                 # A second interface in the same pod keeps the first one's default route.
-                if _add_route_unless_present(pod, dst=f"{ip.gateway}/{plen}", oif=p, scope=253, family=fam):
-                    _add_route_unless_present(pod, dst=_default(ip), gateway=ip.gateway, oif=p, family=fam)
-            return Plumbed(host_name, host_mac, pod_mac)
-        except NetlinkError as e:
-            _delete_link(host_name)
-            raise CniError(INTERNAL, f"setting up {ifname} in {netns_path}: {e}") from None
-        except BaseException:
-            _delete_link(host_name)
-            raise
+                defaults = []
+                for i, ip in enumerate(ips):
+                    gw = gw_routes[i]
+                    if gw and gw != errno.EEXIST:
+                        raise _netlink_error(ifname, netns_path, f"route to {ip.gateway}", gw)
+                    if not gw:
+                        defaults.append(rtnl.add_route(_default(ip).split("/")[0], 0, p, RTPROT_STATIC,
+                                                       rtnl.RT_SCOPE_UNIVERSE, ip.gateway))
+                if defaults:
+                    _check(pod.batch(defaults), ifname, netns_path, "default routes", tolerate=errno.EEXIST)
+                return Plumbed(host_name, host_mac, pod_mac)
+            except BaseException:
+                _delete_link(host_name)
+                raise
+    finally:
+        os.close(fd)
+
+
+RTPROT_STATIC = 4
+
+
+def _netlink_error(ifname: str, netns_path: str, what: str, err: int) -> CniError:
+    return CniError(INTERNAL, f"setting up {ifname} in {netns_path}: {what}: {os.strerror(err)}")
+
+
+def _check(results: list, ifname: str, netns_path: str, what: str, tolerate: int = 0) -> None:
+    """The first failure among netlink results as error 999 (``tolerate``: an errno that is fine)."""
+    for r in results:
+        if not r or r == tolerate:
+            continue
+        raise _netlink_error(ifname, netns_path, what, r if isinstance(r, int) else errno.EPROTO)
+
+
+@contextmanager
+def _pyroute2_in(fd: int) -> Iterator[IPRoute]:
+    ipr = netlink_in(fd)
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _node_rtnl() -> rtnl.Rtnl:
+    """This worker thread's long-lived raw rtnetlink socket in the node netns."""
+    r = getattr(_local, "node_rtnl", None)
+    if r is None:
+        r = _local.node_rtnl = rtnl.Rtnl()
+    return r
+
+
+def _is_pod_end_of(pod: IPRoute, index: int, node: IPRoute, host_name: str) -> bool:
+    """True if the pod's link ``index`` is the peer of the node-side veth ``host_name``: each end's
+    IFLA_LINK names the other's index (an interface of the same name made by anyone else does not)."""
+    hosts = node.link_lookup(ifname=host_name)
+    if not hosts:
+        return False
+    try:
+        (h,), (p,) = node.get_links(hosts[0]), pod.get_links(index)
+    except NetlinkError:  # gone meanwhile
+        return False
+    return h.get_attr("IFLA_LINK") == index and p.get_attr("IFLA_LINK") == hosts[0]
 
 
 def _add_route_unless_present(ipr: IPRoute, **kw) -> bool:
@@ -219,45 +345,16 @@ def _add_route_unless_present(ipr: IPRoute, **kw) -> bool:
         return False
 
 
-RTM_DELLINK, NLMSG_ERROR, IFLA_IFNAME = 17, 2, 3
-NLM_F_REQUEST_ACK = 0x1 | 0x4
-_NLMSG = struct.Struct("=IHHII")
-_seq = itertools.count(1)
-
-
-def _rtnl() -> socket.socket:
-    """This worker thread's raw rtnetlink socket in the node netns (no pyroute2 layer: ~4 us per
-    request instead of ~160 us)."""
-    s = getattr(_local, "rtnl", None)
-    if s is None:
-        s = _local.rtnl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
-        s.bind((0, 0))
-    return s
-
-
 def _delete_link(name: str) -> bool:
     """Delete a node-side link by name: one RTM_DELLINK, answered once the kernel has released it
     (the ack comes after unregistering, which takes the peer and every route on the pair with it).
     True if deleted, False if there was no such link; CniError 999 for any other failure."""
-    raw = name.encode() + b"\0"
-    attr = struct.pack("=HH", 4 + len(raw), IFLA_IFNAME) + raw + b"\0" * (-len(raw) % 4)
-    body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, 0, 0) + attr  # struct ifinfomsg
-    seq = next(_seq) & 0xFFFFFFFF
-    s = _rtnl()
-    s.send(_NLMSG.pack(_NLMSG.size + len(body), RTM_DELLINK, NLM_F_REQUEST_ACK, seq, 0) + body)
-    while True:
-        data = s.recv(65536)
-        off = 0
-        while off + _NLMSG.size <= len(data):
-            length, kind, _flags, got_seq, _pid = _NLMSG.unpack_from(data, off)
-            if kind == NLMSG_ERROR and got_seq == seq:
-                err = -struct.unpack_from("=i", data, off + _NLMSG.size)[0]
-                if err == 0:
-                    return True
-                if err in (errno.ENODEV, errno.ENOENT):
-                    return False
-                raise CniError(INTERNAL, f"deleting link {name}: {os.strerror(err)}")
-            off += max(length + (-length % 4), _NLMSG.size)  # a stale answer to an abandoned request: skip
+    err = _node_rtnl().request(rtnl.del_link(name))
+    if not err:
+        return True
+    if err in (errno.ENODEV, errno.ENOENT):
+        return False
+    raise CniError(INTERNAL, f"deleting link {name}: {os.strerror(err) if isinstance(err, int) else err!r}")
 
 
 def del_pod(netns_path: str, ifname: str, host_name: str) -> None:
@@ -287,7 +384,8 @@ def check_pod(netns_path: str, ifname: str, host_name: str, ips: list[IPConfig])
 
 def podnet_links() -> set[str]:
     """Names of the node-side veths podnet made (``pnc`` + 11 hex digits)."""
-    return {n for n in (link.get("ifname") or "" for link in node_netlink().get_links()) if HOST_NAME.match(n)}
+    names = (rtnl.parse_link(body).name for body in _node_rtnl().dump(rtnl.all_links()))
+    return {n for n in names if HOST_NAME.fullmatch(n)}
 
 
 def delete_host_link(name: str) -> bool:

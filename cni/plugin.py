@@ -2,15 +2,29 @@
 
 :class:`Plugin` implements :class:`podnet.cni.skel.Handler`. It runs in the
 daemon's event loop: IPAM calls run on the loop thread (which serialises
-them, so no lock is needed and allocation is the only critical section);
-netns work runs in a thread pool, so many ADDs proceed in parallel.
+them); netns work runs in a thread pool, so ADDs of different attachments
+proceed in parallel.
 
 Guarantees:
+
+* ADD, DEL and CHECK of one attachment (container ID, ifname) run one at a
+  time, in arrival order, so the IPAM store and the kernel never disagree about
+  it once a call has answered: the attachment has a reservation exactly when
+  its node-side veth exists and the pod end holds the reserved addresses.
 
 * ADD hands out exactly the requested IPs and MAC when the runtime asks for them
   (:mod:`podnet.cni.requested`), or fails with nothing reserved.
 * ADD is all or nothing: if plumbing fails, the veth is deleted and the
-  addresses are released before the error is returned.
+  addresses are released before the error is returned (unless an earlier ADD
+  of the attachment still has its veth elsewhere, which keeps them).
+* ADD is idempotent: when ``CNI_IFNAME`` already exists in the pod and is the
+  pod end of this attachment's own veth (left by an ADD the daemon died in, or
+  repeated without DEL), it is removed and built again with the addresses the
+  attachment holds (or new ones if it holds none). Any other interface of that
+  name is an error (code 4), as the spec requires.
+* ``CNI_NETNS`` is opened and checked before anything is reserved: the
+  daemon's own network namespace and the host's initial one are refused
+  (:func:`podnet.cni.netops.open_netns`).
 * DEL is idempotent and best-effort: it succeeds when the netns is missing,
   empty or not a netns, and for attachments it never saw; it always releases
   the attachment's addresses once the node-side veth (and with it every host
@@ -32,6 +46,7 @@ from typing import Any, Callable, Protocol
 
 from podnet.cni import netops, requested
 from podnet.cni.ipam import Allocator, Range
+from podnet.cni.keyed_lock import KeyedLock
 from podnet.cni.skel import Request
 from podnet.cni.types import (
     INTERNAL,
@@ -107,6 +122,7 @@ class Plugin:
         self.pool = pool
         self.mtu = mtu
         self.ready = readiness or Readiness()
+        self.attachments = KeyedLock()  # (container ID, ifname) -> one ADD/DEL/CHECK at a time
         self._busy: dict[str, int] = {}  # node-side veth name -> ADDs/DELs in flight for it
         self._touched: set[str] | None = None  # names busy at any time during a running reconcile
 
@@ -138,21 +154,23 @@ class Plugin:
         if not self.ready.pod_cidrs:
             raise CniError(TRY_AGAIN_LATER, "node has no pod CIDR yet; try again later")
         wanted = requested.from_request(req.conf.raw, req.args)
-        self.net.validate_netns(req.netns)
         net, cid, ifname = req.conf.name, req.container_id, req.ifname
         host = netops.host_ifname(cid, ifname)
-        self._enter(host)
-        try:
-            held_before = bool(ipam.lookup(net, cid, ifname))  # a repeated ADD without DEL
-            ips = ipam.allocate(net, cid, ifname, req.netns, req.pod, wanted.ips)
+        async with self.attachments.hold((cid, ifname)):
+            self.net.validate_netns(req.netns)
+            self._enter(host)
             try:
-                plumbed = await self._run(self.net.add_pod, req.netns, ifname, host, ips, self.mtu, wanted.mac)
-            except BaseException:
-                if not held_before:  # never take back what an earlier, successful ADD still uses
-                    ipam.release(net, cid, ifname)
-                raise
-        finally:
-            self._leave(host)
+                ips = ipam.allocate(net, cid, ifname, req.netns, req.pod, wanted.ips)
+                try:
+                    plumbed = await self._run(self.net.add_pod, req.netns, ifname, host, ips, self.mtu, wanted.mac)
+                except Exception:
+                    # add_pod leaves the attachment's veth either as it was (refused before any change)
+                    # or gone (rolled back): the reservation follows the veth.
+                    if host not in await self._run(self.net.podnet_links):
+                        ipam.release(net, cid, ifname)
+                    raise
+            finally:
+                self._leave(host)
         prev = upgrade(req.conf.prev_result) if req.conf.prev_result else None
         return build_result(
             req.conf.cni_version,
@@ -164,15 +182,21 @@ class Plugin:
     async def delete(self, req: Request) -> None:
         ipam = self._allocator()
         host = netops.host_ifname(req.container_id, req.ifname)
-        self._enter(host)
-        try:
-            await self._run(self.net.del_pod, req.netns, req.ifname, host)
-            ipam.release(req.conf.name, req.container_id, req.ifname)
-        finally:
-            self._leave(host)
+        async with self.attachments.hold((req.container_id, req.ifname)):
+            self._enter(host)
+            try:
+                await self._run(self.net.del_pod, req.netns, req.ifname, host)
+                ipam.release(req.conf.name, req.container_id, req.ifname)
+            finally:
+                self._leave(host)
 
     async def check(self, req: Request) -> None:
+        async with self.attachments.hold((req.container_id, req.ifname)):
+            await self._check(req)
+
+    async def _check(self, req: Request) -> None:
         ipam = self._allocator()
+        self.net.validate_netns(req.netns)
         held = ipam.lookup(req.conf.name, req.container_id, req.ifname)
         if not held:
             raise CniError(INTERNAL, f"no address is reserved for {req.container_id}/{req.ifname}")
@@ -182,7 +206,6 @@ class Plugin:
             for ip in ips:
                 if ip.ip not in listed:
                     raise CniError(INTERNAL, f"address {ip.ip} is not in prevResult")
-        self.net.validate_netns(req.netns)
         await self._run(self.net.check_pod, req.netns, req.ifname,
                         netops.host_ifname(req.container_id, req.ifname), ips)
 

@@ -1,4 +1,8 @@
-"""host-gw routing: one route per other node's pod CIDR via that node's InternalIP.
+"""Routes to other nodes' pod CIDRs: host-gw (via the node's InternalIP) or over an overlay device.
+
+Which route each remote pod CIDR gets (host-gw or ``via <CIDR address> dev
+podnet.vxlan onlink``) is decided by :func:`podnet.cni.overlay.plan`; this module
+holds the host-gw-only computation and the one apply step for both kinds.
 
 :func:`desired_routes` is pure: Node objects in, ``{pod CIDR: gateway}`` out
 (plus a ``blackhole`` for this node's own CIDRs, so a packet for an unused
@@ -27,16 +31,30 @@ from podnet.kube.objects import Node
 
 BLACKHOLE = "blackhole"
 RTPROT_PODNET_GW = 150
-"""Protocol number marking host-gw and blackhole routes (pod /32 routes use 149, netops.RTPROT_PODNET)."""
+"""Protocol number marking host-gw, overlay and blackhole routes (pod /32 routes use 149, netops.RTPROT_PODNET)."""
+RTNH_F_ONLINK = 4
+
+
+def onlink(gateway: str, dev: str) -> str:
+    """The :attr:`Desired.routes` value of a route ``via gateway dev <dev> onlink`` (an overlay route)."""
+    return f"{gateway} dev {dev} onlink"
+
+
+def _split(via: str) -> tuple[str, str]:
+    """(gateway, device) of a route value; device is '' for a plain host-gw next hop."""
+    gw, _, dev = via.partition(" dev ")
+    return gw, dev.removesuffix(" onlink")
 
 
 @dataclass(frozen=True, slots=True)
 class Desired:
     routes: dict[str, str]
-    """pod CIDR -> next hop (another node's IP of the same family) or 'blackhole'."""
+    """pod CIDR -> next hop (another node's IP of the same family), 'blackhole', or
+    :func:`onlink` ``(gateway, device)`` for a route over an overlay device."""
     unroutable: tuple[str, ...] = ()
     """``node: pod CIDR`` pairs that get no route because the node lists no address of the
-    CIDR's family (e.g. an IPv6 pod CIDR on a node with only an IPv4 InternalIP)."""
+    CIDR's family (e.g. an IPv6 pod CIDR on a node with only an IPv4 InternalIP) or, over
+    VXLAN, because it or this node has no usable VTEP."""
 
 
 def desired_routes(nodes: Iterable[Node], self_name: str, own_cidrs: Iterable[str]) -> Desired:
@@ -66,11 +84,16 @@ def _family(cidr: str) -> int:
 
 def current_routes(ipr) -> dict[str, str]:
     out = {}
+    names: dict[int, str] | None = None
     for fam in (socket.AF_INET, socket.AF_INET6):
         for r in ipr.get_routes(family=fam, proto=RTPROT_PODNET_GW, table=254):
             dst = f"{r.get('dst') or ('::' if fam == socket.AF_INET6 else '0.0.0.0')}/{r['dst_len']}"
             if r["type"] == 6:  # RTN_BLACKHOLE
                 out[dst] = BLACKHOLE
+            elif r["flags"] & RTNH_F_ONLINK:
+                if names is None:
+                    names = {link["index"]: link.get("ifname") for link in ipr.get_links()}
+                out[dst] = onlink(r.get("gateway") or "", names.get(r.get("oif"), "?"))
             else:
                 out[dst] = r.get("gateway") or ""
     return out
@@ -92,9 +115,16 @@ def sync(desired: Desired) -> list[str]:
             if have.get(dst) == via:
                 continue
             kw = {"dst": dst, "family": _family(dst), "proto": RTPROT_PODNET_GW}
+            gw, dev = _split(via)
             try:
                 if via == BLACKHOLE:
                     ipr.route("replace", type="blackhole", **kw)
+                elif dev:
+                    idx = ipr.link_lookup(ifname=dev)
+                    if not idx:
+                        errors.append(f"{dst} via {via}: no device {dev}")
+                        continue
+                    ipr.route("replace", gateway=gw, oif=idx[0], flags=RTNH_F_ONLINK, **kw)
                 else:
                     ipr.route("replace", gateway=via, **kw)
                 changes.append(f"{dst} -> {via}")

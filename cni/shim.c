@@ -1,9 +1,13 @@
-/* podnet-cni, compiled form (opt-in: `podnet-cni install --form c`).
+/* podnet-cni, compiled form: `podnet-cni install --form c` compiles it on the node; the podnet
+ * image builds it with -static (deploy/Containerfile) and `podnet-cni install --form static`
+ * copies that build, which needs no libc, loader or interpreter on the host. Uses only libc
+ * calls that link statically without NSS (no name lookups).
  *
  * Byte-for-byte the same protocol as shim.py (see podnet.cni.daemon for the wire
  * format): VERSION is answered here; every other verb is forwarded, CNI_* variables
  * plus stdin, to the node daemon's unix socket, and the daemon's stdout and exit
- * status are passed back. Daemon unreachable: error 11 (STATUS: 50), as in shim.py.
+ * status are passed back. Daemon unreachable: error 11 (STATUS: 50), a permission error on
+ * the socket: 5, as in shim.py.
  * The socket comes from the config's top-level "socket" string, else the path baked
  * in at install (PODNET_BAKED_SOCKET), else $PODNET_CNI_SOCKET, else the default.
  * Why it exists: a Python start costs 6-8 ms per exec on an idle 2-vCPU VM and far more
@@ -61,11 +65,19 @@ static void json_string(FILE *f, const char *s) {
 static int fail(int code, const char *path, const char *why) {
     char msg[1024];
     if (code == 50) snprintf(msg, sizeof msg, "podnet-cni daemon at %s is not available: %s", path, why);
+    else if (code == 5) snprintf(msg, sizeof msg, "podnet-cni daemon at %s refuses this plugin (%s): run the plugin "
+                                 "as a user that may connect to the socket", path, why);
     else snprintf(msg, sizeof msg, "podnet-cni daemon at %s is not reachable (%s); try again later", path, why);
     printf("{\"cniVersion\": \"1.1.0\", \"code\": %d, \"msg\": ", code);
     json_string(stdout, msg);
     printf("}\n");
     return 1;
+}
+
+/* The error code for a failed socket call, as shim.py maps it: STATUS 50; a permission error 5 (I/O
+ * failure: retrying cannot help); anything else (daemon down or starting) 11, try again later. */
+static int unreachable(int status, int err) {
+    return status ? 50 : (err == EACCES || err == EPERM) ? 5 : 11;
 }
 
 /* The string value of the top-level "socket" key, without a JSON parser (as shim.py does). */
@@ -110,14 +122,14 @@ int main(void) {
     struct timeval tv = {.tv_sec = 300};
     setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0) return fail(status ? 50 : 11, path, strerror(errno));
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0) return fail(unreachable(status, errno), path, strerror(errno));
     for (size_t off = 0; off < req.n;) {
         ssize_t w = write(s, req.p + off, req.n - off);
-        if (w < 0) { if (errno == EINTR) continue; return fail(status ? 50 : 11, path, strerror(errno)); }
+        if (w < 0) { if (errno == EINTR) continue; return fail(unreachable(status, errno), path, strerror(errno)); }
         off += (size_t)w;
     }
     shutdown(s, SHUT_WR);
-    if (read_all(s, &resp) < 0) return fail(status ? 50 : 11, path, strerror(errno));
+    if (read_all(s, &resp) < 0) return fail(unreachable(status, errno), path, strerror(errno));
     char *nl = resp.n ? memchr(resp.p, '\n', resp.n) : NULL;
     if (!nl || nl == resp.p) return fail(status ? 50 : 11, path, "daemon closed the connection without an answer");
     int code = atoi(resp.p);

@@ -25,6 +25,13 @@ DEL included: containerd and CRI-O retry sandbox teardown until it succeeds.
 VERSION is answered here without the daemon, because runtimes (podman) call
 it to validate configs before any daemon may be up.
 
+"Not reachable" means a daemon that is down or starting (ENOENT, ECONNREFUSED,
+EAGAIN, a timeout, a connection cut mid-answer): that clears by itself. A
+permission error on the socket (EACCES, EPERM: the runtime execs the plugin as a
+user that may not connect) does not, so it is **error 5** (I/O failure), which
+is not the spec's "try again later" and is not retried as transient (STATUS:
+still 50). cni/shim.c maps errors the same way.
+
 After writing the answer the shim leaves with ``posix._exit`` (it holds nothing that
 needs tearing down), which saves the interpreter's finalisation, ~1.2 ms per exec.
 
@@ -47,8 +54,10 @@ SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 DEFAULT_SOCKET = "/run/podnet/cni.sock"
 BAKED_SOCKET = ""  # set by `podnet-cni install --socket`
 TIMEOUT = 300.0
+IO_FAILURE = 5
 TRY_AGAIN_LATER = 11
 NOT_AVAILABLE = 50
+PERMANENT_ERRNOS = (1, 13)  # EPERM, EACCES: retrying cannot help
 
 
 def _json_str(s):
@@ -147,9 +156,12 @@ def plugin_main(environ, stdin, stdout, baked_socket=""):
         why = getattr(e, "strerror", None) or str(e)
         if command == "STATUS":
             stdout.write(_error(NOT_AVAILABLE, "podnet-cni daemon at %s is not available: %s" % (path, why)))
-            return 1
-        stdout.write(_error(TRY_AGAIN_LATER, "podnet-cni daemon at %s is not reachable (%s); try again later"
-                            % (path, why)))
+        elif getattr(e, "errno", None) in PERMANENT_ERRNOS:
+            stdout.write(_error(IO_FAILURE, "podnet-cni daemon at %s refuses this plugin (%s): run the plugin "
+                                            "as a user that may connect to the socket" % (path, why)))
+        else:
+            stdout.write(_error(TRY_AGAIN_LATER, "podnet-cni daemon at %s is not reachable (%s); try again later"
+                                % (path, why)))
         return 1
     stdout.write(out)
     return 0 if code == 0 else 1

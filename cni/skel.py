@@ -7,6 +7,15 @@ CNI_COMMAND, then the env vars that verb requires (error 4 naming all missing
 ones), then the config (6 undecodable, 7 invalid, 1 unsupported version),
 then CNI_ARGS (4 malformed; 2 unknown key without ``IgnoreUnknown``).
 
+Values are checked as the Go reference checks them (``pkg/utils``
+``ValidateContainerID``/``ValidateInterfaceName``) and as the kernel's
+``dev_valid_name`` does, with whole-string matches: CNI_CONTAINERID is
+``[A-Za-z0-9][A-Za-z0-9_.-]*`` and nothing else (no trailing newline);
+CNI_IFNAME is 1-15 bytes of UTF-8, not ``.``/``..``, without ``/``, ``:``,
+whitespace (Unicode's, and the byte 0xA0 the kernel's ``isspace`` refuses) or
+control characters; CNI_NETNS, where a verb uses it (ADD, CHECK), is an
+absolute path. Each failure is error 4 naming the variable.
+
 Guarantee: :func:`dispatch` never raises. Every failure becomes spec error JSON on
 stdout with a non-zero exit code; unexpected exceptions become code 999.
 """
@@ -16,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
@@ -45,7 +55,9 @@ KNOWN_ARGS = frozenset(
     {"IgnoreUnknown", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID",
      "IP", "MAC"}  # requested addresses: podnet.cni.requested
 )
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")  # always used with fullmatch
+IFNAMSIZ = 16
+_KERNEL_SPACE = frozenset(b"\t\n\v\f\r \xa0")  # lib/ctype.c: the bytes isspace() is true for
 
 
 @dataclass(frozen=True)
@@ -97,9 +109,34 @@ def parse_cni_args(raw: str) -> dict[str, str]:
     return args
 
 
+def validate_container_id(cid: str) -> None:
+    if not _CONTAINER_ID.fullmatch(cid):
+        raise CniError(INVALID_ENV, f"CNI_CONTAINERID {cid!r} is invalid (want [A-Za-z0-9][A-Za-z0-9_.-]*)")
+
+
 def validate_ifname(name: str) -> None:
-    if len(name) > 15 or name in (".", "..") or any(c in name for c in "/: \t\n"):
-        raise CniError(INVALID_ENV, f"CNI_IFNAME {name!r} is not a valid interface name")
+    def bad(why: str) -> CniError:
+        return CniError(INVALID_ENV, f"CNI_IFNAME {name!r} is not a valid interface name: {why}")
+
+    try:
+        raw = name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes from the environment
+        raise bad("not UTF-8") from None
+    if not raw:
+        raise bad("empty")
+    if len(raw) >= IFNAMSIZ:
+        raise bad(f"{len(raw)} bytes, the kernel allows at most {IFNAMSIZ - 1}")
+    if name in (".", ".."):
+        raise bad("'.' and '..' are not allowed")
+    if "/" in name or ":" in name:
+        raise bad("'/' and ':' are not allowed")
+    if any(b in _KERNEL_SPACE for b in raw) or any(c.isspace() or unicodedata.category(c) == "Cc" for c in name):
+        raise bad("whitespace and control characters are not allowed")
+
+
+def validate_netns_path(path: str) -> None:
+    if not path.startswith("/"):
+        raise CniError(INVALID_ENV, f"CNI_NETNS {path!r} is not an absolute path")
 
 
 def parse_request(environ: Mapping[str, str], stdin: bytes) -> Request:
@@ -115,12 +152,12 @@ def parse_request(environ: Mapping[str, str], stdin: bytes) -> Request:
     ver.check(conf.cni_version, verb)
     req = Request(verb, conf)
     if verb in ("ADD", "DEL", "CHECK"):
-        cid = environ["CNI_CONTAINERID"]
-        if not _CONTAINER_ID.match(cid):
-            raise CniError(INVALID_ENV, f"CNI_CONTAINERID {cid!r} is invalid (want [A-Za-z0-9][A-Za-z0-9_.-]*)")
-        ifname = environ["CNI_IFNAME"]
+        cid, ifname, netns = environ["CNI_CONTAINERID"], environ["CNI_IFNAME"], environ.get("CNI_NETNS", "")
+        validate_container_id(cid)
         validate_ifname(ifname)
-        req = Request(verb, conf, cid, environ.get("CNI_NETNS", ""), ifname, parse_cni_args(environ.get("CNI_ARGS", "")))
+        if verb != "DEL":  # DEL never opens the netns; refusing it would strand the reservation
+            validate_netns_path(netns)
+        req = Request(verb, conf, cid, netns, ifname, parse_cni_args(environ.get("CNI_ARGS", "")))
     return req
 
 

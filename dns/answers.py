@@ -10,10 +10,19 @@ negative entries, only the set of existing names.
 Compilation is memoised in a :class:`CompileMemo`: a service whose records did not change keeps
 its compiled entries, so one watch event costs about one dict merge over all services.
 Tables are immutable once built; the server swaps the reference atomically.
+
+Names are checked once more where they become wire bytes (:func:`names.to_wire` and the Encoder
+refuse anything but letters, digits, '-' and '_'): a service or name that cannot be encoded is left
+out of the table and listed in :attr:`AnswerTable.rejected`, and everything else is compiled.
+
+UDP size: a reply is cut (TC set) at :func:`udp_limit`: the client's EDNS size capped at
+:data:`MAX_UDP` (512 without EDNS, as RFC 1035), and never more than :data:`MAX_AMPLIFICATION` times
+the query's own length, so no query to podnet-dns is a lever for reflection.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -22,10 +31,25 @@ from podnet.dns import names
 from podnet.dns.snapshot import RRsets, ServiceRecords, Snapshot, ptr_records
 from podnet.dns.wire import AAAA, CNAME, NS, PTR, RR, SOA, SRV, TXT, A, Encoder
 
-__all__ = ["Entry", "AnswerTable", "NameView", "COMPILED_TYPES", "CompileMemo", "compile_table", "make_entry", "fit", "soa_authority", "flags_for"]
+__all__ = [
+    "Entry", "AnswerTable", "NameView", "COMPILED_TYPES", "CompileMemo", "compile_table", "make_entry", "fit", "soa_authority",
+    "flags_for", "udp_limit", "PLAIN_UDP", "MAX_UDP", "MAX_AMPLIFICATION",
+]
 
 QR, AA, TC, RD, RA = 0x8000, 0x0400, 0x0200, 0x0100, 0x0080
 PTR_KEY = struct.pack("!H", PTR)
+PLAIN_UDP = 512
+"""RFC 1035's UDP limit, also the floor for an EDNS size (RFC 6891 6.2.5)."""
+MAX_UDP = 1232
+"""The largest UDP reply (DNS Flag Day 2020; CoreDNS's bufsize plugin default): no IP fragmentation."""
+MAX_AMPLIFICATION = 10
+"""A UDP reply is at most this many times as long as the query it answers."""
+
+
+def udp_limit(query_len: int, edns_size: int | None) -> int:
+    """The largest UDP reply for a query of ``query_len`` bytes advertising ``edns_size`` (None: no EDNS)."""
+    size = PLAIN_UDP if edns_size is None else min(max(edns_size, PLAIN_UDP), MAX_UDP)
+    return min(size, MAX_AMPLIFICATION * query_len)
 
 
 def flags_for(rcode: int, aa: bool = True, tc: bool = False) -> int:
@@ -38,10 +62,11 @@ class Entry:
     ``ends`` are body offsets where each record ends (for truncation at a record boundary) and
     ``counts`` the (answer, authority, additional) sizes; with ``rcode`` they form one interned
     ``shape`` tuple shared by every entry of the same shape (five slots per entry, not seven).
-    ``fits512`` is precomputed for the question length of this entry's key.
+    ``fits_udp`` is precomputed for a plain query (no EDNS) for this entry's key, whose length the key
+    fixes: the reply is within :func:`udp_limit` of that query.
     """
 
-    __slots__ = ("hdr", "body", "shape", "fits512", "rot")
+    __slots__ = ("hdr", "body", "shape", "fits_udp", "rot")
 
     def __init__(self, rcode: int, body: bytes, ends: tuple[int, ...], counts: tuple[int, int, int], qlen: int) -> None:
         self.body = body
@@ -55,7 +80,7 @@ class Entry:
             base = flags_for(rcode)
             hdr = _HEADERS[(rcode, counts)] = tuple(struct.pack("!HHHHH", base | rd, 1, *counts) for rd in (0, RD))
         self.hdr = hdr
-        self.fits512 = 12 + qlen + len(body) <= 512
+        self.fits_udp = 12 + qlen + len(body) <= udp_limit(12 + qlen, None)
         self.rot: tuple[bytes, ...] = ()
         """Rotated bodies for address sets (round-robin load balancing); () when there is one order."""
 
@@ -117,8 +142,10 @@ def fit(hdr_flags: int, counts: tuple[int, int, int], body: bytes, ends: tuple[i
     return flags, (kept_an, kept_ns, kept_ar), body[: ends[k - 1]] if k else b""
 
 
+@functools.lru_cache(maxsize=512)
 def soa_authority(zone_offset: int, soa: RR) -> bytes:
-    """The SOA record for a negative reply, its names pointing at the zone suffix of the question."""
+    """The SOA record for a negative reply, its names pointing at the zone suffix of the question
+    (memoised: one per question length and serial in practice)."""
     ptr = struct.pack("!H", 0xC000 | zone_offset)
     mname, rname, *nums = soa.rdata
     zone = soa.name
@@ -145,6 +172,9 @@ class AnswerTable:
     hot: Mapping[bytes, Entry]
     ents: frozenset[bytes] | set[bytes]
     zone_wire: bytes
+    rejected: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """(kind, key) -> reason for every object or name left out: the snapshot's, plus services and names
+    that could not be encoded (kind ``service`` or ``name``, reason ``unencodable``)."""
 
     def has_name(self, wname: bytes) -> bool:
         if wname in self.ents:
@@ -184,11 +214,14 @@ class CompileMemo:
 
     services: dict[str, tuple[ServiceRecords, tuple[bytes, ...], tuple[bytes, ...]]] = field(default_factory=dict)
     """service key -> (its records, the table keys and the empty non-terminals it contributed)"""
-    shared: dict[str, tuple[dict, tuple[bytes, ...]]] = field(default_factory=dict)
+    shared: dict[str, tuple[dict, tuple[bytes, ...], tuple[bytes, ...]]] = field(default_factory=dict)
+    """shared name -> (its record map, the table keys and the empty non-terminal it contributed)"""
     ptr: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """reverse name -> the PTR targets it was compiled from (its one table key is name + PTR)"""
     hot: dict[bytes, Entry] = field(default_factory=dict)
     ents: set[bytes] = field(default_factory=set)
+    rejected: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Services and names of the previous table that could not be encoded."""
     generation: int = -1
     in_place: bool = False
     """Patch the previous table's dicts instead of copies. Only for a caller that compiles and swaps
@@ -248,6 +281,7 @@ def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTabl
         hot, ents = memo.hot, memo.ents
     else:
         hot, ents = dict(memo.hot), set(memo.ents)
+    rejected = memo.rejected if memo.in_place else dict(memo.rejected)
 
     incremental = snap.changed is not None and memo.generation == snap.generation - 1
     if incremental:
@@ -256,6 +290,7 @@ def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTabl
     else:
         services = {}
         service_keys = set(snap.services) | set(memo.services)
+        rejected.clear()
     for key in service_keys:
         recs = snap.services.get(key)
         prev = memo.services.get(key)
@@ -265,9 +300,15 @@ def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTabl
         if prev is not None:
             _drop(hot, ents, prev[1], prev[2])
             services.pop(key, None)
+        rejected.pop(("service", key), None)
         if recs is None:
             continue
-        part, ent_names = _compile_rrsets(recs.rrsets)
+        try:
+            part, ent_names = _compile_rrsets(recs.rrsets)
+        except Exception:  # noqa: BLE001 - this service is left out, every other one is compiled
+            rejected[("service", key)] = "unencodable"
+            services[key] = (recs, (), ())
+            continue
         recs.release()  # the wire bytes are what is served; records are recomputed if ever asked for
         hot.update(part)
         ents.update(ent_names)
@@ -289,26 +330,36 @@ def compile_table(snap: Snapshot, memo: CompileMemo | None = None) -> AnswerTabl
         if prev_p is not None:
             hot.pop(names.to_wire(name) + PTR_KEY, None)
             ptrs.pop(name, None)
+        rejected.pop(("name", name), None)
         if targets is None:
             continue
-        hot.update(_compile_name(name, {PTR: ptr_records(name, targets, ttl)}, {}))
         ptrs[name] = targets
+        try:
+            hot.update(_compile_name(name, {PTR: ptr_records(name, targets, ttl)}, {}))
+        except Exception:  # noqa: BLE001
+            rejected[("name", name)] = "unencodable"
 
     shared = {}
     for name, prev_s in memo.shared.items():
         if name not in snap.shared or name == snap.config.zone or prev_s[0] != snap.shared[name]:
-            _drop(hot, ents, prev_s[1], [names.to_wire(name)])
+            _drop(hot, ents, prev_s[1], prev_s[2])
     for name, types in snap.shared.items():
         prev_s = memo.shared.get(name)
         if prev_s is not None and name != snap.config.zone and prev_s[0] == types:
             shared[name] = prev_s
             continue
-        part = _compile_name(name, types, snap.shared)
+        rejected.pop(("name", name), None)
+        try:
+            part = _compile_name(name, types, snap.shared)
+            ent = () if types else (names.to_wire(name),)
+        except Exception:  # noqa: BLE001
+            rejected[("name", name)] = "unencodable"
+            continue
         hot.update(part)
-        if not types:
-            ents.add(names.to_wire(name))
-        shared[name] = (types, tuple(part))
+        ents.update(ent)
+        shared[name] = (types, tuple(part), ent)
 
-    memo.services, memo.ptr, memo.shared, memo.hot, memo.ents = services, ptrs, shared, hot, ents
+    memo.services, memo.ptr, memo.shared, memo.hot, memo.ents, memo.rejected = services, ptrs, shared, hot, ents, rejected
     memo.generation = snap.generation
-    return AnswerTable(snap, hot, ents, names.to_wire(snap.config.zone))
+    everything = {**snap.rejected, **rejected} if rejected else snap.rejected
+    return AnswerTable(snap, hot, ents, names.to_wire(snap.config.zone), everything)

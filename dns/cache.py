@@ -9,6 +9,10 @@ min(TTL, MINIMUM) from the authority section (NXDOMAIN/NODATA, RFC 2308), clampe
 [min_ttl, max_ttl] / [min_ttl, max_denial_ttl] like CoreDNS's ``cache`` plugin. Truncated,
 SERVFAIL and other error answers are never stored. When full, the oldest entry is evicted.
 
+``zones`` limits caching to names in those zones ('' is the root: everything), and
+``disable_success`` / ``disable_denial`` exclude zones from positive / negative caching, as the
+``cache`` plugin's ZONES argument and ``disable`` option.
+
 Time comes from an injected ``clock`` (seconds, monotonic) so tests can move it; served TTLs are
 the stored TTL minus the age, never below zero. Not thread-safe: used from the event loop only.
 """
@@ -19,7 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from podnet.dns.wire import NOERROR, NXDOMAIN, SOA, WireRR
+from podnet.dns.wire import NOERROR, NXDOMAIN, SOA, WireRR, read_name
 
 __all__ = ["Upstream", "Cache", "CacheStats"]
 
@@ -62,8 +66,16 @@ class Cache:
         max_ttl: int = 30,
         max_denial_ttl: int = 30,
         min_ttl: int = 5,
+        *,
+        zones: tuple[str, ...] = ("",),
+        disable_success: tuple[str, ...] = (),
+        disable_denial: tuple[str, ...] = (),
     ) -> None:
         self.clock = clock
+        self.zones = zones
+        self.disable_success = disable_success
+        self.disable_denial = disable_denial
+        self._restricted = zones != ("",) or bool(disable_success or disable_denial)
         self.capacity = capacity
         self.max_ttl = max_ttl
         self.max_denial_ttl = max_denial_ttl
@@ -92,9 +104,19 @@ class Cache:
         ttls = [rr.ttl for rr in ans.answer]
         return max(self.min_ttl, min(min(ttls), self.max_ttl))
 
+    def allows(self, key: bytes, negative: bool) -> bool:
+        """May an answer to ``key`` (wire question + DO byte) be cached, given the zone options?"""
+        if not self._restricted:
+            return True
+        name = read_name(key, 0)[0]
+        if not any(_in_zone(name, z) for z in self.zones):
+            return False
+        disabled = self.disable_denial if negative else self.disable_success
+        return not any(_in_zone(name, z) for z in disabled)
+
     def put(self, key: bytes, ans: Upstream) -> None:
         life = self.lifetime(ans)
-        if life is None:
+        if life is None or not self.allows(key, ans.negative):
             return
         ans = replace(
             ans,
@@ -125,6 +147,10 @@ class Cache:
 
     def clear(self) -> None:
         self._items.clear()
+
+
+def _in_zone(name: str, zone: str) -> bool:
+    return not zone or name == zone or name.endswith("." + zone)
 
 
 def _cap(rrs: tuple[WireRR, ...], ttl: int) -> tuple[WireRR, ...]:

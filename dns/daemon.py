@@ -3,7 +3,9 @@ cache, HTTP endpoints and signals.
 
 Lifecycle: listeners start first (cluster names answer SERVFAIL, /ready 503), informers list and
 watch, the first full sync installs the real table (/ready 200), then a loop probe is sent through
-every upstream. SIGTERM/SIGINT start lameduck: /ready turns 503 while DNS and /health keep
+every upstream. With ``workers`` > 1 (:class:`PoolDaemon`) this process runs the informers and the
+HTTP endpoints and N worker processes answer DNS on the same address (:mod:`podnet.dns.workers`);
+/ready and /metrics then cover all of them. /ready turns 503 again while rebuilds fail (the table served is stale). SIGTERM/SIGINT start lameduck: /ready turns 503 while DNS and /health keep
 answering for ``lameduck`` seconds, then everything stops and :func:`run` returns 0.
 """
 
@@ -11,21 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from podnet.dns import snapshot
 from podnet.dns.cache import Cache
+from podnet.dns.chain import BlockChain, Chain
 from podnet.dns.forward import Forwarder, UpstreamAddr, read_resolv_conf, self_matcher
 from podnet.dns.handler import Handler
 from podnet.dns.health import HttpEndpoints
 from podnet.dns.metrics import Collector, Stats, render
 from podnet.dns.server import DnsServer, split_hostport
 from podnet.dns.watch import ZoneSync, initial_table
+from podnet.dns.workers import CacheView, ForwarderView, WorkerConfig, WorkerPool, log_settings
 
-__all__ = ["Options", "Daemon", "run"]
+__all__ = ["Options", "Daemon", "PoolDaemon", "run", "default_workers"]
 
 log = logging.getLogger("podnet.dns")
 
@@ -47,6 +52,34 @@ class Options:
     cache_capacity: int = 9984
     cache_max_ttl: int = 30
     dns_service: str = "kube-system/kube-dns"
+    workers: int = 1
+    """DNS worker processes; 1 answers in this process."""
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolv_upstreams(path: str) -> list[UpstreamAddr]:
+    try:
+        return read_resolv_conf(Path(path).read_text())
+    except OSError as e:
+        log.warning("cannot read %s: %s; forwarding disabled", path, e)
+        return []
+
+
+def kube_informers(opts: Options) -> tuple:
+    """(client, (Services, EndpointSlices, Namespaces informers)) from the flags."""
+    from podnet.kube import resources
+    from podnet.kube.client import ApiClient
+    from podnet.kube.informer import Informer
+
+    client = ApiClient.from_flags(master=opts.master, kubeconfig=opts.kubeconfig)
+    return client, tuple(Informer(client, r) for r in (resources.SERVICES, resources.ENDPOINT_SLICES, resources.NAMESPACES))
 
 
 class Daemon:
@@ -59,7 +92,9 @@ class Daemon:
         self.forwarder = Forwarder(upstreams, self.cache, max_concurrent=opts.max_concurrent, is_self=self_matcher(host, port))
         self.stats = Stats()
         self.handler = Handler(initial_table(self.cfg), self.forwarder, self.stats)
-        self.server = DnsServer(self.handler, host, port)
+        # The errors plugin of the stock Corefile (coredns_plugin_enabled advertises it): SERVFAIL causes logged.
+        self.server = DnsServer(Chain([BlockChain(("",), self.handler, self.forwarder, errors=True, cluster_zone=self.cfg.zone)],
+                                      self.stats), host, port)
         self.make_informers = make_informers or self._kube_informers
         self.sync: ZoneSync | None = None
         self.http = HttpEndpoints(self.ready, self._metrics)
@@ -68,26 +103,17 @@ class Daemon:
         self._client = None
 
     def _resolv_upstreams(self) -> list[UpstreamAddr]:
-        try:
-            ups = read_resolv_conf(Path(self.opts.resolv_conf).read_text())
-        except OSError as e:
-            log.warning("cannot read %s: %s; forwarding disabled", self.opts.resolv_conf, e)
-            return []
-        return ups
+        return resolv_upstreams(self.opts.resolv_conf)
 
     def ready(self) -> bool:
-        return self.sync is not None and self.sync.synced
+        return self.sync is not None and self.sync.ready
 
     def _metrics(self) -> bytes:
         return render(self.collector)
 
     def _kube_informers(self) -> tuple:
-        from podnet.kube import resources
-        from podnet.kube.client import ApiClient
-        from podnet.kube.informer import Informer
-
-        self._client = ApiClient.from_flags(master=self.opts.master, kubeconfig=self.opts.kubeconfig)
-        return tuple(Informer(self._client, r) for r in (resources.SERVICES, resources.ENDPOINT_SLICES, resources.NAMESPACES))
+        self._client, informers = kube_informers(self.opts)
+        return informers
 
     async def start(self) -> list[asyncio.Task]:
         informers = self.make_informers()  # configuration errors surface before anything listens
@@ -140,10 +166,87 @@ class Daemon:
         return 0
 
 
+class PoolDaemon:
+    """``workers`` > 1: informers, /health, /ready and /metrics here; DNS in a :class:`WorkerPool`.
+
+    Lifecycle as :class:`Daemon`: the workers listen first (SERVFAIL for cluster names, /ready 503),
+    /ready turns 200 once every worker has synced, SIGTERM/SIGINT start lameduck (the workers keep
+    answering), then the workers are stopped and :meth:`run` returns 0.
+    """
+
+    def __init__(self, opts: Options, make_informers: Callable[[], tuple] | None = None,
+                 argv: Callable[[int], list[str]] | None = None) -> None:
+        self.opts = opts
+        host, port = split_hostport(opts.listen)
+        upstreams = opts.upstreams or resolv_upstreams(opts.resolv_conf)
+        self.cfg = WorkerConfig(
+            host, port, zone=opts.zone, ttl=opts.ttl, dns_service=opts.dns_service, upstreams=tuple(upstreams),
+            cache_capacity=opts.cache_capacity, cache_max_ttl=opts.cache_max_ttl, max_concurrent=opts.max_concurrent,
+        )
+        fmt, verbosity = log_settings()
+        self.cfg = replace(self.cfg, log_format=fmt, log_verbosity=verbosity)
+        self.make_informers = make_informers or self._kube_informers
+        self.argv = argv
+        self.pool: WorkerPool | None = None
+        self.http = HttpEndpoints(self.ready, self._metrics)
+        self.stopping = asyncio.Event()
+        self._client = None
+
+    def _kube_informers(self) -> tuple:
+        self._client, informers = kube_informers(self.opts)
+        return informers
+
+    def ready(self) -> bool:
+        return self.pool is not None and self.pool.ready()
+
+    def _metrics(self) -> bytes:
+        from podnet.dns.cache import CacheStats
+        from podnet.dns.forward import ForwardStats
+
+        r = self.pool.merged() if self.pool is not None else None
+        if r is None:
+            return b""
+        collector = Collector(r.stats, f"dns://{self.opts.listen}", CacheView(r.cache_counts, r.cache_stats or CacheStats()),
+                              ForwarderView(r.fwd_stats or ForwardStats()), self.ready)
+        return render(collector)
+
+    async def start(self) -> list[asyncio.Task]:
+        informers = self.make_informers()
+        self.pool = WorkerPool(self.opts.workers, self.cfg, informers, argv=self.argv)
+        await self.pool.start()
+        await self.http.start(self.opts.health_listen, self.opts.ready_listen, self.opts.metrics_listen)
+        log.info("podnet-dns zone %s, %d workers, upstreams %s", self.cfg.zone, self.opts.workers,
+                 ", ".join(str(u) for u in self.cfg.upstreams) or "none")
+        return [asyncio.create_task(inf.run()) for inf in informers if hasattr(inf, "run")]
+
+    begin_lameduck = Daemon.begin_lameduck
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.begin_lameduck)
+        tasks: list[asyncio.Task] = []
+        try:
+            tasks = await self.start()
+            await self.stopping.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.pool is not None:
+                await self.pool.stop()
+            await self.http.stop()
+            if self._client is not None:
+                await self._client.close()
+        log.info("stopped")
+        return 0
+
+
 def run(opts: Options) -> int:
     """Run the daemon until SIGTERM/SIGINT + lameduck; uvloop when it is installed."""
+    cls = PoolDaemon if opts.workers > 1 else Daemon
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(Daemon(opts).run())
-    return uvloop.run(Daemon(opts).run())
+        return asyncio.run(cls(opts).run())
+    return uvloop.run(cls(opts).run())

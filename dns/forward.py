@@ -3,7 +3,8 @@
 Behaviour (modelled on CoreDNS's ``forward`` and ``loop`` plugins):
 
 * Upstreams come from ``--upstream`` or the nameserver lines of /etc/resolv.conf (at most 15).
-  Healthy upstreams are tried first in random order, then the ones that failed twice in a row;
+  Healthy upstreams are tried first in random order (or round-robin / as listed, CoreDNS's
+  ``policy``), then the ones that failed ``max_fails`` (2) times in a row;
   each try waits ``timeout`` seconds. Any reply, even SERVFAIL, counts as healthy.
 * A UDP reply with TC set is retried over TCP to the same upstream.
 * At most ``max_concurrent`` client queries wait on upstreams; beyond that :class:`Refused` is raised
@@ -39,6 +40,8 @@ __all__ = ["Forwarder", "Refused", "UpstreamAddr", "parse_upstream", "read_resol
 
 log = logging.getLogger("podnet.dns.forward")
 MAX_UPSTREAMS = 15
+MAX_FAILURES = 1024
+POLICIES = ("random", "round_robin", "sequential")
 EDNS_SIZE = 1232
 
 
@@ -148,7 +151,14 @@ class Forwarder:
         max_concurrent: int = 1000,
         max_fails: int = 2,
         is_self: Callable[[UpstreamAddr], bool] = lambda _u: False,
+        policy: str = "random",
+        force_tcp: bool = False,
     ) -> None:
+        """``policy`` orders the healthy upstreams as CoreDNS's forward does: ``random``,
+        ``round_robin`` (the first one tried moves on by one per query) or ``sequential`` (as
+        listed). ``max_fails`` 0 never marks an upstream unhealthy. ``force_tcp`` asks over TCP only."""
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}")
         self.upstreams = []
         for u in upstreams[:MAX_UPSTREAMS]:
             if is_self(u):
@@ -160,10 +170,16 @@ class Forwarder:
         self.timeout = timeout
         self.max_concurrent = max_concurrent
         self.max_fails = max_fails
+        self.policy = policy
+        self.force_tcp = force_tcp
+        self._next = 0
         self.in_flight = 0
         self.stats = ForwardStats()
         self._shared: dict[bytes, asyncio.Future] = {}
         self._probes: dict[str, _Upstream] = {}
+        self.failures: dict[bytes, str] = {}
+        """Why the last resolution of a question (as passed to :meth:`resolve`) found no answer, for the
+        ``errors`` plugin to log; read with :meth:`take_failure`. At most MAX_FAILURES are kept."""
 
     # ---------------------------------------------------------------- loop detection
 
@@ -177,11 +193,22 @@ class Forwarder:
             up.looping = True
         return True
 
-    async def probe(self) -> None:
+    @staticmethod
+    def probe_name() -> str:
+        return f"{secrets.randbelow(10**9)}.{secrets.randbelow(10**9)}.podnet-loop"
+
+    def expect_probes(self, probe_names: dict[str, str]) -> None:
+        """Recognise ``probe_names[upstream]`` as that upstream's loop probe (processes sharing one
+        address share the names, so whichever of them a looping probe reaches recognises it)."""
+        for up in self.upstreams:
+            if up.name in probe_names:
+                self._probes[probe_names[up.name]] = up
+
+    async def probe(self, probe_names: dict[str, str] | None = None) -> None:
         """Send one loop probe through each upstream; replies are irrelevant, arrivals at our listener are not."""
         tasks = []
         for up in self.upstreams:
-            name = f"{secrets.randbelow(10**9)}.{secrets.randbelow(10**9)}.podnet-loop"
+            name = (probe_names or {}).get(up.name) or self.probe_name()
             self._probes[name] = up
             question = names.to_wire(name) + struct.pack("!HH", HINFO, 1)
             tasks.append(self._exchange_udp(up, question, False))
@@ -223,32 +250,55 @@ class Forwarder:
             self.cache.put(key, ans)
         return ans
 
+    def take_failure(self, question: bytes) -> str | None:
+        """The recorded cause of the last failed resolution of ``question`` (removed), or None."""
+        return self.failures.pop(question, None)
+
+    def _fail(self, question: bytes, causes: list[str]) -> None:
+        if len(self.failures) >= MAX_FAILURES:
+            self.failures.clear()
+        self.failures[question] = "; ".join(causes) if causes else "no usable upstream"
+
     async def _resolve_upstream(self, question: bytes, do: bool) -> Upstream | None:
         ups = self.usable
-        healthy = [u for u in ups if u.fails < self.max_fails]
-        sick = [u for u in ups if u.fails >= self.max_fails]
-        random.shuffle(healthy)
+        if self.max_fails:
+            healthy = [u for u in ups if u.fails < self.max_fails]
+            sick = [u for u in ups if u.fails >= self.max_fails]
+        else:
+            healthy, sick = list(ups), []
+        if self.policy == "random":
+            random.shuffle(healthy)
+        elif self.policy == "round_robin" and healthy:
+            self._next += 1
+            k = self._next % len(healthy)
+            healthy = healthy[k:] + healthy[:k]
         if not healthy:
             self.stats.healthcheck_broken += 1
+        causes: list[str] = []
         for up in healthy + sick:
             start = time.perf_counter()
             self.stats.requests[up.name] = self.stats.requests.get(up.name, 0) + 1
             try:
-                reply = await self._exchange_udp(up, question, do)
-                if reply[2] & 0x02:
+                if self.force_tcp:
                     reply = await self._exchange_tcp(up, question, do)
+                else:
+                    reply = await self._exchange_udp(up, question, do)
+                    if reply[2] & 0x02:
+                        reply = await self._exchange_tcp(up, question, do)
                 ans = self._parse(reply, question)
             except (OSError, asyncio.TimeoutError, FormErr, asyncio.IncompleteReadError) as e:
                 up.fails += 1
-                if up.fails >= self.max_fails:
+                if self.max_fails and up.fails >= self.max_fails:
                     self.stats.healthcheck_failures[up.name] = self.stats.healthcheck_failures.get(up.name, 0) + 1
                 log.debug("upstream %s failed: %r", up.name, e)
+                causes.append(f"{up.name}: {_describe(e)}")
                 continue
             up.fails = 0
             k = (up.name, ans.rcode)
             self.stats.responses[k] = self.stats.responses.get(k, 0) + 1
             self.stats.durations.setdefault(k, Histogram()).observe(time.perf_counter() - start)
             return ans
+        self._fail(question, causes)
         return None
 
     def _query_bytes(self, qid: int, question: bytes, do: bool) -> bytes:
@@ -310,6 +360,12 @@ class Forwarder:
         for up in self.upstreams:
             if up.udp is not None and up.udp.transport is not None:
                 up.udp.transport.close()
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, asyncio.TimeoutError):
+        return "i/o timeout"
+    return str(e) or type(e).__name__
 
 
 def question_name(question: bytes) -> str:

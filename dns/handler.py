@@ -4,8 +4,9 @@
 header), or an awaitable of bytes (forwarding / CNAME chasing). It never raises for bad input.
 
 Fast path: a plain query (one question, no other records, class IN, exact length) whose
-lower-cased name and type are in the compiled table and whose reply fits 512 bytes is answered by
-concatenating the query's ID and question with the precompiled header and body.
+lower-cased name and type are in the compiled table and whose reply fits :func:`answers.udp_limit`
+(512 bytes, and 10 times the query) is answered by concatenating the query's ID and question with
+the precompiled header and body.
 
 Address sets with several records (headless services) are served in rotating order, one step per
 reply, like the ``loadbalance`` plugin of the stock Corefile (round-robin instead of random).
@@ -13,11 +14,13 @@ reply, like the ``loadbalance`` plugin of the stock Corefile (round-robin instea
 Slow path, in order (RFC 1035/2308/6891/8020, CoreDNS's choices where the RFCs leave room):
 responses and packets under 12 bytes are dropped; opcode != QUERY -> NOTIMP; a malformed packet,
 qdcount != 1, answer/authority records or a bad OPT -> FORMERR; EDNS version > 0 -> BADVERS;
-class != IN -> REFUSED; meta-types (0, OPT, TKEY, TSIG, 128-248) -> FORMERR; AXFR/IXFR -> REFUSED.
+class != IN -> REFUSED; meta-types (0, OPT, TKEY, TSIG, 128-248) -> FORMERR; AXFR/IXFR -> REFUSED;
+a name with a control byte, whitespace, DEL or an 8-bit byte -> REFUSED (never forwarded).
 Then the cluster zone is answered authoritatively (AA, NODATA/NXDOMAIN with the SOA, SERVFAIL for
 misses before the first sync), reverse names from the table with fallthrough to upstream, and the
-rest is forwarded. Replies never exceed 512 bytes (UDP), the client's EDNS size (UDP with OPT), or
-65535 (TCP): records are dropped at a record boundary and TC is set.
+rest is forwarded. UDP replies never exceed :func:`answers.udp_limit` (512 bytes without EDNS, the
+client's EDNS size capped at 1232 with it, and never 10 times the query's length); TCP replies 65535:
+records are dropped at a record boundary and TC is set, as CoreDNS's ``Scrub`` does.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import struct
 from typing import Awaitable
 
 from podnet.dns import names
-from podnet.dns.answers import RD, AnswerTable, Entry, fit, flags_for, soa_authority
+from podnet.dns.answers import MAX_UDP, RD, AnswerTable, Entry, fit, flags_for, soa_authority, udp_limit
 from podnet.dns.cache import Upstream
 from podnet.dns.forward import Forwarder, Refused
 from podnet.dns.metrics import Stats
@@ -66,20 +69,33 @@ class Handler:
 
     # ------------------------------------------------------------------ entry points
 
-    def answer_udp(self, data: bytes) -> Reply:
-        """UDP: the fast path, else the slow path with a 512-byte / EDNS limit."""
+    @property
+    def fast_handler(self) -> "Handler":
+        """The handler whose :meth:`fast_udp` a server may call before :meth:`answer_udp` (itself)."""
+        return self
+
+    def fast_udp(self, data: bytes) -> bytes | None:
+        """The fast path alone: the reply (counted) for a plain query in the compiled table that fits
+        UDP, else None (the caller then calls :meth:`answer_udp`, which answers everything else)."""
         if data[4:12] == PLAIN_COUNTS and not data[2] & 0xF8 and not data[3] & 0x10:
             z = data.find(0, 12)
             if z > 0 and z + 5 == len(data) and data[z + 3] == 0 and data[z + 4] == 1:
                 qt = data[z + 1 : z + 3]
                 e = self.table.hot.get(data[12 : z + 1].lower() + qt)
-                if e is not None and e.fits512:
+                if e is not None and e.fits_udp:
                     self.stats.fast[qt] += 1
                     self.qtype = qt
                     if e.rot:
                         self._turn += 1
                         return data[:2] + e.hdr[data[2] & 1] + data[12:] + e.rot[self._turn % len(e.rot)]
                     return data[:2] + e.hdr[data[2] & 1] + data[12:] + e.body
+        return None
+
+    def answer_udp(self, data: bytes) -> Reply:
+        """UDP: the fast path, else the slow path with a 512-byte / EDNS limit."""
+        reply = self.fast_udp(data)
+        if reply is not None:
+            return reply
         return self.answer(data, udp=True)
 
     def answer(self, data: bytes, udp: bool) -> Reply:
@@ -99,10 +115,13 @@ class Handler:
         self.qtype = q.key[-2:]
         if q.edns is not None and q.edns[2]:
             st.do += 1
-        limit = 65535 if not udp else (max(512, min(q.edns[0], 65535)) if q.edns else 512)
+        limit = udp_limit(len(data), q.edns[0] if q.edns else None) if udp else 65535
         if q.edns is not None and q.edns[1] > 0:
             return self._reply(q, BADVERS, limit)
         if q.qclass != 1:
+            return self._reply(q, REFUSED, limit, aa=False)
+        if q.odd:
+            st.refused_names += 1
             return self._reply(q, REFUSED, limit, aa=False)
         qt = q.qtype
         if qt == 0 or qt == OPT or 128 <= qt <= 250:
@@ -152,10 +171,19 @@ class Handler:
         return self._negative(q, NXDOMAIN, table, limit, zone=snap.config.zone)
 
     def _records(self, q: Query, rrs: list[RR], limit: int) -> bytes:
-        enc = Encoder(q.qname)
-        for rr in rrs:
-            enc.rr(rr)
-        return self._assemble(q, flags_for(NOERROR), (len(rrs), 0, 0), bytes(enc.body), tuple(enc.ends), limit, plugin=KUBERNETES)
+        """An answer made from records now (slow path); encoding stops one record past ``limit``, so
+        a large record set costs no more work than the reply can carry (the cut then sets TC)."""
+        try:
+            enc = Encoder(q.qname)
+            for rr in rrs:
+                enc.rr(rr)
+                if len(enc.body) > limit:
+                    break
+        except ValueError:  # a name that cannot be written: never expected, never half-written
+            self.stats.errors += 1
+            return self._reply(q, SERVFAIL, limit, aa=False)
+        n = len(enc.ends)
+        return self._assemble(q, flags_for(NOERROR), (n, 0, 0), bytes(enc.body), tuple(enc.ends), limit, plugin=KUBERNETES)
 
     def _chase(self, q: Query, cname: RR, limit: int) -> Reply:
         """ExternalName: the CNAME, then the target's records (internal or through upstream)."""
@@ -249,7 +277,7 @@ class Handler:
         return self._assemble(q, flags_for(rcode), counts, body, ends, limit, plugin=KUBERNETES)
 
     def _negative(self, q: Query, rcode: int, table: AnswerTable, limit: int, zone: str) -> bytes:
-        zone_len = len(names.to_wire(zone))
+        zone_len = len(table.zone_wire) if zone == table.snapshot.config.zone else len(names.to_wire(zone))
         zone_offset = 12 + len(q.question) - 4 - zone_len
         soa = table.snapshot.soa
         if zone != soa.name:
@@ -268,7 +296,7 @@ class Handler:
         flags |= q.flags & (RD | CD)
         opt = b""
         if q.edns is not None:
-            opt = opt_rr(max(512, min(q.edns[0], 4096)), q.edns[2], ext_rcode)
+            opt = opt_rr(max(512, min(q.edns[0], MAX_UDP)), q.edns[2], ext_rcode)
         room = limit - 12 - len(q.question) - len(opt)
         flags, (an, ns, ar), body = fit(flags, counts, body, ends, room)
         self.stats.count_response((flags & 0xF) | (ext_rcode << 4), plugin)

@@ -2,8 +2,8 @@
 
 As CoreDNS's ``health``, ``ready`` and ``prometheus`` plugins: /health answers 200 "OK" for as
 long as the process serves, including the lameduck period after SIGTERM; /ready answers 200 "OK"
-once the zone has synced and 503 with the list of not-ready parts otherwise (also during
-lameduck, so endpoints are withdrawn first). Each endpoint may get its own listen address; an
+once the zone has synced and while its rebuilds succeed, and 503 with the list of not-ready parts
+otherwise (a stale table, and also during lameduck, so endpoints are withdrawn first). Each endpoint may get its own listen address; an
 address given twice serves every path on one socket.
 """
 

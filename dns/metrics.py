@@ -98,6 +98,16 @@ class Stats:
         """CoreDNS's family label: 1 for IPv4 listeners, 2 for IPv6."""
         self.errors = 0
         """Handler/task exceptions caught by the server (coredns_panics_total)."""
+        self.refused_names = 0
+        """Queries refused because their name holds a control byte, whitespace or an 8-bit byte."""
+        self.skipped: defaultdict[tuple[str, str], int] = defaultdict(int)
+        """(kind, reason) -> objects left out of the zone, counted each time one is newly left out."""
+        self.skipped_now: dict[tuple[str, str], int] = {}
+        """(kind, reason) -> objects left out of the table being served."""
+        self.rebuild_failures = 0
+        self.tcp_closed: defaultdict[str, int] = defaultdict(int)
+        """reason -> TCP connections closed by the server: idle (timeout), evicted-client (the client
+        was at its connection limit), evicted-capacity (the server was full), refused (full of busy ones)."""
 
     def count_request(self, qtype: int, udp: bool) -> None:
         self.requests[("udp" if udp else "tcp", qtype)] += 1
@@ -136,6 +146,8 @@ class Collector:
         self.cache = cache
         self.forwarder = forwarder
         self.ready = ready
+        self.plugins: list[tuple[str, str]] = [(".", n) for n in PLUGINS]
+        """(zone, plugin) pairs reported by coredns_plugin_enabled (a Corefile's server blocks replace them)."""
 
     def collect(self) -> Iterable:
         st, srv = self.stats, self.server
@@ -191,12 +203,33 @@ class Collector:
         yield do
         enabled = GaugeMetricFamily("coredns_plugin_enabled", "A metric that indicates whether a plugin is enabled on per server and zone basis.",
                                     labels=["server", "zone", "view", "name"])
-        for name in PLUGINS:
-            enabled.add_metric([srv, ".", "", name], 1)
+        for zone, name in self.plugins:
+            enabled.add_metric([srv, zone, "", name], 1)
         yield enabled
         panics = CounterMetricFamily("coredns_panics", "A metrics that counts the number of panics (here: caught exceptions).")
         panics.add_metric([], st.errors)
         yield panics
+        fam = CounterMetricFamily("podnet_dns_refused_names", "Queries refused for a control byte, whitespace or 8-bit byte in the name.",
+                                  labels=["server"])
+        fam.add_metric([srv], st.refused_names)
+        yield fam
+        fam = CounterMetricFamily("podnet_dns_skipped_objects", "Objects left out of the zone (a value kube-apiserver would refuse, "
+                                  "or one that cannot be encoded), counted when newly left out.", labels=["kind", "reason"])
+        for (kind, reason), n in sorted(st.skipped.items()):
+            fam.add_metric([kind, reason], n)
+        yield fam
+        g = GaugeMetricFamily("podnet_dns_skipped_objects_current", "Objects left out of the table being served.", labels=["kind", "reason"])
+        for (kind, reason), n in sorted(st.skipped_now.items()):
+            g.add_metric([kind, reason], n)
+        yield g
+        fam = CounterMetricFamily("podnet_dns_rebuild_failures", "Table rebuilds that failed (the previous table kept being served).")
+        fam.add_metric([], st.rebuild_failures)
+        yield fam
+        fam = CounterMetricFamily("podnet_dns_tcp_closed_connections", "DNS-over-TCP connections closed or refused by the server.",
+                                  labels=["server", "reason"])
+        for reason, n in sorted(st.tcp_closed.items()):
+            fam.add_metric([srv, reason], n)
+        yield fam
         drop = CounterMetricFamily("podnet_dns_dropped_packets", "Packets dropped unanswered (not a query, or no header).", labels=["server"])
         drop.add_metric([srv], st.dropped)
         yield drop
@@ -258,7 +291,7 @@ class Collector:
             m.add_metric([], fs.healthcheck_broken)
             yield m
         if self.ready is not None:
-            g = GaugeMetricFamily("podnet_dns_ready", "1 once the first full sync is done.")
+            g = GaugeMetricFamily("podnet_dns_ready", "1 once the first full sync is done and while rebuilds succeed.")
             g.add_metric([], 1 if self.ready() else 0)
             yield g
         info = GaugeMetricFamily("coredns_build_info", "A metric with a constant '1' value.", labels=["version", "revision", "goversion"])

@@ -19,6 +19,7 @@ The parser follows CoreDNS's ``parse.go`` shapes, relative to the cluster zone:
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -32,10 +33,73 @@ __all__ = [
     "parse_cluster_name",
     "relative_labels",
     "is_reverse",
+    "safe_name",
+    "check_name",
+    "dns_label",
+    "external_name",
+    "go_ip",
 ]
 
 MAX_NAME = 255
 MAX_LABEL = 63
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*")
+"""Every name podnet-dns writes itself: letters, digits, '-' and '_' (SRV labels) only, so no
+control byte, whitespace, '.' inside a label, '%' or escape can reach the wire from our own data."""
+_DNS1123_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+_IPV4 = re.compile(r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
+_IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+
+
+def safe_name(name: str) -> bool:
+    """True when every label of ``name`` (text, no trailing dot) is 1-63 of [A-Za-z0-9_-] and the
+    whole name fits 255 wire bytes; '' (the root) is safe."""
+    return name == "" or (_SAFE_NAME.fullmatch(name) is not None and len(name) + 2 <= MAX_NAME)
+
+
+def check_name(name: str) -> str:
+    """``name`` itself when :func:`safe_name`, else ValueError (names are checked where they are written)."""
+    if not safe_name(name):
+        raise ValueError(f"unsafe DNS name {name[:80]!r}")
+    return name
+
+
+def dns_label(value: object) -> bool:
+    """Kubernetes' DNS-1123 label (namespaces, Service names, endpoint hostnames), full-string match."""
+    return isinstance(value, str) and _DNS1123_LABEL.fullmatch(value) is not None
+
+
+def external_name(value: object) -> str | None:
+    """The CNAME target for an ExternalName, or None when kube-apiserver would refuse it: a
+    lower-case DNS-1123 subdomain of at most 253 characters after one trailing dot is removed,
+    at least one character (as ``ValidateService``: TrimSuffix "." then IsDNS1123Subdomain)."""
+    if not isinstance(value, str):
+        return None
+    name = value[:-1] if value.endswith(".") else value
+    if not 0 < len(name) <= 253 or _DNS1123_SUBDOMAIN.fullmatch(name) is None:
+        return None
+    if any(len(label) > MAX_LABEL for label in name.split(".")):
+        return None
+    return name
+
+
+def go_ip(value: object) -> str | None:
+    """``value`` when Go's net.ParseIP accepts it (dotted IPv4 without leading zeros, or IPv6 with no
+    zone), else None; the text is returned unchanged so records keep what the API server stored."""
+    if not isinstance(value, str):
+        return None
+    if ":" not in value:
+        if _IPV4.fullmatch(value) is None or any(int(octet) > 255 for octet in value.split(".")):
+            return None
+        return value
+    if _IPV6_CHARS.fullmatch(value) is None:
+        return None
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        return None
+    return value
 
 
 def join(*parts: str) -> str:
@@ -44,10 +108,13 @@ def join(*parts: str) -> str:
 
 
 def to_wire(name: str) -> bytes:
-    """Uncompressed wire form of a dotted text name ('' is the root). Raises ValueError if too long."""
+    """Uncompressed wire form of a dotted text name ('' is the root). Raises ValueError if too long or
+    not :func:`safe_name` (a label with any byte other than letters, digits, '-' and '_')."""
     name = name.rstrip(".")
     out = bytearray()
     if name:
+        if _SAFE_NAME.fullmatch(name) is None:
+            raise ValueError(f"unsafe DNS name {name[:80]!r}")
         for label in name.split("."):
             raw = label.encode("ascii")
             if not 0 < len(raw) <= MAX_LABEL:

@@ -1,15 +1,27 @@
 """asyncio UDP and TCP listeners on one address, answering through a :class:`~podnet.dns.handler.Handler`.
 
-UDP: every datagram goes to ``Handler.answer_udp``; bytes are sent at once, awaitables are run as
-tasks (forwarding) and their reply sent when ready. Handler exceptions are logged and counted, the
+UDP: every datagram first goes to the byte-level fast path of the handler's ``fast_handler`` (when
+it has one: a Handler, or a Corefile chain with one plain block), called directly, without the
+layers around it; anything it does not answer goes to ``answer_udp``. Bytes are sent at once,
+awaitables are run as tasks (forwarding) and their reply sent when ready. Handler exceptions are logged and counted, the
 datagram dropped; the listener itself never stops on bad input.
 
 TCP (RFC 7766): 2-byte length framing, pipelined queries answered as they complete (possibly out
-of order), at most ``max_tcp`` connections (extra ones are closed at once), ``max_pending``
-unanswered queries per connection, and connections closed after ``idle`` seconds without a full
-message. A frame shorter than a header, or one that is not a query, closes the connection.
+of order), ``max_pending`` unanswered queries per connection, and connections closed after ``idle``
+seconds without a full message and with no query in progress (miekg/dns, under CoreDNS, closes after
+8 s). A frame shorter than a header, or one that is not a query, closes the connection.
+
+Connection limits keep one client from shutting others out (RFC 7766 section 6.2.2 lets a server
+close idle connections to reclaim resources; dnsdist's ``setMaxTCPConnectionsPerClient`` is the
+per-client cap): at most ``max_tcp_per_client`` connections per client address and ``max_tcp`` in
+all. A new connection over a limit takes the place of an idle one (no query in progress), the least
+recently active first: over the client's own cap, one of that client's; over the total, one of the
+client holding the most connections. Only when every candidate is busy is the new connection closed.
+Every close the server decides is counted by reason (``podnet_dns_tcp_closed_connections_total``).
 
 The handler's table is swapped atomically by assigning ``handler.table`` (single-threaded loop).
+With ``reuse_port`` both sockets are bound with ``SO_REUSEPORT``, so several processes
+(:mod:`podnet.dns.workers`) serve one address and the kernel spreads clients over them.
 """
 
 from __future__ import annotations
@@ -49,6 +61,18 @@ class _Udp(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr) -> None:
         t0 = time.perf_counter()
         handler = self.server.handler
+        fast = handler.fast_handler
+        if fast is not None:
+            # The byte-level fast path without the layers around it: a plain query in the table.
+            try:
+                reply = fast.fast_udp(data)
+            except Exception:  # noqa: BLE001 - a handler bug must never take the listener down
+                reply = None
+            if reply is not None:
+                self.transport.sendto(reply, addr)
+                self.server.stats.answered_udp(fast.qtype, len(data), len(reply), time.perf_counter() - t0)
+                return
+        handler.peer = addr  # the client, for handlers that log it (Corefile ``log``)
         try:
             reply = handler.answer_udp(data)
         except Exception:  # noqa: BLE001 - a handler bug must never take the listener down
@@ -80,27 +104,38 @@ class _Tcp(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.pending = 0
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.peer = ""
+        self.last = 0.0
+        """Loop time of the connection's start or its last full message (eviction order)."""
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
-        srv = self.server
-        if len(srv.tcp_conns) >= srv.max_tcp:
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if peer else ""
+        self.last = asyncio.get_running_loop().time()
+        if not self.server._admit(self):
             transport.abort()
             return
-        srv.tcp_conns.add(self)
         self._arm()
 
     def _arm(self) -> None:
         if self.idle_timer is not None:
             self.idle_timer.cancel()
-        self.idle_timer = asyncio.get_running_loop().call_later(self.server.idle, self._close)
+        self.idle_timer = asyncio.get_running_loop().call_later(self.server.idle, self._idle)
+
+    def _idle(self) -> None:
+        if self.pending:
+            self._arm()  # a query is still being answered: not idle
+            return
+        self.server.stats.tcp_closed["idle"] += 1
+        self._close()
 
     def _close(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
     def connection_lost(self, exc) -> None:
-        self.server.tcp_conns.discard(self)
+        self.server._forget(self)
         if self.idle_timer is not None:
             self.idle_timer.cancel()
         self.transport = None
@@ -118,6 +153,7 @@ class _Tcp(asyncio.Protocol):
                 break
             msg = bytes(self.buf[2 : 2 + n])
             del self.buf[: 2 + n]
+            self.last = asyncio.get_running_loop().time()
             self._arm()
             self._handle(msg)
             if self.transport is None:
@@ -126,6 +162,7 @@ class _Tcp(asyncio.Protocol):
     def _handle(self, msg: bytes) -> None:
         t0 = time.perf_counter()
         handler = self.server.handler
+        handler.peer = self.transport.get_extra_info("peername") if self.transport is not None else None
         try:
             reply = handler.answer(msg, udp=False)
         except Exception:  # noqa: BLE001
@@ -159,22 +196,74 @@ class _Tcp(asyncio.Protocol):
             self.server.stats.answered("tcp", qtype, request_len, len(reply), time.perf_counter() - t0)
 
 
+def _idlest(conns) -> _Tcp | None:
+    """The least recently active connection with no query in progress, or None."""
+    best = None
+    for c in conns:
+        if not c.pending and (best is None or c.last < best.last):
+            best = c
+    return best
+
+
 class DnsServer:
     """UDP+TCP on ``host:port`` (port 0 picks one free port for both)."""
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0, *, max_tcp: int = 256,
-                 max_pending: int = 64, idle: float = 10.0, sockets: tuple[socket.socket, socket.socket] | None = None) -> None:
+                 max_tcp_per_client: int = 32, max_pending: int = 64, idle: float = 10.0,
+                 sockets: tuple[socket.socket, socket.socket] | None = None, reuse_port: bool = False) -> None:
         self.handler = handler
+        self.reuse_port = reuse_port
+        """Bind with SO_REUSEPORT: several processes (podnet.dns.workers) share the address, the kernel
+        spreads datagrams and connections over them."""
         self.stats = handler.stats
         self.host, self.port = host, port
-        self.max_tcp, self.max_pending, self.idle = max_tcp, max_pending, idle
+        self.max_tcp, self.max_pending, self.idle = max(1, max_tcp), max_pending, idle
+        self.max_tcp_per_client = max(1, min(max_tcp_per_client, self.max_tcp))
         self.tcp_conns: set[_Tcp] = set()
+        self.tcp_by_client: dict[str, set[_Tcp]] = {}
         self.stats.family = "2" if ":" in host else "1"
         self._tasks: set[asyncio.Task] = set()
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.AbstractServer | None = None
         self._sockets = sockets
         """Pre-bound (udp, tcp) sockets, e.g. made inside another network namespace."""
+
+    def _admit(self, conn: _Tcp) -> bool:
+        """Register a new connection, closing an idle one first where a limit is reached; False
+        (the caller closes the new one) when every connection that could make room is busy."""
+        mine = self.tcp_by_client.get(conn.peer, set())
+        if len(mine) >= self.max_tcp_per_client:
+            victim = _idlest(mine)
+            if victim is None:
+                self.stats.tcp_closed["refused"] += 1
+                return False
+            self._evict(victim, "evicted-client")
+        if len(self.tcp_conns) >= self.max_tcp:
+            victim = None
+            for conns in sorted(self.tcp_by_client.values(), key=len, reverse=True):
+                victim = _idlest(conns)
+                if victim is not None:
+                    break
+            if victim is None:
+                self.stats.tcp_closed["refused"] += 1
+                return False
+            self._evict(victim, "evicted-capacity")
+        self.tcp_conns.add(conn)
+        self.tcp_by_client.setdefault(conn.peer, set()).add(conn)
+        return True
+
+    def _evict(self, conn: _Tcp, reason: str) -> None:
+        self._forget(conn)
+        self.stats.tcp_closed[reason] += 1
+        conn._close()
+
+    def _forget(self, conn: _Tcp) -> None:
+        self.tcp_conns.discard(conn)
+        mine = self.tcp_by_client.get(conn.peer)
+        if mine is not None:
+            mine.discard(conn)
+            if not mine:
+                del self.tcp_by_client[conn.peer]
 
     @property
     def errors(self) -> int:
@@ -207,10 +296,14 @@ class DnsServer:
             tcp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             udp_sock = None
             try:
+                if self.reuse_port:
+                    tcp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 tcp_sock.bind((self.host, self.port))
                 port = tcp_sock.getsockname()[1]
                 udp_sock = socket.socket(family, socket.SOCK_DGRAM)
                 udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                if self.reuse_port:
+                    udp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 udp_sock.bind((self.host, port))
             except OSError:
                 tcp_sock.close()

@@ -10,12 +10,20 @@ recomputes only those services (a test checks the result equals a fresh build).
 Record rules follow the Kubernetes DNS schema 1.1.0 and CoreDNS's kubernetes plugin:
 ClusterIP A/AAAA (dual stack); headless A/AAAA per ready endpoint (none -> the service does not
 exist); ``<hostname>.<svc>`` per ready endpoint (dashed IP without a hostname); SRV per named port
-plus every port on the bare service name, weight ``100 // n`` and priority 0; PTR for cluster IPs
+plus every port on the bare service name, weight ``floor(100 / n)`` (n: addresses x ports, at least 1) and priority 0; PTR for cluster IPs
 and ready endpoint IPs; ExternalName as a CNAME; ``dns-version`` TXT; SOA and NS at the apex.
+
+Every value is checked again here, whatever the API layer did (defence in depth): a Service whose
+name, namespace, cluster IP, ExternalName, port name or protocol kube-apiserver would refuse is
+left out of the zone (its names do not exist), an EndpointSlice with such a value is left out of its
+Service (the other slices still answer), a Namespace with a bad name makes no names, and an object
+that makes building fail in any other way is left out the same way. One bad object never stops the
+others; :attr:`Snapshot.rejected` lists what was left out and why.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
@@ -24,11 +32,74 @@ from podnet.dns import names
 from podnet.dns.wire import AAAA, CNAME, NS, PTR, RR, SOA, SRV, TXT, A
 from podnet.kube.objects import EndpointSlice, Service
 
-__all__ = ["Config", "ServiceRecords", "Snapshot", "Memo", "build", "update", "service_records", "ptr_records", "SCHEMA_VERSION"]
+__all__ = [
+    "Config", "ServiceRecords", "Snapshot", "Memo", "build", "update", "service_records", "ptr_records", "SCHEMA_VERSION",
+    "Rejected", "service_problem", "slice_problem",
+]
 
 SCHEMA_VERSION = "1.1.0"
 VERSION_TTL = 28800
 RRsets = dict[str, dict[int, tuple[RR, ...]]]
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+Problem = tuple[str, str, str]
+"""(kind, object key, reason): kind is service, endpointslice or namespace; reason a short word."""
+
+
+class Rejected(ValueError):
+    """A Service that must not be served; ``reason`` is a short word (a metric-safe label value)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"service {key[:120]!r}: {reason}")
+        self.key, self.reason = key, reason
+
+
+def _port_name(name: object) -> bool:
+    return name == "" or names.dns_label(name)
+
+
+def _port_number(port: object) -> bool:
+    return type(port) is int and 0 < port <= 65535
+
+
+def service_problem(svc: Service) -> str | None:
+    """Why ``svc`` must not be served (a value kube-apiserver refuses), or None when it may be."""
+    if not names.dns_label(svc.namespace):
+        return "namespace"
+    if not names.dns_label(svc.name):
+        return "name"
+    if svc.type == "ExternalName":
+        return None if names.external_name(svc.external_name) is not None else "external-name"
+    for ip in svc.cluster_ips:
+        if names.go_ip(ip) is None:
+            return "cluster-ip"
+    for p in svc.ports:
+        # Service and EndpointSlice port names are DNS-1123 labels (validateServicePort).
+        if not _port_name(p.name):
+            return "port-name"
+        if p.protocol not in PROTOCOLS:
+            return "protocol"
+        if not _port_number(p.port):
+            return "port"
+    return None
+
+
+def slice_problem(sl: EndpointSlice) -> str | None:
+    """Why the EndpointSlice ``sl`` must not be used (IPv4/IPv6 slices only), or None when it may be."""
+    v6 = sl.address_type == "IPv6"
+    for ep in sl.endpoints:
+        for ip in ep.addresses:
+            if names.go_ip(ip) is None or (":" in ip) != v6:
+                return "address"
+        if ep.hostname and not names.dns_label(ep.hostname):
+            return "hostname"
+    for p in sl.ports:
+        if not _port_name(p.name):
+            return "port-name"
+        if p.protocol not in PROTOCOLS:
+            return "protocol"
+        if p.port is not None and not _port_number(p.port):
+            return "port"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +191,8 @@ class Snapshot:
     changed: frozenset[str] | None = None
     """Service keys that may differ from the previous generation (None: unknown, compare everything)."""
     changed_ptrs: frozenset[str] | None = None
+    rejected: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    """(kind, object key) -> reason, for every object left out of this zone (see the module docstring)."""
 
     def lookup(self, name: str) -> dict[int, tuple[RR, ...]] | None:
         """The records at ``name`` by type ({} for an empty non-terminal), or None if it does not exist."""
@@ -148,6 +221,8 @@ class Memo:
     cfg: Config | None = None
     generation: int = 0
     last_dirty_ptrs: set[str] = field(default_factory=set)
+    problems: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
+    """service key -> what was left out while building it (the Service itself, or some of its slices)."""
 
 
 def _ready(svc: Service, ep) -> bool:
@@ -163,27 +238,54 @@ def _add(rrsets: RRsets, name: str, rtype: int | None = None, rrs: Iterable[RR] 
 
 
 def _srv_set(name: str, ttl: int, items: list[tuple[int, str]]) -> tuple[RR, ...]:
+    """``items``: one (port, target) per address and port, as CoreDNS's kubernetes plugin makes its
+    services; the weight is CoreDNS's floor(100 / (100 n) * 100) in float64, at least 1
+    (plugin/backend_lookup.go SRV), and records are deduplicated by (port, target) as there."""
     unique = sorted(set(items), key=lambda t: (t[1], t[0]))
-    weight = 100 // len(unique) if unique else 0
+    weight = max(1, math.floor(100.0 / (100 * len(items)) * 100)) if items else 0
     return tuple(RR(name, SRV, ttl, (0, weight, port, target)) for port, target in unique)
 
 
 def service_records(svc: Service, slices: tuple[EndpointSlice, ...], cfg: Config) -> ServiceRecords | None:
-    """The records of one Service, or None when its name must not exist (headless, nothing ready)."""
+    """The records of one Service, or None when its name must not exist (headless, nothing ready).
+
+    Raises :class:`Rejected` when the Service has a :func:`service_problem`; slices with a
+    :func:`slice_problem` are left out (``slices`` is kept whole in the result)."""
+    return _checked_records(svc, slices, cfg)[0]
+
+
+def _checked_records(svc: Service, slices: tuple[EndpointSlice, ...], cfg: Config) -> tuple[ServiceRecords | None, tuple[Problem, ...]]:
+    reason = service_problem(svc)
+    if reason is not None:
+        raise Rejected(svc.key, reason)
+    usable: list[EndpointSlice] = []
+    problems: list[Problem] = []
+    if svc.type != "ExternalName":
+        for sl in slices:
+            if sl.address_type not in ("IPv4", "IPv6"):
+                continue
+            why = slice_problem(sl)
+            if why is None:
+                usable.append(sl)
+            else:
+                problems.append(("endpointslice", sl.key, why))
+    return _records(svc, slices, tuple(usable), cfg), tuple(problems)
+
+
+def _records(svc: Service, slices: tuple[EndpointSlice, ...], usable: tuple[EndpointSlice, ...], cfg: Config) -> ServiceRecords | None:
     ttl = cfg.ttl
     base = names.join(svc.name, svc.namespace, "svc", cfg.zone)
     rrsets: RRsets = {}
     ptrs: list[tuple[str, str]] = []
     if svc.type == "ExternalName":
-        rrsets[base] = {CNAME: (RR(base, CNAME, ttl, svc.external_name),)}
-        return ServiceRecords(svc, slices, cfg, rrsets, (), svc.external_name)
+        target = names.external_name(svc.external_name) or ""
+        rrsets[base] = {CNAME: (RR(base, CNAME, ttl, target),)}
+        return ServiceRecords(svc, slices, cfg, rrsets, (), target)
 
     # Ready endpoints: (hostname, ip) pairs, deduplicated across slices; ports per slice.
     endpoints: dict[str, list[str]] = defaultdict(list)  # hostname -> ips
     ep_ports: list[tuple[str, str, int, str]] = []  # (port name, proto, number, hostname)
-    for sl in slices:
-        if sl.address_type not in ("IPv4", "IPv6"):
-            continue
+    for sl in usable:
         hosts_here: list[str] = []
         for ep in sl.endpoints:
             if not _ready(svc, ep):
@@ -226,10 +328,11 @@ def service_records(svc: Service, slices: tuple[EndpointSlice, ...], cfg: Config
             rtype = AAAA if ":" in ip else A
             _add(rrsets, base, rtype, [RR(base, rtype, ttl, ip)])
             ptrs.append((names.reverse_name(ip), base))
+        per_ip = max(1, len(svc.cluster_ips))  # CoreDNS: one service per cluster IP and port
         for p in svc.ports:
-            bare.append((p.port, base))
+            bare.extend([(p.port, base)] * per_ip)
             if p.name:
-                port_sets[(p.name, p.protocol.lower())].append((p.port, base))
+                port_sets[(p.name, p.protocol.lower())].extend([(p.port, base)] * per_ip)
 
     if bare:
         rrsets[base][SRV] = _srv_set(base, ttl, bare)
@@ -278,7 +381,7 @@ def update(
     zone, ttl = cfg.zone, cfg.ttl
     if memo is None or memo.cfg != cfg:
         memo = memo if memo is not None else Memo()
-        memo.entries, memo.per_service, memo.ptr_owners, memo.cfg = {}, {}, {}, cfg
+        memo.entries, memo.per_service, memo.ptr_owners, memo.problems, memo.cfg = {}, {}, {}, {}, cfg
         dirty = None
     old = memo.entries
     keys = set(services) | set(old) if dirty is None else set(dirty)
@@ -290,6 +393,7 @@ def update(
         if svc is None:
             old.pop(key, None)
             memo.per_service.pop(key, None)
+            memo.problems.pop(key, None)
             if prev_recs is not None:
                 changed.append((prev_recs, None))
             continue
@@ -300,7 +404,16 @@ def update(
             svc_slices = tuple(sorted(given, key=lambda s: s.name))
         if prev is not None and prev[0] is svc and prev[1] == svc_slices:
             continue
-        recs = service_records(svc, svc_slices, cfg)
+        try:
+            recs, problems = _checked_records(svc, svc_slices, cfg)
+        except Rejected as e:
+            recs, problems = None, (("service", key, e.reason),)
+        except Exception:  # noqa: BLE001 - an object nobody foresaw: left out, never the whole zone
+            recs, problems = None, (("service", key, "unbuildable"),)
+        if problems:
+            memo.problems[key] = problems
+        else:
+            memo.problems.pop(key, None)
         old[key] = (svc, svc_slices, recs)
         if recs is None:
             memo.per_service.pop(key, None)
@@ -311,9 +424,20 @@ def update(
     _patch_ptrs(memo, changed, ttl)
     memo.generation += 1
 
-    dns_svc = services.get(cfg.dns_service)
-    dns_ips = dns_svc.cluster_ips if dns_svc is not None else ()
-    ns_set = set(namespaces) | {s.namespace for s in services.values()}
+    dns_recs = memo.per_service.get(cfg.dns_service)
+    dns_ips = dns_recs.service.cluster_ips if dns_recs is not None else ()
+    rejected: dict[tuple[str, str], str] = {}
+    for problems in memo.problems.values():
+        for kind, obj_key, reason in problems:
+            rejected[(kind, obj_key)] = reason
+    ns_set: set[str] = set()
+    for ns in namespaces:
+        if names.dns_label(ns):
+            ns_set.add(ns)
+        else:
+            rejected[("namespace", ns if isinstance(ns, str) else repr(ns))] = "name"
+    # A Service's namespace exists too (a Service with a bad one is already listed as rejected).
+    ns_set.update(ns for ns in {getattr(svc, "namespace", None) for svc in services.values()} if names.dns_label(ns))
     ns_host = names.join("ns.dns", zone)
     soa = RR(zone, SOA, min(ttl, 300), (ns_host, names.join("hostmaster", zone), serial, 7200, 1800, 86400, ttl))
     shared: RRsets = {}
@@ -333,7 +457,7 @@ def update(
         _add(shared, names.join(ns, "pod", zone))
     return Snapshot(cfg, serial, synced, frozenset(ns_set), dict(memo.per_service), shared, soa, dict(memo.ptr_owners),
                     generation=memo.generation, changed=frozenset(keys) if dirty is not None else None,
-                    changed_ptrs=frozenset(memo.last_dirty_ptrs) if dirty is not None else None)
+                    changed_ptrs=frozenset(memo.last_dirty_ptrs) if dirty is not None else None, rejected=rejected)
 
 
 def ptr_records(name: str, targets: tuple[str, ...], ttl: int) -> tuple[RR, ...]:

@@ -22,9 +22,12 @@ Two kinds of rebuild, both ended by ``handler.swap``, so no query ever sees a ha
   first one completes); the finished table is swapped in at once. Events that arrive meanwhile are
   queued and applied by a follow-up rebuild right after the swap. Only one rebuild runs at a time.
 
-A failed rebuild keeps serving the previous table (a large one never touched it; a small one may
-have patched part of it), drops the memos and retries from scratch after ``RETRY_AFTER_FAILURE``
-seconds even if no event comes.
+Objects that cannot be served (see podnet.dns.snapshot and podnet.dns.answers) are left out one by
+one, so they never fail a rebuild; each one newly left out is logged once and counted
+(``podnet_dns_skipped_objects_total``). A rebuild that fails anyway keeps serving the previous table
+(a large one never touched it; a small one may have patched part of it), logs, counts, marks the
+sync as failing (``/ready`` 503: the table is stale) until a rebuild succeeds, drops the memos and
+retries from scratch after ``RETRY_AFTER_FAILURE`` seconds even if no event comes.
 
 Informers only need ``add_handler(on_add=, on_update=, on_delete=, on_synced=)`` and ``has_synced``
 (handlers must see every object as an add before on_synced, as podnet.kube.informer.Informer
@@ -89,6 +92,9 @@ class ZoneSync:
         self.on_chunk = on_chunk
         """Called with the chunk number after each chunk of a large rebuild, before yielding (tests, tracing)."""
         self.synced = False
+        self.failing = False
+        """The last rebuild failed: the served table no longer follows the API (cleared by a successful one)."""
+        self._rejected: dict[tuple[str, str], str] = {}
         self.rebuilds = 0
         self.chunks = 0
         """Chunks built by large rebuilds so far."""
@@ -206,8 +212,15 @@ class ZoneSync:
         except Exception:  # noqa: BLE001 - keep serving the previous table
             self._failed()
 
+    @property
+    def ready(self) -> bool:
+        """Synced once, and the last rebuild succeeded."""
+        return self.synced and not self.failing
+
     def _failed(self) -> None:
-        log.exception("rebuilding the DNS table failed; still serving the previous one")
+        log.exception("rebuilding the DNS table failed; still serving the previous one, not ready until a rebuild succeeds")
+        self.failing = True
+        self.handler.stats.rebuild_failures += 1
         # The memos may be half-updated: start from scratch, and retry soon even if no event comes,
         # so a half-patched table does not linger.
         self._memo, self._cmemo, self._fresh = snapshot.Memo(cfg=self.cfg), answers.CompileMemo(in_place=True), True
@@ -284,6 +297,10 @@ class ZoneSync:
 
     def _installed(self, table: answers.AnswerTable, t0: float, since: float | None) -> answers.AnswerTable:
         self.handler.swap(table)
+        self._account(table.rejected)
+        if self.failing:
+            self.failing = False
+            log.info("rebuilding the DNS table works again; ready")
         now = self.perf_clock()
         self.last_rebuild_seconds = now - t0
         self.rebuilds += 1
@@ -296,3 +313,16 @@ class ZoneSync:
             self.synced_event.set()
             log.info("synced: %d services, %d answers", len(table.snapshot.services), len(table.hot))
         return table
+
+    def _account(self, rejected) -> None:
+        """Log and count objects newly left out of the zone; publish how many are left out now."""
+        stats = self.handler.stats
+        before = self._rejected
+        now: dict[tuple[str, str], int] = {}
+        for (kind, key), reason in rejected.items():
+            now[(kind, reason)] = now.get((kind, reason), 0) + 1
+            if before.get((kind, key)) != reason:
+                stats.skipped[(kind, reason)] += 1
+                log.warning("%s %r left out of DNS: %s", kind, key[:120], reason)
+        stats.skipped_now = now
+        self._rejected = dict(rejected)

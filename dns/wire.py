@@ -15,6 +15,7 @@ Only what podnet-dns needs, written for predictability on hostile input:
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -40,6 +41,8 @@ TYPE_NAMES = {
 }
 # Names whose rdata may be compressed (RFC 1035 types) when we write them.
 _COMPRESSIBLE_RDATA = {CNAME, PTR, NS}
+_ODD_BYTE = re.compile(rb"[\x00-\x20\x7f-\xff]")
+"""Bytes no host name holds: controls, space, DEL and 8-bit (IDNs travel as punycode)."""
 MAX_POINTER = 0x3FFF
 MAX_POINTER_HOPS = 64
 
@@ -79,7 +82,8 @@ class Encoder:
             off += 1 + len(label)
 
     def name(self, name: str, compress: bool = True) -> None:
-        rest = name.rstrip(".").lower()
+        """Append ``name``; ValueError (nothing appended) unless it is :func:`names.safe_name`."""
+        rest = names.check_name(name.rstrip(".")).lower()
         while rest:
             if compress and rest in self._offsets:
                 self.body += struct.pack("!H", 0xC000 | self._offsets[rest])
@@ -145,6 +149,8 @@ class Query:
     question: bytes
     edns: tuple[int, int, bool] | None
     """(udp_size, version, do) when the query carried an OPT record."""
+    odd: bool = False
+    """The name holds a control byte, whitespace, DEL or a byte above 0x7E (refused by the handler)."""
 
     @property
     def rd(self) -> bool:
@@ -205,7 +211,8 @@ def parse_query(data: bytes) -> Query:
             edns = (rclass, (ttl >> 16) & 0xFF, bool(ttl & 0x8000))
     qname_lower = names.from_wire_labels([label.lower() for label in labels])
     key = data[12:pos].lower() + data[pos : pos + 2]
-    return Query(data[:2], flags, qname_lower, key, qtype, qclass, data[12:qend], edns)
+    odd = _ODD_BYTE.search(b"".join(labels)) is not None
+    return Query(data[:2], flags, qname_lower, key, qtype, qclass, data[12:qend], edns, odd)
 
 
 def _skip_name(data: bytes, pos: int) -> int:

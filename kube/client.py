@@ -44,6 +44,7 @@ from podnet.kube.resources import Resource
 __all__ = ["ApiClient", "ApiError", "TRANSPORT_ERRORS", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "JSON_PATCH"]
 
 log = logging.getLogger("podnet.kube.client")
+discovery_log = logging.getLogger("podnet.kube.discovery")
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -129,12 +130,20 @@ class ApiClient:
     ) -> "ApiClient":
         """--kubeconfig, --master, $KUBECONFIG or ~/.kube/config, in-cluster (see kubeconfig.resolve).
 
+        The one way every podnet daemon finds the API: each discovery step is
+        logged once here (``podnet.kube.discovery``), then the server chosen;
+        nothing found raises :class:`~podnet.kube.kubeconfig.ConfigError`
+        naming every step tried.
+
         ``environ`` (default: the process environment) is both where
         $KUBECONFIG/$HOME/KUBERNETES_SERVICE_* are read and the base
         environment of exec plugins.
         """
         env = os.environ if environ is None else environ
         cfg = resolve(master, kubeconfig, environ=env, root=root, home=home, context=context)
+        for step in cfg.steps:
+            discovery_log.info("API discovery: %s", step)
+        discovery_log.info("API server %s (from %s)", cfg.server, cfg.source)
         kwargs.setdefault("environ", env)
         return cls(cfg, **kwargs)
 

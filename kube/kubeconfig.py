@@ -13,6 +13,13 @@
    or the files are empty) the in-cluster service-account config; when there
    is none of these either, :class:`ConfigError`.
 
+Every step taken is recorded in :attr:`ClientConfig.steps` (and, when nothing
+is found, in the :class:`ConfigError` message): what was looked at and what it
+yielded, one line each. :meth:`podnet.kube.client.ApiClient.from_flags`, the
+one function every podnet daemon uses to reach the API, logs these lines once
+at start-up, so a daemon never waits on an API it never found without saying
+why.
+
 Relative paths inside a kubeconfig (certificate-authority, client-certificate,
 client-key, tokenFile, an exec command with a ``/``) resolve against the
 directory of the file that holds them.
@@ -69,6 +76,8 @@ class ClientConfig:
     """An exec credential plugin (token and/or client certificate on demand)."""
     source: str = field(default="flags", compare=False)
     """Where this came from, for one startup log line."""
+    steps: tuple[str, ...] = field(default=(), compare=False)
+    """Each discovery step :func:`resolve` took, in order (logged once by the client)."""
 
     @property
     def is_https(self) -> bool:
@@ -270,28 +279,47 @@ def resolve(
 ) -> ClientConfig:
     """Pick the config by kube-proxy's / client-go's precedence (see the module docstring)."""
     env = os.environ if environ is None else environ
+    steps: list[str] = []
     if kubeconfig:
         cfg = load_kubeconfig(kubeconfig, context)
+        steps.append(f"--kubeconfig {kubeconfig}: {cfg.server} ({cfg.source})")
     elif master:
-        return ClientConfig(server=master.rstrip("/"), source="--master")
+        steps.append(f"--master {master}: no kubeconfig is read (credentials come only from a kubeconfig)")
+        return ClientConfig(server=master.rstrip("/"), source="--master", steps=tuple(steps))
     else:
-        cfg = _default_chain(env, root, Path(home) if home is not None else home_dir(env), context)
+        steps.append("--kubeconfig and --master not given")
+        cfg = _default_chain(env, root, Path(home) if home is not None else home_dir(env), context, steps)
     if master:
+        steps.append(f"--master {master} replaces the server {cfg.server}")
         cfg = replace(cfg, server=master.rstrip("/"), source=f"--master with {cfg.source}")
-    return cfg
+    return replace(cfg, steps=tuple(steps))
 
 
-def _default_chain(env: Mapping[str, str], root: str | Path, home: Path, context: str | None) -> ClientConfig:
+def _default_chain(env: Mapping[str, str], root: str | Path, home: Path, context: str | None,
+                   steps: list[str]) -> ClientConfig:
     paths = split_kubeconfig_env(env.get("KUBECONFIG"))
     where = "$KUBECONFIG" if paths else "~/.kube/config"
     if not paths:
+        steps.append("$KUBECONFIG unset or empty")
         paths = [str(home / ".kube" / "config")]
     doc, used = load_merged(paths)
     if not is_empty(doc):
         cfg = parse_kubeconfig(doc, used[0].parent, context)
+        steps.append(f"{where} {':'.join(map(str, used))}: {cfg.server} ({cfg.source})")
         return replace(cfg, source=f"{where} {':'.join(map(str, used))} ({cfg.source})")
+    missing = [p for p in paths if not Path(p).exists()]
+    steps.append(f"{where} {':'.join(paths)}: configures nothing"
+                 + (f" ({', '.join(missing)}: no such file)" if missing else " (empty)"))
     cfg_ic = in_cluster(env, root)
     if cfg_ic is not None:
+        steps.append(f"in-cluster: {cfg_ic.server}, token file {cfg_ic.token_file} (re-read as it rotates), "
+                     f"CA {cfg_ic.ca_file or '(none: system roots)'}")
         return cfg_ic
-    raise ConfigError(f"no API server: give --master or --kubeconfig ({where} ({':'.join(paths)}) configures "
-                      "nothing and there is no in-cluster service account)")
+    steps.append(f"in-cluster: {_why_not_in_cluster(env, root)}")
+    raise ConfigError("no API server: give --master or --kubeconfig; tried: " + "; ".join(steps))
+
+
+def _why_not_in_cluster(env: Mapping[str, str], root: str | Path) -> str:
+    if not env.get("KUBERNETES_SERVICE_HOST") or not env.get("KUBERNETES_SERVICE_PORT"):
+        return "KUBERNETES_SERVICE_HOST/KUBERNETES_SERVICE_PORT not set (not running in a pod)"
+    return f"{Path(root) / SA_DIR / 'token'}: no such file (no service-account token mounted)"

@@ -6,6 +6,11 @@ dict of one object and either returns a fully validated value or raises
 :class:`InvalidObject`; no unchecked string survives into these types, so
 nothing downstream (iptables rules, DNS names) ever needs to re-check them.
 
+The rules are kube-apiserver's (see :mod:`podnet.kube.validate`): an object it
+would refuse is refused here, including the special-address rule
+(ValidateNonSpecialIP) on EndpointSlice addresses and Service externalIPs, so
+a stricter or a hostile API server cannot get past what a real one enforces.
+
 Values are hashable and compare by content, so an informer can drop no-op
 updates with ``==`` and a tracker can diff snapshots cheaply.
 """
@@ -138,6 +143,29 @@ def _choice(raw: Any, field_name: str, choices: tuple[str, ...], default: str) -
     raise v.InvalidField(field_name, raw, f"not one of {', '.join(choices)}")
 
 
+TOTAL_ANNOTATION_SIZE = 256 * 1024
+"""apimachinery's TotalAnnotationSizeLimitB: keys and values together, in bytes."""
+
+
+def _annotations(raw: Any) -> None:
+    """ValidateAnnotations: keys are qualified names (checked lower-cased), at most 256 KiB of
+    keys and values in all. Values are read only by the parsers of the annotations podnet uses,
+    which ignore (and count) a malformed one without taking the object out."""
+    if not isinstance(raw, dict):
+        return  # no annotations (a real API server never sends anything but a map here)
+    total = 0
+    for k, val in raw.items():
+        if isinstance(k, str):
+            total += len(k.encode("utf-8", "surrogatepass"))
+        if isinstance(val, str):
+            total += len(val.encode("utf-8", "surrogatepass"))
+    if total > TOTAL_ANNOTATION_SIZE:
+        raise v.InvalidField("metadata.annotations", f"<{total} bytes>",
+                             f"may not be more than {TOTAL_ANNOTATION_SIZE} bytes")
+    for k in raw:
+        v.annotation_key("metadata.annotations", k)
+
+
 @dataclass(frozen=True, slots=True)
 class _Meta:
     namespace: str
@@ -166,11 +194,10 @@ def _meta(
         if shared_name:
             name = _intern(name)
         namespace = _intern(v.dns_label("metadata.namespace", ns_raw)) if namespaced else ""
-        uid = meta.get("uid") or ""
-        rv = meta.get("resourceVersion") or ""
-        if not isinstance(uid, str) or not isinstance(rv, str):
-            raise v.InvalidField("metadata", meta, "uid/resourceVersion not strings")
+        uid = v.opaque_token("metadata.uid", meta.get("uid"))
+        rv = v.opaque_token("metadata.resourceVersion", meta.get("resourceVersion"))
         labels = _labels(meta.get("labels"))
+        _annotations(meta.get("annotations"))
     except v.InvalidField as e:
         raise InvalidObject(kind, shown[:120], str(e)) from None
     return _Meta(namespace, name, uid, rv, labels, bool(meta.get("deletionTimestamp")))
@@ -237,7 +264,7 @@ class Service:
 
 
 def parse_service(raw: Mapping[str, Any]) -> Service:
-    meta = _meta(raw, "Service", True, v.dns_label, shared_name=True)
+    meta = _meta(raw, "Service", True, v.dns1035_label, shared_name=True)
     key = object_key(meta.namespace, meta.name)
     try:
         spec = _map(raw.get("spec"), "spec")
@@ -250,6 +277,8 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
         cluster_ips: tuple[str, ...] = ()
         if not headless and stype != "ExternalName":
             cluster_ips = tuple(v.ip_address(f"spec.clusterIPs[{i}]", ip) for i, ip in enumerate(ips_raw))
+            if len(cluster_ips) == 2 and (":" in cluster_ips[0]) == (":" in cluster_ips[1]):
+                raise v.InvalidField("spec.clusterIPs", ips_raw, "may specify no more than one IP for each IP family")
         ports = []
         seen: set[tuple[str, int]] = set()
         for i, p in enumerate(_list(spec.get("ports"), "spec.ports", MAX_PORTS)):
@@ -258,10 +287,10 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
             port = v.port_number(f"spec.ports[{i}].port", p.get("port"))
             if tp is None or tp == 0 or tp == "":
                 target: int | str = port
-            elif isinstance(tp, str) and not tp.isdigit():
-                target = v.port_name(f"spec.ports[{i}].targetPort", tp)
+            elif isinstance(tp, str):
+                target = v.port_name(f"spec.ports[{i}].targetPort", tp)  # a string is a name, never a number
             else:
-                target = v.port_number(f"spec.ports[{i}].targetPort", int(tp) if isinstance(tp, str) else tp)
+                target = v.port_number(f"spec.ports[{i}].targetPort", tp)
             sp = ServicePort(
                 name=_svc_port_name(f"spec.ports[{i}].name", p.get("name")),
                 protocol=v.protocol(f"spec.ports[{i}].protocol", p.get("protocol")),
@@ -278,7 +307,7 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
             raise v.InvalidField("spec.ports", [p.name for p in ports], "duplicate port names")
         ext_name = ""
         if stype == "ExternalName":
-            ext_name = v.dns_subdomain("spec.externalName", (spec.get("externalName") or "").rstrip(".").lower())
+            ext_name = _external_name(spec.get("externalName"))
         ingress = _list(_map(status.get("loadBalancer"), "status.loadBalancer").get("ingress"), "ingress", 100)
         affinity = _choice(spec.get("sessionAffinity"), "spec.sessionAffinity", ("None", "ClientIP"), "None")
         timeout = 10800
@@ -300,7 +329,8 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
             headless=headless,
             ports=_share_items(tuple(ports)),
             external_ips=tuple(
-                v.ip_address("spec.externalIPs", ip) for ip in _list(spec.get("externalIPs"), "externalIPs", 100)
+                v.non_special_ip(f"spec.externalIPs[{j}]", ip)
+                for j, ip in enumerate(_list(spec.get("externalIPs"), "externalIPs", 100))
             ),
             load_balancer_ips=tuple(
                 v.ip_address("status.loadBalancer.ingress.ip", _map(i, "ingress")["ip"])
@@ -308,8 +338,8 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
                 if _map(i, "ingress").get("ip")
             ),
             load_balancer_source_ranges=tuple(
-                v.cidr("spec.loadBalancerSourceRanges", c)
-                for c in _list(spec.get("loadBalancerSourceRanges"), "loadBalancerSourceRanges", 1000)
+                v.source_range(f"spec.loadBalancerSourceRanges[{j}]", c)
+                for j, c in enumerate(_list(spec.get("loadBalancerSourceRanges"), "loadBalancerSourceRanges", 1000))
             ),
             session_affinity=affinity,
             session_affinity_timeout=timeout,
@@ -355,7 +385,7 @@ def _topology_annotation(meta: Mapping[str, Any], key: str) -> str:
         raw = annotations.get(name)
         if raw is None or raw == "":
             continue
-        if isinstance(raw, str) and _TOPOLOGY_VALUE.match(raw):
+        if isinstance(raw, str) and _TOPOLOGY_VALUE.fullmatch(raw):
             return raw
         log.warning("Service %s: ignoring annotation %s: %r is not a topology mode", key, name, str(raw)[:64])
         IGNORED_FIELDS.labels("services", name).inc()
@@ -365,9 +395,18 @@ def _topology_annotation(meta: Mapping[str, Any], key: str) -> str:
 def _traffic_distribution(raw: Any) -> str:
     if raw is None or raw == "":
         return ""
-    if not isinstance(raw, str) or not _TOPOLOGY_VALUE.match(raw):
+    if not isinstance(raw, str) or not _TOPOLOGY_VALUE.fullmatch(raw):
         raise v.InvalidField("spec.trafficDistribution", raw, "not a traffic distribution name")
     return raw
+
+
+def _external_name(raw: Any) -> str:
+    """ValidateService: the externalName without one trailing dot must be a DNS-1123 subdomain."""
+    if raw is None or raw == "":
+        raise v.InvalidField("spec.externalName", raw, "Required value")
+    if not isinstance(raw, str):
+        raise v.InvalidField("spec.externalName", raw, "not a string")
+    return _intern(v.dns_subdomain("spec.externalName", raw[:-1] if raw.endswith(".") else raw))
 
 
 def _svc_port_name(field_name: str, raw: Any) -> str:
@@ -379,11 +418,10 @@ def _svc_port_name(field_name: str, raw: Any) -> str:
 
 
 def _app_protocol(raw: Any) -> str:
+    """Service and EndpointSlice appProtocol: a qualified name (ValidateQualifiedName)."""
     if raw is None:
         return ""
-    if not isinstance(raw, str) or len(raw) > 253 or not all(c.isalnum() or c in "-._/:" for c in raw):
-        raise v.InvalidField("appProtocol", raw, "not a protocol name")
-    return _intern(raw)
+    return _intern(v.qualified_name("appProtocol", raw))
 
 
 # --------------------------------------------------------------------------- EndpointSlice
@@ -399,7 +437,7 @@ _RFC3339 = re.compile(
 def parse_rfc3339_ns(text: Any) -> int:
     """Nanoseconds since the epoch of an RFC 3339 time with at most 9 fractional digits
     (Go's ``time.RFC3339Nano``, which Kubernetes uses for annotations); ValueError otherwise."""
-    m = _RFC3339.match(text) if isinstance(text, str) else None
+    m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise ValueError(f"not an RFC 3339 time: {str(text)[:64]!r}")
     y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
@@ -535,12 +573,12 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
             if not addrs_raw:
                 raise v.InvalidField(f"endpoints[{i}].addresses", addrs_raw, "empty")
             if atype == "FQDN":
-                addrs = tuple(v.dns_subdomain(f"endpoints[{i}].addresses", a) for a in addrs_raw)
+                addrs = tuple(v.fqdn(f"endpoints[{i}].addresses[{j}]", a) for j, a in enumerate(addrs_raw))
             else:
-                addrs = tuple(v.ip_address(f"endpoints[{i}].addresses", a) for a in addrs_raw)
+                addrs = tuple(v.non_special_ip(f"endpoints[{i}].addresses[{j}]", a) for j, a in enumerate(addrs_raw))
                 want = 4 if atype == "IPv4" else 6
                 if any(":" in a if want == 4 else ":" not in a for a in addrs):
-                    raise v.InvalidField(f"endpoints[{i}].addresses", addrs_raw, f"not {atype}")
+                    raise v.InvalidField(f"endpoints[{i}].addresses", addrs_raw, f"must be a valid {atype} address")
             c = _map(e.get("conditions"), f"endpoints[{i}].conditions")
             ready = _bool(c.get("ready"), "conditions.ready", True)
             serving = _bool(c.get("serving"), "conditions.serving", ready)
@@ -553,9 +591,10 @@ def parse_endpoint_slice(raw: Mapping[str, Any]) -> EndpointSlice:
                 Endpoint(
                     addresses=addrs,
                     conditions=_CONDITIONS[bool(ready), bool(serving), bool(terminating)],
-                    hostname=v.dns_label("hostname", e["hostname"]) if e.get("hostname") else "",
-                    node_name=_intern(v.dns_subdomain("nodeName", e["nodeName"])) if e.get("nodeName") else "",
-                    zone=v.zone_name("zone", e["zone"]) if e.get("zone") else "",
+                    hostname=v.dns_label(f"endpoints[{i}].hostname", e["hostname"]) if e.get("hostname") else "",
+                    node_name=(_intern(v.dns_subdomain(f"endpoints[{i}].nodeName", e["nodeName"]))
+                               if e.get("nodeName") else ""),
+                    zone=v.zone_name(f"endpoints[{i}].zone", e["zone"]) if e.get("zone") else "",
                     target_pod=pod,
                     zone_hints=_zone_hints(e.get("hints"), i) if e.get("hints") else (),
                 )
@@ -647,10 +686,13 @@ def parse_node(raw: Mapping[str, Any]) -> Node:
             c = _map(c, "condition")
             if c.get("type") == "Ready":
                 ready = c.get("status") == "True"
+        pod_cidrs = tuple(v.cidr(f"spec.podCIDRs[{i}]", c) for i, c in enumerate(cidrs_raw))
+        if len(pod_cidrs) == 2 and (":" in pod_cidrs[0]) == (":" in pod_cidrs[1]):
+            raise v.InvalidField("spec.podCIDRs", cidrs_raw, "may specify no more than one CIDR for each IP family")
         return Node(
             name=meta.name,
             addresses=tuple(addrs),
-            pod_cidrs=tuple(v.cidr("spec.podCIDRs", c) for c in cidrs_raw),
+            pod_cidrs=pod_cidrs,
             labels=meta.labels,
             ready=ready,
             uid=meta.uid,
@@ -718,10 +760,13 @@ def parse_pod(raw: Mapping[str, Any]) -> Pod:
             c = _map(c, "condition")
             if c.get("type") == "Ready":
                 ready = c.get("status") == "True"
+        ips = tuple(v.ip_address(f"status.podIPs[{i}]", ip) for i, ip in enumerate(ips_raw))
+        if len(ips) == 2 and (":" in ips[0]) == (":" in ips[1]):
+            raise v.InvalidField("status.podIPs", ips_raw, "may specify no more than one IP for each IP family")
         return Pod(
             namespace=meta.namespace,
             name=meta.name,
-            ips=tuple(v.ip_address("status.podIPs", ip) for ip in ips_raw),
+            ips=ips,
             labels=meta.labels,
             node_name=_intern(v.dns_subdomain("spec.nodeName", spec["nodeName"])) if spec.get("nodeName") else "",
             ready=ready,

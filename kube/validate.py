@@ -3,45 +3,71 @@
 Every string that podnet copies from an API object into an iptables-restore
 line, a DNS name, a file path or a log line passes one of these first. Each
 validator either returns the value in canonical form or raises
-:class:`InvalidField`; none of them ever returns text it did not check. The
-patterns are Kubernetes' own (apimachinery ``validation.go``), so an object a
-real API server accepts is accepted here too.
+:class:`InvalidField`; none of them ever returns text it did not check.
+
+The rules are kube-apiserver's own (apimachinery ``validation.go``,
+``ip.go``; core and discovery ``validation.go``), so an object a real API
+server accepts is accepted here too and one it refuses is refused:
+
+- every pattern must match the *whole* string (``re.fullmatch``): Go's ``$``
+  never matches before a final newline, Python's ``$`` does;
+- IPs and CIDRs are parsed by :mod:`podnet.kube.goip` as Go parses them (no
+  zones, no leading zeros, no IPv4-mapped IPv6, no host bits in a CIDR: the
+  strict validation of KEP-4858) and returned in canonical form;
+- none of the accepted values can hold whitespace or a control character.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import functools
 import re
 import sys
+
+from podnet.kube import goip
 
 __all__ = [
     "InvalidField",
     "dns_label",
+    "dns1035_label",
     "dns_subdomain",
+    "fqdn",
     "port_name",
     "port_number",
     "optional_port_number",
     "protocol",
     "ip_address",
+    "non_special_ip",
     "cidr",
+    "source_range",
+    "qualified_name",
     "label_key",
     "label_value",
+    "annotation_key",
     "zone_name",
+    "opaque_token",
     "PROTOCOLS",
 ]
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-)
-# IANA_SVC_NAME: at most 15 characters, lower-case letters, digits and '-',
-# at least one letter, no leading/trailing/double '-'.
-_PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
-# Zones/topology labels are free-form in Kubernetes; we accept label values.
+# apimachinery/pkg/util/validation/validation.go
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_PORT_NAME_CHARSET = re.compile(r"[-a-z0-9]+")
+_PORT_NAME_ONE_LETTER = re.compile(r"[a-z]")
+_OPAQUE = re.compile(r"[!-~]*")
+"""Printable ASCII without space: uid, resourceVersion (set by the server, opaque to clients)."""
+
+DNS1123_LABEL_MAX = 63
+DNS1123_SUBDOMAIN_MAX = 253
+DNS1035_LABEL_MAX = 63
+QUALIFIED_NAME_MAX = 63
+LABEL_VALUE_MAX = 63
+PORT_NAME_MAX = 15
+OPAQUE_MAX = 256
 
 
 class InvalidField(ValueError):
@@ -63,27 +89,56 @@ def _str(field: str, value: object) -> str:
 
 
 def dns_label(field: str, value: object) -> str:
-    """An RFC 1123 label: what Service, Namespace and port names must be."""
+    """An RFC 1123 label (IsDNS1123Label): Namespace names, port names, hostnames."""
     s = _str(field, value)
-    if not _DNS_LABEL.match(s):
+    if len(s) > DNS1123_LABEL_MAX or not _DNS1123_LABEL.fullmatch(s):
         raise InvalidField(field, value, "not a DNS-1123 label")
     return s
 
 
-def dns_subdomain(field: str, value: object) -> str:
-    """An RFC 1123 subdomain (at most 253 characters): Pod, Node, slice names."""
+def dns1035_label(field: str, value: object) -> str:
+    """An RFC 1035 label (IsDNS1035Label): Service names (ValidateServiceName)."""
     s = _str(field, value)
-    if len(s) > 253 or not _DNS_SUBDOMAIN.match(s):
+    if len(s) > DNS1035_LABEL_MAX or not _DNS1035_LABEL.fullmatch(s):
+        raise InvalidField(field, value, "not a DNS-1035 label")
+    return s
+
+
+def dns_subdomain(field: str, value: object) -> str:
+    """An RFC 1123 subdomain (IsDNS1123Subdomain, at most 253 characters): Pod, Node, slice names."""
+    s = _str(field, value)
+    if len(s) > DNS1123_SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.fullmatch(s):
         raise InvalidField(field, value, "not a DNS-1123 subdomain")
     return s
 
 
+def fqdn(field: str, value: object) -> str:
+    """IsFullyQualifiedDomainName: one optional trailing dot, a subdomain of at least two labels,
+    each a DNS-1123 label (at most 63 characters). Returned without the trailing dot."""
+    s = _str(field, value)
+    name = s[:-1] if s.endswith(".") else s
+    dns_subdomain(field, name)
+    labels = name.split(".")
+    if len(labels) < 2:
+        raise InvalidField(field, value, "should be a domain with at least two segments separated by dots")
+    for label in labels:
+        dns_label(field, label)
+    return name
+
+
 def port_name(field: str, value: object) -> str:
-    """A port name (IANA_SVC_NAME), or '' for an unnamed port."""
+    """A container port name (IsValidPortName, IANA_SVC_NAME), or '' for an unnamed port."""
     if value is None or value == "":
         return ""
     s = _str(field, value)
-    if len(s) > 15 or not _PORT_NAME.match(s) or "--" in s or not re.search("[a-z]", s):
+    if (
+        len(s) > PORT_NAME_MAX
+        or not _PORT_NAME_CHARSET.fullmatch(s)
+        or not _PORT_NAME_ONE_LETTER.search(s)
+        or "--" in s
+        or s[0] == "-"
+        or s[-1] == "-"
+    ):
         raise InvalidField(field, value, "not an IANA service name")
     return s
 
@@ -115,49 +170,123 @@ def protocol(field: str, value: object) -> str:
     raise InvalidField(field, value, "unknown protocol")
 
 
-def ip_address(field: str, value: object) -> str:
-    """An IPv4 or IPv6 address, returned in canonical compressed form.
-
-    Leading zeros in IPv4 octets are refused, as Kubernetes refuses them
-    (they are ambiguous between decimal and octal).
-    """
+def _ip(field: str, value: object) -> goip.Addr:
     s = _str(field, value)
     try:
-        return str(ipaddress.ip_address(s))
-    except ValueError:
-        raise InvalidField(field, value, "not an IP address") from None
+        return goip.parse_ip(s)
+    except goip.IPError as e:
+        raise InvalidField(field, value, str(e)) from None
+
+
+def ip_address(field: str, value: object) -> str:
+    """An IPv4 or IPv6 address (IsValidIPForLegacyField, strict), in canonical form.
+
+    Refused: zones (``%``), leading zeros in IPv4 octets, IPv4-mapped IPv6,
+    anything around the address (whitespace, a newline, a port)."""
+    if isinstance(value, str) and goip.is_canonical_ipv4(value):
+        return value
+    return str(_ip(field, value))
+
+
+def non_special_ip(field: str, value: object) -> str:
+    """An address that may be a traffic destination: ``ip_address`` plus kube-apiserver's
+    ValidateNonSpecialIP (not unspecified, loopback, link-local or link-local multicast).
+    Used where kube-apiserver uses it: EndpointSlice addresses and Service externalIPs."""
+    if isinstance(value, str) and goip.is_canonical_ipv4(value):
+        a, b, c, d = value.split(".")
+        why = goip.special_reason_v4(int(a), int(b), int(c), int(d))
+        text = value
+    else:
+        ip = _ip(field, value)
+        why = goip.special_reason(ip)
+        text = str(ip)
+    if why is not None:
+        raise InvalidField(field, value, why)
+    return text
 
 
 def cidr(field: str, value: object) -> str:
-    """A CIDR; host bits are cleared (1.2.3.4/24 -> 1.2.3.0/24)."""
+    """A CIDR (IsValidCIDRForLegacyField, strict), in canonical form.
+
+    Refused besides what ``ip_address`` refuses: bits set beyond the prefix
+    length (``1.2.3.4/24``) and leading zeros in the length (``/024``)."""
     s = _str(field, value)
-    if "/" not in s:
-        raise InvalidField(field, value, "not a CIDR")
     try:
-        return str(ipaddress.ip_network(s.strip(), strict=False))
-    except ValueError:
-        raise InvalidField(field, value, "not a CIDR") from None
+        ip, length = goip.parse_cidr(s)
+    except goip.IPError as e:
+        raise InvalidField(field, value, str(e)) from None
+    return goip.format_cidr(ip, length)
 
 
-def label_key(field: str, value: object) -> str:
-    """A label key: optional DNS-subdomain prefix and '/', then a name."""
+def source_range(field: str, value: object) -> str:
+    """A loadBalancerSourceRanges entry: kube-apiserver trims Go white space around it
+    (strings.TrimSpace) before ``cidr``; the canonical text returned has none."""
+    return cidr(field, goip.go_trim_space(_str(field, value)))
+
+
+QUALIFIED_NAME_TOTAL_MAX = DNS1123_SUBDOMAIN_MAX + 1 + QUALIFIED_NAME_MAX
+
+
+@functools.lru_cache(maxsize=4096)
+def _qualified_name_error(s: str) -> str | None:
+    """Why ``s`` is not a qualified name, or None. Cached: a cluster repeats few keys."""
+    parts = s.split("/")
+    if len(parts) == 1:
+        name = parts[0]
+    elif len(parts) == 2:
+        prefix, name = parts
+        if not prefix:
+            return "prefix part must be non-empty"
+        if len(prefix) > DNS1123_SUBDOMAIN_MAX or not _DNS1123_SUBDOMAIN.fullmatch(prefix):
+            return "prefix part must be a DNS-1123 subdomain"
+    else:
+        return "a qualified name has at most one '/'"
+    if not name or len(name) > QUALIFIED_NAME_MAX or not _QUALIFIED_NAME.fullmatch(name):
+        return "not a qualified name"
+    return None
+
+
+def qualified_name(field: str, value: object) -> str:
+    """IsQualifiedName: an optional DNS-1123 subdomain prefix and '/', then a name of at most
+    63 characters (label keys, annotation keys, appProtocol)."""
     s = _str(field, value)
-    prefix, slash, name = s.rpartition("/")
-    if slash:
-        dns_subdomain(field, prefix)
-    if not _LABEL_NAME.match(name):
-        raise InvalidField(field, value, "not a label key")
+    why = "not a qualified name" if len(s) > QUALIFIED_NAME_TOTAL_MAX else _qualified_name_error(s)
+    if why is not None:
+        raise InvalidField(field, value, why)
     return s
 
 
+def label_key(field: str, value: object) -> str:
+    """A label key: a qualified name."""
+    return qualified_name(field, value)
+
+
 def label_value(field: str, value: object) -> str:
-    """A label value (at most 63 characters of [-A-Za-z0-9_.])."""
+    """A label value (IsValidLabelValue: at most 63 characters of [-A-Za-z0-9_.], alphanumeric ends)."""
     s = _str(field, value)
-    if not _LABEL_VALUE.match(s):
+    if len(s) > LABEL_VALUE_MAX or not _LABEL_VALUE.fullmatch(s):
         raise InvalidField(field, value, "not a label value")
+    return s
+
+
+def annotation_key(field: str, value: object) -> str:
+    """An annotation key: ValidateAnnotations checks the lower-cased key as a qualified name."""
+    s = _str(field, value)
+    qualified_name(field, s.lower())
     return s
 
 
 def zone_name(field: str, value: object) -> str:
     """A topology zone: a label value (the API stores it as one). Interned: a cluster has few zones."""
     return sys.intern(label_value(field, value))
+
+
+def opaque_token(field: str, value: object) -> str:
+    """A server-set opaque string (uid, resourceVersion): printable ASCII without space, bounded;
+    '' when unset."""
+    if value is None:
+        return ""
+    s = _str(field, value)
+    if len(s) > OPAQUE_MAX or not _OPAQUE.fullmatch(s):
+        raise InvalidField(field, value, "not a printable token")
+    return s

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from podnet.kube import objects as o
+from podnet.kube.netpol import parse_network_policy
 
 __all__ = ["Kind", "KINDS", "BY_API_PATH", "CORE", "DISCOVERY_V1", "version_doc", "api_versions", "api_group_list",
            "api_group", "resource_list"]
@@ -49,6 +50,8 @@ KINDS: dict[str, Kind] = {
         Kind(CORE, "pods", "Pod", True, o.parse_pod, ("po",), True, "pod"),
         Kind(CORE, "services", "Service", True, o.parse_service, ("svc",), True, "service"),
         Kind(DISCOVERY_V1, "endpointslices", "EndpointSlice", True, o.parse_endpoint_slice, (), False, "endpointslice"),
+        Kind("/apis/networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, parse_network_policy, ("netpol",),
+             False, "networkpolicy"),
     )
 }
 BY_API_PATH: dict[str, dict[str, Kind]] = {}

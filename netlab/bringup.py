@@ -1,4 +1,4 @@
-"""``lab up``: build a lab cluster step by step (see issue 6 and fabric/kubelet docstrings).
+"""``lab up``: build a lab cluster step by step (see the fabric and kubelet docstrings).
 
 Order, each step waiting for what the next one needs:
 

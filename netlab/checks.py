@@ -1,4 +1,4 @@
-"""The end-to-end check suite of ``podnet lab check`` (issue 6), one :class:`Row` per behaviour.
+"""The end-to-end check suite of ``podnet lab check``, one :class:`Row` per behaviour.
 
 Everything the suite needs (Services, extra pods) is created at the start with
 the label ``lab.podnet.io/check=e2e`` and deleted at the end, also on failure.

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
+
+from podnet.kube import logsetup
 
 # verb -> (module, help). Modules are imported only when their verb runs.
 LAB_VERBS = {
@@ -40,16 +41,13 @@ def _add(sub: argparse._SubParsersAction, verbs: dict[str, tuple[str, str]]) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="podnet", description="podnet: a Kubernetes service-networking data plane")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    logsetup.add_flags(parser, "")
     top = parser.add_subparsers(dest="cmd", required=True)
     lab = top.add_parser("lab", help="network-namespace labs").add_subparsers(dest="verb", required=True)
     _add(lab, LAB_VERBS)
     _add(top, TOOLS)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logsetup.setup_from_args(args)
     if getattr(args, "_missing", False):
         print(f"podnet: '{args._verb}' is not available in this build", file=sys.stderr)
         return 2

@@ -22,10 +22,10 @@ Follows the Kubernetes EndpointSlice controller:
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from podnet.kube import validate
 from podnet.kube.objects import LAST_CHANGE_TRIGGER_TIME, parse_rfc3339_ns
 
 __all__ = ["DesiredSlice", "desired_slices", "MANAGED_BY_LABEL", "CONTROLLER_NAME", "SERVICE_NAME_LABEL",
@@ -74,12 +74,12 @@ def _pod_ips(pod: Mapping[str, Any], family: str) -> list[str]:
     ips = [p.get("ip") for p in status.get("podIPs") or () if isinstance(p, dict)] or [status.get("podIP")]
     out = []
     for ip in ips:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except (ValueError, TypeError):
+        try:  # only what kube-apiserver accepts as an EndpointSlice address
+            addr = validate.non_special_ip("status.podIPs", ip)
+        except validate.InvalidField:
             continue
-        if (addr.version == 4) == (family == "IPv4"):
-            out.append(str(addr))
+        if (":" not in addr) == (family == "IPv4"):
+            out.append(addr)
     return out[:1]
 
 

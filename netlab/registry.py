@@ -32,7 +32,7 @@ from typing import Any, Callable
 from podnet.kube.objects import InvalidObject
 from podnet.netlab.apikinds import Kind
 from podnet.netlab.apistore import Store, StatusError, rfc3339
-from podnet.netlab.services import ServiceAllocator, invalid, service_allocations, validate_service_extra
+from podnet.netlab.services import ServiceAllocator, invalid, quoted, service_allocations, validate_service_extra
 
 __all__ = ["Registry", "Prepared", "invalid", "finish_graceful_delete"]
 
@@ -250,7 +250,8 @@ class Registry:
             kind.validate(obj)
         except InvalidObject as e:
             raise StatusError(
-                422, "Invalid", f'{kind.kind} "{name}" is invalid: {e.reason}', kind=kind.kind, name=str(name)[:253],
+                422, "Invalid", f'{kind.kind} {quoted(name)} is invalid: {e.reason}', kind=kind.kind,
+                name=str(name)[:253],
                 causes=[{"reason": "FieldValueInvalid", "message": e.reason, "field": e.reason.split(":", 1)[0]}],
             ) from None
         if kind.plural == "services":  # after the parser: the shape is known to be sane here

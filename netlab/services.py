@@ -15,31 +15,46 @@ Service being created or updated, and records every value it took in an
   keeps the old value of the same (port, protocol); a nodePort on a
   ClusterIP Service is 422 at create and dropped on a type change.
 - healthCheckNodePort only for LoadBalancer with externalTrafficPolicy=Local.
+- Every ClusterIP handed out passes :func:`podnet.kube.validate.ip_address`
+  and is in its canonical form: an explicit one is validated before the
+  allocator sees it (422 otherwise), and a dynamic one the validator would
+  refuse is kept reserved and never handed out.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterable
 
+from podnet.kube import validate as v
 from podnet.netlab.allocators import AllocationError, IPAllocator, PortAllocator
 from podnet.netlab.apistore import StatusError
 
-__all__ = ["ServiceAllocator", "service_allocations", "validate_service_extra", "invalid"]
+__all__ = ["ServiceAllocator", "service_allocations", "validate_service_extra", "invalid", "quoted"]
 
 Allocation = tuple[str, Any]
 """("ip", "10.96.0.10") or ("port", 30080)"""
 
 
+def quoted(name: object) -> str:
+    """A name as Go's %q shows it in kube-apiserver's messages: in double quotes, control bytes escaped."""
+    return json.dumps(str(name), ensure_ascii=False)
+
+
 def invalid(kind: str, name: str, field: str, message: str) -> StatusError:
     return StatusError(
-        422, "Invalid", f'{kind} "{name}" is invalid: {field}: {message}', kind=kind, name=name,
+        422, "Invalid", f'{kind} {quoted(name)} is invalid: {field}: {message}', kind=kind, name=name,
         causes=[{"reason": "FieldValueInvalid", "message": message, "field": field}],
     )
 
 
 class ServiceAllocator:
     def __init__(self, service_cidrs: list[str], node_ports: tuple[int, int] = (30000, 32767)) -> None:
-        self.ip_allocators = {a.family: a for a in (IPAllocator(c) for c in service_cidrs)}
+        try:
+            ranges = [v.cidr("--service-cluster-ip-range", c) for c in service_cidrs]
+        except v.InvalidField as e:
+            raise ValueError(str(e)) from None
+        self.ip_allocators = {a.family: a for a in (IPAllocator(c) for c in ranges)}
         self.node_ports = PortAllocator(*node_ports)
 
     def reserve_existing(self, services: Iterable[dict[str, Any]]) -> None:
@@ -152,13 +167,35 @@ class ServiceAllocator:
                 raise invalid("Service", name, f"spec.ipFamilies[{i}]", f"Unsupported value: {fam}: not configured")
             explicit = want[i] if i < len(want) else None
             try:
-                ip = alloc.allocate(explicit)
+                ip = _take_ip(alloc, None if explicit is None else v.ip_address(f"spec.clusterIPs[{i}]", explicit))
+            except v.InvalidField as e:
+                raise invalid("Service", name, f"spec.clusterIPs[{i}]",
+                              f"Invalid value: {explicit!r}: {e.why}") from None
             except AllocationError as e:
                 raise invalid("Service", name, f"spec.clusterIPs[{i}]", f"Invalid value: {explicit!r}: {e}") from None
             allocated.append(("ip", ip))
             ips.append(ip)
         spec["clusterIP"], spec["clusterIPs"] = ips[0], ips
         spec["ipFamilies"], spec["ipFamilyPolicy"] = families, policy
+
+
+_DYNAMIC_TRIES = 64
+
+
+def _take_ip(alloc: IPAllocator, explicit: str | None) -> str:
+    """One ClusterIP from ``alloc`` that the boundary validators accept, in canonical form.
+    A dynamic address they refuse (an IPv4-mapped one in an IPv6 range) stays reserved, so it
+    is never handed out, and the next one is tried."""
+    if explicit is not None:
+        return alloc.allocate(explicit)
+    for _ in range(_DYNAMIC_TRIES):
+        ip = alloc.allocate(None)
+        try:
+            if v.ip_address("clusterIP", ip) == ip:
+                return ip
+        except v.InvalidField:
+            pass
+    raise AllocationError("no address in the range that a Service may hold")
 
 
 def service_allocations(svc: dict[str, Any]) -> list[Allocation]:

@@ -9,7 +9,11 @@ Lifecycle guarantees:
   outage itself, so the kernel keeps the last rules; periodic syncs still
   run (and, with nothing changed, write nothing);
 * SIGTERM/stop: tasks are cancelled, listeners closed, rules left in place
-  (a restart must never break established or new connections).
+  (a restart must never break established or new connections);
+* periods: :class:`Config` never holds a zero or negative sync period (0 means
+  kube-proxy's default, as in its configuration), so no loop is paced at zero;
+* ``after_first_sync`` runs once, after the first sync that succeeded with both
+  informers synced (the kube-proxy migration hook), and again after a failure.
 
 One :class:`SyncRunner` is the only writer of podnet's rules in the process.
 """
@@ -27,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from podnet.kube import resources
 from podnet.proxy import metrics as m
+from podnet.proxy.config import Conntrack
 from podnet.proxy.healthcheck import HealthServer, ProxyHealth, ServiceHealthServers
 from podnet.proxy.proxier import FamilyProxier, Proxier
 from podnet.proxy.sync import Clock, MonotonicClock, Pacer, SyncRunner
@@ -35,6 +40,8 @@ log = logging.getLogger("podnet.proxy")
 
 ZONE_LABEL = "topology.kubernetes.io/zone"
 """The Node label whose value is matched against EndpointSlice zone hints."""
+DEFAULT_SYNC_PERIOD = 30.0
+DEFAULT_MIN_SYNC_PERIOD = 1.0
 ONCE_NODE_WAIT = 5.0
 """--once: how long to wait for the Node (its zone) after Services and EndpointSlices synced."""
 
@@ -53,9 +60,23 @@ class Config:
     metrics_bind_address: str = "127.0.0.1:10249"
     masquerade_bit: int = 14
     localhost_nodeports: bool = True
-    max_endpoints_per_service_port: int = 5000
+    max_endpoints_per_service_port: int = 0
+    """0: no bound (kube-proxy has none)."""
     ip_families: tuple[int, ...] = ()
+    proxy_mode: str = "iptables"
+    """iptables (the default) or nftables."""
     """Empty means detect (IPv4, plus IPv6 when ip6tables works)."""
+    conntrack: Conntrack | None = None
+    """kube-proxy's conntrack sysctls to apply at start-up (None: leave the kernel's)."""
+
+    def __post_init__(self) -> None:
+        # A zero or negative period would pace the sync and canary loops at zero, i.e. spin;
+        # kube-proxy's defaulting turns 0 into its default and so does this.
+        if self.sync_period <= 0:
+            self.sync_period = DEFAULT_SYNC_PERIOD
+        if self.min_sync_period <= 0:
+            self.min_sync_period = DEFAULT_MIN_SYNC_PERIOD
+        self.min_sync_period = min(self.min_sync_period, self.sync_period)
 
 
 def split_hostport(addr: str) -> tuple[str, int]:
@@ -84,6 +105,8 @@ class Daemon:
         self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task] = []
         self.informers: list[Any] = []
+        self.after_first_sync: Callable[[], Awaitable[None]] | None = None
+        """Run once, right after the first sync that succeeded (e.g. removing kube-proxy's rules)."""
 
     # -- informer wiring
     def attach(self, services: Any, slices: Any, nodes: Any | None = None) -> None:
@@ -138,6 +161,13 @@ class Daemon:
                 await self.service_health.sync(dict(self._health_map))
             except Exception:  # noqa: BLE001
                 log.exception("health check servers")
+        if ok and self.proxier.ready and self.after_first_sync is not None:
+            hook, self.after_first_sync = self.after_first_sync, None
+            try:
+                await hook()
+            except Exception:  # noqa: BLE001 - podnet's rules are in place; the hook is retried next sync
+                log.exception("after the first sync")
+                self.after_first_sync = hook
         return ok
 
     async def canary_loop(self) -> None:
@@ -165,7 +195,7 @@ class Daemon:
                 return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
             async def proxy_mode(_r: web.Request) -> web.Response:
-                return web.Response(text="iptables")
+                return web.Response(text=self.cfg.proxy_mode)
 
             async def healthz(_r: web.Request) -> web.Response:
                 code, body = self.health.report(True)

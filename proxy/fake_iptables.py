@@ -43,12 +43,21 @@ class FakeIptables:
         self.restores: list[str] = []
         self.fail_next: str | None = None
         """When set, the next restore fails with this message (kernel unchanged)."""
+        self.fail_table: str | None = None
+        """While set, every restore that writes this table fails at that table's COMMIT line, as
+        iptables-restore does: tables committed earlier in the same input stay applied."""
 
     # -- Iptables protocol
     async def restore(self, text: str) -> None:
         if self.fail_next is not None:
             msg, self.fail_next = self.fail_next, None
             raise RestoreError(msg, text, None)
+        if self.fail_table is not None and f"*{self.fail_table}\n" in text:
+            lines = text.splitlines()
+            start = lines.index(f"*{self.fail_table}")
+            commit = lines.index("COMMIT", start)
+            self.tables = self.parse("\n".join(lines[:start]) + "\n", self.tables)
+            raise RestoreError(f"iptables-restore: line {commit + 1} failed", text, commit + 1)
         self.tables = self.parse(text, self.tables)
         self.restores.append(text)
 
@@ -84,6 +93,10 @@ class FakeIptables:
 
     async def has_chain(self, table: str, chain: str) -> bool:
         return chain in self.tables.get(table, {})
+
+    async def chain_rules(self, table: str, chain: str) -> list[str] | None:
+        rules = self.tables.get(table, {}).get(chain)
+        return None if rules is None else list(rules)
 
     # -- test helpers
     def flush_table(self, table: str) -> None:

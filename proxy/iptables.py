@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol, Sequence
 
 from podnet.proxy.feeder import PipeFeeder
@@ -52,6 +52,8 @@ class Saved:
     chains: dict[str, set[str]]
     jumps: set[tuple[str, str, str]]
     """(table, built-in chain, target chain) for every ``-j PODNET-*`` rule in a built-in chain."""
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """table -> chain -> number of rules, for every chain that has rules."""
 
 
 BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
@@ -60,18 +62,55 @@ BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
 def parse_save(text: str) -> Saved:
     chains: dict[str, set[str]] = {}
     jumps: set[tuple[str, str, str]] = set()
+    counts: dict[str, dict[str, int]] = {}
     table = ""
+    per: dict[str, int] = {}
     for line in text.splitlines():
         if line.startswith("*"):
             table = line[1:].strip()
             chains.setdefault(table, set())
+            per = counts.setdefault(table, {})
         elif line.startswith(":"):
             chains.setdefault(table, set()).add(line[1:].split()[0])
-        elif line.startswith("-A ") and " -j PODNET-" in line:
-            chain = line.split()[1]
-            if chain in BUILTIN_CHAINS:
+        elif line.startswith("-A "):
+            chain = line[3:].split(" ", 1)[0]
+            per[chain] = per.get(chain, 0) + 1
+            if " -j PODNET-" in line and chain in BUILTIN_CHAINS:
                 jumps.add((table, chain, line.rsplit(" -j ", 1)[1].split()[0]))
-    return Saved(chains, jumps)
+    return Saved(chains, jumps, counts)
+
+
+def jump_target(rule: str) -> str | None:
+    """The chain or target a rule jumps or goes to (``-j``/``-g``), None when it has none."""
+    toks = rule.split()
+    for flag in ("-j", "-g"):
+        if flag in toks:
+            i = toks.index(flag)
+            if i + 1 < len(toks):
+                return toks[i + 1]
+    return None
+
+
+def drift(applied: dict[str, dict[str, tuple[str, ...]]], saved: Saved,
+          jumps: tuple[tuple[str, str, str], ...]) -> list[tuple[str, str, str]]:
+    """How the kernel differs from what podnet applied: (table, kind, chain) for every
+    applied chain that is missing ('chain-missing') or holds another number of rules
+    ('rules-changed': a flush, a deleted or an added rule), and every jump from a
+    built-in chain that is gone ('jump-missing'). Pure; empty when nothing drifted."""
+    out: list[tuple[str, str, str]] = []
+    for table, chains in applied.items():
+        present = saved.chains.get(table, set())
+        counts = saved.counts.get(table, {})
+        for chain, rules in chains.items():
+            if chain not in present:
+                out.append((table, "chain-missing", chain))
+            elif counts.get(chain, 0) != len(rules):
+                out.append((table, "rules-changed", chain))
+    for table, chain, rule in jumps:
+        target = jump_target(rule)
+        if table in applied and (table, chain, target) not in saved.jumps:
+            out.append((table, "jump-missing", f"{chain} -> {target}"))
+    return out
 
 
 class Iptables(Protocol):
@@ -84,6 +123,7 @@ class Iptables(Protocol):
     async def delete_jump(self, table: str, chain: str, rule: str) -> None: ...
     async def chains(self, table: str) -> set[str]: ...
     async def has_chain(self, table: str, chain: str) -> bool: ...
+    async def chain_rules(self, table: str, chain: str) -> list[str] | None: ...
 
 
 def choose_mode(nft_save: str, legacy_save: str) -> str:
@@ -253,4 +293,12 @@ class IptablesRunner:
     async def has_chain(self, table: str, chain: str) -> bool:
         rc, _, _ = await self._iptables_cmd("-t", table, "-S", chain)
         return rc == 0
+
+    async def chain_rules(self, table: str, chain: str) -> list[str] | None:
+        """The rules of one chain as ``-S`` prints them (after ``-A CHAIN``); None when it is missing."""
+        rc, out, _ = await self._iptables_cmd("-t", table, "-S", chain)
+        if rc != 0:
+            return None
+        prefix = f"-A {chain} "
+        return [ln[len(prefix):] for ln in out.splitlines() if ln.startswith(prefix)]
 

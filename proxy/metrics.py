@@ -32,10 +32,20 @@ LIVEZ = Counter("kubeproxy_proxy_livez_total", "Cumulative proxy livez HTTP stat
 CONNTRACK_DURATION = Histogram("kubeproxy_conntrack_reconciler_sync_duration_seconds", "Conntrack reconciler sync duration", ["ip_family"], buckets=_SYNC_BUCKETS)
 CONNTRACK_DELETED = Counter("kubeproxy_conntrack_reconciler_deleted_entries_total", "Cumulative conntrack flows deleted by the reconciler", ["ip_family"])
 
-ENDPOINTS_TRUNCATED = Counter("podnet_proxy_endpoints_truncated_total", "Endpoints left out because a service port exceeded the per-port bound")
+ENDPOINTS_TRUNCATED = Counter("podnet_proxy_endpoints_truncated_total", "Endpoints left out because a service port exceeded --max-endpoints-per-service-port")
+SKIPPED_SERVICES = Counter(
+    "podnet_proxy_skipped_services_total",
+    "Services left out of a sync because a value could not be written safely (a bug upstream), by reason",
+    ["reason", "ip_family"],
+)
+FOREIGN_CHANGES = Counter(
+    "podnet_proxy_foreign_changes_total",
+    "Foreign changes to podnet's rules found by the periodic check (flushed tables or chains, deleted jumps), repaired by a full sync",
+    ["table", "kind", "ip_family"],
+)
 CHANGE_TO_PROGRAMMED = Histogram(
     "podnet_proxy_change_to_programmed_seconds",
     "From the first Service/EndpointSlice event this proxy queued to the rules in the kernel",
     ["ip_family"], buckets=_NP_BUCKETS,
 )
-CANARY_LOST = Counter("podnet_proxy_canary_lost_total", "Foreign flushes of podnet tables detected (canary chain missing)", ["table", "ip_family"])
+CANARY_LOST = Counter("podnet_proxy_canary_lost_total", "Foreign flushes of podnet tables detected (canary chain or its rule missing)", ["table", "ip_family"])

@@ -4,13 +4,15 @@ A Service becomes one :class:`ServicePortInfo` per port and family; its
 EndpointSlices become :class:`EndpointInfo` tuples per service port. All
 values are frozen and compare by content, so "did this service change?" is
 ``==``. Everything here is pure. IPs arrive validated and canonical from
-podnet.kube, so no string built from them can carry foreign text into an
-iptables-restore line.
+podnet.kube, and guard.py checks every value again before any rule is kept,
+so no string built from them can carry foreign text into an iptables-restore
+line.
 
-Bound: one service port keeps at most ``max_endpoints`` endpoints (ready ones
-first, then by address). Anything beyond is dropped with a log line and the
-``podnet_proxy_endpoints_truncated_total`` metric, so one hostile or huge
-service cannot blow up the restore for everyone else.
+Bound: none by default, as in kube-proxy. With ``max_endpoints`` set
+(--max-endpoints-per-service-port), one service port keeps at most that many
+endpoints (ready ones first, then by address); the cut is logged as a warning
+naming the service and port, and counted in
+``podnet_proxy_endpoints_truncated_total``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from podnet.kube.objects import EndpointSlice, Service
 
 log = logging.getLogger("podnet.proxy")
 
-DEFAULT_MAX_ENDPOINTS = 5000
+DEFAULT_MAX_ENDPOINTS = 0
+"""No bound (kube-proxy has none)."""
 
 
 def family_of(ip: str) -> int:
@@ -186,12 +189,12 @@ def endpoints_by_port(
     pton = socket.inet_pton
     for key, bucket in merged.items():
         eps = list(bucket.values())
-        if len(eps) > max_endpoints:
+        if max_endpoints > 0 and len(eps) > max_endpoints:
             eps.sort(key=lambda e: (not e.ready, _ip_sort_key(e.ip), e.port))
             from podnet.proxy import metrics
 
             log.warning(
-                "service %s port %s/%s has %d endpoints; keeping the first %d", service, key[0] or "-", key[1], len(eps), max_endpoints
+                "service %s port %s/%s has %d endpoints; keeping the first %d (--max-endpoints-per-service-port)", service, key[0] or "-", key[1], len(eps), max_endpoints
             )
             metrics.ENDPOINTS_TRUNCATED.inc(len(eps) - max_endpoints)
             eps = eps[:max_endpoints]

@@ -91,5 +91,9 @@ def dispatch_chain(table: str, root: str, network: str) -> str:
     return "PODNET-DST-" + _hash(f"{table}/{root}/{network}")
 
 
+POLICY_PREFIXES = ("PODNET-POL-", "PODNET-NP-")
+"""Chains of the NetworkPolicy engine (podnet.policy): another writer's, never the proxy's."""
+
+
 def is_ours(chain: str) -> bool:
-    return chain.startswith(PREFIX)
+    return chain.startswith(PREFIX) and not chain.startswith(POLICY_PREFIXES)

@@ -90,8 +90,14 @@ def nodeport_cidrs(cfg: Config, primary: tuple[str, ...]) -> dict[int, tuple[str
     return {fam: nodeports.for_family(resolved, fam) for fam in (4, 6)}
 
 
-async def family_proxiers(cfg: Config, primary: tuple[str, ...] = ()) -> list[FamilyProxier]:
+async def family_proxiers(cfg: Config, primary: tuple[str, ...] = ()) -> list[Any]:
+    """One proxier per family for ``cfg.proxy_mode``; the other mode's rules are removed first."""
     warn_bridge_netfilter()
+    from podnet.proxy import nft_node
+
+    if cfg.proxy_mode == "nftables":
+        return await nft_node.family_proxiers(cfg, primary)
+    await nft_node.remove_tables()
     mode = await detect_mode()
     log.info("iptables backend: %s (only this one is written)", mode)
     fams = cfg.ip_families or ((4, 6) if await _family_works("ip6tables", mode) else (4,))
@@ -129,4 +135,7 @@ async def cleanup_all(cfg: Config) -> int:
             continue
         n = await cleanup(IptablesRunner(fam, mode))
         log.info("IPv%d (%s): removed %d podnet chains", fam, mode, n)
+    from podnet.proxy.nft_node import remove_tables
+
+    log.info("removed podnet's nftables table in %d families", await remove_tables())
     return 0

@@ -11,10 +11,22 @@ iptables. Guarantees:
 * a full sync happens first, after any failure, after a lost canary and at
   least every ``full_sync_period``; it also re-ensures the jumps from the
   built-in chains and deletes stale ``PODNET-`` chains found in the kernel;
-* a failing restore changes nothing in the kernel (iptables-restore is
-  atomic per table): the offending lines are logged, the failure counted and
-  the next sync forced full; one service whose rules cannot be computed is
-  logged and skipped without stopping the others;
+* a failing restore is atomic per table only (iptables-restore commits at
+  each COMMIT): the log says which tables were committed, which failed and
+  which were not applied (render.restore_outcome), the failure is counted,
+  and every table is rewritten by a full sync: at once when a partial sync
+  failed, else at the next retry; when the refused line belongs to one
+  service's chain, that service is left out (counted, reason
+  restore-refused) until its objects change and the others are written at
+  once (at most QUARANTINE_RETRIES times per sync; iptables-nft reports the
+  COMMIT line, so only iptables-legacy names the refused line);
+* one service whose values cannot be written safely (guard.py) or whose
+  rules cannot be computed is logged, counted in
+  podnet_proxy_skipped_services_total and skipped without stopping the others;
+* ``canary_ok`` (every sync period) compares iptables-save with what was
+  applied (or, between two full read-backs kept to CHECK_BUDGET, checks the
+  canary rules and the jumps): a flushed table or chain, a changed rule count
+  or a deleted jump from a built-in chain forces a full sync, logged and counted;
 * after each family's successful sync, network programming latency is
   observed from the EndpointSlices' trigger-time annotations exactly as
   kube-proxy does (programming.py).
@@ -33,20 +45,23 @@ from typing import Any, Callable
 
 from podnet.kube.objects import EndpointSlice, Service
 from podnet.proxy import metrics as m
-from podnet.proxy import names
+from podnet.proxy import guard, names
 from podnet.proxy.conntrack import Reconciler
-from podnet.proxy.fake_iptables import jump_target
-from podnet.proxy.iptables import Iptables, RestoreError, parse_save
+from podnet.proxy.iptables import Iptables, RestoreError, drift, jump_target, parse_save
 from podnet.proxy.model import DEFAULT_MAX_ENDPOINTS
 from podnet.proxy.programming import TriggerTimes, observe
-from podnet.proxy.render import Plan, plan, render, render_chains, render_rules
+from podnet.proxy.render import Plan, failing_chain, plan, render, render_chains, render_rules, restore_outcome
 from podnet.proxy.rules import JUMPS, NodeContext, ServiceRules, Tables, assemble
-from podnet.proxy.snapshot import service_fragments, services_health
+from podnet.proxy.snapshot import fragments_or_skip, services_health
 from podnet.proxy.tracker import ChangeTracker
 
 log = logging.getLogger("podnet.proxy")
 
 FULL_SYNC_PERIOD = 3600.0
+QUARANTINE_RETRIES = 3
+"""Full syncs retried at once in one sync, each after leaving out one service the kernel refused."""
+CHECK_BUDGET = 0.05
+"""At most this share of the time goes to the full read-back of the rules (see canary_ok)."""
 STREAM_BLOCK = 128
 """Services per block of a streamed full sync (see FamilyProxier._full)."""
 
@@ -83,6 +98,14 @@ class SyncReport:
     seconds: float = 0.0
     changed_services: tuple[str, ...] = ()
     udp_changed: bool = False
+    restore_failed: bool = False
+    quarantined: str | None = None
+    """The service left out because iptables-restore refused one of its lines."""
+    committed: tuple[str, ...] = ()
+    """After a failed restore: the tables iptables-restore had committed ('?': unknown)."""
+    failed_table: str | None = None
+    repaired_partial: bool = False
+    """A partial sync failed and this report is the full sync that repaired it."""
 
 
 @dataclass
@@ -102,6 +125,14 @@ class FamilyProxier:
     applied: Tables | None = None
     need_full: bool = True
     last_full: float | None = None
+    syncing: bool = False
+    quarantined: set[str] = field(default_factory=set)
+    """Services whose rules the kernel refused; left out until their objects change."""
+    next_full_check: float | None = None
+    """When canary_ok next reads back everything (None: at its next run)."""
+    check_costs: tuple[float, float] = (0.0, 0.0)
+    """Seconds the last (full, quick) check took; a quick check that costs half a full one or
+    more (iptables-legacy reads the whole table for every ``-S``) is replaced by the full one."""
 
     @property
     def label(self) -> str:
@@ -131,40 +162,139 @@ class FamilyProxier:
 
     def _refresh(self, key: str) -> None:
         self.dirty.discard(key)
+        self.quarantined.discard(key)  # changed: tried again
         svc, slices = self.source(key) if self.source else (None, [])
         if svc is None:
             self.fragments.pop(key, None)
             return
-        try:
-            self.fragments[key] = service_fragments(svc, slices, self.ctx, self.node_name, self.max_endpoints)
-        except Exception:  # noqa: BLE001 - one bad service must not stop the others
-            log.exception("cannot compute rules for service %s; leaving it out", key)
+        frags = fragments_or_skip(key, svc, slices, self.ctx, self.node_name, self.max_endpoints)
+        if frags is None:
             self.fragments.pop(key, None)
+        else:
+            self.fragments[key] = frags
 
     async def canary_ok(self) -> bool:
-        """False (and the next sync forced full) when any table lost PODNET-CANARY.
+        """False (and the next sync forced full) when podnet's rules were changed from outside.
 
-        kube-proxy polls only mangle; a firewall reload that flushes just nat or
-        filter would go unseen there, so every table podnet writes is checked.
+        The full check compares one ``iptables-save`` of the family with what the
+        last sync applied: every applied chain must exist with exactly its number
+        of rules, and every jump from a built-in chain must be there, so a flushed
+        table (``iptables -t nat -F``: PODNET-CANARY keeps its chain but loses its
+        rule), a flushed podnet chain and a deleted jump are all seen, in every
+        table. It runs whenever its own cost allows (at most ``CHECK_BUDGET`` of
+        the time: every period for small tables); the periods in between run the
+        quick check, ``-S`` of PODNET-CANARY and of the built-in chains with jumps
+        (a table flush or a deleted jump), unless that costs half as much as the
+        full one (then the full one runs every period). Skipped (True) while a sync
+        runs or when the rules could not be read.
         """
-        if self.applied is None:
+        applied = self.applied
+        if applied is None or self.syncing:
             return True
-        lost = [t for t in ("mangle", "filter", "nat") if not await self.ipt.has_chain(t, names.CANARY)]
-        for t in lost:
-            m.CANARY_LOST.labels(t, self.label).inc()
-        if lost:
-            log.warning("%s: PODNET-CANARY missing from %s (foreign flush?); forcing a full sync", self.label, ", ".join(lost))
-            self.need_full = True
-            self.applied = None
-        return not lost
+        start = self.wall()
+        full = (self.next_full_check is None or start >= self.next_full_check
+                or self.check_costs[1] >= 0.5 * self.check_costs[0])
+        if full:
+            text = await self.ipt.save()
+            found = drift(applied, parse_save(text), JUMPS) if text.strip() else None
+            cost = self.wall() - start
+            self.check_costs = (cost, self.check_costs[1])
+            self.next_full_check = start + cost / CHECK_BUDGET
+        else:
+            found = await self._quick_drift(applied)
+            self.check_costs = (self.check_costs[0], self.wall() - start)
+        if self.applied is not applied or self.syncing:
+            return True  # a sync ran meanwhile; the next check compares with its result
+        if found is None:
+            log.warning("%s: the rules could not be read; not checked this period", self.label)
+            return True
+        if not found:
+            return True
+        kinds: dict[tuple[str, str], list[str]] = {}
+        for table, kind, chain in found:
+            kinds.setdefault((table, kind), []).append(chain)
+        for (table, kind), chains in sorted(kinds.items()):
+            m.FOREIGN_CHANGES.labels(table, kind, self.label).inc()
+            if names.CANARY in chains:
+                m.CANARY_LOST.labels(table, self.label).inc()
+        summary = "; ".join(
+            f"{table} {kind}: {len(chains)} ({', '.join(chains[:3])}{', ...' if len(chains) > 3 else ''})"
+            for (table, kind), chains in sorted(kinds.items())
+        )
+        log.warning("%s: podnet's rules were changed from outside (foreign flush?), seen by the %s check: %s; "
+                    "forcing a full sync", self.label, "full" if full else "quick", summary)
+        self.need_full = True
+        self.applied = None
+        return False
+
+    async def _quick_drift(self, applied: Tables) -> list[tuple[str, str, str]]:
+        """drift() restricted to PODNET-CANARY and the jumps, read with ``-S`` per chain."""
+        out: list[tuple[str, str, str]] = []
+        for table, chains in applied.items():
+            if names.CANARY not in chains:
+                continue
+            rules = await self.ipt.chain_rules(table, names.CANARY)
+            if rules is None:
+                out.append((table, "chain-missing", names.CANARY))
+            elif len(rules) != len(chains[names.CANARY]):
+                out.append((table, "rules-changed", names.CANARY))
+        builtin: dict[tuple[str, str], list[str] | None] = {}
+        for table, chain, rule in JUMPS:
+            if table not in applied:
+                continue
+            if (table, chain) not in builtin:
+                builtin[(table, chain)] = await self.ipt.chain_rules(table, chain) or []
+            target = jump_target(rule)
+            if not any(jump_target(r) == target for r in builtin[(table, chain)] or ()):
+                out.append((table, "jump-missing", f"{chain} -> {target}"))
+        return out
 
     def desired(self) -> Tables:
         return assemble((f for k in sorted(self.fragments) for f in self.fragments[k]), self.ctx)
 
     async def sync(self, force_full: bool = False) -> SyncReport:
+        self.syncing = True
+        try:
+            rep = await self._sync(force_full)
+            if rep.restore_failed and not rep.full:
+                # A partial restore may have committed some tables (see render.restore_outcome):
+                # repair at once with a full sync of every table rather than wait a retry period.
+                log.warning("%s: repairing the failed partial sync with a full sync now", self.label)
+                rep = await self._sync(True)
+                rep.repaired_partial = True
+            for _ in range(QUARANTINE_RETRIES):
+                if not rep.quarantined:
+                    break
+                # The kernel refused one service's line: the others are written at once without it.
+                rep = await self._sync(True)
+            return rep
+        finally:
+            self.syncing = False
+
+    def _quarantine(self, chain: str | None) -> str | None:
+        """Leave out the service that owns ``chain`` until it changes; its key (None: no owner)."""
+        if chain is None or not names.is_ours(chain):
+            return None
+        for key, frags in self.fragments.items():
+            if any(chain in f.nat_chains for f in frags):
+                self.fragments.pop(key)
+                self.quarantined.add(key)
+                m.SKIPPED_SERVICES.labels("restore-refused", self.label).inc()
+                log.error("%s: iptables-restore refused a line of service %r (chain %s); it is left out "
+                          "until it changes", self.label, key, chain)
+                return key
+        return None
+
+    async def _sync(self, force_full: bool) -> SyncReport:
         start = self.wall()
         full = force_full or self.need_full or self.last_full is None or start - self.last_full > FULL_SYNC_PERIOD
         rep = SyncReport(self.ctx.family, full)
+        try:
+            guard.check_context(self.ctx)
+        except guard.Unsafe as e:
+            log.error("%s: node settings cannot be written safely, nothing is written: %s", self.label, e)
+            rep.ok = False
+            return rep
         try:
             if full:
                 desired, p = await self._full()
@@ -181,15 +311,24 @@ class FamilyProxier:
             m.RESTORE_FAILURES.labels(self.label).inc()
             if not full:
                 m.PARTIAL_RESTORE_FAILURES.labels(self.label).inc()
-            log.error("%s restore failed (%s); kernel keeps its previous rules; next sync is full. Lines:\n%s",
-                      self.label, e, e.context())
+            committed, failed, later = restore_outcome(e.text, e.line)
+            rep.committed, rep.failed_table, rep.restore_failed = tuple(committed), failed, True
+            if failed is None:
+                state = "unknown which tables were committed (no line number); all are rewritten by the next full sync"
+            else:
+                state = (f"committed: {', '.join(committed) or 'none'}; failed: {failed}; "
+                         f"not applied: {', '.join(later) or 'none'}; every table is rewritten by the next full sync")
+            log.error("%s %s restore failed (%s); %s. Lines:\n%s",
+                      self.label, "full" if full else "partial", e, state, e.context())
+            rep.quarantined = self._quarantine(failing_chain(e.text, e.line))
             self.need_full = True
             self.applied = None
             rep.ok = False
             return rep
         rep.wrote_chains = sum(len(v) for v in p.write.values())
         rep.deleted_chains = sum(len(v) for v in p.delete.values())
-        self.applied = desired
+        if rep.restored:  # an empty plan leaves the same rules (and canary_ok's snapshot) in place
+            self.applied = desired
         self.need_full = False
         if full:
             self.last_full = start

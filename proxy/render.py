@@ -87,3 +87,49 @@ def render(desired: Tables, p: Plan) -> str:
 def render_full(desired: Tables) -> str:
     """The whole desired state as one restore (golden tests, benchmarks)."""
     return render(desired, plan(desired, None, full=True))
+
+
+def restore_outcome(text: str, line: int | None) -> tuple[list[str], str | None, list[str]]:
+    """Which tables of a failed ``iptables-restore`` input were committed.
+
+    iptables-restore commits each table at its ``COMMIT`` line, so when line
+    ``line`` (1-based, as the tool reports it) fails, every table whose COMMIT
+    came before it is in the kernel, the table holding ``line`` (its COMMIT
+    included) is not, and neither is any later one. Returns (committed,
+    failed table, not applied); with ``line`` unknown, (['?'], None, []).
+    """
+    if line is None:
+        return ["?"], None, []
+    committed: list[str] = []
+    failed: str | None = None
+    later: list[str] = []
+    table = None
+    for i, ln in enumerate(text.splitlines(), 1):
+        if ln.startswith("*"):
+            table = ln[1:].strip()
+            if failed is not None:
+                later.append(table)
+        elif ln.strip() == "COMMIT" and table is not None and i < line and failed is None:
+            committed.append(table)
+        if i == line and failed is None:
+            failed = table or "?"
+    if failed is None:
+        return ["?"], None, []
+    return committed, failed, later
+
+
+def failing_chain(text: str, line: int | None) -> str | None:
+    """The chain that line ``line`` of a restore input writes (``:C``, ``-A C``, ``-I C``,
+    ``-X C``), or None (unknown line, ``COMMIT``, a table header)."""
+    if line is None:
+        return None
+    lines = text.splitlines()
+    if not 1 <= line <= len(lines):
+        return None
+    ln = lines[line - 1]
+    if ln.startswith(":"):
+        return ln[1:].split(" ", 1)[0]
+    op, _, rest = ln.partition(" ")
+    if op in ("-A", "-I", "-X") and rest:
+        return rest.split(" ", 1)[0]
+    return None

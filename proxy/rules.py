@@ -10,7 +10,8 @@ trees (dispatch.py) and returns ``{table: {chain: rules}}``.
 
 A rule is the text after ``-A CHAIN``. Every value in it is an IP, CIDR or
 port that podnet.kube validated, or a name from names.py; comments only
-carry validated Kubernetes names. Semantics follow kube-proxy's iptables
+carry validated Kubernetes names. snapshot.py has guard.py check the values
+and every rule line of a fragment again, and drops a service that fails. Semantics follow kube-proxy's iptables
 mode rule for rule (see the module tests for the packet-level contract).
 """
 
@@ -27,6 +28,8 @@ from podnet.proxy.model import EndpointInfo, ServicePortInfo
 
 Tables = dict[str, dict[str, tuple[str, ...]]]
 TABLE_ORDER = ("mangle", "filter", "nat")
+CANARY_RULE = '-m comment --comment "podnet canary: a flush of this table removes this rule" -j RETURN'
+"""The one rule of PODNET-CANARY (never jumped to): a flush of the table removes it, the chain survives."""
 
 
 @dataclass(frozen=True)
@@ -281,7 +284,7 @@ def assemble(fragments: Iterable[ServiceRules], ctx: NodeContext) -> Tables:
         + (" --random-fully" if ctx.random_fully else ""),
     ]
     nat[n.MARK_MASQ] = [f"-j MARK --or-mark {mark}"]
-    nat[n.CANARY] = []
+    nat[n.CANARY] = [CANARY_RULE]
 
     flt: dict[str, list[str]] = build_tree("filter", n.SERVICES, f_services, leaf)
     flt.update(build_tree("filter", n.EXTERNAL_SERVICES, f_external, leaf))
@@ -304,12 +307,12 @@ def assemble(fragments: Iterable[ServiceRules], ctx: NodeContext) -> Tables:
         if ctx.localhost_nodeports_active
         else []
     )
-    flt[n.CANARY] = []
+    flt[n.CANARY] = [CANARY_RULE]
 
     out_nat = {k: tuple(v) for k, v in nat.items()}
     out_nat.update(nat_chains)
     return {
-        "mangle": {n.CANARY: ()},
+        "mangle": {n.CANARY: (CANARY_RULE,)},
         "filter": {k: tuple(v) for k, v in flt.items()},
         "nat": out_nat,
     }

@@ -40,6 +40,8 @@ class MonotonicClock:
 
 class Pacer:
     def __init__(self, min_interval: float, max_interval: float, retry_interval: float) -> None:
+        if max_interval <= 0 or retry_interval <= 0 or min_interval < 0:
+            raise ValueError("sync intervals must be > 0 (min_interval >= 0): a zero period would spin")
         self.min_interval = min_interval
         self.max_interval = max_interval
         self.retry_interval = retry_interval
@@ -110,6 +112,7 @@ class SyncRunner:
             now = self.clock.now()
             delay = self.pacer.next_run(now) - now
             if delay <= 0:
+                await asyncio.sleep(0)  # back-to-back runs still let signals and other tasks in
                 continue
             self._wake.clear()
             sleeper = asyncio.ensure_future(self.clock.sleep(min(delay, 3600)))

@@ -28,7 +28,7 @@ def test_packages_list_matches_folders():
 
 def test_every_source_folder_is_mapped():
     mapped = set(SETUPTOOLS["package-dir"].values())
-    assert mapped == {"kube", "proxy", "cni", "dns", "netlab"}
+    assert mapped == {"kube", "proxy", "cni", "dns", "netlab", "policy"}
 
 
 def test_import_dns_is_dnspython():
@@ -52,4 +52,4 @@ def test_bare_names_not_importable(bare):
 
 
 def test_console_scripts_declared():
-    assert set(PYPROJECT["project"]["scripts"]) == {"podnet", "podnet-proxy", "podnet-cni", "podnet-dns"}
+    assert set(PYPROJECT["project"]["scripts"]) == {"podnet", "podnet-proxy", "podnet-cni", "podnet-dns", "podnet-policy"}

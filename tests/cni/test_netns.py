@@ -218,7 +218,7 @@ def test_compiled_shim_end_to_end(make_node, pool):
     code, res = node.cni("ADD", netns=pod.path, version="0.4.0")
     assert code == 0 and [ip["version"] for ip in res["ips"]] == ["4", "6"]
     assert node.cni("CHECK", netns=pod.path, version="0.4.0", prevResult=res) == (0, None)
-    assert node.cni("ADD", netns=pod.path)[0] == 4
+    assert node.cni("ADD", netns=pod.path, version="0.4.0") == (0, res)  # repeated: rebuilt, same result
     assert node.cni("DEL", netns=pod.path) == (0, None)
     assert node.reservations() == [] and node.host_veths() == []
 

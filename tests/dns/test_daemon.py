@@ -196,12 +196,14 @@ class Broken:
     name = "broken"
 
 
-async def test_failed_rebuild_keeps_serving_and_recovers(lab, caplog):
+async def test_unbuildable_object_is_left_out_and_others_still_answer(lab, caplog):
     lab.sync()
     await settle()
     lab.services.upsert(Broken())
     await settle()
-    assert "rebuilding the DNS table failed" in caplog.text
+    assert "'default/broken' left out of DNS: unbuildable" in caplog.text
+    assert "rebuilding the DNS table failed" not in caplog.text
+    assert await lab.http("/ready") == (200, "OK")
     r = await lab.q("web.default.svc.cluster.local.")
     assert r.answer[0][0].to_text() == "10.96.0.5"
     lab.services.delete("default/broken")

@@ -227,17 +227,19 @@ async def test_events_during_a_large_build_are_applied_right_after_it(cluster):
     assert sync.rebuilds == 2  # the chunked first sync, then one small follow-up
 
 
-class Broken:
-    """Not a Service: building records from it raises."""
-
-    key = "ns0/broken"
-    namespace = "ns0"
-    name = "broken"
-
-
-async def test_a_failed_large_build_keeps_the_previous_table_and_recovers(cluster, caplog):
+async def test_a_failed_large_build_keeps_the_previous_table_and_recovers(cluster, caplog, monkeypatch):
+    """Objects are left out one by one (tests/dns/test_hostile.py); a fault in the build itself is
+    injected here, failing the whole large build until it is lifted."""
     sync = cluster.daemon.sync
-    cluster.services.upsert(Broken())
+    real_update = snapshot.update
+    fault = {"on": True}
+
+    def update(*args, **kw):
+        if fault["on"]:
+            raise RuntimeError("injected fault")
+        return real_update(*args, **kw)
+
+    monkeypatch.setattr(snapshot, "update", update)
     cluster.sync()
     for _ in range(10_000):
         await asyncio.sleep(0)
@@ -247,7 +249,8 @@ async def test_a_failed_large_build_keeps_the_previous_table_and_recovers(cluste
     assert not sync.synced
     reply = await tcp_exchange(cluster.daemon.server.port, query("s0.ns0.svc.cluster.local", 1))
     assert rcode(reply) == 2  # still the start-up table: SERVFAIL
-    cluster.services.delete("ns0/broken")
+    fault["on"] = False
+    cluster.services.upsert(svc("ns0", "later", clusterIP="10.98.0.2"))
     await asyncio.wait_for(sync.synced_event.wait(), 60)
     reply = await tcp_exchange(cluster.daemon.server.port, query("s0.ns0.svc.cluster.local", 2))
     assert rcode(reply) == 0 and ancount(reply) == 1

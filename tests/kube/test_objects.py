@@ -43,7 +43,7 @@ SERVICE_HEADLESS = {
 }
 SERVICE_EXTERNAL_NAME = {
     "metadata": {"name": "ext", "namespace": "default"},
-    "spec": {"type": "ExternalName", "externalName": "Example.COM."},
+    "spec": {"type": "ExternalName", "externalName": "example.com."},
 }
 SLICE = {
     "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",

@@ -88,12 +88,18 @@ async def test_restore_failure_keeps_kernel_and_forces_full():
     before = metric("kubeproxy_sync_proxy_rules_iptables_restore_failures_total", ip_family="IPv4")
     fake.fail_next = "iptables-restore: line 3 failed"
     slices.set(slice_(endpoints=[ep("10.0.1.2")], name="a"))
-    assert not await d._sync()
-    assert trace(fake).endpoints == ("10.0.1.1:80",)  # previous rules still in force
-    assert fam.need_full
+    assert await d._sync()  # the failed partial restore is repaired at once by a full one
+    rep = d.proxier.last_reports[0]
+    assert rep.full and rep.repaired_partial and not fam.need_full
     assert metric("kubeproxy_sync_proxy_rules_iptables_restore_failures_total", ip_family="IPv4") == before + 1
+    assert trace(fake).endpoints == ("10.0.1.2:80",)
+    fake.fail_table = "nat"  # now every restore fails: the previous rules stay in force
+    slices.set(slice_(endpoints=[ep("10.0.1.3")], name="a"))
+    assert not await d._sync()
+    assert trace(fake).endpoints == ("10.0.1.2:80",) and fam.need_full
+    fake.fail_table = None
     assert await d._sync()
-    assert d.proxier.last_reports[0].full and trace(fake).endpoints == ("10.0.1.2:80",)
+    assert d.proxier.last_reports[0].full and trace(fake).endpoints == ("10.0.1.3:80",)
 
 
 async def test_foreign_flush_detected_by_canary_and_repaired():

@@ -84,9 +84,10 @@ def test_cli_and_config_file_keep_keywords(tmp_path):
     cfg = build_config(parser().parse_args(["--nodeport-addresses", "primary,localhost,10.1.0.0/16"]))
     assert cfg.nodeport_addresses == ("primary", "localhost", "10.1.0.0/16")
     f = tmp_path / "c.json"
-    f.write_text('{"nodePortAddresses": ["primary"]}')
+    f.write_text('{"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration", '
+                 '"nodePortAddresses": ["primary"]}')
     assert build_config(parser().parse_args(["--config", str(f)])).nodeport_addresses == ("primary",)
-    with pytest.raises(SystemExit, match="neither a CIDR"):
+    with pytest.raises(ValueError, match="neither a CIDR"):
         build_config(parser().parse_args(["--nodeport-addresses", "primry"]))
 
 

@@ -104,10 +104,11 @@ async def test_failed_sync_observes_nothing_and_drops_times():
     assert await p.sync()
     c0, s0 = hist()
     p.on_slice(None, sl(START + 1))
-    fake.fail_next = "boom"
+    fake.fail_table = "filter"  # fails the partial restore and its immediate full repair
     clock.t = START + 2
     assert not await p.sync()
     assert hist() == (c0, s0)
+    fake.fail_table = None
     assert await p.sync()  # the retry programs the change but the trigger was checked out (kube-proxy)
     assert hist() == (c0, s0)
 

@@ -20,8 +20,8 @@ from podnet.proxy.testing import NODE, FakeClock, FakeInformer, ctx, ep, slice_,
 from podnet.proxy.trace import Packet, Tracer
 
 
-@pytest.mark.parametrize("text,want", [("30s", 30.0), ("1m", 60.0), ("500ms", 0.5), ("1h30m", 5400.0), ("2", 2.0)],
-                         ids=["s", "m", "ms", "h-m", "bare"])
+@pytest.mark.parametrize("text,want", [("30s", 30.0), ("1m", 60.0), ("500ms", 0.5), ("1h30m", 5400.0), ("0", 0.0)],
+                         ids=["s", "m", "ms", "h-m", "bare-zero"])
 def test_parse_duration(text, want):
     assert parse_duration(text) == want
 
@@ -34,7 +34,8 @@ def test_netlab_flags_and_config_file(tmp_path):
     assert (cfg.master, cfg.hostname_override, cfg.cluster_cidr, cfg.nodeport_addresses) == (
         "http://10.1.0.1:6443", "node-1", ("10.244.0.0/16", "fd00:244::/56"), ("192.168.0.0/24",))
     f = tmp_path / "c.json"
-    f.write_text(json.dumps({"hostnameOverride": "n2", "clusterCIDR": "10.0.0.0/8", "nodePortAddresses": ["10.1.0.0/16"],
+    f.write_text(json.dumps({"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
+                             "hostnameOverride": "n2", "clusterCIDR": "10.0.0.0/8", "nodePortAddresses": ["10.1.0.0/16"],
                              "iptables": {"masqueradeAll": True, "syncPeriod": "10s", "minSyncPeriod": "2s"}}))
     cfg = build_config(parser().parse_args(["--config", str(f), "--iptables-min-sync-period", "3s"]))
     assert (cfg.hostname_override, cfg.masquerade_all, cfg.sync_period, cfg.min_sync_period, cfg.nodeport_addresses) == (

@@ -1,0 +1,140 @@
+"""nftables mode vs iptables mode: full sync and one endpoint change, side by side, in fresh namespaces.
+
+For N Services x 5 endpoints (default 10k):
+  nft full          : podnet nftables mode, informer state -> table in the kernel (compute, render, nft -f)
+  nft -f alone      : nft -f of the very same text
+  legacy full       : podnet iptables mode full sync (iptables-legacy)
+  legacy restore    : iptables-legacy-restore --noflush of podnet's iptables text alone
+  nft change        : one endpoint changed, podnet nftables partial sync, time to kernel
+  legacy change     : the same change, podnet iptables mode partial sync (iptables-legacy)
+Optional (slow, once each): PODNET_BENCH_IPT_NFT=1 adds iptables-nft-restore of podnet's iptables
+text; PODNET_BENCH_KP=1 adds nft -f of kube-proxy's nftables shape (numgen vmap + endpoint chains).
+PODNET_BENCH_REPS sets the repetitions (default 3); medians are printed, then every sample.
+Run: .venv/bin/python -P bench/proxy_nft.py [N]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # bench/ only (never the checkout root)
+from proxy_lib import median, objects, pool, require_root, restore_seconds
+from proxy_sync import podnet_full, streamed_text
+
+from podnet.proxy.daemon import Config, Daemon
+from podnet.proxy.nft_proxier import NftFamilyProxier, build
+from podnet.proxy.nft_render import render_full
+from podnet.proxy.nft_run import NftRunner
+from podnet.proxy.rules import NodeContext
+from podnet.proxy.testing import FakeInformer, ep, slice_
+
+REPS = int(os.environ.get("PODNET_BENCH_REPS", "3"))
+
+
+def nft_seconds(ns, text: str) -> float:
+    t = time.perf_counter()
+    p = subprocess.run(["ip", "netns", "exec", ns.name, "nft", "-f", "-"], input=text, text=True, capture_output=True)
+    dt = time.perf_counter() - t
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr[:500])
+    return dt
+
+
+async def nft_full(ns, services, slices, ctx):
+    fam = NftFamilyProxier(NftRunner(4, ["ip", "netns", "exec", ns.name]), ctx, "node-a")
+    d = Daemon(Config(healthz_bind_address="", metrics_bind_address="", proxy_mode="nftables"), [fam])
+    si, ei = FakeInformer(), FakeInformer()
+    d.attach(si, ei)
+    for s in services:
+        si.set(s)
+    for s in slices:
+        ei.set(s)
+    si.synced(), ei.synced()
+    t = time.perf_counter()
+    assert await d._sync()
+    return time.perf_counter() - t, d
+
+
+def kube_proxy_shape(services, slices) -> str:
+    """kube-proxy's nftables shape for the same services: service chain -> numgen vmap -> endpoint chains."""
+    out = ["add table ip kp", "delete table ip kp", "table ip kp {",
+           "  map service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }",
+           "  chain mark-for-masquerade { meta mark set meta mark | 0x4000 ; }",
+           "  chain services { ip daddr . meta l4proto . th dport vmap @service-ips ; }",
+           "  chain nat-prerouting { type nat hook prerouting priority dstnat ; policy accept ; jump services ; }"]
+    elements = []
+    for s, sl in zip(services, slices):
+        sc = f"service-{s.name}"
+        ecs = []
+        for e in sl.endpoints:
+            a = e.addresses[0]
+            ec = f"endpoint-{s.name}-{a}"
+            ecs.append(ec)
+            out.append(f"  chain {ec} {{ ip saddr {a} jump mark-for-masquerade ; meta l4proto tcp dnat to {a}:8080 ; }}")
+        vm = ", ".join(f"{i} : goto {c}" for i, c in enumerate(ecs))
+        out.append(f"  chain {sc} {{ ip daddr {s.cluster_ips[0]} tcp dport 80 ip saddr != 10.128.0.0/9 jump mark-for-masquerade ; "
+                   f"numgen random mod {len(ecs)} vmap {{ {vm} }} ; }}")
+        elements.append(f"{s.cluster_ips[0]} . tcp . 80 : goto {sc}")
+    out.append("}")
+    out.append(f"add element ip kp service-ips {{ {', '.join(elements)} }}")
+    return "\n".join(out) + "\n"
+
+
+async def main(n: int):
+    require_root()
+    ctx = NodeContext(cluster_cidrs=("10.128.0.0/9",), node_ips=("192.168.0.2",))
+    services, slices = objects(n)
+    t = time.perf_counter()
+    nft_text = render_full(build(services, slices, ctx, "node-a"))
+    compute = time.perf_counter() - t
+    ipt_text = await streamed_text(services, slices, ctx)
+    res: dict[str, list[float]] = {k: [] for k in ("nft full", "nft -f alone", "legacy full", "legacy restore",
+                                                   "nft change", "legacy change")}
+    for rep in range(REPS):
+        p = pool()
+        try:
+            ns_n, ns_l = p.netns("n"), p.netns("l")
+            res["nft -f alone"].append(nft_seconds(p.netns("na"), nft_text))
+            dt, dn = await nft_full(ns_n, services, slices, ctx)
+            res["nft full"].append(dt)
+            res["legacy restore"].append(restore_seconds(p.netns("la"), ipt_text))
+            dt, dl, _ = await podnet_full(ns_l, services, slices, ctx)
+            res["legacy full"].append(dt)
+            victim = slices[n // 2]
+            new = slice_(service=victim.service_name, name=victim.name, ports=((8080, "TCP", "http"),),
+                         endpoints=[ep(e.addresses[0]) for e in victim.endpoints[:4]] + [ep(f"10.127.0.{rep + 1}")])
+            for key, d in (("nft change", dn), ("legacy change", dl)):
+                t = time.perf_counter()
+                d.proxier.on_slice(victim, new)
+                assert await d._sync()
+                assert not d.proxier.last_reports[0].full
+                res[key].append(time.perf_counter() - t)
+        finally:
+            p.close()
+    print(f"{n} services x 5 endpoints; nft text {nft_text.count(chr(10))} lines (compute+render {compute:.2f}s), "
+          f"iptables text {ipt_text.count(chr(10))} lines; {REPS} reps, medians:")
+    for k, v in res.items():
+        print(f"  {k:>16}: {median(v):8.3f}s")
+    print("samples: " + "; ".join(f"{k} " + " ".join(f"{x:.3f}" for x in v) for k, v in res.items()), flush=True)
+    # The slow anchors, once each, printed as they finish.
+    if os.environ.get("PODNET_BENCH_KP") == "1":
+        p = pool()
+        try:
+            print(f"  kube-proxy nft shape, nft -f: {nft_seconds(p.netns('k'), kube_proxy_shape(services, slices)):8.3f}s (once)", flush=True)
+        finally:
+            p.close()
+    if os.environ.get("PODNET_BENCH_IPT_NFT") == "1":
+        p = pool()
+        try:
+            print(f"  iptables-nft-restore: {restore_seconds(p.netns('x'), ipt_text, 'iptables-nft-restore'):8.3f}s (once)", flush=True)
+        finally:
+            p.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 10000))

@@ -1,0 +1,170 @@
+"""The policy engine: informers in, one programmer per address family out.
+
+Handlers only mark the state dirty; :meth:`Engine.run` recomputes from the
+informers' frozen stores and applies, at most once per ``min_sync_period``
+(like the proxy's ``--min-sync-period``: a burst of events costs one sync),
+at least once per ``full_sync_period`` (which also re-reads the kernel, so a
+foreign flush is repaired), and never before every informer has synced (an
+empty store must not be taken for "no policies"). A failed sync is retried
+with back-off and leaves the previous rules in force.
+
+Metrics: ``podnet_policy_policies``, ``podnet_policy_isolated_pods``,
+``podnet_policy_programmed_rules``, ``podnet_policy_sync_duration_seconds``
+(compute + apply), ``podnet_policy_programming_latency_seconds`` (first
+change event seen -> rules applied), ``podnet_policy_denied_packets{namespace,pod}``
+(the DROP counters, read at each scrape) and ``podnet_policy_sync_failures_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from podnet.kube.netpol import parse_network_policy, parse_policy_pod
+from podnet.kube.resources import NAMESPACES, Resource
+from podnet.policy.model import Snapshot, compute
+from podnet.policy.programmer import Programmer
+
+__all__ = ["Engine", "NETWORK_POLICIES", "POLICY_PODS", "real_informers"]
+
+log = logging.getLogger("podnet.policy")
+
+NETWORK_POLICIES = Resource("/apis/networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, parse_network_policy)
+POLICY_PODS = Resource("/api/v1", "pods", "Pod", True, parse_policy_pod)
+
+POLICIES = Gauge("podnet_policy_policies", "NetworkPolicies known to this node.")
+ISOLATED = Gauge("podnet_policy_isolated_pods", "Local pods isolated in at least one direction.")
+RULES = Gauge("podnet_policy_programmed_rules", "Rules in the policy chains, per IP family.", ["family"])
+SYNC = Histogram("podnet_policy_sync_duration_seconds", "Compute and apply time of one sync.",
+                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+LATENCY = Histogram("podnet_policy_programming_latency_seconds", "First change event seen until its rules are applied.",
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+DENIED = Gauge("podnet_policy_denied_packets", "Packets dropped by policy so far, per isolated local pod "
+               "(DROP rule counters; read at each scrape).", ["namespace", "pod"])
+FAILURES = Counter("podnet_policy_sync_failures_total", "Syncs that failed (previous rules kept).")
+
+
+def real_informers(client: Any) -> tuple[Any, Any, Any]:
+    from podnet.kube.informer import Informer
+
+    return Informer(client, NETWORK_POLICIES), Informer(client, POLICY_PODS), Informer(client, NAMESPACES)
+
+
+class Engine:
+    def __init__(self, programmers: Sequence[Programmer], node_name: str, *, min_sync_period: float = 0.1,
+                 full_sync_period: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.programmers = list(programmers)
+        self.node_name = node_name
+        self.min_sync_period = min_sync_period
+        self.full_sync_period = full_sync_period
+        self._clock = clock
+        self._informers: list[Any] = []
+        self._dirty = asyncio.Event()
+        self._first_change: float | None = None
+        self._last_sync = float("-inf")
+        self._last_full = clock()
+        self.syncs = 0
+        self.last_error: str | None = None
+
+    def attach(self, policies: Any, pods: Any, namespaces: Any) -> None:
+        self._informers = [policies, pods, namespaces]
+        for inf in self._informers:
+            inf.add_handler(on_add=lambda _o: self.request(), on_update=lambda _o, _n: self.request(),
+                            on_delete=lambda _o: self.request(), on_synced=self.request)
+
+    def request(self) -> None:
+        if self._first_change is None:
+            self._first_change = self._clock()
+        self._dirty.set()
+
+    @property
+    def synced(self) -> bool:
+        return bool(self._informers) and all(i.has_synced for i in self._informers)
+
+    def snapshot(self) -> Snapshot:
+        policies, pods, namespaces = self._informers
+        return Snapshot(tuple(policies.list()), tuple(pods.list()), tuple(namespaces.list()))
+
+    async def sync(self) -> bool:
+        """One recompute + apply; True when every family applied."""
+        if not self.synced:
+            return False
+        started = self._clock()
+        first, self._first_change = self._first_change, None
+        self._dirty.clear()
+        snap = self.snapshot()
+        verdicts = compute(snap, self.node_name)
+        ok = True
+        for prog in self.programmers:
+            try:
+                applied = await prog.apply(verdicts)
+                RULES.labels(str(prog.family)).set(applied.rules)
+            except Exception as e:  # noqa: BLE001 - the kernel said no: keep the old rules, retry later
+                ok = False
+                self.last_error = str(e)
+                log.error("IPv%d policy sync failed: %s", prog.family, e)
+        done = self._clock()
+        self._last_sync = done
+        POLICIES.set(len(snap.policies))
+        ISOLATED.set(len(verdicts))
+        SYNC.observe(done - started)
+        if ok:
+            self.syncs += 1
+            self.last_error = None
+            if first is not None:
+                LATENCY.observe(done - first)
+        else:
+            FAILURES.inc()
+            if self._first_change is None:
+                self._first_change = first if first is not None else done
+        return ok
+
+    async def collect_denied(self) -> dict[str, int]:
+        """Refresh ``podnet_policy_denied_packets`` from the kernel's counters; pod key -> packets."""
+        total: dict[str, int] = {}
+        for prog in self.programmers:
+            for key, n in (await prog.denied()).items():
+                total[key] = total.get(key, 0) + n
+        DENIED.clear()
+        for key, n in total.items():
+            ns, _, name = key.partition("/")
+            DENIED.labels(ns, name).set(n)
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(i.run()) for i in self._informers]
+        backoff = 0.0
+        try:
+            while not stop.is_set():
+                wait = self.full_sync_period - (self._clock() - self._last_full)
+                waiter = asyncio.create_task(self._dirty.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, stopper}, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                if stop.is_set():
+                    break
+                pause = max(self.min_sync_period - (self._clock() - self._last_sync), backoff)
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                if self._clock() - self._last_full >= self.full_sync_period:
+                    for p in self.programmers:
+                        p.force_resync()
+                    self._last_full = self._clock()
+                    self._dirty.set()
+                if not self.synced:
+                    self._dirty.clear()  # on_synced will request again
+                    continue
+                if await self.sync():
+                    backoff = 0.0
+                else:
+                    backoff = min(max(backoff * 2, 0.5), 30.0)
+                    self._dirty.set()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

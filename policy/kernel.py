@@ -1,0 +1,104 @@
+"""The kernel side effect of the policy engine: ipsets and our filter chains. Nothing else.
+
+:class:`Kernel` is everything the programmer asks of a node; :class:`KernelRunner`
+execs the real tools (``ipset``, and the node's iptables backend, legacy or nft,
+as the proxy detects it), optionally under a prefix such as
+``ip netns exec NS``; :class:`podnet.policy.testing.FakeKernel` implements the
+same protocol in memory. A restore is all-or-nothing per tool invocation:
+a failed ``ipset restore`` or ``iptables-restore`` raises :class:`KernelError`
+and the previous state stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from typing import Protocol, Sequence
+
+__all__ = ["Kernel", "KernelRunner", "KernelError"]
+
+
+class KernelError(RuntimeError):
+    """A tool failed; the message has its exit status and stderr."""
+
+
+class Kernel(Protocol):
+    family: int
+
+    async def ipset_restore(self, text: str) -> None: ...
+    async def ipset_destroy(self, name: str) -> None: ...
+    async def ipset_names(self) -> set[str]: ...
+    async def iptables_restore(self, text: str) -> None: ...
+    async def filter_chains(self) -> set[str]: ...
+    async def filter_counters(self) -> str: ...
+    async def ensure_first(self, table: str, chain: str, rule: str) -> bool: ...
+    async def delete_rule(self, table: str, chain: str, rule: str) -> None: ...
+
+
+async def _exec(argv: Sequence[str], stdin: str | None = None, timeout: float = 120) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 124, "", f"{argv[0]} timed out after {timeout}s"
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+class KernelRunner:
+    """Real tools for one family and iptables backend (``mode``: 'legacy' or 'nft')."""
+
+    def __init__(self, family: int = 4, mode: str = "legacy", prefix: Sequence[str] = ()) -> None:
+        self.family = family
+        self.prefix = list(prefix)
+        base = "iptables" if family == 4 else "ip6tables"
+        self._iptables = f"{base}-{mode}"
+        self._restore = f"{base}-{mode}-restore"
+        self._save = f"{base}-{mode}-save"
+
+    async def _run(self, argv: list[str], stdin: str | None = None) -> str:
+        rc, out, err = await _exec([*self.prefix, *argv], stdin)
+        if rc != 0:
+            raise KernelError(f"{argv[0]} {' '.join(argv[1:3])}: exit {rc}: {err.strip()[:500]}")
+        return out
+
+    async def ipset_restore(self, text: str) -> None:
+        await self._run(["ipset", "restore"], text)
+
+    async def ipset_destroy(self, name: str) -> None:
+        await self._run(["ipset", "destroy", name])
+
+    async def ipset_names(self) -> set[str]:
+        return set((await self._run(["ipset", "list", "-n"])).split())
+
+    async def iptables_restore(self, text: str) -> None:
+        await self._run([self._restore, "--noflush", "--wait"], text)
+
+    async def filter_chains(self) -> set[str]:
+        out = await self._run([self._save, "-t", "filter"])
+        return {ln[1:].split()[0] for ln in out.splitlines() if ln.startswith(":")}
+
+    async def filter_counters(self) -> str:
+        """``iptables-save -c -t filter``: every rule with its [packets:bytes]."""
+        return await self._run([self._save, "-c", "-t", "filter"])
+
+    async def ensure_first(self, table: str, chain: str, rule: str) -> bool:
+        args = shlex.split(rule)
+        rc, _, _ = await _exec([*self.prefix, self._iptables, "--wait", "-t", table, "-C", chain, *args])
+        if rc == 0:
+            return False
+        await self._run([self._iptables, "--wait", "-t", table, "-I", chain, "1", *args])
+        return True
+
+    async def delete_rule(self, table: str, chain: str, rule: str) -> None:
+        args = shlex.split(rule)
+        for _ in range(100):
+            rc, _, _ = await _exec([*self.prefix, self._iptables, "--wait", "-t", table, "-D", chain, *args])
+            if rc != 0:
+                return

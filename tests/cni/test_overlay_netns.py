@@ -1,0 +1,462 @@
+"""Three nodes in two subnets behind a router that knows nothing of pod CIDRs; daemons with ``--backend auto``.
+
+Topology: a router netns ``rt`` with bridge br1 (192.168.77.1/24, where the
+lab API server listens) and bridge br2 (192.168.78.1/24), forwarding between
+them; nodes n1 (192.168.77.11) and n2 (.12) on br1, n3 (192.168.78.13) on br2,
+each with a default route via the router. ``auto`` must use host-gw between n1
+and n2 and VXLAN to n3; pods talk across nodes over TCP and UDP with their own
+source address; a DF datagram of the pod MTU crosses intact; deleted entries
+come back; a recreated VXLAN device (new VTEP MAC) is followed by the peers; a
+node that leaves takes its entries with it; a taken VXLAN port is one log line
+and host-gw peers keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from podnet.cni import overlay
+from podnet.kube import resources
+from podnet.kube.client import ApiClient
+from podnet.netlab.apiserver import LabApiServer
+from podnet.netlab.nsenter import listening_socket
+
+pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
+
+API_IP, API_PORT = "192.168.77.1", 6443
+UNDERLAY = {"n1": ("br1", "192.168.77.11", "192.168.77.1"), "n2": ("br1", "192.168.77.12", "192.168.77.1"),
+            "n3": ("br2", "192.168.78.13", "192.168.78.1")}
+
+
+async def eventually(fn, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await asyncio.to_thread(fn)
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
+
+
+def routes(node, family: str = "-4") -> dict[str, str]:
+    """podnet's routes (proto 150) as ``dst -> "via X"`` / ``"via X dev D onlink"`` / ``"blackhole"``."""
+    out = {}
+    for line in node.ns.ip("-o", family, "route", "show", "proto", "150").splitlines():
+        f = line.split()
+        if f[0] == "blackhole":
+            out[f[1]] = "blackhole"
+        elif "onlink" in f:
+            out[f[0]] = f"via {f[f.index('via') + 1]} dev {f[f.index('dev') + 1]} onlink"
+        else:
+            out[f[0]] = f"via {f[f.index('via') + 1]}"
+    return out
+
+
+def neighs(node, dev: str = "podnet.vxlan") -> set[tuple[str, str]]:
+    out = node.ns.ip("neigh", "show", "dev", dev, "nud", "permanent", check=False)
+    return {(f[0], f[2]) for f in (line.split() for line in out.splitlines()) if len(f) >= 3 and f[1] == "lladdr"}
+
+
+def fdbs(node, dev: str = "podnet.vxlan") -> set[tuple[str, str]]:
+    out = node.ns.run("bridge", "fdb", "show", "dev", dev, check=False)
+    return {(f[0], f[f.index("dst") + 1]) for f in (line.split() for line in out.splitlines()) if "dst" in f}
+
+
+def vtep_mac(node, dev: str = "podnet.vxlan") -> str:
+    return json.loads(node.ns.ip("-j", "link", "show", dev))[0]["address"]
+
+
+def v6(ip: str) -> str:
+    """The IPv6 underlay address of a node or router address: 192.168.77.11 -> fd00:77::11."""
+    a, b, c, d = ip.split(".")
+    return f"fd00:{c}::{d}"
+
+
+def routed_underlay(pool, ipv6: bool = False):
+    """The router netns and three node netns, keyed n1..n3 (see the module docstring); with ``ipv6``
+    the same again in fd00:77::/64 and fd00:78::/64 (no DAD)."""
+    rt = pool.netns("rt")
+    rt.sysctl("net.ipv4.ip_forward", "1")
+    if ipv6:
+        rt.sysctl("net.ipv6.conf.all.forwarding", "1")
+    for br, gw in (("br1", "192.168.77.1/24"), ("br2", "192.168.78.1/24")):
+        rt.ip("link", "add", br, "type", "bridge")
+        rt.ip("addr", "add", gw, "dev", br)
+        if ipv6:
+            rt.ip("addr", "add", v6(gw.split("/")[0]) + "/64", "dev", br, "nodad")
+        rt.ip("link", "set", br, "up")
+    nodes = {}
+    for key, (br, ip, gw) in UNDERLAY.items():
+        n = pool.netns(key)
+        port = f"p{key}"
+        pool.veth(n, "eth0", rt, port)
+        rt.ip("link", "set", port, "master", br)
+        n.ip("addr", "add", f"{ip}/24", "dev", "eth0")
+        n.ip("route", "add", "default", "via", gw)
+        if ipv6:
+            n.ip("addr", "add", v6(ip) + "/64", "dev", "eth0", "nodad")
+            n.ip("-6", "route", "add", "default", "via", v6(gw))
+        nodes[key] = n
+    return rt, nodes
+
+
+TCP_PAIR = r"""
+import socket, sys
+mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+if mode == "serve":
+    s = socket.socket(fam); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((addr, port)); s.listen(1)
+    print("ready", flush=True)
+    c, peer = s.accept(); c.sendall(peer[0].encode()); c.close()
+else:
+    c = socket.create_connection((addr, port), timeout=5)
+    print(c.recv(100).decode())
+"""
+
+
+def tcp_seen(server_ns, server_ip, client_ns, via: str = "", port: int = 8081) -> str:
+    """The peer address a TCP server in a pod saw (the server may be reused at once: SO_REUSEADDR);
+    ``via``: the address the client connects to instead (a Service's ClusterIP)."""
+    srv = server_ns.popen(sys.executable, "-P", "-c", TCP_PAIR, "serve", server_ip, str(port), stdout=subprocess.PIPE,
+                          text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        return client_ns.run(sys.executable, "-P", "-c", TCP_PAIR, "connect", via or server_ip, str(port)).strip()
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+UDP_PAIR = r"""
+import hashlib, socket, sys
+mode, addr, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+if mode == "serve":
+    s = socket.socket(fam, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, 9090)); s.settimeout(20)
+    print("ready", flush=True)
+    data, peer = s.recvfrom(65535)
+    report = f"{peer[0]} {len(data)} {hashlib.sha256(data).hexdigest()}"
+    for _ in range(3):
+        s.sendto(report.encode(), peer)
+    print(report)
+else:
+    c = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET:
+        c.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set, never fragmented
+    else:
+        c.setsockopt(socket.IPPROTO_IPV6, 23, 2)  # IPV6_MTU_DISCOVER = IPV6_PMTUDISC_DO
+    payload = bytes(i % 251 for i in range(size))
+    c.settimeout(0.5)
+    for _ in range(20):
+        c.sendto(payload, (addr, 9090))
+        try:
+            print(c.recv(200).decode(), hashlib.sha256(payload).hexdigest())
+            break
+        except socket.timeout:
+            pass
+"""
+
+
+def udp_seen(server_ns, server_ip, client_ns, size: int) -> tuple[str, int, bool]:
+    """(peer address the server saw, datagram length it got, payload intact) for one DF datagram."""
+    srv = server_ns.popen(sys.executable, "-P", "-c", UDP_PAIR, "serve", server_ip, str(size),
+                          stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        out = client_ns.run(sys.executable, "-P", "-c", UDP_PAIR, "send", server_ip, str(size)).split()
+        assert len(out) == 4, out
+        return out[0], int(out[1]), out[2] == out[3]
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+async def wait_published(client, name: str) -> dict:
+    async def get():
+        return ((await client.get(overlay.NODES, name))["metadata"].get("annotations") or {})
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        ann = await get()
+        if ann.get("podnet.io/vtep-mac"):
+            return ann
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} did not publish its VTEP: {ann}")
+
+
+METRICS = r"""
+import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())
+"""
+
+
+async def test_auto_chooses_per_pair_and_vxlan_crosses_the_router(pool, make_node):
+    rt, ns = routed_underlay(pool)
+    extra = ["--master", f"http://{API_IP}:{API_PORT}", "--cluster-cidr", "10.244.0.0/16", "--route-interval", "0.5",
+             "--backend", "auto"]
+    sock = listening_socket(rt.name, API_IP, API_PORT)
+    api = await LabApiServer(cluster_cidr="10.244.0.0/16").start(["127.0.0.1:0"], sockets=[sock])
+    client = ApiClient.from_url(api.url)
+    try:
+        n = {k: make_node((), extra + (["--health-listen", "127.0.0.1:10258"] if k == "n1" else []), ns=ns[k])
+             for k in ("n1", "n2", "n3")}
+        for k, node in n.items():
+            await client.create(overlay.NODES, {"metadata": {"name": node.ns.name}, "status": {
+                "addresses": [{"type": "InternalIP", "address": UNDERLAY[k][1]}]}})
+        for node in n.values():
+            await eventually(lambda: node.cni("STATUS", version="1.1.0")[0] == 0, "STATUS 0")
+        ann = {k: await wait_published(client, node.ns.name) for k, node in n.items()}
+        for k, node in n.items():
+            assert ann[k]["podnet.io/vtep-mac"] == vtep_mac(node)
+            assert ann[k]["podnet.io/public-ip"] == UNDERLAY[k][1] and ann[k]["podnet.io/backend"] == "auto"
+        cidr = {k: (await client.get(overlay.NODES, node.ns.name))["spec"]["podCIDR"] for k, node in n.items()}
+        net3 = cidr["n3"].split("/")[0]
+        want1 = {cidr["n1"]: "blackhole", cidr["n2"]: "via 192.168.77.12",
+                 cidr["n3"]: f"via {net3} dev podnet.vxlan onlink"}
+        await eventually(lambda: routes(n["n1"]) == want1, "n1: host-gw to n2, vxlan to n3")
+        net1, net2 = cidr["n1"].split("/")[0], cidr["n2"].split("/")[0]
+        await eventually(lambda: routes(n["n3"]) == {
+            cidr["n3"]: "blackhole", cidr["n1"]: f"via {net1} dev podnet.vxlan onlink",
+            cidr["n2"]: f"via {net2} dev podnet.vxlan onlink"}, "n3: vxlan to both")
+        assert neighs(n["n1"]) == {(net3, vtep_mac(n["n3"]))}
+        assert fdbs(n["n1"]) == {(vtep_mac(n["n3"]), "192.168.78.13")}
+        assert fdbs(n["n3"]) == {(vtep_mac(n["n1"]), "192.168.77.11"), (vtep_mac(n["n2"]), "192.168.77.12")}
+        metrics = n["n1"].ns.run(sys.executable, "-P", "-c", METRICS, "http://127.0.0.1:10258/metrics")
+        for line in ('podnet_cni_overlay_backend{backend="auto"} 1.0', 'podnet_cni_overlay_peer_cidrs{backend="vxlan"} 1.0',
+                     'podnet_cni_overlay_peer_cidrs{backend="host-gw"} 1.0',
+                     'podnet_cni_overlay_ignored_peers{reason="bad-vtep-mac"} 0.0'):
+            assert line in metrics, line
+        link = json.loads(n["n1"].ns.ip("-j", "-d", "link", "show", "podnet.vxlan"))[0]
+        vx = link["linkinfo"]["info_data"]
+        assert (vx["id"], vx["port"], vx["local"], vx.get("learning"), link["mtu"]) == (
+            1, 8472, "192.168.77.11", False, 1450)
+
+        pods, ips = {}, {}
+        for k, node in n.items():
+            pods[k] = pool.netns("p" + k[1])
+            code, res = await asyncio.to_thread(node.cni, "ADD", "c" + k, pods[k].path)
+            assert code == 0, res
+            assert "mtu 1450 " in pods[k].ip("link", "show", "eth0")  # 1500 underlay - 50 bytes of VXLAN over IPv4
+            ips[k] = res["ips"][0]["address"].split("/")[0]
+        for a, b in (("n1", "n3"), ("n3", "n1"), ("n2", "n3"), ("n1", "n2")):
+            assert await asyncio.to_thread(tcp_seen, pods[b], ips[b], pods[a]) == ips[a], (a, b)
+        # UDP, DF set, the largest datagram the pod MTU allows: crosses the VXLAN hop intact, source kept
+        full = 1450 - 28
+        assert await asyncio.to_thread(udp_seen, pods["n3"], ips["n3"], pods["n1"], full) == (ips["n1"], full, True)
+        assert await asyncio.to_thread(udp_seen, pods["n1"], ips["n1"], pods["n3"], full) == (ips["n3"], full, True)
+        assert await asyncio.to_thread(udp_seen, pods["n2"], ips["n2"], pods["n1"], full) == (ips["n1"], full, True)
+
+        # bad input: a newer Node copying n3's VTEP MAC and one with a garbage MAC are ignored and counted;
+        # the routes, neighbours and FDB entries of everybody else stay as they are
+        mac3 = vtep_mac(n["n3"])
+        for name, mac in (("ghost-copy", mac3), ("ghost-garbage", "zz:zz")):
+            await client.create(overlay.NODES, {"metadata": {"name": name, "annotations": {"podnet.io/vtep-mac": mac}},
+                                                "status": {"addresses": [{"type": "InternalIP", "address": "192.168.78.99"}]}})
+        await eventually(lambda: "node ghost-copy: ignoring its ipv4 VTEP (duplicate-vtep-mac)" in n["n1"].log()
+                         and "node ghost-garbage: ignoring its ipv4 VTEP (bad-vtep-mac)" in n["n1"].log(), "ghosts ignored")
+        metrics = n["n1"].ns.run(sys.executable, "-P", "-c", METRICS, "http://127.0.0.1:10258/metrics")
+        assert 'podnet_cni_overlay_ignored_peers{reason="duplicate-vtep-mac"} 1.0' in metrics
+        assert routes(n["n1"]) == want1 and neighs(n["n1"]) == {(net3, mac3)} and fdbs(n["n1"]) == {(mac3, "192.168.78.13")}
+        assert await asyncio.to_thread(tcp_seen, pods["n3"], ips["n3"], pods["n1"]) == ips["n1"]
+        for name in ("ghost-copy", "ghost-garbage"):
+            await client.delete(overlay.NODES, name)
+
+        # a Service on n1 whose only endpoint is the pod on n3: DNAT'ed on n1, carried over VXLAN, client IP kept
+        await client.create(resources.SERVICES, {"metadata": {"name": "web", "namespace": "default"}, "spec": {
+            "clusterIP": "10.96.0.50", "ports": [{"port": 8081, "protocol": "TCP", "targetPort": 8081}]}})
+        await client.create(resources.ENDPOINT_SLICES, {
+            "metadata": {"name": "web-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4", "ports": [{"name": "", "port": 8081, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ips["n3"]], "conditions": {"ready": True}, "nodeName": n["n3"].ns.name}]})
+        proxy = str(Path(sys.executable).with_name("podnet-proxy"))
+        await asyncio.to_thread(n["n1"].ns.run, proxy, "--master", f"http://{API_IP}:{API_PORT}", "--hostname-override",
+                                n["n1"].ns.name, "--cluster-cidr", "10.244.0.0/16", "--once", timeout=60)
+        assert await asyncio.to_thread(tcp_seen, pods["n3"], ips["n3"], pods["n1"], "10.96.0.50") == ips["n1"]
+
+        # the periodic re-check repairs a deleted route, neighbour and FDB entry
+        mac3 = vtep_mac(n["n3"])
+        n["n1"].ns.ip("route", "del", cidr["n3"])
+        n["n1"].ns.ip("neigh", "del", net3, "dev", "podnet.vxlan")
+        n["n1"].ns.run("bridge", "fdb", "del", mac3, "dev", "podnet.vxlan", "dst", "192.168.78.13")
+        await eventually(lambda: routes(n["n1"]) == want1 and neighs(n["n1"]) == {(net3, mac3)}
+                         and fdbs(n["n1"]) == {(mac3, "192.168.78.13")}, "entries repaired")
+
+        # a recreated device on n3 (new VTEP MAC) is republished and followed by n1 and n2
+        n["n3"].ns.ip("link", "del", "podnet.vxlan")
+        await eventually(lambda: n["n3"].ns.ip("link", "show", "podnet.vxlan", check=False)
+                         and vtep_mac(n["n3"]) != mac3, "n3 device recreated")
+        new3 = vtep_mac(n["n3"])
+        await eventually(lambda: fdbs(n["n1"]) == {(new3, "192.168.78.13")} and neighs(n["n1"]) == {(net3, new3)}
+                         and fdbs(n["n2"]) == {(new3, "192.168.78.13")}, "peers follow the new VTEP MAC")
+        await eventually(lambda: routes(n["n3"]).get(cidr["n1"]) == f"via {net1} dev podnet.vxlan onlink",
+                         "n3 routes back over the new device")
+        assert await asyncio.to_thread(tcp_seen, pods["n3"], ips["n3"], pods["n1"]) == ips["n1"]
+
+        # n3 is readdressed (a new InternalIP on its interface): its VTEP moves there, the peers' FDB follows
+        n["n3"].ns.ip("addr", "add", "192.168.78.23/24", "dev", "eth0")
+        await client.patch(overlay.NODES, n["n3"].ns.name, {"status": {"addresses": [
+            {"type": "InternalIP", "address": "192.168.78.23"}]}}, subresource="status")
+        await eventually(lambda: {d for _, d in fdbs(n["n1"])} == {"192.168.78.23"}
+                         and fdbs(n["n1"]) == {(vtep_mac(n["n3"]), "192.168.78.23")}, "n1 FDB follows n3's new address")
+        ann3 = await wait_published(client, n["n3"].ns.name)
+        assert ann3["podnet.io/public-ip"] == "192.168.78.23"
+        await eventually(lambda: neighs(n["n3"]) and routes(n["n3"]).get(cidr["n1"], "").endswith("onlink"),
+                         "n3 entries over the re-created device")
+        assert await asyncio.to_thread(tcp_seen, pods["n3"], ips["n3"], pods["n1"]) == ips["n1"]
+
+        # n3 leaves: its route, neighbour and FDB entry go from n1 and n2
+        await client.delete(overlay.NODES, n["n3"].ns.name)
+        for k in ("n1", "n2"):
+            await eventually(lambda: cidr["n3"] not in routes(n[k]) and not neighs(n[k]) and not fdbs(n[k]),
+                             f"{k}: n3's entries removed")
+        assert routes(n["n1"])[cidr["n2"]] == "via 192.168.77.12"
+        assert "backend auto" in n["n1"].log() and n["n1"].log().count("podnet.vxlan created") == 1
+    finally:
+        await client.close()
+        await api.stop()
+
+
+PORT_HOG = r"""
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 8472))
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+async def test_vxlan_port_taken_is_one_line_and_host_gw_peers_keep_working(pool, make_node, tcp_peer_seen):
+    rt, ns = routed_underlay(pool)
+    hog = ns["n1"].popen(sys.executable, "-P", "-c", PORT_HOG, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True)
+    extra = ["--master", f"http://{API_IP}:{API_PORT}", "--cluster-cidr", "10.244.0.0/16", "--route-interval", "0.3"]
+    sock = listening_socket(rt.name, API_IP, API_PORT)
+    api = await LabApiServer(cluster_cidr="10.244.0.0/16").start(["127.0.0.1:0"], sockets=[sock])
+    client = ApiClient.from_url(api.url)
+    try:
+        assert hog.stdout.readline().strip() == "ready"
+        n = {k: make_node((), extra, ns=ns[k]) for k in ("n1", "n2", "n3")}
+        for k, node in n.items():
+            await client.create(overlay.NODES, {"metadata": {"name": node.ns.name}, "status": {
+                "addresses": [{"type": "InternalIP", "address": UNDERLAY[k][1]}]}})
+        for node in n.values():
+            await eventually(lambda: node.cni("STATUS", version="1.1.0")[0] == 0, "STATUS 0")
+        cidr2 = (await client.get(overlay.NODES, n["n2"].ns.name))["spec"]["podCIDR"]
+        await eventually(lambda: routes(n["n1"]).get(cidr2) == "via 192.168.77.12", "n1 host-gw route to n2")
+        pa, pb = pool.netns("pa"), pool.netns("pb")
+        code, ra = await asyncio.to_thread(n["n1"].cni, "ADD", "a", pa.path)
+        assert code == 0, ra
+        code, rb = await asyncio.to_thread(n["n2"].cni, "ADD", "b", pb.path)
+        assert code == 0, rb
+        a_ip, b_ip = ra["ips"][0]["address"].split("/")[0], rb["ips"][0]["address"].split("/")[0]
+        assert await asyncio.to_thread(tcp_peer_seen, pb, b_ip, pa) == a_ip
+        await asyncio.sleep(1.5)  # several re-checks while the port stays taken
+        lines = [ln for ln in n["n1"].log().splitlines() if "already in use" in ln]
+        assert len(lines) == 1 and "8472/udp" in lines[0], lines
+        assert "podnet.io/vtep-mac" not in ((await client.get(overlay.NODES, n["n1"].ns.name))["metadata"]
+                                            .get("annotations") or {})
+        hog.stdin.close()
+        hog.wait(10)
+        cidr3 = (await client.get(overlay.NODES, n["n3"].ns.name))["spec"]["podCIDR"]
+        await eventually(lambda: routes(n["n1"]).get(cidr3, "").endswith("dev podnet.vxlan onlink"),
+                         "vxlan to n3 once the port is free")
+        await wait_published(client, n["n1"].ns.name)
+    finally:
+        if hog.poll() is None:
+            hog.kill()
+            hog.wait()
+        await client.close()
+        await api.stop()
+
+
+async def test_ipv6_underlay_carries_ipv6_pods_and_dual_stack_pods_keep_their_addresses(pool, make_node):
+    """Dual-stack underlay and pods: each pod family rides the VTEP of its own underlay family
+    (podnet.vxlan6 with 70 bytes of overhead for IPv6), host-gw on the shared subnet for both."""
+    rt, ns = routed_underlay(pool, ipv6=True)
+    extra = ["--master", f"http://{API_IP}:{API_PORT}", "--route-interval", "0.5", "--backend", "auto"]
+    sock = listening_socket(rt.name, API_IP, API_PORT)
+    api = await LabApiServer(cluster_cidr="10.244.0.0/16").start(["127.0.0.1:0"], sockets=[sock])
+    client = ApiClient.from_url(api.url)
+    try:
+        n = {k: make_node((), extra, ns=ns[k]) for k in ("n1", "n2", "n3")}
+        cidrs = {k: (f"10.244.{k[1]}.0/24", f"fd00:10:{k[1]}::/64") for k in n}
+        for k, node in n.items():
+            ip4 = UNDERLAY[k][1]
+            await client.create(overlay.NODES, {
+                "metadata": {"name": node.ns.name}, "spec": {"podCIDR": cidrs[k][0], "podCIDRs": list(cidrs[k])},
+                "status": {"addresses": [{"type": "InternalIP", "address": a} for a in (ip4, v6(ip4))]}})
+        for node in n.values():
+            await eventually(lambda: node.cni("STATUS", version="1.1.0")[0] == 0, "STATUS 0")
+        ann = await wait_published(client, n["n3"].ns.name)
+        assert ann["podnet.io/public-ipv6"] == "fd00:78::13" and ann["podnet.io/vtep-mac-v6"] == vtep_mac(
+            n["n3"], "podnet.vxlan6")
+        await eventually(lambda: routes(n["n1"], "-6") == {
+            "fd00:10:1::/64": "blackhole", "fd00:10:2::/64": "via fd00:77::12",
+            "fd00:10:3::/64": "via fd00:10:3:: dev podnet.vxlan6 onlink"}, "n1 IPv6 routes")
+        await eventually(lambda: fdbs(n["n1"], "podnet.vxlan6") == {(vtep_mac(n["n3"], "podnet.vxlan6"), "fd00:78::13")},
+                         "n1 IPv6 FDB")
+        assert neighs(n["n1"], "podnet.vxlan6") == {("fd00:10:3::", vtep_mac(n["n3"], "podnet.vxlan6"))}
+        link = json.loads(n["n1"].ns.ip("-j", "-d", "link", "show", "podnet.vxlan6"))[0]
+        assert (link["linkinfo"]["info_data"]["local6"], link["mtu"]) == ("fd00:77::11", 1430)
+        assert n["n1"].log().count("podnet.vxlan6 created") == 1  # read back as wanted: never recreated
+        assert n["n1"].log().count("route fd00:10:3::/64 ->") == 1  # the onlink route reads back equal: no churn
+
+        pods, ips = {}, {}
+        for k in ("n1", "n3"):
+            pods[k] = pool.netns("p" + k[1])
+            code, res = await asyncio.to_thread(n[k].cni, "ADD", "c" + k, pods[k].path)
+            assert code == 0, res
+            assert "mtu 1430 " in pods[k].ip("link", "show", "eth0")  # the smaller of 1500-50 and 1500-70
+            ips[k] = {4 if ":" not in a else 6: a for a in (i["address"].split("/")[0] for i in res["ips"])}
+        for fam, size in ((6, 1430 - 48), (4, 1430 - 28)):
+            assert await asyncio.to_thread(tcp_seen, pods["n3"], ips["n3"][fam], pods["n1"]) == ips["n1"][fam]
+            assert await asyncio.to_thread(udp_seen, pods["n3"], ips["n3"][fam], pods["n1"], size) == (
+                ips["n1"][fam], size, True)
+    finally:
+        await client.close()
+        await api.stop()
+
+
+async def test_dual_stack_pods_over_an_ipv4_only_underlay(pool, make_node):
+    """No IPv6 on the underlay: IPv6 pod traffic to a node in another subnet rides the IPv4 VTEP
+    (podnet.vxlan), IPv6 pod addresses kept; host-gw on the shared subnet stays IPv4-only."""
+    rt, ns = routed_underlay(pool)
+    extra = ["--master", f"http://{API_IP}:{API_PORT}", "--route-interval", "0.5", "--backend", "auto"]
+    sock = listening_socket(rt.name, API_IP, API_PORT)
+    api = await LabApiServer(cluster_cidr="10.244.0.0/16").start(["127.0.0.1:0"], sockets=[sock])
+    client = ApiClient.from_url(api.url)
+    try:
+        n = {k: make_node((), extra, ns=ns[k]) for k in ("n1", "n3")}
+        cidrs = {k: (f"10.244.{k[1]}.0/24", f"fd00:10:{k[1]}::/64") for k in n}
+        for k, node in n.items():
+            await client.create(overlay.NODES, {
+                "metadata": {"name": node.ns.name}, "spec": {"podCIDR": cidrs[k][0], "podCIDRs": list(cidrs[k])},
+                "status": {"addresses": [{"type": "InternalIP", "address": UNDERLAY[k][1]}]}})
+        for node in n.values():
+            await eventually(lambda: node.cni("STATUS", version="1.1.0")[0] == 0, "STATUS 0")
+        await eventually(lambda: routes(n["n1"], "-6") == {
+            "fd00:10:1::/64": "blackhole", "fd00:10:3::/64": "via fd00:10:3:: dev podnet.vxlan onlink"},
+            "n1 IPv6 route over the IPv4 VTEP")
+        assert not n["n1"].ns.ip("link", "show", "podnet.vxlan6", check=False).strip()
+        assert ("fd00:10:3::", vtep_mac(n["n3"])) in neighs(n["n1"])
+        pods, ips = {}, {}
+        for k in n:
+            pods[k] = pool.netns("p" + k[1])
+            code, res = await asyncio.to_thread(n[k].cni, "ADD", "c" + k, pods[k].path)
+            assert code == 0, res
+            ips[k] = {4 if ":" not in a else 6: a for a in (i["address"].split("/")[0] for i in res["ips"])}
+        assert await asyncio.to_thread(tcp_seen, pods["n3"], ips["n3"][6], pods["n1"]) == ips["n1"][6]
+        assert await asyncio.to_thread(udp_seen, pods["n1"], ips["n1"][6], pods["n3"], 1450 - 48) == (
+            ips["n3"][6], 1450 - 48, True)
+    finally:
+        await client.close()
+        await api.stop()
