@@ -26,8 +26,8 @@ from pathlib import Path
 
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient
-from podnet.netlab import labstate, manifests as m
-from podnet.netlab.checkkit import pod_netns_map
+from podnet.netlab.check.checkkit import pod_netns_map
+from podnet.netlab.lab import labstate, manifests as m
 
 PODNET = str(Path(sys.executable).parent / "podnet")
 

@@ -239,7 +239,7 @@ def add_pod(netns_path: str, ifname: str, host_name: str, ips: list[IPConfig], m
     fd = open_netns(netns_path)
     try:
         with rtnl.in_netns(fd) as pod:
-            node = _node_rtnl()
+            node = node_rtnl()
             found = pod.request(rtnl.get_link(ifname))
             if isinstance(found, bytes):
                 with _pyroute2_in(fd) as pod_ipr:  # rare: a repeated ADD
@@ -314,7 +314,7 @@ def _pyroute2_in(fd: int) -> Iterator[IPRoute]:
         ipr.close()
 
 
-def _node_rtnl() -> rtnl.Rtnl:
+def node_rtnl() -> rtnl.Rtnl:
     """This worker thread's long-lived raw rtnetlink socket in the node netns."""
     r = getattr(_local, "node_rtnl", None)
     if r is None:
@@ -349,7 +349,7 @@ def _delete_link(name: str) -> bool:
     """Delete a node-side link by name: one RTM_DELLINK, answered once the kernel has released it
     (the ack comes after unregistering, which takes the peer and every route on the pair with it).
     True if deleted, False if there was no such link; CniError 999 for any other failure."""
-    err = _node_rtnl().request(rtnl.del_link(name))
+    err = node_rtnl().request(rtnl.del_link(name))
     if not err:
         return True
     if err in (errno.ENODEV, errno.ENOENT):
@@ -384,7 +384,7 @@ def check_pod(netns_path: str, ifname: str, host_name: str, ips: list[IPConfig])
 
 def podnet_links() -> set[str]:
     """Names of the node-side veths podnet made (``pnc`` + 11 hex digits)."""
-    names = (rtnl.parse_link(body).name for body in _node_rtnl().dump(rtnl.all_links()))
+    names = (rtnl.parse_link(body).name for body in node_rtnl().dump(rtnl.all_links()))
     return {n for n in names if HOST_NAME.fullmatch(n)}
 
 

@@ -24,13 +24,13 @@ import struct
 from dataclasses import dataclass
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
-RTM_NEWADDR, RTM_NEWROUTE = 20, 24
+RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 22, 24, 26
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x300, 0x200, 0x400
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 5, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
-RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 IFF_UP = 0x1
 NLA_F_NESTED = 0x8000
 RT_TABLE_MAIN, RTN_UNICAST, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 254, 1, 0, 253
@@ -123,30 +123,95 @@ def all_links() -> Msg:
     return Msg(RTM_GETLINK, NLM_F_REQUEST, _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
-    """What a GETLINK answer says about a link: its index, name and IFLA_LINK (a veth's peer index)."""
-
-    index: int
-    link: int
-    name: str = ""
+def all_addrs() -> Msg:
+    """A GETADDR for :meth:`Rtnl.dump`: every address of every family."""
+    return Msg(RTM_GETADDR, NLM_F_REQUEST, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
 
 
-def parse_link(body: bytes) -> Link:
-    _family, _type, index, _flags, _change = _IFINFO.unpack_from(body)
-    peer, name = 0, ""
-    off = _IFINFO.size
+def all_routes(family: int) -> Msg:
+    """A GETROUTE for :meth:`Rtnl.dump`: every route of ``family``, all tables."""
+    return Msg(RTM_GETROUTE, NLM_F_REQUEST, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0))
+
+
+def attrs(body: bytes, off: int) -> dict[int, bytes]:
+    """Top-level attributes from ``off`` on: type (without NLA_F_NESTED) -> payload; the last one wins."""
+    out = {}
     while off + 4 <= len(body):
         length, kind = struct.unpack_from("=HH", body, off)
         if length < 4:
             break
-        kind &= ~NLA_F_NESTED
-        if kind == IFLA_LINK:
-            peer = struct.unpack_from("=i", body, off + 4)[0]
-        elif kind == IFLA_IFNAME:
-            name = body[off + 4:off + length].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        out[kind & ~NLA_F_NESTED] = body[off + 4:off + length]
         off += length + (-length % 4)
-    return Link(index, peer, name)
+    return out
+
+
+def _u32(raw: bytes | None) -> int:
+    return struct.unpack("=I", raw[:4])[0] if raw and len(raw) >= 4 else 0
+
+
+def _addr_text(raw: bytes | None) -> str:
+    if not raw:
+        return ""
+    return socket.inet_ntop(socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """What a GETLINK answer says about a link: index, IFLA_LINK (a veth's peer index), name, flags, MTU."""
+
+    index: int
+    link: int
+    name: str = ""
+    flags: int = 0
+    mtu: int = 0
+
+
+def parse_link(body: bytes) -> Link:
+    _family, _type, index, flags, _change = _IFINFO.unpack_from(body)
+    a = attrs(body, _IFINFO.size)
+    peer = struct.unpack("=i", a[IFLA_LINK][:4])[0] if len(a.get(IFLA_LINK, b"")) >= 4 else 0
+    name = a.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return Link(index, peer, name, flags, _u32(a.get(IFLA_MTU)))
+
+
+@dataclass(frozen=True, slots=True)
+class Addr:
+    index: int
+    family: int
+    prefixlen: int
+    scope: int
+    address: str
+    """IFA_ADDRESS (on a point-to-point link, the peer's; else the address itself)."""
+
+
+def parse_addr(body: bytes) -> Addr:
+    family, prefixlen, _flags, scope, index = _IFADDR.unpack_from(body)
+    return Addr(index, family, prefixlen, scope, _addr_text(attrs(body, _IFADDR.size).get(IFA_ADDRESS)))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    family: int
+    dst_len: int
+    table: int
+    proto: int
+    type: int
+    flags: int
+    dst: str
+    gateway: str
+    oif: int
+
+
+def route_proto(body: bytes) -> int:
+    """The protocol of a route answer, read without decoding the rest."""
+    return body[5]
+
+
+def parse_route(body: bytes) -> Route:
+    family, dst_len, _src_len, _tos, table, proto, _scope, kind, flags = _RTMSG.unpack_from(body)
+    a = attrs(body, _RTMSG.size)
+    return Route(family, dst_len, _u32(a.get(RTA_TABLE)) or table, proto, kind, flags,
+                 _addr_text(a.get(RTA_DST)), _addr_text(a.get(RTA_GATEWAY)), _u32(a.get(RTA_OIF)))
 
 
 class Rtnl:

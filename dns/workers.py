@@ -53,6 +53,9 @@ POLL = 0.05
 RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 10.0
 STOP_TIMEOUT = 5.0
+MAX_BACKLOG = 64 << 20
+"""Bytes of events a worker may leave unread; a worker further behind (stopped, stuck) is killed and
+started again from the stores, so the control's memory stays bounded."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,7 @@ class WorkerPool:
         self._tasks: set[asyncio.Task] = set()
         self._reserved: list[socket.socket] = []
         self._pending: list[tuple] = []
+        self.max_backlog = MAX_BACKLOG
         self.restarts = 0
         self.synced_logged = False
         """The one "synced:" line of the server is logged here, once every worker has synced (a
@@ -398,6 +402,15 @@ class WorkerPool:
         for w in self.workers:
             if w.writer is not None and not w.writer.is_closing():
                 w.writer.write(data)
+                if w.writer.transport.get_write_buffer_size() > self.max_backlog and w.proc is not None:
+                    log.warning("DNS worker %d (pid %d) is %d bytes of events behind; replacing it",
+                                w.index, w.proc.pid, w.writer.transport.get_write_buffer_size())
+                    w.writer.transport.abort()
+                    w.writer = None
+                    try:
+                        w.proc.kill()
+                    except ProcessLookupError:
+                        pass
 
     async def stop(self) -> None:
         """SIGTERM every worker and wait for them (SIGKILL after STOP_TIMEOUT)."""

@@ -2,7 +2,7 @@
 
     podnet-policy --kubeconfig FILE --hostname-override NODE [--min-sync-period 100ms]
                   [--ip-family 4|6|dual] [--iptables-mode auto|legacy|nft]
-                  [--metrics-bind-address 127.0.0.1:10259] [--log-denied] [--once] [--cleanup]
+                  [--metrics-bind-address 127.0.0.1:9968] [--log-denied] [--once] [--cleanup]
 
 The API server is found as every podnet binary finds it (``ApiClient.from_flags``:
 --kubeconfig/--master, $KUBECONFIG, ~/.kube/config, in-cluster). A configuration
@@ -62,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--full-sync-period", type=parse_duration, default=300.0)
     p.add_argument("--ip-family", choices=("4", "6", "dual"), default="4")
     p.add_argument("--iptables-mode", choices=("auto", "legacy", "nft"), default="auto")
-    p.add_argument("--metrics-bind-address", type=_hostport, default="127.0.0.1:10259")
+    p.add_argument("--metrics-bind-address", type=_hostport, default="127.0.0.1:9968")
     p.add_argument("--log-denied", action="store_true",
                    help="a kernel LOG line (prefix: the pod's chain) per denied new connection, at most 10/s per pod")
     p.add_argument("--once", action="store_true", help="sync once after the informers have synced, then exit")
@@ -97,8 +97,12 @@ async def _serve_metrics(addr: str, engine: Engine) -> web.AppRunner | None:
         ok = engine.syncs > 0 and engine.last_error is None
         return web.json_response({"synced": engine.syncs > 0, "lastError": engine.last_error}, status=200 if ok else 503)
 
+    async def livez(_r: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = addr.rpartition(":")

@@ -5,8 +5,10 @@ exactly where the iptables FamilyProxier does (same informer side, same
 fragment cache per service key, same SyncReport). Guarantees:
 
 * a full sync (first, after any failure, after a foreign change, and at
-  least every ``FULL_SYNC_PERIOD``) deletes and recreates podnet's table in
-  one transaction; no other table is touched;
+  least every ``FULL_SYNC_PERIOD``) rewrites podnet's whole table in one
+  transaction, flushing it and keeping affinity entries (nft_render.render_full),
+  or, after a failed full sync, deleting and recreating it; no other table is
+  touched;
 * a partial sync flushes and rewrites only the changed services' chains and
   their map/set elements (nft_render.render_partial); a failed partial sync
   is repaired at once by a full one;
@@ -83,6 +85,8 @@ class NftFamilyProxier:
     need_full: bool = True
     last_full: float | None = None
     syncing: bool = False
+    recreate: bool = False
+    """Next full sync deletes and recreates the table (after a failed full sync) instead of flushing it."""
 
     @property
     def label(self) -> str:
@@ -184,7 +188,13 @@ class NftFamilyProxier:
             if self.before_first_write is not None:
                 self.before_first_write()
                 self.before_first_write = None
-            text = render_full(desired)
+            existing = None
+            if not self.recreate:
+                try:
+                    existing = await self.nft.names(TABLE)
+                except (NftError, OSError) as e:
+                    log.warning("%s: cannot list podnet's nft table (%s); recreating it", self.label, e)
+            text = render_full(desired, existing)
         else:
             assert self.applied is not None
             text = render_partial(desired, self.applied, changed)
@@ -197,6 +207,7 @@ class NftFamilyProxier:
             if not full:
                 m.PARTIAL_RESTORE_FAILURES.labels(self.label).inc()
             log.error("%s %s nft sync failed: %s", self.label, "full" if full else "partial", e)
+            self.recreate = self.recreate or full
             self.need_full = True
             self.applied = None
             rep.ok = False
@@ -207,6 +218,7 @@ class NftFamilyProxier:
         self.need_full = False
         if full:
             self.last_full = start
+            self.recreate = False
         rep.seconds = self.wall() - start
         fam = self.label
         m.SYNC_DURATION.labels(fam).observe(rep.seconds)

@@ -3,9 +3,11 @@
 Pure and deterministic (sorted). Both texts are one nft transaction: the kernel
 applies all of it or none of it.
 
-* :func:`render_full` creates the table if missing, deletes it and declares
-  it again with everything in it: no stale chain, map element or foreign rule
-  inside podnet's table survives, and no other table is touched.
+* :func:`render_full` creates the table if missing, then either deletes and
+  declares it again, or (given the chains and sets it holds) flushes it and
+  deletes what podnet no longer wants, keeping affinity sets' entries; either
+  way no stale chain, map element or foreign rule inside podnet's table
+  survives, and no other table is touched.
 * :func:`render_partial` changes only what differs between two states: new
   chains added, changed chains flushed and rewritten, gone chains deleted,
   map and set elements deleted/added one by one. Order inside the
@@ -27,10 +29,20 @@ def _pair(ip: str) -> str:
     return f"{ip} . {ip}"
 
 
-def render_full(state: NftState) -> str:
+def render_full(state: NftState, existing: tuple[set[str], set[str]] | None = None) -> str:
+    """Everything, in one transaction. Without ``existing`` the table is deleted and declared
+    again. With ``existing`` (the chains and sets the table holds now) it is flushed instead:
+    every rule and every static map/set element goes, chains and sets podnet no longer wants
+    are deleted, and the dynamic affinity sets it still wants keep their entries (ClientIP
+    affinity survives a full sync, as xt_recent's lists survive an iptables-restore)."""
     fam = family_kw(state.family)
     a = addr_type(state.family)
-    out = [f"add table {fam} {TABLE}\n", f"delete table {fam} {TABLE}\n", f"table {fam} {TABLE} {{\n"]
+    out = [f"add table {fam} {TABLE}\n"]
+    if existing is None:
+        out.append(f"delete table {fam} {TABLE}\n")
+    else:
+        out.append(f"flush table {fam} {TABLE}\n")
+    out.append(f"table {fam} {TABLE} {{\n")
     for name, decl in map_types(state.family).items():
         out.append(f"  map {name} {{ {decl} }}\n")
     out.append(f"  set {SET_HAIRPIN} {{ type {a} . {a} ; }}\n")
@@ -42,6 +54,13 @@ def render_full(state: NftState) -> str:
         decl = BASE_CHAINS.get(name)
         out.append(f"  chain {name} {{ {decl or ''} }}\n")
     out.append("}\n")
+    if existing is not None:
+        old_chains, old_sets = existing
+        out.extend(f"flush map {fam} {TABLE} {m}\n" for m in map_types(state.family))
+        out.append(f"flush set {fam} {TABLE} {SET_HAIRPIN}\n")
+        out.extend(f"delete chain {fam} {TABLE} {c}\n" for c in sorted(old_chains - set(chains)))
+        keep = set(state.affinity_sets()) | {SET_HAIRPIN}
+        out.extend(f"delete set {fam} {TABLE} {s}\n" for s in sorted(old_sets - keep))
     out.append(_rules_block(fam, chains, sorted(chains)))
     out.extend(_elements("add", fam, sorted(state.elements())))
     return "".join(out)

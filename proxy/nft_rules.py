@@ -223,7 +223,8 @@ def service_nft(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeCon
         if type(timeout) is not int or not 0 < timeout <= 86400:
             raise UnsafeValue(f"not an affinity timeout: {timeout!r}")
         for e in cat.cluster + cat.local:
-            name = _name(affinity_set_name(spn, proto, _endpoint_text(e, family)))
+            # The timeout is part of the name: a changed timeout is a new set, never a redefinition.
+            name = _name(f"{affinity_set_name(spn, proto, _endpoint_text(e, family))}-{timeout}")
             affinity[id(e)] = name
             aff_sets[name] = timeout
 

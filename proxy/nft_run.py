@@ -31,6 +31,9 @@ class Nft(Protocol):
     async def count_rules(self, table: str, chains: list[str]) -> dict[str, int]:
         """Rules per chain as the kernel holds them (0 for a missing table or chain)."""
 
+    async def names(self, table: str) -> tuple[set[str], set[str]]:
+        """(chains, sets) that exist in ``table`` of this family; empty when the table does not."""
+
 
 class NftRunner:
     def __init__(self, family: int, prefix: Sequence[str] = (), binary: str = "nft") -> None:
@@ -52,6 +55,16 @@ class NftRunner:
         if rc != 0:
             raise NftError(f"nft -f - exited {rc}: {err.decode(errors='replace')[:2000]}", text)
 
+    async def names(self, table: str) -> tuple[set[str], set[str]]:
+        fam = "ip" if self.family == 4 else "ip6"
+        found = []
+        for what in ("chains", "sets"):
+            rc, out, err = await self._run(["list", what, fam], None)
+            if rc != 0:
+                raise NftError(f"nft list {what} {fam} exited {rc}: {err.decode(errors='replace')[:500]}")
+            found.append(parse_names(out.decode(), table, what[:-1]))
+        return found[0], found[1]
+
     async def count_rules(self, table: str, chains: list[str]) -> dict[str, int]:
         """One short process (behind the same prefix) dumping only these chains: see nft_count."""
         proc = await asyncio.create_subprocess_exec(
@@ -62,3 +75,14 @@ class NftRunner:
         if proc.returncode != 0:
             raise NftError(f"rule count failed: {err.decode(errors='replace')[:500]}")
         return {k: int(v or 0) for k, v in json.loads(out).items()}
+
+
+def parse_names(listing: str, table: str, kind: str) -> set[str]:
+    """Names of ``kind`` ('chain' or 'set') declared in ``table`` in an ``nft list chains|sets`` output."""
+    out, inside = set(), False
+    for line in listing.splitlines():
+        if line.startswith("table "):
+            inside = line.split()[2:3] == [table]
+        elif inside and line.startswith(f"\t{kind} ") and line.endswith("{"):
+            out.add(line.split()[1])
+    return out

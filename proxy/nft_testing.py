@@ -24,6 +24,8 @@ class FakeNft:
         self.exists = False
         self.chains: dict[str, list[str]] = {}
         self.elements: dict[str, set[str]] = {}
+        self.sets: set[str] = set()
+        """Names in ``elements`` that are sets (the others are maps)."""
         self.fail_next = fail_next
 
     async def apply(self, text: str) -> None:
@@ -58,16 +60,25 @@ class FakeNft:
                     self.chains.setdefault(m.group(1), [])
                 else:
                     self.elements.setdefault(m.group(1), set())
+                    if " set " in line:
+                        self.sets.add(m.group(1))
             elif words[:2] == ["add", "chain"]:
                 self.chains.setdefault(words[4], [])
             elif words[:2] == ["add", "set"]:
                 self.elements.setdefault(words[4], set())
+                self.sets.add(words[4])
+            elif words[:2] == ["flush", "table"]:
+                for c in self.chains:
+                    self.chains[c] = []
+            elif words[:2] in (["flush", "map"], ["flush", "set"]):
+                self.elements[words[4]] = set()
             elif words[:2] == ["flush", "chain"]:
                 self.chains[words[4]] = []
             elif words[:2] == ["delete", "chain"]:
                 self.chains.pop(words[4])
             elif words[:2] == ["delete", "set"]:
                 self.elements.pop(words[4])
+                self.sets.discard(words[4])
             elif words[:2] == ["add", "rule"]:
                 if words[4] not in self.chains:
                     raise NftError(f"no chain {words[4]}", text)
@@ -83,6 +94,11 @@ class FakeNft:
             elif line.strip() != "}":
                 raise NftError(f"fake nft does not understand {line!r}", text)
 
+    async def names(self, table: str) -> tuple[set[str], set[str]]:
+        if not self.exists:
+            return set(), set()
+        return set(self.chains), {n for n in self.elements if n in self.sets}
+
     async def count_rules(self, table: str, chains: list[str]) -> dict[str, int]:
         return {c: len(self.chains.get(c, ())) if self.exists else 0 for c in chains}
 
@@ -91,6 +107,7 @@ class FakeNft:
         self.exists = False
         self.chains.clear()
         self.elements.clear()
+        self.sets.clear()
 
     def flush_chain(self, chain: str) -> None:
         self.chains[chain] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from podnet.kube.client import ApiClient
-from podnet.netlab.apiserver import LabApiServer
+from podnet.netlab.apiserver.server import LabApiServer
 
 
 @pytest.fixture

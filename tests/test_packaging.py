@@ -53,3 +53,16 @@ def test_bare_names_not_importable(bare):
 
 def test_console_scripts_declared():
     assert set(PYPROJECT["project"]["scripts"]) == {"podnet", "podnet-proxy", "podnet-cni", "podnet-dns", "podnet-policy"}
+
+
+def test_every_source_folder_is_a_listed_package():
+    """A folder holding modules without an __init__.py would silently miss the wheel."""
+    packages = set(SETUPTOOLS["packages"])
+    for dotted, folder in SETUPTOOLS["package-dir"].items():
+        base = ROOT / folder
+        for module in base.rglob("*.py"):
+            rel = module.parent.relative_to(base)
+            if "__pycache__" in rel.parts:
+                continue
+            assert (module.parent / "__init__.py").is_file(), f"{module.parent} has modules but no __init__.py"
+            assert ".".join([dotted, *rel.parts]) in packages, f"{module.parent} is not listed in pyproject packages"

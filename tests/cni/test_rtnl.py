@@ -127,3 +127,32 @@ def test_dump_lists_every_link_with_its_name(pool):
     assert {link.name for link in links} == {"lo", *(f"pnt{i}" for i in range(20)), *(f"pnt{i}b" for i in range(20))}
     assert {link.index for link in links} == {json.loads(ns.ip("-j", "link", "show", link.name))[0]["ifindex"]
                                              for link in links}
+
+
+@needs_root
+def test_address_and_route_dumps_parse_as_ip_shows_them(pool):
+    ns, peer = pool.netns("n"), pool.netns("p")
+    pool.veth(ns, "up0", peer, "up1")
+    ns.ip("addr", "add", "192.168.50.2/24", "dev", "up0")
+    ns.ip("addr", "add", "fd50::2/64", "dev", "up0", "nodad")
+    ns.ip("route", "add", "10.1.0.0/24", "via", "192.168.50.9", "proto", "150")
+    ns.ip("route", "add", "10.2.0.0/24", "via", "192.168.50.8", "dev", "up0", "onlink", "proto", "150")
+    ns.ip("route", "add", "blackhole", "10.3.0.0/24", "proto", "150")
+    ns.ip("-6", "route", "add", "fd60::/64", "via", "fd50::9", "proto", "150")
+    fd = os.open(ns.path, os.O_RDONLY)
+    try:
+        with rtnl.in_netns(fd) as n:
+            addrs = [rtnl.parse_addr(b) for b in n.dump(rtnl.all_addrs())]
+            routes = [rtnl.parse_route(b) for fam in (socket.AF_INET, socket.AF_INET6)
+                      for b in n.dump(rtnl.all_routes(fam)) if rtnl.route_proto(b) == 150]
+    finally:
+        os.close(fd)
+    up0 = link_index(ns, "up0")
+    assert {(a.index, a.address, a.prefixlen) for a in addrs if a.scope == 0} == {
+        (up0, "192.168.50.2", 24), (up0, "fd50::2", 64)}
+    assert {(r.dst, r.dst_len, r.gateway, r.oif, r.type, bool(r.flags & 4), r.table) for r in routes} == {
+        ("10.1.0.0", 24, "192.168.50.9", up0, 1, False, 254),
+        ("10.2.0.0", 24, "192.168.50.8", up0, 1, True, 254),
+        ("10.3.0.0", 24, "", 0, 6, False, 254),
+        ("fd60::", 64, "fd50::9", up0, 1, False, 254),
+    }

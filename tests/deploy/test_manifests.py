@@ -90,7 +90,7 @@ def test_node_daemonset():
     assert init["command"][:2] == ["podnet-cni", "install"] and "--form=static" in init["command"]
     assert {v["mountPath"] for v in init["volumeMounts"]} == {"/host/opt/cni/bin", "/host/etc/cni/net.d"}
     cs = {c["name"]: c for c in spec["containers"]}
-    assert set(cs) == {"cni-daemon", "proxy"}
+    assert set(cs) == {"cni-daemon", "proxy", "policy"}
     for c in cs.values():
         env = {e["name"]: e for e in c["env"]}
         assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
@@ -110,6 +110,16 @@ def test_node_daemonset():
     port = cs["cni-daemon"]["command"][cs["cni-daemon"]["command"].index("--health-listen=0.0.0.0:9967")]
     assert port.endswith(":9967") and cs["cni-daemon"]["ports"][0]["containerPort"] == 9967
     assert cs["cni-daemon"]["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    # the policy engine: capabilities, not privileged; its probes on the port it serves
+    pol = cs["policy"]
+    assert pol["securityContext"]["capabilities"] == {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}
+    assert "privileged" not in pol["securityContext"]
+    bind = next(a.split("=", 1)[1] for a in pol["command"] if a.startswith("--metrics-bind-address="))
+    assert int(bind.rpartition(":")[2]) == pol["ports"][0]["containerPort"]
+    assert bind.startswith("127.0.0.1:") and pol["readinessProbe"]["httpGet"]["host"] == "127.0.0.1"
+    # no host port shared by two containers of the hostNetwork pod
+    used = [p["containerPort"] for c in cs.values() for p in c["ports"]]
+    assert len(used) == len(set(used))
 
 
 def test_dns_deployment_pdb_and_service():
@@ -178,7 +188,7 @@ async def test_kube_dns_service_applies_to_the_lab_api_server_with_kubectl(lab_a
     assert sorted(pt["name"] for pt in got["spec"]["ports"]) == ["dns", "dns-tcp", "metrics"]
 
 
-PROBE_CODE = {"podnet-cni": "cni", "podnet-proxy": "proxy", "podnet-dns": "dns"}
+PROBE_CODE = {"podnet-cni": "cni", "podnet-proxy": "proxy", "podnet-dns": "dns", "podnet-policy": "policy"}
 
 
 @pytest.mark.parametrize("where, container", [(w, c) for w, c in m.containers() if "livenessProbe" in c],

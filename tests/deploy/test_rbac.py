@@ -4,7 +4,8 @@ The code is scanned, not listed by hand: every ``Informer(<client>, <module>.<RE
 is a list and a watch, every ``.get/.list/.create/.replace/.patch/.delete(<module>.<RESOURCE>``
 that verb, with ``<module>.<RESOURCE>`` resolved to the real
 :class:`~podnet.kube.resources.Resource` object (group and plural). The node pod's
-service account runs cni/ and proxy/, the DNS pod's runs dns/. Each file that makes a
+service account runs cni/, proxy/ and policy/, the DNS pod's runs dns/. A bare
+``Informer(client, NAME)`` resolves NAME in the calling module itself. Each file that makes a
 call is named in the manifest's comments, beside the rule it needs.
 """
 
@@ -32,11 +33,12 @@ def _load_manifest():
 
 m = _load_manifest()
 ROOT = Path(__file__).resolve().parents[2]
-ACCOUNTS = {"podnet-node": ("cni", "proxy"), "podnet-dns": ("dns",)}
+ACCOUNTS = {"podnet-node": ("cni", "proxy", "policy"), "podnet-dns": ("dns",)}
 VERBS = ("get", "list", "create", "replace", "patch", "delete")
 INFORMER = re.compile(r"\bInformer\(")
 VERB_CALL = re.compile(r"\.(%s)\(\s*(\w+)\.([A-Z][A-Z0-9_]*)\b" % "|".join(VERBS))
 CONST = re.compile(r"\b(\w+)\.([A-Z][A-Z0-9_]*)\b")
+BARE = re.compile(r"\bInformer\(\s*\w+,\s*([A-Z][A-Z0-9_]*)\b")
 # client verb -> RBAC verb
 RBAC_VERB = {"get": "get", "list": "list", "create": "create", "replace": "update", "patch": "patch",
              "delete": "delete"}
@@ -52,6 +54,11 @@ def _resource(package: str, alias: str, const: str) -> Resource | None:
         if isinstance(value, Resource):
             return value
     return None
+
+
+def _own(package: str, stem: str, const: str) -> Resource | None:
+    value = getattr(importlib.import_module(f"podnet.{package}.{stem}"), const, None)
+    return value if isinstance(value, Resource) else None
 
 
 def _group(res: Resource) -> str:
@@ -70,6 +77,10 @@ def code_calls(packages: tuple[str, ...]) -> dict[tuple[str, str, str], set[str]
                 if INFORMER.search(line):
                     for alias, const in CONST.findall(line):
                         res = _resource(package, alias, const)
+                        if res is not None:
+                            found += [(res, "list"), (res, "watch")]
+                    for const in BARE.findall(line):
+                        res = _own(package, path.stem, const)
                         if res is not None:
                             found += [(res, "list"), (res, "watch")]
                 for verb, alias, const in VERB_CALL.findall(line):
@@ -126,10 +137,18 @@ def test_the_scan_sees_every_kind_of_call(tmp_path):
     src = ("self.x = Informer(client, resources.NODES)\n"
            "node = resources.convert(resources.NODES, await client.get(resources.NODES, name))\n"
            "await self.api.patch(resources.SERVICES, name, body)\n"
-           "v = ann.get(ANN_KEY)\n")
+           "v = ann.get(ANN_KEY)\n"
+           "return Informer(client, NETWORK_POLICIES), Informer(client, NAMESPACES)\n")
     found = []
     for line in src.splitlines():
         if INFORMER.search(line):
             found += [c for a, c in CONST.findall(line) if _resource("kube", a, c)]
+            found += [c for c in BARE.findall(line) if _own("policy", "engine", c)]
         found += [(v, c) for v, a, c in VERB_CALL.findall(line) if _resource("kube", a, c)]
-    assert found == ["NODES", ("get", "NODES"), ("patch", "SERVICES")]
+    assert found == ["NODES", ("get", "NODES"), ("patch", "SERVICES"), "NETWORK_POLICIES", "NAMESPACES"]
+
+
+def test_the_policy_engine_needs_exactly_policies_pods_and_namespaces():
+    calls = code_calls(("policy",))
+    assert set(calls) == {(g, r, v) for g, r in (("networking.k8s.io", "networkpolicies"), ("", "pods"),
+                                                  ("", "namespaces")) for v in ("list", "watch")}

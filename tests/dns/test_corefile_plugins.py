@@ -386,7 +386,7 @@ async def test_console_script_query_log_on_stdout(tmp_path):
     import sys
     from pathlib import Path
 
-    from podnet.netlab.apiserver import LabApiServer
+    from podnet.netlab.apiserver.server import LabApiServer
 
     exe = shutil.which("podnet-dns") or str(Path(sys.executable).parent / "podnet-dns")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

@@ -19,7 +19,7 @@ import pytest
 from podnet.dns.daemon import Daemon, Options
 from podnet.kube import resources
 from podnet.kube.client import ApiClient
-from podnet.netlab.apiserver import LabApiServer
+from podnet.netlab.apiserver.server import LabApiServer
 
 PODNET_DNS = shutil.which("podnet-dns") or str(Path(sys.executable).parent / "podnet-dns")
 

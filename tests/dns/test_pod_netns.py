@@ -16,9 +16,9 @@ from podnet.dns.watch import ZoneSync, initial_table
 from podnet.kube import resources
 from podnet.kube.client import ApiClient
 from podnet.kube.informer import Informer
-from podnet.netlab import nsenter
-from podnet.netlab.apiserver import LabApiServer
-from podnet.netlab.netns import NetnsPool
+from podnet.netlab.apiserver.server import LabApiServer
+from podnet.netlab.host import nsenter
+from podnet.netlab.host.netns import NetnsPool
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
 

@@ -204,6 +204,27 @@ async def test_killed_worker_is_restarted_with_the_current_state(pool):
     assert len(p.retired) == 1
 
 
+@on_pool
+async def test_worker_too_far_behind_is_replaced(pool):
+    p = pool.daemon.pool
+    victim = p.workers[1].proc.pid
+    p.max_backlog = 16 << 10
+    os.kill(victim, signal.SIGSTOP)  # reads nothing from now on
+    try:
+        for i in range(200):
+            pool.services.upsert(svc("default", f"bulk-{i}", clusterIP=f"10.96.5.{i + 1}"))
+            await asyncio.sleep(0)
+        await pool.until(lambda: p.workers[1].proc.pid != victim and p.ready(), "the stuck worker replaced", tries=500)
+    finally:
+        p.max_backlog = 64 << 20
+        try:
+            os.kill(victim, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    for r in await spread(pool.port, "bulk-199.default.svc.cluster.local."):
+        assert [rd.to_text() for rd in r.answer[0]] == ["10.96.5.200"]
+
+
 @pytest.mark.parametrize("reports,expect", [
     pytest.param([({"fast": 3, "dropped": 1}, 2), ({"fast": 4, "dropped": 2}, 2)], (7, 3, 2), id="counters-summed"),
     pytest.param([({"fast": 1, "dropped": 0}, 5), ({"fast": 1, "dropped": 0}, 5)], (2, 0, 5), id="sync-figures-not-multiplied"),

@@ -10,7 +10,7 @@ from podnet.kube import resources as r
 from podnet.kube.backoff import Backoff
 from podnet.kube.client import ApiClient
 from podnet.kube.informer import Informer
-from podnet.netlab.apiserver import LabApiServer
+from podnet.netlab.apiserver.server import LabApiServer
 
 FAST = Backoff(initial=0.02, factor=2.0, maximum=0.2, jitter=0.5)
 

@@ -7,10 +7,10 @@ import secrets
 
 import pytest
 
-from podnet.netlab import fabric
-from podnet.netlab.netns import Netns, list_netns, run
-from podnet.netlab.teardown import down, leftovers
-from podnet.netlab.topology import LabSpec, plan
+from podnet.netlab.host.netns import Netns, list_netns, run
+from podnet.netlab.lab import fabric
+from podnet.netlab.lab.teardown import down, leftovers
+from podnet.netlab.lab.topology import LabSpec, plan
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 

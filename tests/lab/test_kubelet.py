@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from podnet.netlab.kubelet import Kubelet
-from podnet.netlab.sandbox import Sandbox
+from podnet.netlab.node.kubelet import Kubelet
+from podnet.netlab.node.sandbox import Sandbox
 
 
 class FakeKubelet(Kubelet):

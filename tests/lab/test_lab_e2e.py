@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from podnet.netlab import procs
-from podnet.netlab.teardown import leftovers
+from podnet.netlab.host import procs
+from podnet.netlab.lab.teardown import leftovers
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -121,7 +121,7 @@ def test_up_refuses_existing_lab(lab):
 
 
 def test_down_of_unknown_lab_is_a_no_op(tmp_path):
-    from podnet.netlab.teardown import down
+    from podnet.netlab.lab.teardown import down
     gone = down("tnever", run_root=tmp_path / "run", data_root=tmp_path / "data")
     assert (gone.processes, gone.netns, gone.paths) == ([], [], [])
     assert leftovers("tnever", run_root=tmp_path / "run", data_root=tmp_path / "data") == []

@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from podnet.netlab import probe
-from podnet.netlab.podserver import PodServer, echo_reply, http_reply
+from podnet.netlab.check import probe
+from podnet.netlab.node.podserver import PodServer, echo_reply, http_reply
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from podnet.netlab.checkkit import Row, render_table
-from podnet.netlab.snapshot import pod_routes
-from podnet.netlab.svg import HostView, NodeView, PodView, ServiceView, Topology, render
+from podnet.netlab.check.checkkit import Row, render_table
+from podnet.netlab.picture.snapshot import pod_routes
+from podnet.netlab.picture.svg import HostView, NodeView, PodView, ServiceView, Topology, render
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from podnet.netlab import cniexec, procs
-from podnet.netlab.kubelet import node_object, pod_command, readiness_target
-from podnet.netlab.manifests import dns_pod, pod
+from podnet.netlab.host import procs
+from podnet.netlab.lab.manifests import dns_pod, pod
+from podnet.netlab.node import cniexec
+from podnet.netlab.node.kubelet import node_object, pod_command, readiness_target
 
 
 def write_conf(d: Path, name: str, body: dict) -> None:
@@ -135,7 +136,7 @@ def test_readiness_target(manifest, want):
 
 
 def test_pod_command():
-    assert pod_command(pod("web-1", "n", {}), python="/py") == ["/py", "-P", "-m", "podnet.netlab.podserver", "--name", "web-1"]
+    assert pod_command(pod("web-1", "n", {}), python="/py") == ["/py", "-P", "-m", "podnet.netlab.node.podserver", "--name", "web-1"]
     m = pod("x", "n", {}, command=["podnet-dns", "--listen", "0.0.0.0:53"])
     m["spec"]["containers"][0]["args"] = ["-v"]
     assert pod_command(m) == ["podnet-dns", "--listen", "0.0.0.0:53", "-v"]

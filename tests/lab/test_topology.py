@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from podnet.netlab import lab_up
-from podnet.netlab.topology import IFNAMSIZ, LabSpec, TopologyError, load_topology_file, plan, validate
+from podnet.netlab.lab import lab_up
+from podnet.netlab.lab.topology import IFNAMSIZ, LabSpec, TopologyError, load_topology_file, plan, validate
 
 BAD = [
     ("name-upper", dict(name="Lab"), "--name 'Lab' is not a valid lab name"),

@@ -11,7 +11,7 @@ import pytest
 
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient
-from podnet.netlab.apiserver import parse_listen
+from podnet.netlab.apiserver.server import parse_listen
 
 PODNET = Path(sys.executable).with_name("podnet")
 

@@ -8,7 +8,7 @@ import pytest
 
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient, ApiError
-from podnet.netlab.apiserver import LabApiServer
+from podnet.netlab.apiserver.server import LabApiServer
 
 MANAGED = "endpointslice.kubernetes.io/managed-by"
 

@@ -10,7 +10,7 @@ import pytest
 
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient
-from podnet.netlab.fieldvalidation import go_format, loads_noting_duplicates, problems, prune, warning_header
+from podnet.netlab.apiserver.fieldvalidation import go_format, loads_noting_duplicates, problems, prune, warning_header
 
 SVC = "/api/v1/namespaces/default/services"
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
@@ -187,8 +187,8 @@ def test_go_format(value, text):
 
 
 def _lab_objects():
-    from podnet.netlab import manifests
-    from podnet.netlab.kubelet import node_object
+    from podnet.netlab.lab import manifests
+    from podnet.netlab.node.kubelet import node_object
 
     return [
         pytest.param("pods", manifests.pod("p", "n1", {"app": "x"}, hostname="h", subdomain="s",

@@ -17,10 +17,10 @@ import pytest
 from podnet.kube import resources as r
 from podnet.kube import validate as v
 from podnet.kube.client import ApiClient, ApiError
-from podnet.netlab.allocators import AllocationError, IPAllocator
-from podnet.netlab.apiserver import LabApiServer
-from podnet.netlab.apistore import StatusError
-from podnet.netlab.services import ServiceAllocator, _take_ip
+from podnet.netlab.apiserver.allocators import AllocationError, IPAllocator
+from podnet.netlab.apiserver.apistore import StatusError
+from podnet.netlab.apiserver.server import LabApiServer
+from podnet.netlab.apiserver.services import ServiceAllocator, _take_ip
 
 SERVICE = {"metadata": {"name": "web", "labels": {"app": "web"}, "annotations": {"example.com/note": "x"}},
            "spec": {"selector": {"app": "web"},

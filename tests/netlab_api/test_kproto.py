@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from podnet.netlab.kproto import MAGIC, ProtobufError, decode_object
+from podnet.netlab.apiserver.kproto import MAGIC, ProtobufError, decode_object
 
 
 def varint(n: int) -> bytes:

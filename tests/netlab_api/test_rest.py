@@ -10,7 +10,7 @@ import pytest
 from podnet.kube import resources as r
 from podnet.kube.client import JSON_PATCH, STRATEGIC_MERGE_PATCH, ApiClient, ApiError
 from podnet.kube.watch import watch_events, WatchExpired
-from podnet.netlab.apiserver import LabApiServer
+from podnet.netlab.apiserver.server import LabApiServer
 
 
 def svc(name, ns="default", labels=None, port=80, **spec):
@@ -398,7 +398,7 @@ async def test_graceful_pod_delete_finishes_after_the_grace_period(client):
 
 
 async def test_slow_watcher_is_cut_off_not_buffered_forever(lab_api):
-    from podnet.netlab.apistore import Watcher
+    from podnet.netlab.apiserver.apistore import Watcher
 
     w = Watcher("services", max_pending=3)
     lab_api.store.subscribe(w, lab_api.store.rv)

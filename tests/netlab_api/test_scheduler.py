@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from podnet.kube import resources as r
-from podnet.netlab.scheduler import choose_node
+from podnet.netlab.apiserver.scheduler import choose_node
 
 
 def node(name, cidr="10.244.0.0/24", labels=None, unschedulable=False, ready=None, deleting=False):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from podnet.netlab.allocators import AllocationError, CIDRAllocator, IPAllocator, PortAllocator
-from podnet.netlab.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
-from podnet.netlab.selectors import SelectorError, parse_field_selector, parse_label_selector
+from podnet.netlab.apiserver.allocators import AllocationError, CIDRAllocator, IPAllocator, PortAllocator
+from podnet.netlab.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from podnet.netlab.apiserver.selectors import SelectorError, parse_field_selector, parse_label_selector
 
 LABELS = {"app": "web", "tier": "front", "env": "prod"}
 

@@ -7,7 +7,7 @@ import calendar
 import pytest
 
 from podnet.kube import resources as r
-from podnet.netlab.tables import age, table, wants_table
+from podnet.netlab.apiserver.tables import age, table, wants_table
 
 KUBECTL_ACCEPT = ("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,"
                   "application/json")

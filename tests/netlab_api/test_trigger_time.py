@@ -6,7 +6,7 @@ import pytest
 
 from podnet.kube import resources as r
 from podnet.kube.objects import LAST_CHANGE_TRIGGER_TIME, parse_rfc3339_ns
-from podnet.netlab.endpointslices import TriggerTimeTracker
+from podnet.netlab.apiserver.endpointslices import TriggerTimeTracker
 
 CREATED = "2030-01-01T00:00:00Z"
 T1 = "2030-01-01T00:00:05.123456789Z"

@@ -9,7 +9,7 @@ import sys
 
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient
-from podnet.netlab.apiserver import LabApiServer
+from podnet.netlab.apiserver.server import LabApiServer
 from podnet.policy.engine import NETWORK_POLICIES
 
 RES = {**r.BY_PLURAL, "networkpolicies": NETWORK_POLICIES}

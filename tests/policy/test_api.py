@@ -11,7 +11,7 @@ import pytest
 
 from podnet.kube import resources as res
 from podnet.kube.client import ApiClient, ApiError
-from podnet.netlab.apiserver import LabApiServer
+from podnet.netlab.apiserver.server import LabApiServer
 from podnet.policy.engine import NETWORK_POLICIES, Engine, real_informers
 from podnet.policy.programmer import Programmer
 from podnet.policy.testing import FakeKernel, raw_ns, raw_pod, raw_policy

@@ -8,7 +8,7 @@ import sys
 
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient
-from podnet.netlab.apiserver import LabApiServer
+from podnet.netlab.apiserver.server import LabApiServer
 
 
 async def main(ep_ip: str, lifetime: float, node: str = "") -> None:

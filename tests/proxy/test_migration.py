@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from podnet.netlab.netns import NetnsPool
+from podnet.netlab.host.netns import NetnsPool
 from podnet.proxy.cleanup import cleanup, cleanup_kube_proxy, is_kube_proxy_chain, kube_proxy_removal
 from podnet.proxy.fake_iptables import FakeIptables
 from podnet.proxy.rules import JUMPS

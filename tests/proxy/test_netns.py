@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from podnet.netlab.netns import NetnsPool
+from podnet.netlab.host.netns import NetnsPool
 from podnet.proxy.conntrack import ConntrackTool, Reconciler
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.iptables import IptablesRunner, detect_mode
@@ -206,7 +206,7 @@ async def test_api_outage_changes_nothing(lab):
 
     from podnet.kube import resources as r
     from podnet.kube.client import ApiClient
-    from podnet.netlab.apiserver import LabApiServer
+    from podnet.netlab.apiserver.server import LabApiServer
     from podnet.proxy.daemon import real_informers
 
     prefix = ["ip", "netns", "exec", lab["node"].name]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from podnet.netlab.netns import NetnsPool
+from podnet.netlab.host.netns import NetnsPool
 from podnet.proxy.conntrack import ConntrackTool, Reconciler
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.nft_node import remove_iptables_rules, remove_tables
@@ -170,7 +170,9 @@ def _objects(n):
     return services, slices
 
 
+@pytest.mark.slow
 async def test_partial_sync_touches_only_the_changed_service(lab):
+    """A 10k-service table; one endpoint change; `nft list table` before/after differs only in that service."""
     services, slices = _objects(10000)
     px = await Proxy(lab).start(services, slices)
     before = listing(lab)
@@ -338,3 +340,18 @@ async def test_loadbalancer_source_ranges(lab, ranges, answered):
     await Proxy(lab).start([s], [slice_(endpoints=eps("ep1"), ports=TCP_EP, name="a")])
     got = probe(lab["out"], "tcp", "192.0.2.10", "80", "1")
     assert got == ({"ep1 10.0.0.1": 1} if answered else {"error:TimeoutError": 1}), got
+
+
+async def test_udp_endpoint_replaced_without_black_hole(lab):
+    udp = ((53, "UDP", "dns"),)
+    proxy = await Proxy(lab).start([svc(ports=udp)], [slice_(endpoints=eps("ep1"), ports=((PORT, "UDP", "dns"),), name="a")])
+    assert probe(lab["client"], "udp", "172.30.0.41", "53", "3", "40053") == {"ep1 10.0.3.3": 3}
+    proxy.slices.set(slice_(endpoints=eps("ep2"), ports=((PORT, "UDP", "dns"),), name="a"))
+    rep = await proxy.sync()
+    assert not rep.full
+    # same client source port: without the stale-flow cleanup this would stay pinned to ep1
+    assert probe(lab["client"], "udp", "172.30.0.41", "53", "3", "40053") == {"ep2 10.0.3.3": 3}
+    proxy.slices.delete("ns/a")
+    await proxy.sync()
+    got = probe(lab["client"], "udp", "172.30.0.41", "53", "2", "40053")
+    assert not any(k.startswith("ep") for k in got), got

@@ -252,7 +252,7 @@ async def test_first_sync_full_then_partial_then_foreign_delete_repaired():
     services, slices = _services(3)
     d, fam, si, ei = daemon_with(fake, services, slices)
     assert await d._sync()
-    assert d.proxier.last_reports[0].full and fake.texts[-1].startswith("add table ip podnet\ndelete table")
+    assert d.proxier.last_reports[0].full and fake.texts[-1].startswith("add table ip podnet\nflush table")
     assert await fam.canary_ok()
     ei.set(slice_(service="s2", endpoints=[ep("10.0.2.1")], ports=HTTP_EP, name=slices[1].name))
     assert await d._sync()
@@ -282,6 +282,12 @@ async def test_failed_partial_is_repaired_by_a_full_sync_at_once():
     assert await d._sync()
     rep = d.proxier.last_reports[0]
     assert rep.full and rep.repaired_partial and rep.ok
+    assert "\nflush table ip podnet\n" in fake.texts[-1]
+    fake.fail_next = 1
+    fam.need_full = True
+    assert not await d._sync()
+    assert await d._sync()  # after a failed full sync the table is deleted and declared again
+    assert fake.texts[-1].startswith("add table ip podnet\ndelete table ip podnet\n")
     assert fake.chains[service_chain_names("ns/s1:http", "TCP")[0]][-1] == "meta l4proto tcp dnat to 10.0.1.1:8080"
 
 
@@ -354,3 +360,40 @@ async def test_shared_key_passes_to_the_remaining_service_when_the_winner_goes()
     await fake.apply(render_partial(only_b, both, {"ns/a"}))
     await want.apply(render_full(only_b))
     assert fake.elements == want.elements and fake.chains == want.chains
+
+
+async def test_full_sync_over_a_loaded_table_drops_stale_objects_and_keeps_affinity_sets():
+    aff = svc(name="s1", cluster_ip="172.30.1.1", ports=HTTP, sessionAffinity="ClientIP")
+    services, slices = _services(3)
+    before = build([aff] + services[1:], slices, ctx(), NODE)
+    fake = FakeNft()
+    await fake.apply(render_full(before))
+    aff_sets = set(before.affinity_sets())
+    for name in aff_sets:
+        fake.elements[name].add("10.0.3.3")  # a client the kernel remembered
+    fake.chains["svc-foreign"] = ["drop"]
+    after = build([aff] + services[1:2], slices, ctx(), NODE)  # s3 is gone
+    text = render_full(after, await fake.names("podnet"))
+    assert "delete table" not in text
+    await fake.apply(text)
+    want = FakeNft()
+    await want.apply(render_full(after))
+    assert fake.chains == want.chains  # s3's chains and the foreign chain are gone
+    assert {k: v for k, v in fake.elements.items() if k not in aff_sets} == {k: v for k, v in want.elements.items() if k not in aff_sets}
+    assert all(fake.elements[n] == {"10.0.3.3"} for n in aff_sets)  # entries kept
+
+
+def test_affinity_timeout_is_part_of_the_set_name():
+    slices = [slice_(service="s1", endpoints=[ep("10.0.1.1")], ports=HTTP_EP)]
+    names = [set(build([svc(name="s1", cluster_ip="172.30.1.1", ports=HTTP, sessionAffinity="ClientIP",
+                            sessionAffinityConfig={"clientIP": {"timeoutSeconds": t}})], slices, ctx(), NODE).affinity_sets())
+             for t in (60, 120)]
+    assert names[0].isdisjoint(names[1]) and all(n.endswith("-60") for n in names[0])
+
+
+def test_parse_names_reads_only_podnets_table():
+    from podnet.proxy.nft_run import parse_names
+
+    listing = "table ip podnet {\n\tchain a {\n\t}\n\tchain b {\n\t\ttype nat hook output priority -100; policy accept;\n\t}\n}\ntable ip other {\n\tchain c {\n\t}\n}\n"
+    assert parse_names(listing, "podnet", "chain") == {"a", "b"}
+    assert parse_names(listing, "other", "chain") == {"c"}

@@ -1,0 +1,381 @@
+"""HTTP handlers of the lab API server: kube-apiserver's REST wire protocol.
+
+Every answer is JSON: objects, lists (``<Kind>List`` with
+metadata.resourceVersion and, when paged with ``limit``, ``continue``),
+or a Kubernetes ``Status`` for errors (400/404/405/409/410/415/422, and 500
+for a bug — logged, never a traceback on the wire). Watches are
+newline-delimited JSON events (see :mod:`podnet.netlab.apiserver.apiwatch`).
+
+Requests asking for ``as=Table`` (kubectl get) get ``meta.k8s.io/v1`` Tables
+(:mod:`podnet.netlab.apiserver.tables`) for lists, single objects and watch events.
+
+Writes honour ``?fieldValidation=Strict|Warn|Ignore`` (default Warn) for
+unknown and repeated fields (:mod:`podnet.netlab.apiserver.fieldvalidation`): Strict
+refuses them, Warn drops unknown fields and answers ``Warning`` headers,
+Ignore drops them silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import time
+from typing import Any, Callable
+
+from aiohttp import web
+
+from podnet.netlab.apiserver import apikinds, fieldvalidation
+from podnet.netlab.apiserver.apikinds import BY_API_PATH, Kind
+from podnet.netlab.apiserver.apistore import StatusError, Store, Watcher
+from podnet.netlab.apiserver.apiwatch import open_watcher, stream_watch
+from podnet.netlab.apiserver.kproto import ProtobufError, decode_object
+from podnet.netlab.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from podnet.netlab.apiserver.registry import Registry, finish_graceful_delete
+from podnet.netlab.apiserver.selectors import SelectorError, parse_field_selector, parse_label_selector
+from podnet.netlab.apiserver.tables import table, wants_table
+
+__all__ = ["ApiHandlers"]
+
+log = logging.getLogger("podnet.netlab.apiserver.server")
+
+_JSON = "application/json"
+DUPLICATES = web.RequestKey("podnet_duplicates", list)
+"""Paths of keys repeated in the request's JSON body (for fieldValidation)."""
+OPENAPI_V2_EMPTY_PB = b"\n\x032.0"
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_dumps(obj), status=status, content_type=_JSON)
+
+
+def status_response(e: StatusError) -> web.Response:
+    return _json(e.status(), e.code)
+
+
+def _truthy(v: str | None) -> bool:
+    return v is not None and v.lower() in ("1", "true", "yes")
+
+
+class ApiHandlers:
+    def __init__(self, store: Store, registry: Registry, *, bookmark_interval: float = 60.0,
+                 watch_timeout: tuple[float, float] = (1800.0, 3600.0), rand: Callable[[], float] = random.random) -> None:
+        self.store = store
+        self.registry = registry
+        self.bookmark_interval = bookmark_interval
+        self.watch_timeout = watch_timeout
+        self._rand = rand
+        self.watchers: set[Watcher] = set()
+        self.requests = 0
+
+    # ------------------------------------------------------------------ routing
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        try:
+            return await self._dispatch(request)
+        except StatusError as e:
+            return status_response(e)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("internal error on %s %s", request.method, request.path)
+            return status_response(StatusError(500, "InternalError", "an internal error occurred; see the server log"))
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        if path in ("/healthz", "/livez", "/readyz"):
+            return web.Response(text="ok")
+        if path == "/openapi/v2" and "protobuf" in request.headers.get("Accept", ""):
+            # An OpenAPI v2 document with no definitions (protobuf: swagger="2.0"). kubectl 1.20 needs one to
+            # validate and apply; it skips validation for kinds the document does not describe, and computes
+            # strategic merge patches from its built-in types.
+            return web.Response(body=OPENAPI_V2_EMPTY_PB,
+                                content_type="application/octet-stream")
+        static = self._discovery(request, path)
+        if static is not None:
+            if request.method != "GET":
+                raise StatusError(405, "MethodNotAllowed", f"{request.method} is not allowed on {path}")
+            return _json(static)
+        kind, ns, name, sub = self._parse(path)
+        m = request.method
+        if name is None:
+            if m == "GET":
+                if _truthy(request.query.get("watch")):
+                    return await self.watch(request, kind, ns)
+                return self.list(request, kind, ns)
+            if m == "POST":
+                return await self.create(request, kind, ns)
+            if m == "DELETE":
+                return await self.delete_collection(request, kind, ns)
+        else:
+            if sub not in (None, "status"):
+                raise StatusError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            if m == "GET":
+                obj = self._get(kind, ns, name)
+                if wants_table(request.headers.get("Accept", "")) and sub is None:
+                    return _json(table(kind.plural, [obj], time.time(), {"resourceVersion": str(self.store.rv)}))
+                return _json(obj)
+            if m == "PUT":
+                return await self.replace(request, kind, ns, name, sub)
+            if m == "PATCH":
+                return await self.patch(request, kind, ns, name, sub)
+            if m == "DELETE" and sub is None:
+                return await self.delete(request, kind, ns, name)
+        raise StatusError(405, "MethodNotAllowed", f"{m} is not allowed on {path}")
+
+    def _discovery(self, request: web.Request, path: str) -> dict[str, Any] | None:
+        if path == "/version":
+            return apikinds.version_doc()
+        if path == "/api":
+            return apikinds.api_versions(request.host)
+        if path == "/apis":
+            return apikinds.api_group_list()
+        if path == "/openapi/v3":
+            return apikinds.openapi_v3_root()
+        if path.startswith("/openapi/v3/"):
+            doc = apikinds.openapi_v3_group_version(path.removeprefix("/openapi/v3"))
+            if doc is None:
+                raise StatusError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            return doc
+        if path.startswith("/apis/") and path.count("/") == 2:
+            group = path.split("/")[2]
+            if any(k.api_path.startswith(f"/apis/{group}/") for k in apikinds.KINDS.values()):
+                return apikinds.api_group(group)
+            return None
+        return apikinds.resource_list(path)
+
+    @staticmethod
+    def _parse(path: str) -> tuple[Kind, str | None, str | None, str | None]:
+        not_found = StatusError(404, "NotFound", f"the server could not find the requested resource ({path})")
+        for api_path, kinds in BY_API_PATH.items():
+            if not path.startswith(api_path + "/"):
+                continue
+            rest = path[len(api_path) + 1 :].split("/")
+            ns = None
+            if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] in kinds and kinds[rest[2]].namespaced:
+                ns, rest = rest[1], rest[2:]
+            kind = kinds.get(rest[0])
+            if kind is None or len(rest) > 3 or (ns is not None and not kind.namespaced) or not all(rest):
+                raise not_found
+            return kind, ns, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+        raise not_found
+
+    # ------------------------------------------------------------------ reads
+
+    def _get(self, kind: Kind, ns: str | None, name: str) -> dict[str, Any]:
+        obj = self.store.get(kind.plural, ns or "", name)
+        if obj is None:
+            raise StatusError(404, "NotFound", f'{kind.plural} "{name}" not found', kind=kind.plural, name=name)
+        return obj
+
+    def _selectors(self, request: web.Request, kind: Kind):
+        try:
+            return (parse_label_selector(request.query.get("labelSelector")),
+                    parse_field_selector(request.query.get("fieldSelector"), kind.plural))
+        except SelectorError as e:
+            raise StatusError(400, "BadRequest", f"unable to parse requirement: {e}") from None
+
+    def list(self, request: web.Request, kind: Kind, ns: str | None) -> web.Response:
+        labels, fields = self._selectors(request, kind)
+        limit = _int_param(request, "limit") or 0
+        rv, start = self.store.rv, None
+        cont = request.query.get("continue")
+        if cont:
+            try:
+                token = json.loads(base64.urlsafe_b64decode(cont.encode()))
+                rv, start = int(token["rv"]), tuple(token["start"])
+            except (ValueError, KeyError, TypeError):
+                raise StatusError(400, "BadRequest", "continue key is not valid") from None
+            if not self.store.compacted_rv <= rv <= self.store.rv:
+                raise StatusError(410, "Expired", "The provided continue parameter is too old to display a consistent "
+                                  "list result. You can start a new list without the continue parameter.")
+        items: list[dict[str, Any]] = []
+        next_token = None
+        for obj in self.store.items(kind.plural, ns):
+            meta = obj["metadata"]
+            key = (meta.get("namespace", ""), meta["name"])
+            if start is not None and key <= start:
+                continue
+            if not (labels.matches(meta.get("labels")) and fields.matches(obj)):
+                continue
+            if limit and len(items) >= limit:
+                last = items[-1]["metadata"]
+                next_token = base64.urlsafe_b64encode(
+                    _dumps({"rv": rv, "start": [last.get("namespace", ""), last["name"]]})).decode()
+                break
+            items.append(obj)
+        meta_out: dict[str, Any] = {"resourceVersion": str(rv)}
+        if next_token:
+            meta_out["continue"] = next_token
+        if wants_table(request.headers.get("Accept", "")):
+            return _json(table(kind.plural, items, time.time(), meta_out))
+        return _json({"kind": kind.list_kind, "apiVersion": kind.api_version, "metadata": meta_out, "items": items})
+
+    # ------------------------------------------------------------------ watch
+
+    async def watch(self, request: web.Request, kind: Kind, ns: str | None) -> web.StreamResponse:
+        labels, fields = self._selectors(request, kind)
+        timeout = _int_param(request, "timeoutSeconds")
+        if timeout is None:
+            lo, hi = self.watch_timeout
+            timeout = lo + (hi - lo) * self._rand()
+        bookmarks = _truthy(request.query.get("allowWatchBookmarks"))
+        initial_end = kind if bookmarks and _truthy(request.query.get("sendInitialEvents")) else None
+        w, gone = open_watcher(self.store, Watcher(kind.plural, ns, labels, fields),
+                               request.query.get("resourceVersion", ""), initial_events_end=initial_end)
+        self.watchers.add(w)
+        try:
+            return await stream_watch(
+                request, self.store, kind, w, gone, timeout=timeout,
+                bookmark_interval=self.bookmark_interval if bookmarks else None,
+                as_table=wants_table(request.headers.get("Accept", "")),
+            )
+        finally:
+            self.store.unsubscribe(w)
+            self.watchers.discard(w)
+
+    def close_watchers(self) -> None:
+        for w in list(self.watchers):
+            w.close()
+
+    # ------------------------------------------------------------------ writes
+
+    async def _body(self, request: web.Request) -> Any:
+        raw = await request.read()
+        if not raw:
+            return None
+        if "protobuf" in request.headers.get("Content-Type", ""):
+            try:
+                return decode_object(raw)
+            except ProtobufError as e:
+                raise StatusError(415, "UnsupportedMediaType",
+                                  f"{e}; accepted media types include: application/json, application/yaml") from None
+        try:
+            body, request[DUPLICATES] = fieldvalidation.loads_noting_duplicates(raw)
+            return body
+        except ValueError:
+            ctype = request.headers.get("Content-Type", "")
+            if "yaml" in ctype:
+                try:
+                    import yaml
+
+                    return yaml.safe_load(raw)
+                except Exception:  # noqa: BLE001
+                    pass
+            raise StatusError(400, "BadRequest", "the request body is not valid JSON") from None
+
+    @staticmethod
+    def _dry_run(request: web.Request) -> bool:
+        return bool(request.query.getall("dryRun", []))
+
+    @staticmethod
+    def _field_directive(request: web.Request, options_kind: str) -> str:
+        return fieldvalidation.directive(request.query.get("fieldValidation"), options_kind)
+
+    @staticmethod
+    def _fields(request: web.Request, kind: Kind, obj: Any, how: str, verb: str, *, patch_type: str = "",
+                patch: Any = None) -> tuple[Any, list[str]]:
+        """(object to write, warnings) after field validation; StatusError under Strict."""
+        if not isinstance(obj, dict):
+            return obj, []
+        return fieldvalidation.check(kind.plural, kind.kind, kind.api_version.rpartition("/")[2], obj, how,
+                                     duplicates=request.get(DUPLICATES) or [], verb=verb,
+                                     patch_type=patch_type, patch=patch)
+
+    @staticmethod
+    def _warn(resp: web.Response, warnings: list[str]) -> web.Response:
+        for w in warnings:
+            resp.headers.add("Warning", fieldvalidation.warning_header(w))
+        return resp
+
+    async def create(self, request: web.Request, kind: Kind, ns: str | None) -> web.Response:
+        how = self._field_directive(request, "CreateOptions")
+        body, warnings = self._fields(request, kind, await self._body(request), how, "create")
+        prepared = self.registry.prepare_create(kind, body, ns)
+        if self._dry_run(request):
+            self.registry.release_allocations(prepared)
+            return self._warn(_json(prepared.obj, 201), warnings)
+        return self._warn(_json(self.registry.commit_create(kind, prepared), 201), warnings)
+
+    async def replace(self, request: web.Request, kind: Kind, ns: str | None, name: str, sub: str | None) -> web.Response:
+        how = self._field_directive(request, "UpdateOptions")
+        old = self._get(kind, ns, name)
+        body, warnings = self._fields(request, kind, await self._body(request), how, "update")
+        expect = ((body or {}).get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
+        return self._warn(self._update(request, kind, old, body, sub, expect), warnings)
+
+    def _update(self, request: web.Request, kind: Kind, old: dict[str, Any], body: Any, sub: str | None,
+                expect: str | None) -> web.Response:
+        prepared = self.registry.prepare_update(kind, old, body, subresource=sub or "")
+        if self._dry_run(request):
+            self.registry.release_allocations(prepared)
+            return _json(prepared.obj)
+        return _json(self.registry.commit_update(kind, old, prepared, expect))
+
+    async def patch(self, request: web.Request, kind: Kind, ns: str | None, name: str, sub: str | None) -> web.Response:
+        how = self._field_directive(request, "PatchOptions")
+        old = self._get(kind, ns, name)
+        ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+        body = await self._body(request)
+        try:
+            if ctype == "application/merge-patch+json":
+                new = merge_patch(old, body)
+            elif ctype == "application/strategic-merge-patch+json":
+                new = strategic_merge_patch(old, body)
+            elif ctype == "application/json-patch+json":
+                new = json_patch(old, body)
+            else:
+                raise StatusError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format; "
+                                  f"accepted media types include: application/json-patch+json, "
+                                  f"application/merge-patch+json, application/strategic-merge-patch+json")
+        except PatchError as e:
+            raise StatusError(422, "Invalid", f"the patch could not be applied: {e}") from None
+        if not isinstance(new, dict):
+            raise StatusError(422, "Invalid", "the patch did not produce an object")
+        new, warnings = self._fields(request, kind, new, how, "patch", patch_type=ctype, patch=body)
+        meta = new.get("metadata")
+        new_rv = meta.get("resourceVersion") if isinstance(meta, dict) else None
+        expect = new_rv if new_rv != old["metadata"].get("resourceVersion") else None
+        return self._warn(self._update(request, kind, old, new, sub, expect), warnings)
+
+    async def delete(self, request: web.Request, kind: Kind, ns: str | None, name: str) -> web.Response:
+        grace = _int_param(request, "gracePeriodSeconds")
+        body = await self._body(request) if request.can_read_body else None
+        if isinstance(body, dict) and isinstance(body.get("gracePeriodSeconds"), int):
+            grace = body["gracePeriodSeconds"]
+        if self._dry_run(request):
+            return _json(self._get(kind, ns, name))
+        obj, finished = self.registry.delete(kind, ns or "", name, grace)
+        if not finished and grace and kind.plural == "pods" and obj["metadata"].get("deletionGracePeriodSeconds"):
+            uid = obj["metadata"].get("uid", "")
+            asyncio.get_running_loop().call_later(
+                grace, finish_graceful_delete, self.registry, kind, ns or "", name, uid)
+        return _json(obj)
+
+    async def delete_collection(self, request: web.Request, kind: Kind, ns: str | None) -> web.Response:
+        labels, fields = self._selectors(request, kind)
+        gone = []
+        for obj in list(self.store.items(kind.plural, ns)):
+            meta = obj["metadata"]
+            if labels.matches(meta.get("labels")) and fields.matches(obj):
+                deleted, _ = self.registry.delete(kind, meta.get("namespace", ""), meta["name"], None)
+                gone.append(deleted)
+        return _json({"kind": kind.list_kind, "apiVersion": kind.api_version,
+                      "metadata": {"resourceVersion": str(self.store.rv)}, "items": gone})
+
+
+def _int_param(request: web.Request, name: str) -> int | None:
+    v = request.query.get(name)
+    if v is None or v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise StatusError(400, "BadRequest", f"{name}: not an integer: {v!r}") from None

@@ -1,0 +1,65 @@
+"""Run the lab API server reachable from two network namespaces at once.
+
+``python -P -m podnet.netlab.apiserver.apirunner --netns UL --underlay-listen IP:PORT --port-file F ...``
+
+The process stays in the root namespace and listens on 127.0.0.1:<ephemeral>
+(for kubectl through the lab's kubeconfig), and additionally on a socket
+created *inside* the lab's underlay netns (see :func:`podnet.netlab.host.nsenter.listening_socket`),
+so node namespaces reach it at the underlay address. The root port is written
+to ``--port-file`` once both sockets listen, which is ``lab up``'s signal that
+the server is ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from podnet.netlab.apiserver.server import LabApiServer, parse_listen
+from podnet.netlab.host.nsenter import listening_socket
+
+__all__ = ["main"]
+
+
+async def _serve(a: argparse.Namespace) -> None:
+    host, port = parse_listen(a.underlay_listen)
+    ul_sock = listening_socket(a.netns, host, port)
+    server = LabApiServer(state_path=a.state, service_cidr=a.service_cidr, cluster_cidr=a.cluster_cidr,
+                          node_cidr_mask=a.node_cidr_mask)
+    await server.start(["127.0.0.1:0"], sockets=[ul_sock])
+    root_port = int(server.urls[0].rsplit(":", 1)[1])
+    tmp = Path(a.port_file + ".tmp")
+    tmp.write_text(f"{root_port}\n")
+    tmp.replace(a.port_file)
+    logging.getLogger("podnet.lab").info("API server: %s (root) and %s in %s", server.urls[0], a.underlay_listen, a.netns)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="podnet-lab-apirunner")
+    ap.add_argument("--netns", required=True, help="netns holding the underlay address")
+    ap.add_argument("--underlay-listen", required=True, metavar="IP:PORT")
+    ap.add_argument("--port-file", required=True)
+    ap.add_argument("--state")
+    ap.add_argument("--cluster-cidr", default="10.244.0.0/16")
+    ap.add_argument("--service-cidr", default="10.96.0.0/12")
+    ap.add_argument("--node-cidr-mask", type=int, default=24)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_serve(a))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The lab API server: a kube-apiserver (plus its controllers) in one asyncio process.
+
+``podnet lab apiserver --listen 127.0.0.1:6443 [--state FILE]`` serves core v1
+services, nodes, namespaces, pods and discovery.k8s.io/v1 endpointslices over
+plain HTTP, speaking the real REST wire protocol (see
+:mod:`podnet.netlab.apiserver.apihandlers`), so podnet's daemons, kubectl and tests talk
+to it exactly as to a real cluster. Built-in controllers: ClusterIP and
+NodePort allocation (at write time, as the apiserver registry does), node pod
+CIDRs and EndpointSlices (post-commit, as kube-controller-manager does).
+
+For tests and the lab, :class:`LabApiServer` is an async context manager::
+
+    async with LabApiServer(history=50) as api:
+        client = ApiClient.from_url(api.url)
+
+It listens on any number of addresses at once, including listening sockets
+created elsewhere (for instance inside a network namespace):
+``await api.start(["127.0.0.1:0"], sockets=[sock])``. With ``state_path``
+the store is loaded at start and written (atomically, debounced) after
+changes and at stop, so a restart loses nothing; watchers resuming across a
+restart get 410 and relist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import socket
+from pathlib import Path
+from typing import Sequence
+
+from aiohttp import web
+
+from podnet.netlab.apiserver.allocators import CIDRAllocator
+from podnet.netlab.apiserver.apihandlers import ApiHandlers
+from podnet.netlab.apiserver.apistore import Persister, Store, StatusError
+from podnet.netlab.apiserver.controllers import EndpointSliceController, NodeCIDRController
+from podnet.netlab.apiserver.registry import Registry, finish_graceful_delete
+from podnet.netlab.apiserver.scheduler import PodScheduler
+
+__all__ = ["LabApiServer", "add_arguments", "run", "parse_listen"]
+
+log = logging.getLogger("podnet.netlab.apiserver.server")
+
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+def parse_listen(addr: str) -> tuple[str, int]:
+    """'127.0.0.1:6443', '[::1]:6443' or ':6443' -> (host, port)."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address {addr!r} is not HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+class LabApiServer:
+    def __init__(
+        self,
+        *,
+        state_path: str | Path | None = None,
+        history: int = 10_000,
+        bookmark_interval: float = 60.0,
+        service_cidr: str = "10.96.0.0/12",
+        service_cidr_v6: str | None = None,
+        cluster_cidr: str = "10.244.0.0/16",
+        node_cidr_mask: int = 24,
+        node_port_range: tuple[int, int] = (30000, 32767),
+        controllers: bool = True,
+        kubernetes_service: str | None = None,
+        max_endpoints_per_slice: int = 100,
+        persist_delay: float = 0.05,
+    ) -> None:
+        self.store = Store(history=history)
+        cidrs = [service_cidr] + ([service_cidr_v6] if service_cidr_v6 else [])
+        self.registry = Registry(self.store, service_cidrs=cidrs, node_ports=node_port_range)
+        self.handlers = ApiHandlers(self.store, self.registry, bookmark_interval=bookmark_interval)
+        self.persister = Persister(self.store, state_path, persist_delay) if state_path else None
+        self.node_cidrs = NodeCIDRController(self.store, CIDRAllocator(cluster_cidr, node_cidr_mask))
+        self.endpoint_slices = EndpointSliceController(self.store, max_endpoints_per_slice)
+        self.scheduler = PodScheduler(self.store)
+        self._controllers = controllers
+        self._kubernetes_service = kubernetes_service
+        self._runner: web.AppRunner | None = None
+        self.urls: list[str] = []
+
+    @property
+    def url(self) -> str:
+        """The first listening address as an http URL."""
+        if not self.urls:
+            raise RuntimeError("LabApiServer is not started")
+        return self.urls[0]
+
+    def _boot_store(self) -> None:
+        if self.persister is not None:
+            self.persister.load()
+        for ns in DEFAULT_NAMESPACES:
+            if self.store.get("namespaces", "", ns) is None:
+                kind = self.registry_kind("namespaces")
+                self.registry.commit_create(kind, self.registry.prepare_create(kind, {"metadata": {"name": ns}}, None))
+        self.registry.reserve_existing()
+        if self._controllers:
+            self.node_cidrs.resync()
+            self.endpoint_slices.resync()
+            self.scheduler.resync()
+            self.store.hooks += [self.node_cidrs.hook, self.scheduler.hook, self.endpoint_slices.hook]
+        if self.persister is not None:
+            self.store.on_change = self.persister.mark
+        self._resume_graceful_deletes()
+
+    def _resume_graceful_deletes(self) -> None:
+        """Pods that were terminating when the server stopped finish their grace period now."""
+        kind = self.registry_kind("pods")
+        loop = asyncio.get_running_loop()
+        for pod in list(self.store.items("pods")):
+            meta = pod["metadata"]
+            if meta.get("deletionTimestamp") and meta.get("deletionGracePeriodSeconds"):
+                loop.call_later(float(meta["deletionGracePeriodSeconds"]), finish_graceful_delete, self.registry,
+                                kind, meta["namespace"], meta["name"], meta.get("uid", ""))
+
+    @staticmethod
+    def registry_kind(plural: str):
+        from podnet.netlab.apiserver.apikinds import KINDS
+
+        return KINDS[plural]
+
+    async def start(self, listen: Sequence[str] = ("127.0.0.1:0",), sockets: Sequence[socket.socket] = ()) -> "LabApiServer":
+        self._boot_store()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.handlers.dispatch)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        sites: list[web.BaseSite] = []
+        for addr in listen:
+            host, port = parse_listen(addr)
+            sites.append(web.TCPSite(self._runner, host, port, reuse_address=True))
+        sites += [web.SockSite(self._runner, s) for s in sockets]
+        for site in sites:
+            await site.start()
+        self.urls = []
+        for site in sites:
+            for sock in getattr(site._server, "sockets", None) or ():  # type: ignore[attr-defined]
+                host, port = sock.getsockname()[:2]
+                self.urls.append(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+        log.info("lab API server listening on %s", ", ".join(self.urls))
+        if self._kubernetes_service:
+            self._ensure_kubernetes_service(self._kubernetes_service)
+        return self
+
+    def _ensure_kubernetes_service(self, advertise: str) -> None:
+        """The ``default/kubernetes`` Service (first IP of the range, port 443) and its EndpointSlice.
+
+        As kube-apiserver does, so in-cluster clients (KUBERNETES_SERVICE_HOST) reach this server
+        at ``advertise`` (HOST:PORT) through the service proxy.
+        """
+        import ipaddress
+
+        from podnet.netlab.apiserver.apikinds import KINDS
+
+        host, port = parse_listen(advertise)
+        family = "IPv6" if ipaddress.ip_address(host).version == 6 else "IPv4"
+        first = next(iter(self.registry.services.ip_allocators.values())).network
+        svc = {"metadata": {"name": "kubernetes", "namespace": "default",
+                            "labels": {"component": "apiserver", "provider": "kubernetes"}},
+               "spec": {"clusterIP": str(first.network_address + 1),
+                        "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}}
+        if self.store.get("services", "default", "kubernetes") is None:
+            self.registry.commit_create(KINDS["services"], self.registry.prepare_create(KINDS["services"], svc, "default"))
+        slice_ = {"metadata": {"name": "kubernetes", "namespace": "default",
+                               "labels": {"kubernetes.io/service-name": "kubernetes"}},
+                  "addressType": family, "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+                  "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}
+        kind = KINDS["endpointslices"]
+        old = self.store.get("endpointslices", "default", "kubernetes")
+        if old is None:
+            self.registry.commit_create(kind, self.registry.prepare_create(kind, slice_, "default"))
+        else:
+            self.registry.commit_update(kind, old, self.registry.prepare_update(kind, old, slice_), None)
+
+    async def stop(self) -> None:
+        self.handlers.close_watchers()
+        await asyncio.sleep(0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.persister is not None:
+            self.persister.flush()
+        self.store.hooks.clear()
+
+    async def __aenter__(self) -> "LabApiServer":
+        if self._runner is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", action="append", default=None, metavar="HOST:PORT",
+                   help="address to serve on (repeatable; default 127.0.0.1:6443)")
+    p.add_argument("--state", metavar="FILE", help="persist objects to FILE (JSON, atomic writes)")
+    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12",
+                   help="CIDR for ClusterIPs; 'V4CIDR,V6CIDR' for dual-stack")
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="CIDR node pod CIDRs are carved from")
+    p.add_argument("--node-cidr-mask-size", type=int, default=24)
+    p.add_argument("--service-node-port-range", default="30000-32767")
+    p.add_argument("--watch-history", type=int, default=10_000, help="events kept for watch resumption")
+    p.add_argument("--bookmark-interval", type=float, default=60.0, help="seconds between BOOKMARKs on idle watches")
+    p.add_argument("--no-controllers", action="store_true",
+                   help="no node pod-CIDR or EndpointSlice controllers (Service IP/port allocation stays)")
+    p.add_argument("--kubernetes-service", metavar="IP:PORT",
+                   help="create the default/kubernetes Service pointing at this address (as kube-apiserver does)")
+
+
+def server_from_args(args: argparse.Namespace) -> LabApiServer:
+    cidrs = args.service_cluster_ip_range.split(",")
+    lo, _, hi = args.service_node_port_range.partition("-")
+    return LabApiServer(
+        state_path=args.state,
+        history=args.watch_history,
+        bookmark_interval=args.bookmark_interval,
+        service_cidr=cidrs[0],
+        service_cidr_v6=cidrs[1] if len(cidrs) > 1 else None,
+        cluster_cidr=args.cluster_cidr,
+        node_cidr_mask=args.node_cidr_mask_size,
+        node_port_range=(int(lo), int(hi or lo)),
+        controllers=not args.no_controllers,
+        kubernetes_service=args.kubernetes_service,
+    )
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = server_from_args(args)
+    await server.start(args.listen or ["127.0.0.1:6443"])
+    print(f"podnet lab apiserver: serving on {' '.join(server.urls)}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(_serve(args))
+    except (ValueError, OSError, StatusError) as e:
+        log.error("%s", e)
+        return 1
+    return 0

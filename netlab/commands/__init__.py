@@ -1,0 +1,12 @@
+"""The ``podnet`` command and the verbs that use several layers at once.
+
+Data flow::
+
+    podnet lab <verb> | podnet watch  --> cli.main: verb -> module (``add_arguments``/``run``)
+        lab apiserver -> apiserver.server; lab up/down -> lab.lab_up / lab.lab_down;
+        lab check -> check.lab_check; lab demo -> lab_demo (up + sample app + check + picture + down)
+
+Public surface: ``cli.main`` (the ``podnet`` console script), ``lab_demo.run``. Fakes: none.
+
+Import rule: any netlab layer and podnet.kube; nothing imports commands.
+"""

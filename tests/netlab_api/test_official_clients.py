@@ -1,0 +1,99 @@
+"""The official ``kubernetes`` Python client against the lab API server.
+
+The objects are what the lab writes: the Node from the lab kubelet's ``node_object`` and a
+Pod whose status is built by the kubelet's ``container_status``, so a field the API marks
+required and the lab omits fails deserialisation here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from podnet.kube import resources as r
+from podnet.netlab.node.kubelet import container_status, node_object
+
+k8s = pytest.importorskip("kubernetes")
+from kubernetes import client as kc  # noqa: E402
+from kubernetes import watch as kw  # noqa: E402
+
+
+def official(url: str, token: str | None = None) -> kc.ApiClient:
+    cfg = kc.Configuration()
+    cfg.host = url
+    if token:
+        cfg.api_key = {"authorization": token}
+        cfg.api_key_prefix = {"authorization": "Bearer"}
+    return kc.ApiClient(cfg)
+
+
+POD = {"metadata": {"name": "web-1", "labels": {"app": "web"}},
+       "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "nginx", "ports": [{"containerPort": 80}]}]}}
+SERVICE = {"metadata": {"name": "web"},
+           "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+EMPTY_SERVICE = {"metadata": {"name": "nobody"},
+                 "spec": {"selector": {"app": "nobody"}, "ports": [{"port": 80}]}}
+
+
+async def populate(client) -> None:
+    await client.create(r.NODES, node_object("n1", "192.168.77.11"))
+    await client.create(r.SERVICES, SERVICE, namespace="default")
+    await client.create(r.SERVICES, EMPTY_SERVICE, namespace="default")
+    await client.create(r.PODS, POD, namespace="default")
+    status = {"phase": "Running", "podIP": "10.244.0.5", "podIPs": [{"ip": "10.244.0.5"}],
+              "hostIP": "192.168.77.11", "hostIPs": [{"ip": "192.168.77.11"}], "startTime": "2026-01-01T00:00:00Z",
+              "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:01Z"}],
+              "containerStatuses": [container_status(POD, "pnlabc", ready=True, started=True, restart_count=1,
+                                                     state={"running": {"startedAt": "2026-01-01T00:00:01Z"}},
+                                                     lastState={"terminated": {"exitCode": 3, "reason": "Error"}})]}
+    await client.patch(r.PODS, "web-1", {"status": status}, "default", subresource="status")
+
+
+async def test_list_and_read_every_kind_the_lab_writes(lab_api, client):
+    await populate(client)
+
+    def read_all():
+        api = official(lab_api.url)
+        core, disc = kc.CoreV1Api(api), kc.DiscoveryV1Api(api)
+        pods = core.list_pod_for_all_namespaces()
+        nodes = core.list_node()
+        pod = core.read_namespaced_pod("web-1", "default")
+        svcs = core.list_service_for_all_namespaces()
+        slices = disc.list_endpoint_slice_for_all_namespaces()
+        nss = core.list_namespace()
+        return pods, nodes, pod, svcs, slices, nss
+
+    pods, nodes, pod, svcs, slices, nss = await asyncio.to_thread(read_all)
+    assert [p.metadata.name for p in pods.items] == ["web-1"]
+    cs = pod.status.container_statuses[0]
+    assert cs.image == "nginx" and cs.image_id.startswith("podnet-lab://") and "@sha256:" in cs.image_id
+    assert cs.restart_count == 1 and cs.last_state.terminated.exit_code == 3
+    info = nodes.items[0].status.node_info
+    assert info.kernel_version and info.boot_id and info.machine_id is not None and info.system_uuid is not None
+    assert {s.metadata.name for s in svcs.items} == {"web", "nobody"}
+    assert {s.metadata.labels["kubernetes.io/service-name"] for s in slices.items} >= {"web", "nobody"}
+    assert "default" in {n.metadata.name for n in nss.items}
+
+
+async def test_watch_of_pods_gets_events(lab_api, client):
+    await populate(client)
+    got: list[tuple[str, str, str]] = []
+    seen_added = threading.Event()
+
+    def watch():
+        w = kw.Watch()
+        core = kc.CoreV1Api(official(lab_api.url))
+        for ev in w.stream(core.list_namespaced_pod, "default", timeout_seconds=20):
+            got.append((ev["type"], ev["object"].metadata.name, ev["object"].metadata.labels.get("v", "")))
+            seen_added.set()
+            if ev["type"] == "MODIFIED" and ev["object"].metadata.labels.get("v") == "2":
+                w.stop()
+
+    t = asyncio.create_task(asyncio.to_thread(watch))
+    assert await asyncio.to_thread(seen_added.wait, 20)
+    await client.patch(r.PODS, "web-1", {"metadata": {"labels": {"v": "2"}}}, "default")
+    await asyncio.wait_for(t, 30)
+    assert got[0] == ("ADDED", "web-1", "")
+    assert got[-1] == ("MODIFIED", "web-1", "2")
