@@ -14,7 +14,7 @@ VENV=${PODNET_VENV:-$ROOT/.venv}
 DEB_PACKAGES=(
   iproute2 iptables conntrack ipset nftables kmod procps psmisc
   bind9-dnsutils dnsperf dnsmasq-base containernetworking-plugins
-  python3-venv ca-certificates
+  python3-venv ca-certificates openssl
 )
 # Only for the tests and benchmarks: real CNI runtimes (a libcni driver built
 # offline with Debian's Go and libcni; podman 4.3 with its CNI backend and runc),

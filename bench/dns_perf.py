@@ -66,7 +66,7 @@ def serve_pool(n: int, workers: int, listen: str) -> int:
     import uvloop
 
     from podnet.dns.server import split_hostport
-    from podnet.dns.testing import FakeInformer
+    from podnet.kube.testing import FakeInformer
     from podnet.dns.workers import WorkerConfig, WorkerPool
     from podnet.kube.objects import Namespace
 
@@ -78,7 +78,7 @@ def serve_pool(n: int, workers: int, listen: str) -> int:
         pool = WorkerPool(workers, WorkerConfig(host, port), informers)
         await pool.start()  # as podnet-dns: listen first, then the informers list
         for inf in informers:
-            inf.sync()
+            inf.synced()
         for _ in range(6000):
             if pool.ready():
                 break

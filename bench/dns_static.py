@@ -19,8 +19,9 @@ import sys
 from podnet.dns import answers, snapshot, watch
 from podnet.dns.handler import Handler
 from podnet.dns.server import DnsServer, split_hostport
-from podnet.dns.testing import FakeInformer, eps, svc
+from podnet.dns.testing import eps, svc
 from podnet.kube.objects import Namespace
+from podnet.kube.testing import FakeInformer
 
 
 def cluster(n: int) -> tuple[list, list, list]:
@@ -59,7 +60,7 @@ async def build(n: int, one_shot: bool) -> Handler:
     sync = watch.ZoneSync(handler, *informers, cfg)
     sync.attach()
     for inf in informers:
-        inf.sync()
+        inf.synced()
     await sync.synced_event.wait()
     return handler
 

@@ -26,7 +26,7 @@ import dns_static  # noqa: E402
 
 from podnet.dns import snapshot, watch  # noqa: E402
 from podnet.dns.handler import Handler  # noqa: E402
-from podnet.dns.testing import FakeInformer  # noqa: E402
+from podnet.kube.testing import FakeInformer  # noqa: E402
 from podnet.kube.objects import Namespace  # noqa: E402
 
 
@@ -51,7 +51,7 @@ async def one(services, slices, namespaces, chunk: int) -> tuple[float, float, i
     await asyncio.sleep(0.01)
     t0 = time.perf_counter()
     for inf in infs:
-        inf.sync()
+        inf.synced()
     t1 = time.perf_counter()
     await sync.synced_event.wait()
     total = time.perf_counter() - t0

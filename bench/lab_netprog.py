@@ -97,7 +97,7 @@ async def measure(lab: str, n: int) -> None:
     pollers = [Poller(ns) for ns in clients]
     dns_poller = Poller(clients[0])
     route_lat, dns_lat, both = [], [], []
-    async with ApiClient.from_url(st.local_master) as client:
+    async with ApiClient.from_flags(master=st.local_master, kubeconfig=str(plan.run_dir / "kubeconfig")) as client:
         try:
             for i in range(n):
                 name = f"np-{i}"

@@ -26,12 +26,13 @@ sys.path.insert(0, str(Path(__file__).parent))  # bench/ only (never the checkou
 from proxy_lib import median, objects, pool, require_root, restore_seconds
 from proxy_sync import podnet_full, streamed_text
 
+from podnet.kube.testing import FakeInformer
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.nft_proxier import NftFamilyProxier, build
 from podnet.proxy.nft_render import render_full
 from podnet.proxy.nft_run import NftRunner
 from podnet.proxy.rules import NodeContext
-from podnet.proxy.testing import FakeInformer, ep, slice_
+from podnet.proxy.testing import ep, slice_
 
 REPS = int(os.environ.get("PODNET_BENCH_REPS", "3"))
 

@@ -23,11 +23,11 @@ import asyncio, ipaddress, json, random, resource, sys
 def rss_kb():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1])
 from podnet.kube import resources as r
+from podnet.kube.testing import FakeInformer
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.iptables import IptablesRunner
 from podnet.proxy.proxier import FamilyProxier
 from podnet.proxy.rules import NodeContext
-from podnet.proxy.testing import FakeInformer
 base = rss_kb()
 ns, n = sys.argv[1], int(sys.argv[2])
 rnd = random.Random(42)

@@ -23,14 +23,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))  # bench/ only (never the checkout root)
 from proxy_lib import median, objects, pool, require_root, restore_seconds
 
+from podnet.kube.testing import FakeInformer
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.iptables import IptablesRunner
-from podnet.proxy.fake_iptables import FakeIptables
 from podnet.proxy.proxier import FamilyProxier, Proxier
 from podnet.proxy.render import render_full
 from podnet.proxy.rules import NodeContext
 from podnet.proxy.snapshot import build
-from podnet.proxy.testing import FakeInformer, ep, slice_
+from podnet.proxy.testing import FakeIptables, ep, slice_
 
 REPS = int(os.environ.get("PODNET_BENCH_REPS", "5"))
 

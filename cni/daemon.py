@@ -36,6 +36,7 @@ from podnet.cni import health, netops, overlay, routes, skel
 from podnet.cni.ipam import Allocator
 from podnet.cni.ipam_store import SqliteStore
 from podnet.cni.plugin import KernelNetOps, Plugin, Readiness
+from podnet.cni.policy_hook import PolicyHook
 from podnet.cni.types import CniError
 
 log = logging.getLogger("podnet.cni.daemon")
@@ -60,6 +61,10 @@ class Options:
     backend: str = "auto"
     vni: int = overlay.DEFAULT_VNI
     vxlan_port: int = overlay.DEFAULT_PORT
+    policy_socket: str = ""
+    """The policy engine's handshake socket; '' = no handshake."""
+    policy_required: bool = False
+    policy_timeout: float = 2.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,6 +87,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--route-interval", type=float, default=10.0, help="seconds between host-gw route re-checks")
     p.add_argument("--reconcile-interval", type=float, default=60.0,
                    help="seconds between releases of reservations whose pod veth vanished without a DEL")
+    p.add_argument("--policy-socket", default="", metavar="PATH",
+                   help="the node policy engine's handshake socket (podnet-policy --cni-socket): ADD tells it the pod's "
+                        "addresses and waits for its rules before plumbing the pod; '' disables")
+    p.add_argument("--policy-required", action="store_true",
+                   help="fail ADD with code 11 (try again later) when the policy engine does not confirm in time")
+    p.add_argument("--policy-timeout", type=float, default=2.0, help="seconds ADD waits for the policy engine")
     p.add_argument("--health-listen", default="", metavar="HOST:PORT", type=health.listen_arg,
                    help="serve /healthz (200 only when ADDs can be served), /livez and /metrics here; '' disables")
 
@@ -94,7 +105,10 @@ def options_from(args: argparse.Namespace) -> Options:
                    split(args.cluster_cidr), split(args.pod_cidr), args.masquerade, args.mtu, args.route_interval,
                    args.reconcile_interval, health_listen=args.health_listen,
                    backend=getattr(args, "backend", "auto"), vni=getattr(args, "vni", overlay.DEFAULT_VNI),
-                   vxlan_port=getattr(args, "vxlan_port", overlay.DEFAULT_PORT))
+                   vxlan_port=getattr(args, "vxlan_port", overlay.DEFAULT_PORT),
+                   policy_socket=getattr(args, "policy_socket", ""),
+                   policy_required=getattr(args, "policy_required", False),
+                   policy_timeout=getattr(args, "policy_timeout", 2.0))
 
 
 def parse_request(data: bytes) -> tuple[dict[str, str], bytes]:
@@ -117,6 +131,8 @@ class Daemon:
         self.pool = ThreadPoolExecutor(max_workers=opts.workers, thread_name_prefix="netops")
         self.ready = Readiness()
         self.plugin = Plugin(None, KernelNetOps(), self.pool, opts.mtu or overlay.DEFAULT_UNDERLAY_MTU, self.ready)
+        if opts.policy_socket:
+            self.plugin.policy = PolicyHook(opts.policy_socket, opts.policy_required, opts.policy_timeout)
         self.overlay = overlay.Overlay(overlay.Config(opts.backend, opts.vni, opts.vxlan_port, opts.mtu),
                                        overlay.KernelOverlayOps())
         self.api = None  # the API client once watching Nodes (publishes this node's VTEP)
@@ -329,6 +345,9 @@ def run(args: argparse.Namespace) -> int:
     from podnet.kube.kubeconfig import ConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s podnet-cni %(levelname)s %(message)s")
+    if getattr(args, "policy_required", False) and not getattr(args, "policy_socket", ""):
+        log.error("--policy-required needs --policy-socket")
+        return 2
     try:
         asyncio.run(serve(options_from(args)))
     except ConfigError as e:

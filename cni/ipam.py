@@ -104,38 +104,6 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
-class MemoryStore:
-    """In-memory :class:`Store` fake for pure tests; ``fail_next`` simulates an I/O error."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, Reservation] = {}
-        self.cursors: dict[str, str] = {}
-        self.fail_next: Exception | None = None
-
-    def _maybe_fail(self) -> None:
-        if self.fail_next:
-            e, self.fail_next = self.fail_next, None
-            raise e
-
-    def load(self) -> tuple[list[Reservation], dict[str, str]]:
-        return list(self.rows.values()), dict(self.cursors)
-
-    def reserve(self, reservations: list[Reservation], cursors: dict[str, str]) -> None:
-        self._maybe_fail()
-        if any(r.ip in self.rows for r in reservations):
-            raise AssertionError("duplicate reservation reached the store")
-        self.rows.update((r.ip, r) for r in reservations)
-        self.cursors.update(cursors)
-
-    def release(self, ips: list[str]) -> None:
-        self._maybe_fail()
-        for ip in ips:
-            self.rows.pop(ip, None)
-
-    def close(self) -> None:
-        pass
-
-
 class Allocator:
     """Allocates one address per range for each attachment."""
 

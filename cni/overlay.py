@@ -15,7 +15,7 @@ Everything here except :class:`KernelOverlayOps` and :class:`Overlay` is pure:
 frozen Node objects, the node's config and a :class:`Host` snapshot of its
 interfaces in, devices / routes / neighbours / FDB entries as data out.
 :func:`sync_devices` and :func:`sync_entries` apply that data through an
-:class:`OverlayOps` (the kernel one, or ``podnet.cni.fake_netops.FakeOverlayOps``):
+:class:`OverlayOps` (the kernel one, or ``podnet.cni.testing.FakeOverlayOps``):
 they diff against what the kernel holds, so they are idempotent and, run
 periodically, repair a deleted entry. Routes (host-gw and VXLAN alike) are
 applied by :func:`podnet.cni.routes.sync` under protocol 150.
@@ -516,8 +516,10 @@ def sync_entries(p: Plan, devices: Iterable[str], ops: OverlayOps) -> tuple[list
 
 
 class KernelOverlayOps:
-    """:class:`OverlayOps` on the node's network namespace (pyroute2, on the calling worker thread's
-    long-lived node socket, :func:`podnet.cni.netops.node_netlink`)."""
+    """:class:`OverlayOps` on the node's network namespace, on the calling worker thread's long-lived
+    node sockets: listings of every link and address from raw dumps (:func:`podnet.cni.netops.node_rtnl`),
+    whose cost stays small with a veth per pod; changes and VXLAN details through pyroute2
+    (:func:`podnet.cni.netops.node_netlink`)."""
 
     NUD_PERMANENT, NUD_NOARP, NTF_SELF, IFF_UP = 0x80, 0x40, 0x02, 0x1
 
@@ -542,7 +544,7 @@ class KernelOverlayOps:
     def host(self) -> Host:
         addrs: dict[int, list[str]] = {}
         for a in map(rtnl.parse_addr, node_rtnl().dump(rtnl.all_addrs())):
-            if a.scope == 0:
+            if a.scope == 0 and a.address:
                 addrs.setdefault(a.index, []).append(f"{a.address}/{a.prefixlen}")
         out = []
         for link in self._links():

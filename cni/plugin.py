@@ -125,6 +125,8 @@ class Plugin:
         self.attachments = KeyedLock()  # (container ID, ifname) -> one ADD/DEL/CHECK at a time
         self._busy: dict[str, int] = {}  # node-side veth name -> ADDs/DELs in flight for it
         self._touched: set[str] | None = None  # names busy at any time during a running reconcile
+        self.policy: Any = None
+        """A :class:`podnet.cni.policy_hook.PolicyHook`: told a pod's addresses before its veth exists."""
 
     def _enter(self, host: str) -> None:
         self._busy[host] = self._busy.get(host, 0) + 1
@@ -161,13 +163,19 @@ class Plugin:
             self._enter(host)
             try:
                 ips = ipam.allocate(net, cid, ifname, req.netns, req.pod, wanted.ips)
+                announced = False
                 try:
+                    if self.policy is not None:  # the pod's policy state exists before its route does
+                        await self.policy.added(req.pod, [ip.ip for ip in ips])
+                        announced = True
                     plumbed = await self._run(self.net.add_pod, req.netns, ifname, host, ips, self.mtu, wanted.mac)
                 except Exception:
                     # add_pod leaves the attachment's veth either as it was (refused before any change)
                     # or gone (rolled back): the reservation follows the veth.
                     if host not in await self._run(self.net.podnet_links):
                         ipam.release(net, cid, ifname)
+                        if announced:
+                            await self.policy.deleted(req.pod, [ip.ip for ip in ips])
                     raise
             finally:
                 self._leave(host)
@@ -186,7 +194,10 @@ class Plugin:
             self._enter(host)
             try:
                 await self._run(self.net.del_pod, req.netns, req.ifname, host)
+                held = ipam.lookup(req.conf.name, req.container_id, req.ifname)
                 ipam.release(req.conf.name, req.container_id, req.ifname)
+                if self.policy is not None and held:
+                    await self.policy.deleted(req.pod, [r.ip for r in held])
             finally:
                 self._leave(host)
 

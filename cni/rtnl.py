@@ -150,7 +150,8 @@ def _u32(raw: bytes | None) -> int:
 
 
 def _addr_text(raw: bytes | None) -> str:
-    if not raw:
+    """An IPv4 or IPv6 address as text; "" for anything else (absent, or another family's)."""
+    if raw is None or len(raw) not in (4, 16):
         return ""
     return socket.inet_ntop(socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, raw)
 

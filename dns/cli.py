@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, default=1000, help="forwarded queries in flight before REFUSED")
     p.add_argument("--cache-max-ttl", type=int, default=30, help="cap on cached upstream TTLs (default 30, as 'cache 30')")
     p.add_argument("--dns-service", default="kube-system/kube-dns", help="our own Service, for ns.dns.<zone>")
-    p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="DNS worker processes sharing the port (SO_REUSEPORT); 0 = one per CPU (default), 1 = one process; "
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="DNS worker processes sharing the port (SO_REUSEPORT); 1 = one process (default), 0 = one per CPU; "
                         "-conf always runs one process")
     p.add_argument("-conf", "--conf", dest="conf", metavar="FILE", help="CoreDNS Corefile (replaces the flags above)")
     p.add_argument("-dns.port", dest="default_port", type=_port, default=53, metavar="PORT",

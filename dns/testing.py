@@ -1,6 +1,7 @@
-"""Test support shipped in-tree: cluster objects covering every record kind, raw exchanges, a fake upstream.
+"""The DNS package's test support: cluster objects covering every record kind, raw exchanges, a fake upstream.
 
-Used by tests/dns and the benchmarks; nothing here runs in the server.
+Used by tests/dns and the benchmarks; product code never imports this. The informer and clock fakes are
+:mod:`podnet.kube.testing`'s.
 """
 
 from __future__ import annotations
@@ -225,55 +226,3 @@ class UdpRelay:
     async def stop(self) -> None:
         if self._tr is not None:
             self._tr.close()
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class FakeInformer:
-    """The informer surface podnet.dns uses (add_handler, list, has_synced), driven by the test."""
-
-    def __init__(self, objects=()) -> None:
-        self._store = {o.key: o for o in objects}
-        self.has_synced = False
-        self._handlers: list[dict] = []
-
-    def add_handler(self, on_add=None, on_update=None, on_delete=None, on_synced=None):
-        h = {"add": on_add, "update": on_update, "delete": on_delete, "synced": on_synced}
-        self._handlers.append(h)
-        return h
-
-    def list(self) -> list:
-        return list(self._store.values())
-
-    def _emit(self, kind: str, *args) -> None:
-        for h in self._handlers:
-            if h[kind] is not None:
-                h[kind](*args)
-
-    def sync(self) -> None:
-        for o in self._store.values():
-            self._emit("add", o)
-        self.has_synced = True
-        self._emit("synced")
-
-    def upsert(self, obj) -> None:
-        old = self._store.get(obj.key)
-        self._store[obj.key] = obj
-        if old is None:
-            self._emit("add", obj)
-        elif old != obj:
-            self._emit("update", old, obj)
-
-    def delete(self, key: str) -> None:
-        old = self._store.pop(key, None)
-        if old is not None:
-            self._emit("delete", old)

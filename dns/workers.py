@@ -9,7 +9,8 @@ same objects. Workers report their counters and readiness every ``REPORT_INTERVA
 once when readiness changes); /metrics sums them, counters of exited workers included, so totals
 never go backwards when a worker is replaced. /ready is 200 only while every worker has synced and
 its last rebuild succeeded. A worker that exits is started again after ``RESTART_DELAY`` seconds
-(doubling up to ``MAX_RESTART_DELAY`` while it keeps failing before it is up).
+(doubling up to ``MAX_RESTART_DELAY`` while it keeps failing before it is up); one that stops reading
+its events (see ``MAX_BEHIND``) is killed and started again. Events of one loop turn are one frame.
 
 Worker process (:func:`worker_main`): the daemon's data path unchanged (Handler, the stock Corefile's
 errors-only Chain, Forwarder with its own cache and loop probe, DnsServer), fed by a
@@ -54,8 +55,10 @@ RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 10.0
 STOP_TIMEOUT = 5.0
 MAX_BACKLOG = 64 << 20
-"""Bytes of events a worker may leave unread; a worker further behind (stopped, stuck) is killed and
-started again from the stores, so the control's memory stays bounded."""
+MAX_BEHIND = 10.0
+"""A worker that has more than MAX_BACKLOG bytes of events waiting and has read none of them for
+MAX_BEHIND seconds (stopped, stuck) is killed and started again from the stores, so the control's
+memory stays bounded; a worker that keeps reading, however far behind, is never replaced."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,12 @@ class _Worker:
         self.report = Report()
         self.up = asyncio.Event()
         self.starts = 0
+        self.behind_since: float | None = None
+        """Loop time since which its waiting events exceed the pool's ``max_backlog`` with nothing read."""
+        self.written = 0
+        self.last_delivered = 0
+        """Bytes written to the current connection / handed to the kernel at the last look (the worker
+        has read them or the socket holds them)."""
 
 
 class WorkerPool:
@@ -243,6 +252,7 @@ class WorkerPool:
         self._reserved: list[socket.socket] = []
         self._pending: list[tuple] = []
         self.max_backlog = MAX_BACKLOG
+        self.max_behind = MAX_BEHIND
         self.restarts = 0
         self.synced_logged = False
         """The one "synced:" line of the server is logged here, once every worker has synced (a
@@ -342,13 +352,15 @@ class WorkerPool:
         # Configuration, then every store as it is now, then (from the next loop turn on) live events.
         # A worker started once the informers have synced listens only after its own first sync.
         late = all(inf.has_synced for inf in self.informers)
-        writer.write(frame(("config", w.index, _with_port(self.cfg, self.port), late)))
+        dump = [("config", w.index, _with_port(self.cfg, self.port), late)]
         for i, inf in enumerate(self.informers):
-            writer.write(frame(("bulk", i, list(inf.list()))))
+            dump.append(("bulk", i, list(inf.list())))
             if inf.has_synced:
-                writer.write(frame(("synced", i)))
-        for name in sorted(self.looping):
-            writer.write(frame(("seen", self._probe_of(name))))
+                dump.append(("synced", i))
+        dump += [("seen", self._probe_of(name)) for name in sorted(self.looping)]
+        data = b"".join(frame(m) for m in dump)
+        writer.write(data)
+        w.written, w.last_delivered, w.behind_since = len(data), 0, None
         reports = asyncio.ensure_future(self._read_reports(w, reader))
         rc = await w.proc.wait()
         up = w.up.is_set()
@@ -402,9 +414,19 @@ class WorkerPool:
         for w in self.workers:
             if w.writer is not None and not w.writer.is_closing():
                 w.writer.write(data)
-                if w.writer.transport.get_write_buffer_size() > self.max_backlog and w.proc is not None:
-                    log.warning("DNS worker %d (pid %d) is %d bytes of events behind; replacing it",
-                                w.index, w.proc.pid, w.writer.transport.get_write_buffer_size())
+                w.written += len(data)
+                backlog = w.writer.transport.get_write_buffer_size()
+                delivered = w.written - backlog
+                now = asyncio.get_running_loop().time()
+                if backlog <= self.max_backlog or delivered > w.last_delivered:
+                    # Within bounds, or the worker has read since the last look: it is alive.
+                    w.behind_since, w.last_delivered = None, delivered
+                elif w.behind_since is None:
+                    w.behind_since = now
+                elif now - w.behind_since > self.max_behind and w.proc is not None:
+                    log.warning("DNS worker %d (pid %d) has read nothing for %.1fs with %d bytes of events waiting; replacing it",
+                                w.index, w.proc.pid, now - w.behind_since, backlog)
+                    w.behind_since = None
                     w.writer.transport.abort()
                     w.writer = None
                     try:

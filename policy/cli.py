@@ -65,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-bind-address", type=_hostport, default="127.0.0.1:9968")
     p.add_argument("--log-denied", action="store_true",
                    help="a kernel LOG line (prefix: the pod's chain) per denied new connection, at most 10/s per pod")
+    p.add_argument("--cni-socket", default="", metavar="PATH",
+                   help="serve the CNI handshake here (the CNI daemon's --policy-socket): a new pod's rules are in "
+                        "the kernel before its ADD returns; '' disables")
     p.add_argument("--once", action="store_true", help="sync once after the informers have synced, then exit")
     p.add_argument("--cleanup", action="store_true", help="remove every policy chain and set, then exit")
     logsetup.add_flags(p, "policy")
@@ -138,10 +141,18 @@ async def _run(args: argparse.Namespace) -> int:
             await task
             return 0 if engine.syncs else 1
         runner = await _serve_metrics(args.metrics_bind_address, engine)
+        handshake = None
+        if args.cni_socket:
+            from podnet.policy.handshake import HandshakeServer, api_fetcher
+
+            handshake = HandshakeServer(engine, args.cni_socket, api_fetcher(client))
+            await handshake.start()
         try:
             log.info("podnet-policy on node %s: IPv%s", node, args.ip_family)
             await engine.run(stop)
         finally:
+            if handshake is not None:
+                await handshake.close()
             if runner is not None:
                 await runner.cleanup()
     return 0

@@ -69,6 +69,9 @@ class Engine:
         self._last_full = clock()
         self.syncs = 0
         self.last_error: str | None = None
+        self.overlay: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+        """Applied to the informer's pods in every snapshot (the CNI handshake's announced addresses)."""
+        self._sync_lock = asyncio.Lock()
 
     def attach(self, policies: Any, pods: Any, namespaces: Any) -> None:
         self._informers = [policies, pods, namespaces]
@@ -87,10 +90,21 @@ class Engine:
 
     def snapshot(self) -> Snapshot:
         policies, pods, namespaces = self._informers
-        return Snapshot(tuple(policies.list()), tuple(pods.list()), tuple(namespaces.list()))
+        pod_list = tuple(pods.list())
+        if self.overlay is not None:
+            pod_list = self.overlay(pod_list)
+        return Snapshot(tuple(policies.list()), pod_list, tuple(namespaces.list()))
+
+    def snapshot_pod(self, key: str) -> Any | None:
+        """The pods informer's object for ``namespace/name``, or None."""
+        return self._informers[1].get(key) if self._informers else None
 
     async def sync(self) -> bool:
-        """One recompute + apply; True when every family applied."""
+        """One recompute + apply; True when every family applied. Syncs never overlap."""
+        async with self._sync_lock:
+            return await self._sync()
+
+    async def _sync(self) -> bool:
         if not self.synced:
             return False
         started = self._clock()

@@ -76,7 +76,10 @@ class Programmer:
             wrote = False
             if out.iptables != self._text or self._need_resync:
                 await self.kernel.iptables_restore(out.iptables)
-                self._text, self._chains, wrote = out.iptables, out.chains, True
+                text = out.iptables
+                if set(stale_chains) - set(out.chains):  # remember the text without the deletions just done
+                    text = r.render(verdicts, self.family, out.chains, self.log_denied).iptables
+                self._text, self._chains, wrote = text, out.chains, True
                 self.chain_pods = {c: key for key in verdicts for c in r.pod_chains(key)}
             if self._need_resync:
                 for table, chain, rule in r.JUMPS:

@@ -248,6 +248,9 @@ class FakeInformer:
     def list(self) -> list[Any]:
         return list(self.store.values())
 
+    def get(self, key: str) -> Any | None:
+        return self.store.get(key)
+
     def set(self, obj: Any) -> None:
         old = self.store.get(obj.key)
         self.store[obj.key] = obj

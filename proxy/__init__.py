@@ -20,8 +20,8 @@ nftables mode (``--proxy-mode nftables``; iptables stays the default), same info
             nft_run.NftRunner (S)                           -> one ``nft -f -`` per sync
         nft_count (S: kernel rule counts for the canary), nft_node (S: families, mode switch, cleanup)
 
-Tests drive the same code with fake_iptables.FakeIptables, nft_testing.FakeNft, conntrack.FakeConntrack,
-testing.FakeInformer / FakeClock, and trace.Tracer, which walks the parsed rules like the
+Tests drive the same code with the fakes in proxy/testing.py (FakeIptables, FakeNft, FakeConntrack),
+podnet.kube.testing's FakeInformer / FakeClock, and trace.Tracer, which walks the parsed rules like the
 kernel would for the first packet of a connection.
 
 What is different from kube-proxy on purpose: chains are named ``PODNET-*`` (never touching

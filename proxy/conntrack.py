@@ -11,14 +11,14 @@ that service. Flows to addresses that *were* UDP services and are no longer
 (deleted services) are deleted too; so are flows of services scaled to zero.
 
 :func:`stale_flows` is pure; :class:`ConntrackTool` runs the ``conntrack``
-binary; :class:`FakeConntrack` keeps flows in memory for tests.
+binary (its in-memory fake is ``podnet.proxy.testing.FakeConntrack``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Protocol, Sequence
 
 from podnet.kube.objects import EndpointSlice, Service
@@ -129,20 +129,6 @@ class ConntrackTool:
             )
             deleted += count if rc == 0 else 0
         return deleted
-
-
-@dataclass
-class FakeConntrack:
-    flows: dict[int, list[Flow]] = field(default_factory=lambda: {4: [], 6: []})
-
-    async def list_udp(self, family: int) -> list[Flow]:
-        return list(self.flows[family])
-
-    async def delete(self, family: int, flows: Sequence[Flow]) -> int:
-        gone = set(flows)
-        before = len(self.flows[family])
-        self.flows[family] = [f for f in self.flows[family] if f not in gone]
-        return before - len(self.flows[family])
 
 
 class Reconciler:

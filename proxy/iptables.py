@@ -1,7 +1,7 @@
 """The iptables side effect: one protocol, a real runner, backend detection.
 
 :class:`Iptables` is everything the daemon asks of the kernel's rules; the
-real :class:`IptablesRunner` and :class:`podnet.proxy.fake_iptables.FakeIptables`
+real :class:`IptablesRunner` and :class:`podnet.proxy.testing.FakeIptables`
 both implement it. The runner execs the backend's binaries directly
 (``iptables-nft-restore`` or ``iptables-legacy-restore``, never both), with
 ``--wait`` so it queues behind other xtables users instead of failing.

@@ -2,7 +2,7 @@
 
 :class:`Nft` is the protocol the nftables proxier needs; :class:`NftRunner`
 runs the real ``nft`` binary (optionally behind a prefix such as
-``ip netns exec NS``), :class:`podnet.proxy.nft_testing.FakeNft` is the
+``ip netns exec NS``), :class:`podnet.proxy.testing.FakeNft` is the
 in-memory fake. A failed transaction raises :class:`NftError` with nft's
 message; nft applies a transaction entirely or not at all.
 """

@@ -2,7 +2,8 @@
 
 Data flow (pure functions marked P; everything else works on the store's state)::
 
-    HTTP request --> apihandlers (aiohttp)  -- body: JSON, or kproto (P) for kubectl's protobuf
+    HTTP(S) request --> authn: bearer token from --token-auth-file, else 401 (public-info paths open)
+      --> apihandlers (aiohttp)  -- body: JSON, or kproto (P) for kubectl's protobuf
         apikinds            which resource, URL placement, discovery documents
         fieldvalidation + fieldschema   ?fieldValidation= (unknown / repeated fields)
         patch (P)           merge, strategic merge and JSON patch
@@ -12,8 +13,17 @@ Data flow (pure functions marked P; everything else works on the store's state):
       --> apistore          resourceVersions, event history, watchers; optional state file
             post-commit hooks: controllers (pod CIDRs; endpointslices (P) per Service), scheduler
       --> apiwatch          newline-delimited watch events, bookmarks; tables (P) for kubectl's as=Table
+    pods/NAME/log --> podlogs: the lab kubelets' log files (kubelet's /var/log/pods layout)
     server.LabApiServer wires these together; apirunner runs it listening both in the root
     namespace and inside the lab's underlay namespace (``python -P -m podnet.netlab.apiserver.apirunner``).
+
+Security: in a lab the server serves HTTPS only (a lab CA generated at ``lab up``) and answers 401
+to every request without one of the lab's tokens, on the root loopback listener and on the
+underlay one that pods can reach; no authorisation (RBAC) yet: any valid token may do anything.
+A lab pod's ``command`` still runs as root on the host's filesystem, so such a command can read
+``/run/podnet/<lab>/credentials`` (and anything else) on the host: the tokens keep out network
+clients (a pod's workload talking to the API, other hosts' users), not code the lab runs as root.
+Standalone (``podnet lab apiserver``) without ``--token-auth-file`` serves everyone, on loopback by default.
 
 Public surface: ``server.LabApiServer`` (+ ``add_arguments``/``run`` for ``podnet lab apiserver``),
 ``apistore.Store``, ``registry.Registry``, ``apirunner.main``. Fakes: none; tests start a real

@@ -5,6 +5,12 @@ metadata.resourceVersion and, when paged with ``limit``, ``continue``),
 or a Kubernetes ``Status`` for errors (400/404/405/409/410/415/422, and 500
 for a bug — logged, never a traceback on the wire). Watches are
 newline-delimited JSON events (see :mod:`podnet.netlab.apiserver.apiwatch`).
+With an authenticator (:mod:`podnet.netlab.apiserver.authn`) every request but the
+public-info paths needs a valid bearer token, else 401; with an RBAC policy as well
+(:mod:`podnet.netlab.apiserver.authz`) every such request must then be authorised, else 403.
+``pods/NAME/log`` answers text/plain from the lab kubelet's log files
+(:mod:`podnet.netlab.apiserver.podlogs`); exec, attach and portforward answer a Status naming
+the pod's network namespace and the command to use instead (:mod:`podnet.netlab.apiserver.streaming`).
 
 Requests asking for ``as=Table`` (kubectl get) get ``meta.k8s.io/v1`` Tables
 (:mod:`podnet.netlab.apiserver.tables`) for lists, single objects and watch events.
@@ -27,12 +33,15 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from podnet.netlab.apiserver import apikinds, fieldvalidation
+from podnet.netlab.apiserver import apikinds, authz, fieldvalidation
 from podnet.netlab.apiserver.apikinds import BY_API_PATH, Kind
+from podnet.netlab.apiserver.authn import UNAUTHORIZED, TokenAuthenticator, User, is_public
 from podnet.netlab.apiserver.apistore import StatusError, Store, Watcher
 from podnet.netlab.apiserver.apiwatch import open_watcher, stream_watch
 from podnet.netlab.apiserver.kproto import ProtobufError, decode_object
 from podnet.netlab.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
+from podnet.netlab.apiserver.podlogs import PodLogs
+from podnet.netlab.apiserver.streaming import STREAMING, no_streaming
 from podnet.netlab.apiserver.registry import Registry, finish_graceful_delete
 from podnet.netlab.apiserver.selectors import SelectorError, parse_field_selector, parse_label_selector
 from podnet.netlab.apiserver.tables import table, wants_table
@@ -73,6 +82,11 @@ class ApiHandlers:
         self._rand = rand
         self.watchers: set[Watcher] = set()
         self.requests = 0
+        self.pod_logs: PodLogs | None = None
+        self.authenticator: TokenAuthenticator | None = None
+        """None: every request is served (a server without ``--token-auth-file``)."""
+        self.policy: authz.Policy | None = None
+        """With an authenticator: the RBAC policy every authenticated request is authorised against."""
 
     # ------------------------------------------------------------------ routing
 
@@ -80,6 +94,10 @@ class ApiHandlers:
         self.requests += 1
         try:
             return await self._dispatch(request)
+        except _Forbidden as e:
+            body = authz.forbidden_status(e.attributes)
+            log.warning("RBAC denied: %s", body["message"])
+            return _json(body, 403)
         except StatusError as e:
             return status_response(e)
         except (ConnectionResetError, asyncio.CancelledError):
@@ -90,6 +108,13 @@ class ApiHandlers:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
+        user: User | None = None
+        if self.authenticator is not None and not is_public(path):
+            user = self.authenticator.authenticate(request.headers.get("Authorization"))
+            if user is None:
+                return _json(UNAUTHORIZED, 401)
+        if user is not None and self.policy is not None and not _is_resource_path(path):
+            self._authorize(authz.Attributes(user.name, user.groups, request.method.lower(), path=path))
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
         if path == "/openapi/v2" and "protobuf" in request.headers.get("Accept", ""):
@@ -105,6 +130,8 @@ class ApiHandlers:
             return _json(static)
         kind, ns, name, sub = self._parse(path)
         m = request.method
+        if user is not None and self.policy is not None:
+            self._authorize(self._resource_attributes(request, user, kind, ns, name, sub))
         if name is None:
             if m == "GET":
                 if _truthy(request.query.get("watch")):
@@ -115,6 +142,12 @@ class ApiHandlers:
             if m == "DELETE":
                 return await self.delete_collection(request, kind, ns)
         else:
+            if sub == "log" and kind.plural == "pods" and self.pod_logs is not None:
+                if m != "GET":
+                    raise StatusError(405, "MethodNotAllowed", f"{m} is not allowed on {path}")
+                return await self.pod_logs.serve(request, self._get(kind, ns, name))
+            if sub in STREAMING and kind.plural == "pods":
+                raise no_streaming(self._get(kind, ns, name), sub, request.query.getall("command", []))
             if sub not in (None, "status"):
                 raise StatusError(404, "NotFound", f"the server could not find the requested resource ({path})")
             if m == "GET":
@@ -129,6 +162,25 @@ class ApiHandlers:
             if m == "DELETE" and sub is None:
                 return await self.delete(request, kind, ns, name)
         raise StatusError(405, "MethodNotAllowed", f"{m} is not allowed on {path}")
+
+    def _authorize(self, a: authz.Attributes) -> None:
+        assert self.policy is not None
+        if not authz.authorize(self.policy, a).allowed:
+            raise _Forbidden(a)
+
+    @staticmethod
+    def _resource_attributes(request: web.Request, user: User, kind: Kind, ns: str | None, name: str | None,
+                             sub: str | None) -> authz.Attributes:
+        """kube-apiserver's RequestInfo: the verb from the method, a list's or watch's name from a
+        ``metadata.name`` field selector."""
+        verb = authz.resource_verb(request.method, named=name is not None, watch=_truthy(request.query.get("watch")))
+        if name is None and verb in ("list", "watch", "deletecollection"):
+            for term in (request.query.get("fieldSelector") or "").split(","):
+                key, sep, value = term.partition("=")
+                if key.strip() == "metadata.name" and sep:
+                    name = value.lstrip("=").strip()
+        group = "" if kind.api_path.startswith("/api/") else kind.api_path.split("/")[2]
+        return authz.Attributes(user.name, user.groups, verb, group, kind.plural, sub or "", ns or "", name or "")
 
     def _discovery(self, request: web.Request, path: str) -> dict[str, Any] | None:
         if path == "/version":
@@ -369,6 +421,18 @@ class ApiHandlers:
                 gone.append(deleted)
         return _json({"kind": kind.list_kind, "apiVersion": kind.api_version,
                       "metadata": {"resourceVersion": str(self.store.rv)}, "items": gone})
+
+
+class _Forbidden(Exception):
+    def __init__(self, attributes: authz.Attributes) -> None:
+        super().__init__(attributes.verb)
+        self.attributes = attributes
+
+
+def _is_resource_path(path: str) -> bool:
+    """A path naming a resource (``/api/v1/<resource>...``, ``/apis/<group>/<version>/<resource>...``)."""
+    parts = path.strip("/").split("/")
+    return (parts[0] == "api" and len(parts) >= 3) or (parts[0] == "apis" and len(parts) >= 4)
 
 
 def _int_param(request: web.Request, name: str) -> int | None:

@@ -123,6 +123,9 @@ def resource_list(api_path: str) -> dict[str, Any] | None:
                 {"name": f"{k.plural}/status", "singularName": "", "namespaced": k.namespaced, "kind": k.kind,
                  "verbs": ["get", "patch", "update"]}
             )
+        if k.plural == "pods":  # served by podlogs, as kube-apiserver lists it
+            resources.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
+                              "verbs": ["get"]})
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_path.split("/", 2)[2], "resources": resources}
 
 

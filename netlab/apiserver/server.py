@@ -1,8 +1,13 @@
 """The lab API server: a kube-apiserver (plus its controllers) in one asyncio process.
 
 ``podnet lab apiserver --listen 127.0.0.1:6443 [--state FILE]`` serves core v1
-services, nodes, namespaces, pods and discovery.k8s.io/v1 endpointslices over
-plain HTTP, speaking the real REST wire protocol (see
+services, nodes, namespaces, pods (with pods/log) and discovery.k8s.io/v1 endpointslices
+over plain HTTP, or HTTPS with ``--tls-cert-file``/``--tls-private-key-file``; with
+``--token-auth-file`` every request but /healthz, /livez, /readyz and /version needs a
+bearer token (:mod:`podnet.netlab.apiserver.authn`); adding ``--authorization-mode RBAC
+--rbac-file FILE`` authorises each authenticated request against the Role, ClusterRole,
+RoleBinding and ClusterRoleBinding documents of FILE (:mod:`podnet.netlab.apiserver.authz`),
+else 403. It speaks the real REST wire protocol (see
 :mod:`podnet.netlab.apiserver.apihandlers`), so podnet's daemons, kubectl and tests talk
 to it exactly as to a real cluster. Built-in controllers: ClusterIP and
 NodePort allocation (at write time, as the apiserver registry does), node pod
@@ -28,6 +33,7 @@ import asyncio
 import logging
 import signal
 import socket
+import ssl
 from pathlib import Path
 from typing import Sequence
 
@@ -36,7 +42,10 @@ from aiohttp import web
 from podnet.netlab.apiserver.allocators import CIDRAllocator
 from podnet.netlab.apiserver.apihandlers import ApiHandlers
 from podnet.netlab.apiserver.apistore import Persister, Store, StatusError
+from podnet.netlab.apiserver.authn import TokenAuthenticator
+from podnet.netlab.apiserver.authz import Policy, policy_from_yaml
 from podnet.netlab.apiserver.controllers import EndpointSliceController, NodeCIDRController
+from podnet.netlab.apiserver.podlogs import PodLogs
 from podnet.netlab.apiserver.registry import Registry, finish_graceful_delete
 from podnet.netlab.apiserver.scheduler import PodScheduler
 
@@ -72,11 +81,22 @@ class LabApiServer:
         kubernetes_service: str | None = None,
         max_endpoints_per_slice: int = 100,
         persist_delay: float = 0.05,
+        pod_log_dir: str | Path | None = None,
+        authenticator: TokenAuthenticator | None = None,
+        tls: tuple[str | Path, str | Path] | None = None,
+        policy: Policy | None = None,
     ) -> None:
+        """``tls``: (certificate, private key) files to serve HTTPS with on every listener.
+        ``policy``: RBAC rules every authenticated request must pass (needs ``authenticator``)."""
+        if policy is not None and authenticator is None:
+            raise ValueError("RBAC authorisation needs an authenticator (--token-auth-file)")
         self.store = Store(history=history)
         cidrs = [service_cidr] + ([service_cidr_v6] if service_cidr_v6 else [])
         self.registry = Registry(self.store, service_cidrs=cidrs, node_ports=node_port_range)
         self.handlers = ApiHandlers(self.store, self.registry, bookmark_interval=bookmark_interval)
+        self.handlers.pod_logs = PodLogs(self.store, pod_log_dir)
+        self.handlers.authenticator = authenticator
+        self.handlers.policy = policy
         self.persister = Persister(self.store, state_path, persist_delay) if state_path else None
         self.node_cidrs = NodeCIDRController(self.store, CIDRAllocator(cluster_cidr, node_cidr_mask))
         self.endpoint_slices = EndpointSliceController(self.store, max_endpoints_per_slice)
@@ -84,11 +104,12 @@ class LabApiServer:
         self._controllers = controllers
         self._kubernetes_service = kubernetes_service
         self._runner: web.AppRunner | None = None
+        self._tls = tls
         self.urls: list[str] = []
 
     @property
     def url(self) -> str:
-        """The first listening address as an http URL."""
+        """The first listening address as an http (https with ``tls``) URL."""
         if not self.urls:
             raise RuntimeError("LabApiServer is not started")
         return self.urls[0]
@@ -132,18 +153,24 @@ class LabApiServer:
         app.router.add_route("*", "/{tail:.*}", self.handlers.dispatch)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
+        ssl_ctx = None
+        if self._tls is not None:
+            ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_ctx.load_cert_chain(str(self._tls[0]), str(self._tls[1]))
+        scheme = "https" if ssl_ctx else "http"
         sites: list[web.BaseSite] = []
         for addr in listen:
             host, port = parse_listen(addr)
-            sites.append(web.TCPSite(self._runner, host, port, reuse_address=True))
-        sites += [web.SockSite(self._runner, s) for s in sockets]
+            sites.append(web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=ssl_ctx))
+        sites += [web.SockSite(self._runner, s, ssl_context=ssl_ctx) for s in sockets]
         for site in sites:
             await site.start()
         self.urls = []
         for site in sites:
             for sock in getattr(site._server, "sockets", None) or ():  # type: ignore[attr-defined]
                 host, port = sock.getsockname()[:2]
-                self.urls.append(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+                hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                self.urls.append(f"{scheme}://{hostport}")
         log.info("lab API server listening on %s", ", ".join(self.urls))
         if self._kubernetes_service:
             self._ensure_kubernetes_service(self._kubernetes_service)
@@ -214,6 +241,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bookmark-interval", type=float, default=60.0, help="seconds between BOOKMARKs on idle watches")
     p.add_argument("--no-controllers", action="store_true",
                    help="no node pod-CIDR or EndpointSlice controllers (Service IP/port allocation stays)")
+    p.add_argument("--token-auth-file", metavar="FILE",
+                   help="kube-apiserver's static token file (token,user,uid[,\"groups\"]): refuse requests without "
+                        "one of its tokens with 401 (only /healthz, /livez, /readyz, /version stay public); "
+                        "without it every request is served")
+    p.add_argument("--authorization-mode", choices=("AlwaysAllow", "RBAC"), default="AlwaysAllow",
+                   help="RBAC: authorise every authenticated request with the RBAC documents of --rbac-file "
+                        "(needs --token-auth-file); AlwaysAllow (default): any authenticated client may do anything")
+    p.add_argument("--rbac-file", metavar="FILE",
+                   help="YAML manifest whose Role/ClusterRole/RoleBinding/ClusterRoleBinding documents are the "
+                        "RBAC policy (other kinds are skipped), e.g. deploy/podnet.yaml")
+    p.add_argument("--tls-cert-file", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-private-key-file", metavar="FILE", help="the private key of --tls-cert-file (PEM)")
+    p.add_argument("--pod-log-dir", metavar="DIR",
+                   help="serve pods/log from kubelet's /var/log/pods layout under DIR (a lab's <run dir>/logs/pods)")
     p.add_argument("--kubernetes-service", metavar="IP:PORT",
                    help="create the default/kubernetes Service pointing at this address (as kube-apiserver does)")
 
@@ -232,13 +273,37 @@ def server_from_args(args: argparse.Namespace) -> LabApiServer:
         node_port_range=(int(lo), int(hi or lo)),
         controllers=not args.no_controllers,
         kubernetes_service=args.kubernetes_service,
+        pod_log_dir=args.pod_log_dir,
+        authenticator=TokenAuthenticator.from_file(args.token_auth_file) if args.token_auth_file else None,
+        tls=_tls_files(args.tls_cert_file, args.tls_private_key_file),
+        policy=rbac_policy(args.authorization_mode, args.rbac_file),
     )
+
+
+def rbac_policy(mode: str, rbac_file: str | None) -> Policy | None:
+    """The policy ``--authorization-mode``/``--rbac-file`` ask for; ValueError for a mismatch."""
+    if mode != "RBAC":
+        if rbac_file:
+            raise ValueError("--rbac-file needs --authorization-mode RBAC")
+        return None
+    if not rbac_file:
+        raise ValueError("--authorization-mode RBAC needs --rbac-file")
+    return policy_from_yaml(Path(rbac_file).read_text())
+
+
+def _tls_files(cert: str | None, key: str | None) -> tuple[str, str] | None:
+    if bool(cert) != bool(key):
+        raise ValueError("--tls-cert-file and --tls-private-key-file go together")
+    return (cert, key) if cert and key else None
 
 
 async def _serve(args: argparse.Namespace) -> None:
     server = server_from_args(args)
     await server.start(args.listen or ["127.0.0.1:6443"])
     print(f"podnet lab apiserver: serving on {' '.join(server.urls)}", flush=True)
+    if server.handlers.authenticator is None:
+        log.warning("no --token-auth-file: every client that reaches %s is served, unauthenticated",
+                    " ".join(server.urls))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -18,6 +18,9 @@ __all__ = ["wants_table", "table", "age"]
 
 Column = tuple[str, str, int]  # (name, type, priority)
 
+NETNS_ANNOTATION = "podnet.io/netns"
+"""The lab kubelet's annotation naming a pod's network namespace (``kubectl get pods -o wide`` shows it)."""
+
 
 def wants_table(accept: str) -> bool:
     return any("as=Table" in part and "g=meta.k8s.io" in part and "v=v1;" in part + ";"
@@ -78,7 +81,8 @@ def _pod_row(o: dict[str, Any]) -> list[Any]:
         ready = n if any(c.get("type") == "Ready" and c.get("status") == "True"
                          for c in status.get("conditions") or ()) else 0
     return [f"{ready}/{n}", _pod_status(o), sum(int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or ()),
-            status.get("podIP") or "<none>", spec.get("nodeName") or "<none>"]
+            status.get("podIP") or "<none>", spec.get("nodeName") or "<none>",
+            ((o.get("metadata") or {}).get("annotations") or {}).get(NETNS_ANNOTATION) or "<none>"]
 
 
 def _pod_status(o: dict[str, Any]) -> str:
@@ -122,7 +126,7 @@ COLUMNS: dict[str, tuple[list[Column], Callable[[dict[str, Any]], list[Any]]]] =
     "services": ([("Type", "string", 0), ("Cluster-IP", "string", 0), ("External-IP", "string", 0),
                   ("Port(s)", "string", 0), ("Selector", "string", 1)], _service_row),
     "pods": ([("Ready", "string", 0), ("Status", "string", 0), ("Restarts", "integer", 0), ("IP", "string", 1),
-              ("Node", "string", 1)], _pod_row),
+              ("Node", "string", 1), ("Netns", "string", 1)], _pod_row),
     "nodes": ([("Status", "string", 0), ("Roles", "string", 0), ("Version", "string", 0),
                ("Internal-IP", "string", 1), ("Pod-CIDR", "string", 1)], _node_row),
     "endpointslices": ([("AddressType", "string", 0), ("Ports", "string", 0), ("Endpoints", "string", 0)],

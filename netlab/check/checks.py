@@ -339,7 +339,7 @@ class Suite:
 
 
 async def run_checks(plan: LabPlan, st: LabState, keep: bool = False, progress=None) -> list[Row]:
-    async with ApiClient.from_url(st.local_master) as client:
+    async with ApiClient.from_flags(master=st.local_master, kubeconfig=str(plan.run_dir / "kubeconfig")) as client:
         suite = Suite(plan, st, client)
         try:
             if progress:

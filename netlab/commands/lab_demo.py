@@ -51,7 +51,7 @@ async def _app_and_picture(name: str, svg_path: Path, out, progress) -> None:
 
     st = labstate.load(name)
     plan = st.plan()
-    async with ApiClient.from_url(st.local_master) as client:
+    async with ApiClient.from_flags(master=st.local_master, kubeconfig=str(plan.run_dir / "kubeconfig")) as client:
         with progress.step("sample app: web (NodePort, one pod per node) + headless db (db-0, db-1)"):
             services, pods = sample_app([n.name for n in plan.nodes])
             created = {}

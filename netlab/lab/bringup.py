@@ -8,7 +8,7 @@ Order, each step waiting for what the next one needs:
  4. the upstream DNS (dnsmasq in the upstream netns, a few fixed names);
  5. one kubelet per node: registers its Node; wait for every node's pod CIDR;
  6. per node: CNI (podnet-cni install + daemon, or the labelled reference-plugin
-    fallback), and the proxy; routes to pod CIDRs on the underlay/upstream hosts;
+    fallback), the proxy and the policy engine; routes to pod CIDRs on the underlay/upstream hosts;
  7. kube-dns Service + the podnet-dns pod; the user's pods; wait until all are Ready;
  8. kubeconfig + usage.
 
@@ -30,7 +30,7 @@ from podnet.kube import resources as r
 from podnet.kube.client import ApiClient, ApiError, TRANSPORT_ERRORS
 from podnet.netlab.host import procs
 from podnet.netlab.host.netns import list_netns, run
-from podnet.netlab.lab import fabric, labstate, manifests, parts
+from podnet.netlab.lab import credentials, fabric, labstate, manifests, parts
 from podnet.netlab.lab.labstate import LabState
 from podnet.netlab.lab.progress import Progress
 from podnet.netlab.lab.topology import LabPlan, LabSpec, plan as make_plan
@@ -70,6 +70,10 @@ def start_apiserver(p: LabPlan) -> int:
         "--state", str(p.run_dir / "apiserver-state.json"),
         "--cluster-cidr", p.spec.cluster_cidr, "--service-cidr", p.spec.service_cidr,
         "--node-cidr-mask", str(p.spec.node_cidr_mask),
+        "--token-auth-file", str(credentials.token_file(p)), "--pod-log-dir", str(p.run_dir / "logs" / "pods"),
+        "--tls-cert-file", str(credentials.serving_files(p)[0]),
+        "--tls-private-key-file", str(credentials.serving_files(p)[1]),
+        "--rbac-file", str(credentials.rbac_manifest()),
     ])
     return int(_wait_file(port_file, 30, pid))
 
@@ -181,6 +185,13 @@ def _setup_node_network(p: LabPlan, st: LabState, cidrs: dict[str, str], progres
             (np_.conf_dir / "10-pnl-fallback.conflist").write_text(parts.reference_conflist(cidrs[n.name], p, n))
             routes = [f"route replace {cidrs[o.name]} via {o.ip}" for o in p.nodes if o.name != n.name]
             fabric.batch(n.netns, routes)
+    # The proxies and policy engines need nothing from the CNI daemons: every daemon starts now and
+    # is waited for afterwards, so their start-up times overlap instead of adding up.
+    use_proxy = parts.usable("proxy")
+    if use_proxy:
+        for n in p.nodes:
+            procs.spawn(p.run_dir, lab, f"proxy-{n.name}", parts.proxy_cmd(p, n, proxy_min_sync), netns=n.netns)
+    use_policy = _spawn_policy(p, st, progress, proxy_min_sync)
     for inst in installs:  # `podnet-cni install` per node, run in parallel
         text, _ = inst.communicate(timeout=60)
         if inst.returncode != 0:
@@ -188,9 +199,7 @@ def _setup_node_network(p: LabPlan, st: LabState, cidrs: dict[str, str], progres
     if use_cni:
         for n in p.nodes:
             _wait_file_exists(parts.node_paths(p, n).socket, 30, f"CNI daemon socket on {n.name}")
-    if parts.usable("proxy"):
-        for n in p.nodes:
-            procs.spawn(p.run_dir, lab, f"proxy-{n.name}", parts.proxy_cmd(p, n, proxy_min_sync), netns=n.netns)
+    if use_proxy:
         failed = [f"{n.name}: {err}" for n in p.nodes
                   if (err := _wait_listening(p, f"proxy-{n.name}", n.netns, n.ip, 10256, 20))]
         st.parts["proxy"] = "podnet-proxy" if not failed else "FAILED: podnet-proxy " + "; ".join(failed)
@@ -199,6 +208,28 @@ def _setup_node_network(p: LabPlan, st: LabState, cidrs: dict[str, str], progres
     else:
         st.parts["proxy"] = "MISSING: podnet-proxy is not usable; Services are not routed"
         progress.note("proxy: podnet-proxy is not usable -> Services will NOT be routed")
+    if use_policy:
+        _wait_policy(p, st, progress)
+
+
+def _spawn_policy(p: LabPlan, st: LabState, progress: Progress, min_sync: str) -> bool:
+    """podnet-policy on every node, beside the proxy; False (and the part marked missing) if unusable."""
+    if not parts.usable("policy"):
+        st.parts["policy"] = "MISSING: podnet-policy is not usable; NetworkPolicies are not enforced"
+        progress.note("policy: podnet-policy is not usable -> NetworkPolicies will NOT be enforced")
+        return False
+    for n in p.nodes:
+        procs.spawn(p.run_dir, p.spec.name, f"policy-{n.name}", parts.policy_cmd(p, n, min_sync), netns=n.netns)
+    return True
+
+
+def _wait_policy(p: LabPlan, st: LabState, progress: Progress) -> None:
+    """Every policy engine is up once its health port listens."""
+    failed = [f"{n.name}: {err}" for n in p.nodes
+              if (err := _wait_listening(p, f"policy-{n.name}", n.netns, "127.0.0.1", parts.POLICY_HEALTH_PORT, 20))]
+    st.parts["policy"] = "podnet-policy" if not failed else "FAILED: podnet-policy " + "; ".join(failed)
+    if failed:
+        progress.note("policy: " + st.parts["policy"])
 
 
 def _last_log_line(p: LabPlan, name: str) -> str:
@@ -242,9 +273,13 @@ def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0,
     with progress.step(f"fabric: underlay {spec.underlay}, {spec.nodes} nodes, outside and upstream hosts"):
         fabric.build(p, progress.note)
     with progress.step("API server + controllers"):
+        tokens = credentials.issue(p)
         st.api_port = start_apiserver(p)
         labstate.save(p.run_dir, st)
-        progress.note(f"kubectl side: http://127.0.0.1:{st.api_port}; nodes: {p.master}")
+        credentials.write_private(p.run_dir / "kubeconfig",
+                                  credentials.kubeconfig_text(spec.name, st.local_master, tokens["admin"],
+                                                              credentials.ca_file(p).read_text()))
+        progress.note(f"kubectl side: {st.local_master}; nodes: {p.master}")
         if not fabric.wait_reachable(p.nodes[0].netns, p.apiserver_ip, p.apiserver_port, 15):
             raise RuntimeError(f"API server not reachable from {p.nodes[0].netns} at {p.master}")
     with progress.step("upstream DNS (dnsmasq) in " + p.upstream_netns):
@@ -254,12 +289,11 @@ def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0,
             raise RuntimeError(f"upstream DNS (dnsmasq): {err}")
     asyncio.run(_up_api(p, st, progress, ready_timeout, cni, proxy_min_sync))
     kc = p.run_dir / "kubeconfig"
-    kc.write_text(labstate.kubeconfig_text(spec.name, st.local_master))
     labstate.save(p.run_dir, st)
     out.write(
         f"\nlab {spec.name!r} is up in {progress.elapsed:.1f} s: {spec.nodes} node{'s' * (spec.nodes != 1)} x "
         f"{spec.pods_per_node} pod{'s' * (spec.pods_per_node != 1)}\n"
-        + "".join(f"  {k:5s}: {v}\n" for k, v in sorted(st.parts.items()))
+        + "".join(f"  {k:6s}: {v}\n" for k, v in sorted(st.parts.items()))
         + f"  kubectl: export KUBECONFIG={kc}; kubectl get pods -A -o wide\n"
         + f"  check:   podnet lab check --name {spec.name}\n"
         + f"  down:    podnet lab down --name {spec.name}\n"
@@ -270,7 +304,7 @@ def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0,
 async def _up_api(p: LabPlan, st: LabState, progress: Progress, ready_timeout: float, cni: str,
                   proxy_min_sync: str) -> None:
     lab = p.spec.name
-    async with ApiClient.from_url(st.local_master) as client:
+    async with ApiClient.from_flags(kubeconfig=str(p.run_dir / "kubeconfig")) as client:
         with progress.step("kubelets: register nodes, wait for pod CIDRs"):
             for n in p.nodes:
                 np_ = parts.node_paths(p, n)
@@ -279,13 +313,14 @@ async def _up_api(p: LabPlan, st: LabState, progress: Progress, ready_timeout: f
                     "--master", p.master, "--lab", lab, "--run-dir", str(p.run_dir),
                     "--cni-bin-dir", str(np_.bin_dir), "--cni-conf-dir", str(np_.conf_dir),
                     "--cluster-dns", p.dns_service_ip,
+                    "--kubeconfig", str(credentials.kubeconfig_path(p, f"kubelet-{n.name}")),
                 ])
             st.pod_cidrs = await _wait_pod_cidrs(client, p, 30)
             labstate.save(p.run_dir, st)
             fabric.add_pod_cidr_routes(p, st.pod_cidrs)
             for n in p.nodes:
                 progress.note(f"{n.name}: {n.ip} pod CIDR {st.pod_cidrs[n.name]}")
-        with progress.step("node networking: CNI + proxy on every node"):
+        with progress.step("node networking: CNI + proxy + policy on every node"):
             _setup_node_network(p, st, st.pod_cidrs, progress, cni, proxy_min_sync)
         labstate.save(p.run_dir, st)
         keys = []

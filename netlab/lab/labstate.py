@@ -32,7 +32,7 @@ class LabState:
 
     @property
     def local_master(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
+        return f"https://127.0.0.1:{self.api_port}"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -1,11 +1,11 @@
-"""The podnet parts a lab runs (CNI, proxy, DNS), their command lines, and whether they exist.
+"""The podnet parts a lab runs (CNI, proxy, policy, DNS), their command lines, and whether they exist.
 
 A part is *usable* when its console script answers ``--help`` for the
 subcommand the lab needs. When the podnet CNI is not usable the lab falls back
 to the reference ``bridge`` + ``host-local`` plugins from
 containernetworking-plugins, still exec'd exactly as a runtime does, and says
-so; there is no fallback for the proxy or DNS: the lab says they are missing
-and the checks that need them fail.
+so; there is no fallback for the proxy, the policy engine or DNS: the lab says
+they are missing and the checks that need them fail.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from podnet.netlab.lab import credentials
 from podnet.netlab.lab.topology import LabPlan, NodePlan
 
 __all__ = ["script", "usable", "NodePaths", "node_paths", "cni_daemon_cmd", "cni_install_cmd", "proxy_cmd",
-           "dns_cmd", "reference_conflist", "REFERENCE_CNI_DIR"]
+           "policy_cmd", "POLICY_HEALTH_PORT", "dns_cmd", "reference_conflist", "REFERENCE_CNI_DIR"]
 
 REFERENCE_CNI_DIR = "/usr/lib/cni"
 
@@ -34,6 +35,7 @@ HELP_ARGV = {
     "cni": ["podnet-cni", "install", "--help"],
     "cni-daemon": ["podnet-cni", "daemon", "--help"],
     "proxy": ["podnet-proxy", "--help"],
+    "policy": ["podnet-policy", "--help"],
     "dns": ["podnet-dns", "--help"],
 }
 
@@ -87,7 +89,8 @@ def cni_install_cmd(p: NodePaths) -> list[str]:
 
 def cni_daemon_cmd(plan: LabPlan, node: NodePlan, p: NodePaths) -> list[str]:
     return [script("podnet-cni"), "daemon", "--socket", str(p.socket), "--node-name", node.name,
-            "--master", plan.master, "--cluster-cidr", plan.spec.cluster_cidr, "--data-dir", str(p.data_dir)]
+            "--master", plan.master, "--cluster-cidr", plan.spec.cluster_cidr, "--data-dir", str(p.data_dir),
+            "--kubeconfig", str(credentials.kubeconfig_path(plan, f"cni-{node.name}"))]
 
 
 # kube-proxy's default --iptables-min-sync-period is 1 s; the lab uses 100 ms so that what the
@@ -99,13 +102,26 @@ def proxy_cmd(plan: LabPlan, node: NodePlan, min_sync_period: str = PROXY_MIN_SY
     return [script("podnet-proxy"), "--master", plan.master, "--hostname-override", node.name,
             "--iptables-min-sync-period", min_sync_period,
             "--cluster-cidr", plan.spec.cluster_cidr, "--healthz-bind-address", "0.0.0.0:10256",
-            "--metrics-bind-address", "127.0.0.1:10249"]
+            "--metrics-bind-address", "127.0.0.1:10249",
+            "--kubeconfig", str(credentials.kubeconfig_path(plan, f"proxy-{node.name}"))]
+
+
+# podnet-policy's /healthz, /livez and /metrics: on the node's loopback, as in deploy/podnet.yaml.
+POLICY_HEALTH_PORT = 9968
+
+
+def policy_cmd(plan: LabPlan, node: NodePlan, min_sync_period: str = PROXY_MIN_SYNC_PERIOD) -> list[str]:
+    """The NetworkPolicy engine of one node (same pacing as the proxy)."""
+    return [script("podnet-policy"), "--master", plan.master, "--hostname-override", node.name,
+            "--min-sync-period", min_sync_period, "--metrics-bind-address", f"127.0.0.1:{POLICY_HEALTH_PORT}",
+            "--kubeconfig", str(credentials.kubeconfig_path(plan, f"policy-{node.name}"))]
 
 
 def dns_cmd(plan: LabPlan) -> list[str]:
     return [script("podnet-dns"), "--master", plan.master, "--listen", "0.0.0.0:53",
             "--upstream", f"{plan.upstream_ip}:53", "--health-listen", "0.0.0.0:8080",
-            "--ready-listen", "0.0.0.0:8181", "--metrics-listen", "0.0.0.0:9153"]
+            "--ready-listen", "0.0.0.0:8181", "--metrics-listen", "0.0.0.0:9153",
+            "--kubeconfig", str(credentials.kubeconfig_path(plan, "dns"))]
 
 
 def reference_conflist(pod_cidr: str, plan: LabPlan, node: NodePlan) -> str:

@@ -225,7 +225,7 @@ class LabPlan:
     @property
     def master(self) -> str:
         """The API server URL as seen from inside lab namespaces."""
-        return f"http://{self.apiserver_ip}:{self.apiserver_port}"
+        return f"https://{self.apiserver_ip}:{self.apiserver_port}"
 
     def node(self, name: str) -> NodePlan:
         for n in self.nodes:

@@ -7,7 +7,8 @@ depends on, in the order a real kubelet and runtime follow:
 
 1. register the Node (InternalIP, Hostname, Ready) as kubelet does;
 2. list+watch Pods; for each Pod with ``spec.nodeName`` == this node:
-   create the sandbox netns ``pnl-<node>-p<k>`` with its resolv.conf, run CNI
+   create the sandbox netns ``pnl-<node>-p<k>`` with its resolv.conf (named on the Pod
+   by the ``podnet.io/netns`` annotation), run CNI
    ADD through the plugin chain from the conf dir (:mod:`podnet.netlab.node.cniexec`),
    report ``status.podIP(s)``/``hostIP``/``phase Running``, start the
    container (its ``command``+``args`` or, by default, the lab pod server) in
@@ -25,7 +26,9 @@ depends on, in the order a real kubelet and runtime follow:
 
 Pods are handled concurrently, each by one task; events for one pod are
 serialised by its task. State of each running pod is written to
-``<run-dir>/pods/<node>/<netns>.json`` so ``lab down`` can clean up after a crash.
+``<run-dir>/pods/<node>/<netns>.json`` so ``lab down`` can clean up after a crash; container
+output goes to kubelet's log layout under ``<run-dir>/logs/pods`` (:mod:`podnet.netlab.node.podlogs`),
+one file per container instance, which the API server's pods/log reads.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from typing import Any
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient, ApiError, TRANSPORT_ERRORS
 from podnet.kube.watch import WatchExpired, watch_events
+from podnet.netlab.node import podlogs
 from podnet.netlab.node.hostinfo import system_info
 from podnet.netlab.node.sandbox import Sandbox
 
@@ -55,6 +59,8 @@ log = logging.getLogger("podnet.lab.kubelet")
 __all__ = ["Kubelet", "pod_command", "image_id", "container_status", "readiness_target", "node_object", "main"]
 
 PODSERVER_HTTP = 8080
+NETNS_ANNOTATION = "podnet.io/netns"
+"""Names a running pod's network namespace; the lab API server's tables and exec answers read it."""
 _PODSERVER_FILE = str(Path(__file__).with_name("podserver.py"))
 
 
@@ -164,6 +170,7 @@ class Kubelet:
         self.client, self.node, self.node_ip, self.lab = client, node, node_ip, lab
         self.run_dir = run_dir
         self.state_dir = run_dir / "pods" / node
+        self.log_root = run_dir / "logs" / "pods"
         self.cni_path, self.cni_conf_dir = cni_bin_dir, Path(cni_conf_dir)
         self.cluster_dns = cluster_dns
         self.pods: dict[str, Sandbox] = {}
@@ -208,6 +215,14 @@ class Kubelet:
             if not e.is_not_found:
                 raise
 
+    async def _annotate_netns(self, ns: str, name: str, netns: str) -> None:
+        """Name the pod's network namespace on the Pod (``kubectl get pods -o wide`` shows it)."""
+        try:
+            await self.client.patch(r.PODS, name, {"metadata": {"annotations": {NETNS_ANNOTATION: netns}}}, ns)
+        except ApiError as e:
+            if not e.is_not_found:
+                raise
+
     async def start_pod(self, pod: dict[str, Any]) -> None:
         """Sandbox, CNI ADD, report IPs, start the container, probe, report Ready."""
         meta = pod["metadata"]
@@ -219,6 +234,7 @@ class Kubelet:
         t0 = time.monotonic()
         sb.create(self.resolv_conf(ns))
         self._save(sb)
+        await self._annotate_netns(ns, name, netns)
         await sb.attach(self.cni_path, self.cni_conf_dir)
         self._save(sb)
         log.info("pod %s: netns %s ips %s (CNI ADD %.0f ms)", key, netns, sb.ips, (time.monotonic() - t0) * 1000)
@@ -236,7 +252,9 @@ class Kubelet:
 
     async def _start_container(self, pod: dict[str, Any], sb: Sandbox) -> None:
         ns, name = sb.namespace_name
-        await sb.start(pod_command(pod), self.run_dir / "logs" / f"pod-{ns}-{name}.log")
+        c = ((pod.get("spec") or {}).get("containers") or [{}])[0]
+        log_path = podlogs.container_log(self.log_root, ns, name, sb.uid, c.get("name", "main"), sb.restart_count)
+        await sb.start(pod_command(pod), log_path)
         sb.started_at = self.clock()
         self._save(sb)
 
@@ -356,6 +374,7 @@ class Kubelet:
         for problem in await sb.destroy():
             log.warning("pod %s: %s", key, problem)
         (self.state_dir / f"{sb.netns}.json").unlink(missing_ok=True)
+        podlogs.remove_pod(self.log_root, *sb.namespace_name, sb.uid)
         self.used_index.discard(int(sb.netns.rsplit("-p", 1)[1]))
         log.info("pod %s stopped (netns %s removed)", key, sb.netns)
 
@@ -445,7 +464,7 @@ class Kubelet:
 
 
 async def _amain(a: argparse.Namespace) -> None:
-    client = ApiClient.from_url(a.master)
+    client = ApiClient.from_flags(master=a.master, kubeconfig=a.kubeconfig)
     k = Kubelet(client, a.node, a.node_ip, lab=a.lab, run_dir=Path(a.run_dir),
                 cni_bin_dir=a.cni_bin_dir, cni_conf_dir=a.cni_conf_dir, cluster_dns=a.cluster_dns)
     stop = asyncio.Event()
@@ -472,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node", required=True)
     ap.add_argument("--node-ip", required=True)
     ap.add_argument("--master", required=True)
+    ap.add_argument("--kubeconfig", help="credentials (a bearer token) for the API server; --master wins for the URL")
     ap.add_argument("--lab", required=True)
     ap.add_argument("--run-dir", required=True)
     ap.add_argument("--cni-bin-dir", required=True)

@@ -10,12 +10,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from podnet.cni.fake_netops import FakeNetOps
 
 from podnet.cni import shim, skel
-from podnet.cni.ipam import Allocator, MemoryStore
+from podnet.cni.ipam import Allocator
 from podnet.cni.keyed_lock import KeyedLock
 from podnet.cni.plugin import Plugin, Readiness
+from podnet.cni.testing import FakeNetOps, MemoryStore
 from podnet.cni.types import CniError
 
 BASE_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/var/run/netns/x", "CNI_IFNAME": "eth0",

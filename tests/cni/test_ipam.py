@@ -11,8 +11,9 @@ import textwrap
 
 import pytest
 
-from podnet.cni.ipam import Allocator, MemoryStore, Range
+from podnet.cni.ipam import Allocator, Range
 from podnet.cni.ipam_store import SqliteStore
+from podnet.cni.testing import MemoryStore
 from podnet.cni.types import CniError
 
 

@@ -1,5 +1,5 @@
 """The overlay as data (pure): backend per peer, routes, neighbours, FDB entries, devices, MTU, bad
-annotations; then applied through the fake netlink layer (podnet.cni.fake_netops.FakeOverlayOps)."""
+annotations; then applied through the fake netlink layer (podnet.cni.testing.FakeOverlayOps)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import inspect
 import pytest
 
 from podnet.cni import overlay, routes
-from podnet.cni.fake_netops import FakeOverlayOps
 from podnet.cni.overlay import Config, Device, Fdb, Host, Iface, Neigh, Vtep
+from podnet.cni.testing import FakeOverlayOps
 from podnet.kube.objects import NodeAddress
 
 MAC_B, MAC_C, MAC_D, MAC_SELF = "02:00:00:00:00:0b", "02:00:00:00:00:0c", "02:00:00:00:00:0d", "02:00:00:00:00:0a"

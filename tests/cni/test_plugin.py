@@ -8,11 +8,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from podnet.cni.fake_netops import FakeNetOps
 
 from podnet.cni import skel
-from podnet.cni.ipam import Allocator, MemoryStore
+from podnet.cni.ipam import Allocator
 from podnet.cni.plugin import Plugin, Readiness
+from podnet.cni.testing import FakeNetOps, MemoryStore
 from podnet.cni.types import CniError
 
 

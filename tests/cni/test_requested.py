@@ -6,11 +6,11 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from podnet.cni.fake_netops import FakeNetOps
 
 from podnet.cni import requested, skel
-from podnet.cni.ipam import Allocator, MemoryStore
+from podnet.cni.ipam import Allocator
 from podnet.cni.plugin import Plugin, Readiness
+from podnet.cni.testing import FakeNetOps, MemoryStore
 from podnet.cni.types import CniError
 
 NS = "/run/netns/p1"

@@ -79,7 +79,7 @@ def image(tmp_path_factory):
         shutil.rmtree(store, ignore_errors=True)
 
 
-@pytest.mark.parametrize("binary", ["podnet-cni", "podnet-proxy", "podnet-dns", "podnet"])
+@pytest.mark.parametrize("binary", ["podnet-cni", "podnet-proxy", "podnet-dns", "podnet-policy", "podnet"])
 def test_entrypoint_runs(image, binary):
     p = image.run(binary, "--version")
     if p.returncode == 0:

@@ -18,9 +18,10 @@ from podnet.dns.coredaemon import CorefileDaemon
 from podnet.dns.hosts import Hosts
 from podnet.dns.querylog import QueryLog, go_seconds
 from podnet.dns.rewrite import apply_rules, parse_rewrite
-from podnet.dns.testing import FakeInformer, FakeUpstream, cluster_objects
-from podnet.dns.wire import AAAA, MX, PTR, A, parse_query
+from podnet.dns.testing import FakeUpstream, cluster_objects
+from podnet.dns.wire import A, AAAA, MX, PTR, parse_query
 from podnet.kube.objects import Namespace
+from podnet.kube.testing import FakeInformer
 
 COREFILE = r"""
 example.org:53 {
@@ -74,7 +75,7 @@ class Env:
 
     def sync(self) -> None:
         for inf in self.informers:
-            inf.sync()
+            inf.synced()
 
     async def q(self, name: str, qtype: str = "A", tcp: bool = False):
         m = dns.message.make_query(name, qtype)

@@ -13,8 +13,9 @@ import pytest
 from podnet.dns.cli import parse_args
 from podnet.dns.daemon import Daemon, Options
 from podnet.dns.forward import UpstreamAddr
-from podnet.dns.testing import FakeInformer, cluster_objects, eps, svc
+from podnet.dns.testing import cluster_objects, eps, svc
 from podnet.kube.objects import Namespace
+from podnet.kube.testing import FakeInformer
 
 
 class Lab:
@@ -29,7 +30,7 @@ class Lab:
 
     def sync(self):
         for inf in (self.services, self.slices, self.namespaces):
-            inf.sync()
+            inf.synced()
 
     async def q(self, name, qtype="A"):
         m = dns.message.make_query(name, qtype)
@@ -68,11 +69,11 @@ async def test_servfail_and_not_ready_until_synced(lab):
     assert r.rcode() == dns.rcode.NOERROR
     assert await lab.http("/ready") == (503, "kubernetes")
     assert (await lab.http("/health"))[0] == 200
-    lab.services.sync()
-    lab.slices.sync()
+    lab.services.synced()
+    lab.slices.synced()
     await settle()
     assert (await lab.http("/ready"))[0] == 503  # namespaces not yet synced
-    lab.namespaces.sync()
+    lab.namespaces.synced()
     await settle()
     assert await lab.http("/ready") == (200, "OK")
     r = await lab.q("web.default.svc.cluster.local.")
@@ -85,11 +86,11 @@ async def test_changes_are_served_on_the_next_loop_turn(lab):
     await settle()
     r = await lab.q("new.default.svc.cluster.local.")
     assert r.rcode() == dns.rcode.NXDOMAIN
-    lab.services.upsert(svc("default", "new", clusterIP="10.96.9.9"))
+    lab.services.set(svc("default", "new", clusterIP="10.96.9.9"))
     await settle()
     r = await lab.q("new.default.svc.cluster.local.")
     assert r.answer[0][0].to_text() == "10.96.9.9"
-    lab.services.upsert(svc("default", "new", clusterIP="10.96.9.10"))
+    lab.services.set(svc("default", "new", clusterIP="10.96.9.10"))
     await settle()
     r = await lab.q("new.default.svc.cluster.local.")
     assert r.answer[0][0].to_text() == "10.96.9.10"
@@ -101,7 +102,7 @@ async def test_changes_are_served_on_the_next_loop_turn(lab):
 async def test_endpoint_changes_update_headless_answers(lab):
     lab.sync()
     await settle()
-    lab.slices.upsert(eps("default", "empty-headless", "eh-a", "IPv4", [{"addresses": ["10.1.0.30"]}]))
+    lab.slices.set(eps("default", "empty-headless", "eh-a", "IPv4", [{"addresses": ["10.1.0.30"]}]))
     await settle()
     r = await lab.q("empty-headless.default.svc.cluster.local.")
     assert [rd.to_text() for rd in r.answer[0]] == ["10.1.0.30"]
@@ -116,7 +117,7 @@ async def test_burst_of_events_coalesces(lab):
     await settle()
     before = lab.daemon.sync.rebuilds
     for i in range(50):
-        lab.services.upsert(svc("default", f"burst-{i}", clusterIP=f"10.96.8.{i + 1}"))
+        lab.services.set(svc("default", f"burst-{i}", clusterIP=f"10.96.8.{i + 1}"))
     await settle()
     assert lab.daemon.sync.rebuilds == before + 1
     r = await lab.q("burst-49.default.svc.cluster.local.")
@@ -127,7 +128,7 @@ async def test_serial_advances_on_change(lab):
     lab.sync()
     await settle()
     s1 = (await lab.q("cluster.local.", "SOA")).answer[0][0].serial
-    lab.namespaces.upsert(Namespace("fresh"))
+    lab.namespaces.set(Namespace("fresh"))
     await settle()
     s2 = (await lab.q("cluster.local.", "SOA")).answer[0][0].serial
     assert s2 > s1
@@ -199,7 +200,7 @@ class Broken:
 async def test_unbuildable_object_is_left_out_and_others_still_answer(lab, caplog):
     lab.sync()
     await settle()
-    lab.services.upsert(Broken())
+    lab.services.set(Broken())
     await settle()
     assert "'default/broken' left out of DNS: unbuildable" in caplog.text
     assert "rebuilding the DNS table failed" not in caplog.text
@@ -207,7 +208,7 @@ async def test_unbuildable_object_is_left_out_and_others_still_answer(lab, caplo
     r = await lab.q("web.default.svc.cluster.local.")
     assert r.answer[0][0].to_text() == "10.96.0.5"
     lab.services.delete("default/broken")
-    lab.services.upsert(svc("default", "after", clusterIP="10.96.7.7"))
+    lab.services.set(svc("default", "after", clusterIP="10.96.7.7"))
     await settle()
     r = await lab.q("after.default.svc.cluster.local.")
     assert r.answer[0][0].to_text() == "10.96.7.7"

@@ -14,7 +14,8 @@ from podnet.dns.cache import Cache
 from podnet.dns.forward import Forwarder, UpstreamAddr, parse_upstream, read_resolv_conf, self_matcher
 from podnet.dns.handler import Handler
 from podnet.dns.server import DnsServer
-from podnet.dns.testing import FakeClock, FakeUpstream, UdpRelay, cluster_table
+from podnet.dns.testing import FakeUpstream, UdpRelay, cluster_table
+from podnet.kube.testing import FakeClock
 
 RECORDS = {
     ("www.example.com", "A"): ["www.example.com. 60 IN A 192.0.2.53"],

@@ -30,9 +30,10 @@ from podnet.dns.forward import Forwarder, UpstreamAddr
 from podnet.dns.handler import Handler
 from podnet.dns.metrics import Collector, render
 from podnet.dns.server import DnsServer
-from podnet.dns.testing import FakeInformer, FakeUpstream, cluster_objects, eps, svc, tcp_exchange, udp_exchange
-from podnet.dns.wire import RR, A, Encoder
+from podnet.dns.testing import FakeUpstream, cluster_objects, eps, svc, tcp_exchange, udp_exchange
+from podnet.dns.wire import A, RR, Encoder
 from podnet.kube.objects import Endpoint, EndpointPort, Namespace, ServicePort
+from podnet.kube.testing import FakeInformer
 
 # --------------------------------------------------------------------------- hostile objects
 
@@ -252,7 +253,7 @@ class Lab:
 
     def sync(self):
         for inf in (self.services, self.slices, self.namespaces):
-            inf.sync()
+            inf.synced()
 
     async def q(self, name, qtype="A"):
         m = dns.message.make_query(name, qtype)
@@ -301,8 +302,8 @@ async def test_every_hostile_object_live_others_and_new_names_still_answer(lab, 
     await settle()
     reached = 0
     for i, hostile in enumerate(ALL_HOSTILE):
-        lab.services.upsert(hostile)
-        lab.services.upsert(svc("default", f"after-{i}", clusterIP=f"10.96.200.{i + 1}"))
+        lab.services.set(hostile)
+        lab.services.set(svc("default", f"after-{i}", clusterIP=f"10.96.200.{i + 1}"))
         await settle()
         r = await lab.q(f"after-{i}.default.svc.cluster.local.")
         assert r.rcode() == dns.rcode.NOERROR and r.answer[0][0].to_text() == f"10.96.200.{i + 1}", hostile
@@ -337,7 +338,7 @@ async def test_hostile_slice_live_service_keeps_answering(lab):
     await settle()
     for i, p in enumerate(HOSTILE_SLICES):
         hostile = dataclasses.replace(p.values[0], name=f"evil-{i}")
-        lab.slices.upsert(hostile)
+        lab.slices.set(hostile)
         await settle()
         r = await lab.q("hl.default.svc.cluster.local.")
         assert [rd.to_text() for rd in r.answer[0]] == ["10.1.9.1"], p.id
@@ -358,7 +359,7 @@ async def test_ready_goes_503_while_rebuilds_fail(lab, caplog, monkeypatch):
         return real_update(*args, **kw)
 
     monkeypatch.setattr(snapshot, "update", update)
-    lab.services.upsert(svc("default", "during", clusterIP="10.96.201.1"))
+    lab.services.set(svc("default", "during", clusterIP="10.96.201.1"))
     await settle()
     assert "rebuilding the DNS table failed" in caplog.text
     assert await lab.http("/ready") == (503, "kubernetes")
@@ -367,7 +368,7 @@ async def test_ready_goes_503_while_rebuilds_fail(lab, caplog, monkeypatch):
     # The previous table is still served meanwhile.
     assert (await lab.q("web.default.svc.cluster.local.")).answer[0][0].to_text() == "10.96.0.5"
     fault["on"] = False
-    lab.services.upsert(svc("default", "later", clusterIP="10.96.201.2"))
+    lab.services.set(svc("default", "later", clusterIP="10.96.201.2"))
     await settle()
     assert await lab.http("/ready") == (200, "OK")
     assert await lab.metric("podnet_dns_ready ") == 1

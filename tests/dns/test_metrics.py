@@ -14,8 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from podnet.dns.daemon import Daemon, Options
 from podnet.dns.forward import UpstreamAddr
 from podnet.dns.metrics import SIZE_BUCKETS
-from podnet.dns.testing import FakeInformer, FakeUpstream, cluster_objects
+from podnet.dns.testing import FakeUpstream, cluster_objects
 from podnet.kube.objects import Namespace
+from podnet.kube.testing import FakeInformer
 
 # sample name (counters with _total, histograms by _count) -> CoreDNS's label names (le aside)
 COREDNS_LABELS = {
@@ -52,7 +53,7 @@ async def scraped():
     tasks = await daemon.start()
     try:
         for inf in infs:
-            inf.sync()
+            inf.synced()
         await asyncio.wait_for(daemon.sync.synced_event.wait(), 10)
         port = daemon.server.port
         queries = [

@@ -15,8 +15,9 @@ import pytest
 from podnet.dns import answers, snapshot
 from podnet.dns.daemon import Daemon, Options
 from podnet.dns.forward import UpstreamAddr
-from podnet.dns.testing import FakeInformer, eps, svc, tcp_exchange
+from podnet.dns.testing import eps, svc, tcp_exchange
 from podnet.kube.objects import Namespace
+from podnet.kube.testing import FakeInformer
 
 N_SERVICES = 600
 CHUNK = 4
@@ -71,7 +72,7 @@ class Cluster:
 
     def sync(self) -> None:
         for inf in (self.services, self.slices, self.namespaces):
-            inf.sync()
+            inf.synced()
 
     async def http(self, session: aiohttp.ClientSession, path: str) -> int:
         async with session.get(f"http://127.0.0.1:{self.daemon.http.ports[path]}{path}") as r:
@@ -180,13 +181,13 @@ async def test_large_change_batch_is_chunked_and_old_answers_stay_until_the_swap
     for i in range(batch):
         ns = f"ns{i % 5}"
         if change == "create":
-            cluster.services.upsert(svc(ns, f"new{i}", clusterIP=f"10.97.0.{i + 1}"))
+            cluster.services.set(svc(ns, f"new{i}", clusterIP=f"10.97.0.{i + 1}"))
         elif change == "update":
-            cluster.services.upsert(svc(ns, f"s{i}", clusterIP=f"10.97.1.{i + 1}", ports=[{"name": "http", "port": 80}]))
+            cluster.services.set(svc(ns, f"s{i}", clusterIP=f"10.97.1.{i + 1}", ports=[{"name": "http", "port": 80}]))
         elif change == "delete":
             cluster.services.delete(f"{ns}/s{i}")
         else:
-            cluster.slices.upsert(eps(ns, f"s{i}", f"s{i}-a", "IPv4", [{"addresses": [f"10.2.0.{i + 1}"]}],
+            cluster.slices.set(eps(ns, f"s{i}", f"s{i}-a", "IPv4", [{"addresses": [f"10.2.0.{i + 1}"]}],
                                       [{"name": "http", "port": 8080}]))
     served_during: list[bool] = []
     sync.on_chunk = lambda n: served_during.append(cluster.daemon.handler.table is old_table)
@@ -212,7 +213,7 @@ async def test_events_during_a_large_build_are_applied_right_after_it(cluster):
 
     def on_chunk(n: int) -> None:
         if n == 3:
-            cluster.services.upsert(late)
+            cluster.services.set(late)
             cluster.services.delete("ns1/s1")
 
     sync.on_chunk = on_chunk
@@ -250,7 +251,7 @@ async def test_a_failed_large_build_keeps_the_previous_table_and_recovers(cluste
     reply = await tcp_exchange(cluster.daemon.server.port, query("s0.ns0.svc.cluster.local", 1))
     assert rcode(reply) == 2  # still the start-up table: SERVFAIL
     fault["on"] = False
-    cluster.services.upsert(svc("ns0", "later", clusterIP="10.98.0.2"))
+    cluster.services.set(svc("ns0", "later", clusterIP="10.98.0.2"))
     await asyncio.wait_for(sync.synced_event.wait(), 60)
     reply = await tcp_exchange(cluster.daemon.server.port, query("s0.ns0.svc.cluster.local", 2))
     assert rcode(reply) == 0 and ancount(reply) == 1

@@ -27,9 +27,10 @@ import pytest_asyncio
 from podnet.dns.cli import parse_args
 from podnet.dns.daemon import Options, PoolDaemon, default_workers
 from podnet.dns.metrics import Stats
-from podnet.dns.testing import FakeInformer, cluster_objects, svc
+from podnet.dns.testing import cluster_objects, eps, svc
 from podnet.dns.workers import Report, merge_reports
 from podnet.kube.objects import Namespace
+from podnet.kube.testing import FakeInformer
 
 on_pool = pytest.mark.asyncio(loop_scope="module")
 """The tests that share the module's worker pool (and so its event loop)."""
@@ -81,7 +82,7 @@ class Pool:
 
     def sync(self) -> None:
         for inf in (self.services, self.slices, self.namespaces):
-            inf.sync()
+            inf.synced()
 
     async def http(self, path: str) -> tuple[int, str]:
         port = self.daemon.http.ports[path]
@@ -160,7 +161,7 @@ async def test_service_created_is_answered_by_every_worker(pool):
     name = "fresh.default.svc.cluster.local."
     before_rebuilds = [w.report.stats.programming.n for w in pool.daemon.pool.workers]
     before_fast = fast_counts(pool)
-    pool.services.upsert(svc("default", "fresh", clusterIP="10.96.3.3", ports=[{"name": "http", "port": 80}]))
+    pool.services.set(svc("default", "fresh", clusterIP="10.96.3.3", ports=[{"name": "http", "port": 80}]))
     await pool.until(lambda: all(w.report.stats.programming.n > b for w, b in zip(pool.daemon.pool.workers, before_rebuilds)),
                      "every worker rebuilt")
     for r in await spread(pool.port, name):
@@ -193,7 +194,7 @@ async def test_killed_worker_is_restarted_with_the_current_state(pool):
     p = pool.daemon.pool
     victim = p.workers[0].proc.pid
     before = sum(sum(w.report.stats.fast.values()) for w in p.workers)
-    pool.services.upsert(svc("default", "later", clusterIP="10.96.4.4"))
+    pool.services.set(svc("default", "later", clusterIP="10.96.4.4"))
     os.kill(victim, signal.SIGKILL)
     await pool.until(lambda: p.workers[0].proc.pid != victim and p.ready(), "the worker restarted and synced", tries=500)
     assert await pool.http("/ready") == (200, "OK")
@@ -207,22 +208,32 @@ async def test_killed_worker_is_restarted_with_the_current_state(pool):
 @on_pool
 async def test_worker_too_far_behind_is_replaced(pool):
     p = pool.daemon.pool
-    victim = p.workers[1].proc.pid
-    p.max_backlog = 16 << 10
+    victim, healthy = p.workers[1].proc.pid, p.workers[0].proc.pid
+    p.max_backlog, p.max_behind = 16 << 10, 2.0
     os.kill(victim, signal.SIGSTOP)  # reads nothing from now on
     try:
-        for i in range(200):
-            pool.services.upsert(svc("default", f"bulk-{i}", clusterIP=f"10.96.5.{i + 1}"))
+        pool.services.set(svc("default", "big", clusterIP="None"))
+        for i in range(16):  # more than the kernel's socket buffer holds (40 KB each)
+            pool.slices.set(eps("default", "big", f"big-{i}", "IPv4",
+                                   [{"addresses": [f"10.{3 + j // 250}.{i}.{j % 250 + 1}"], "hostname": f"h{j}"}
+                                    for j in range(1000)]))
             await asyncio.sleep(0)
+        last = 0
+        for last in range(200):  # events keep coming: the working worker keeps up, the stopped one does not
+            pool.services.set(svc("default", f"bulk-{last}", clusterIP=f"10.96.5.{last + 1}"))
+            if p.workers[1].proc.pid != victim:
+                break
+            await asyncio.sleep(0.05)
         await pool.until(lambda: p.workers[1].proc.pid != victim and p.ready(), "the stuck worker replaced", tries=500)
     finally:
-        p.max_backlog = 64 << 20
+        p.max_backlog, p.max_behind = 64 << 20, 10.0
         try:
             os.kill(victim, signal.SIGCONT)
         except ProcessLookupError:
             pass
-    for r in await spread(pool.port, "bulk-199.default.svc.cluster.local."):
-        assert [rd.to_text() for rd in r.answer[0]] == ["10.96.5.200"]
+    assert p.workers[0].proc.pid == healthy
+    for r in await spread(pool.port, f"bulk-{last}.default.svc.cluster.local."):
+        assert [rd.to_text() for rd in r.answer[0]] == [f"10.96.5.{last + 1}"]
 
 
 @pytest.mark.parametrize("reports,expect", [
@@ -256,8 +267,9 @@ SCRIPT = """
 import asyncio, sys
 from podnet.dns.cli import parse_args
 from podnet.dns.daemon import Options, PoolDaemon, default_workers
-from podnet.dns.testing import FakeInformer, cluster_objects
+from podnet.dns.testing import cluster_objects
 from podnet.kube.objects import Namespace
+from podnet.kube.testing import FakeInformer
 
 async def main():
     s, e, n = cluster_objects()
@@ -268,7 +280,7 @@ async def main():
     async def start():
         tasks = await orig()
         for i in infs:
-            i.sync()
+            i.synced()
         print("pids", *d.pool.pids(), "port", d.pool.port, flush=True)
         return tasks
     d.start = start
@@ -301,7 +313,7 @@ def test_sigterm_stops_control_and_workers():
 
 
 @pytest.mark.parametrize("argv,workers", [
-    pytest.param([], default_workers(), id="default-one-per-cpu"),
+    pytest.param([], 1, id="default-one-process"),
     pytest.param(["--workers", "0"], default_workers(), id="zero-one-per-cpu"),
     pytest.param(["--workers", "1"], 1, id="one-process"),
     pytest.param(["--workers", "3"], 3, id="three"),

@@ -13,8 +13,9 @@ import dns.rcode
 
 from podnet.dns.daemon import Options, PoolDaemon
 from podnet.dns.forward import UpstreamAddr
-from podnet.dns.testing import FakeInformer, UdpRelay, cluster_objects
+from podnet.dns.testing import UdpRelay, cluster_objects
 from podnet.kube.objects import Namespace
+from podnet.kube.testing import FakeInformer
 
 
 def free_port(host: str) -> int:
@@ -43,7 +44,7 @@ async def test_loop_found_by_one_worker_stops_every_worker():
     pool = daemon.pool
     try:
         for inf in informers:
-            inf.sync()
+            inf.synced()
         upstream = str(UpstreamAddr("127.0.0.5", relay.port))
         for _ in range(500):
             if pool.ready() and all(w.report.looping == (upstream,) for w in pool.workers):

@@ -275,3 +275,98 @@ async def test_delete_during_backoff_cancels_restart(tmp_path):
     for _ in range(20):
         await asyncio.sleep(0)
     assert len(sb.procs) == 1 and sb.restart_count == 0  # never restarted
+
+
+# ---------------------------------------------------------------- status fields the official clients require
+
+from pathlib import Path  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from podnet.netlab.node import hostinfo, podlogs  # noqa: E402
+from podnet.netlab.node.kubelet import container_status, image_id  # noqa: E402
+
+
+def _root(tmp_path: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        f = tmp_path / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(text)
+    return tmp_path
+
+
+UNAME = os.uname_result(("Linux", "h", "6.1.0-18-amd64", "#1 SMP", "x86_64"))
+
+
+@pytest.mark.parametrize("files,want", [
+    pytest.param({"etc/machine-id": "abc123\n", "proc/sys/kernel/random/boot_id": "b-1\n",
+                  "sys/class/dmi/id/product_uuid": "EC2A-1\n", "etc/os-release": 'PRETTY_NAME="Debian GNU/Linux 12"\n'},
+                 {"machineID": "abc123", "bootID": "b-1", "systemUUID": "ec2a-1", "osImage": "Debian GNU/Linux 12"},
+                 id="all-present"),
+    pytest.param({"var/lib/dbus/machine-id": "dbus-id\n", "proc/sys/kernel/random/boot_id": "b-2\n"},
+                 {"machineID": "dbus-id", "bootID": "b-2", "systemUUID": "", "osImage": "Linux"},
+                 id="dbus-machine-id-no-dmi"),
+    pytest.param({}, {"machineID": "", "bootID": "", "systemUUID": "", "osImage": "Linux"}, id="nothing-readable"),
+])
+def test_system_info(tmp_path, files, want):
+    info = hostinfo.system_info(_root(tmp_path, files), UNAME)
+    assert {k: info[k] for k in want} == want
+    assert info["kernelVersion"] == "6.1.0-18-amd64" and info["architecture"] == "amd64"
+    assert info["operatingSystem"] == "linux"
+    required = ("architecture", "bootID", "containerRuntimeVersion", "kernelVersion", "kubeProxyVersion",
+                "kubeletVersion", "machineID", "operatingSystem", "osImage", "systemUUID")
+    assert all(isinstance(info[k], str) for k in required)
+
+
+def test_system_info_of_this_machine():
+    info = hostinfo.system_info()
+    assert info["kernelVersion"] == os.uname().release
+    assert info["bootID"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def _cpod(**c) -> dict:
+    return {"metadata": {"name": "p", "namespace": "default", "uid": "u"},
+            "spec": {"containers": [dict(name="c", **c)]}}
+
+
+def test_image_id_digests_what_runs(tmp_path):
+    import hashlib
+
+    server = Path(sys.modules["podnet.netlab.node.kubelet"].__file__).with_name("podserver.py")
+    want = hashlib.sha256(server.read_bytes()).hexdigest()
+    assert image_id(_cpod(image="nginx")) == f"podnet-lab://{server}@sha256:{want}"
+    exe = tmp_path / "tool"
+    exe.write_bytes(b"#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    assert image_id(_cpod(image="x", command=[str(exe)])) == \
+        f"podnet-lab://{exe}@sha256:{hashlib.sha256(exe.read_bytes()).hexdigest()}"
+    assert image_id(_cpod(image="x", command=["no-such-binary-anywhere"])) == "podnet-lab://no-such-binary-anywhere"
+
+
+def test_container_status_has_the_required_fields():
+    st = container_status(_cpod(image="nginx"), "pnlabc", ready=True, started=True, restart_count=2,
+                          state={"running": {"startedAt": "2026-01-01T00:00:00Z"}})
+    assert {"name", "image", "imageID", "ready", "restartCount"} <= set(st)
+    assert (st["name"], st["image"], st["restartCount"], st["containerID"]) == ("c", "nginx", 2, "podnet-lab://pnlabc")
+
+
+async def test_log_layout_is_what_the_api_server_reads(tmp_path):
+    """The kubelet's writer and the API server's pods/log reader agree on kubelet's /var/log/pods layout."""
+    from podnet.netlab.apiserver.apistore import Store
+    from podnet.netlab.apiserver.podlogs import PodLogs
+
+    pod = _cpod(image="x")
+    for restart, text in ((0, "old\n"), (1, "new\n")):
+        podlogs.container_log(tmp_path, "default", "p", "u", "c", restart).write_text(text)
+    reader = PodLogs(Store(), tmp_path)
+    assert reader._file(pod, "c", previous=False)[0].read_text() == "new\n"
+    assert reader._file(pod, "c", previous=True)[0].read_text() == "old\n"
+    podlogs.remove_pod(tmp_path, "default", "p", "u")
+    assert not podlogs.pod_dir(tmp_path, "default", "p", "u").exists()
+
+
+def test_netns_annotation_is_what_the_api_server_shows():
+    from podnet.netlab.apiserver.tables import NETNS_ANNOTATION as shown
+    from podnet.netlab.node.kubelet import NETNS_ANNOTATION as written
+
+    assert written == shown == "podnet.io/netns"

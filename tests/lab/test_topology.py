@@ -59,7 +59,7 @@ def test_plan_names_and_addresses():
     assert [n.netns for n in p.nodes] == ["pnl-t1-n1", "pnl-t1-n2", "pnl-t1-n3"]
     assert [n.ip for n in p.nodes] == ["192.168.50.11", "192.168.50.12", "192.168.50.13"]
     assert p.nodes[1].pod_netns(4) == "pnl-t1-n2-p4"
-    assert p.apiserver_ip == "192.168.50.1" and p.master == "http://192.168.50.1:6443"
+    assert p.apiserver_ip == "192.168.50.1" and p.master == "https://192.168.50.1:6443"
     assert (p.upstream_ip, p.outside_ip) == ("192.168.50.2", "192.168.50.3")
     assert p.dns_service_ip == "10.100.0.10"
     assert str(p.run_dir) == "/run/podnet/t1" and str(p.data_dir) == "/var/lib/podnet/t1"

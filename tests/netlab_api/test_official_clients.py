@@ -97,3 +97,48 @@ async def test_watch_of_pods_gets_events(lab_api, client):
     await asyncio.wait_for(t, 30)
     assert got[0] == ("ADDED", "web-1", "")
     assert got[-1] == ("MODIFIED", "web-1", "2")
+
+
+async def test_kubernetes_asyncio_lists_reads_and_watches(lab_api, client):
+    ac = pytest.importorskip("kubernetes_asyncio.client")
+    aw = pytest.importorskip("kubernetes_asyncio.watch")
+    await populate(client)
+    async with ac.ApiClient(ac.Configuration(host=lab_api.url)) as api:
+        core = ac.CoreV1Api(api)
+        pods = await core.list_pod_for_all_namespaces()
+        assert pods.items[0].status.container_statuses[0].image_id.startswith("podnet-lab://")
+        nodes = await core.list_node()
+        assert nodes.items[0].status.node_info.boot_id is not None
+        pod = await core.read_namespaced_pod("web-1", "default")
+        assert pod.status.container_statuses[0].restart_count == 1
+        got = []
+        w = aw.Watch()
+        async for ev in w.stream(core.list_namespaced_pod, "default", timeout_seconds=20):
+            got.append((ev["type"], ev["object"].metadata.name, (ev["object"].metadata.labels or {}).get("v", "")))
+            if ev["type"] == "ADDED":
+                await client.patch(r.PODS, "web-1", {"metadata": {"labels": {"v": "2"}}}, "default")
+            if ev["type"] == "MODIFIED":
+                w.stop()
+        assert got == [("ADDED", "web-1", ""), ("MODIFIED", "web-1", "2")]
+
+
+async def test_lightkube_lists_and_reads(lab_api, client):
+    lk = pytest.importorskip("lightkube")
+    from lightkube.resources.core_v1 import Node, Pod
+
+    await populate(client)
+    cfg = lk.KubeConfig.from_dict({
+        "clusters": [{"name": "l", "cluster": {"server": lab_api.url}}],
+        "users": [{"name": "l", "user": {"token": "unused-by-this-server"}}],
+        "contexts": [{"name": "l", "context": {"cluster": "l", "user": "l", "namespace": "default"}}],
+        "current-context": "l"})
+    api = lk.AsyncClient(config=cfg)
+    try:
+        pods = [p async for p in api.list(Pod, namespace=lk.ALL_NS)]
+        assert pods[0].status.containerStatuses[0].imageID.startswith("podnet-lab://")
+        nodes = [n async for n in api.list(Node)]
+        assert nodes[0].status.nodeInfo.kernelVersion
+        pod = await api.get(Pod, "web-1")
+        assert pod.status.containerStatuses[0].restartCount == 1
+    finally:
+        await api.close()

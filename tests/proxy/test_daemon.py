@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 
+from podnet.kube.testing import FakeClock, FakeInformer
 from podnet.proxy.cleanup import cleanup
-from podnet.proxy.conntrack import FakeConntrack, Flow, Reconciler
+from podnet.proxy.conntrack import Flow, Reconciler
 from podnet.proxy.daemon import Config, Daemon
-from podnet.proxy.fake_iptables import FakeIptables
 from podnet.proxy.proxier import FamilyProxier
-from podnet.proxy.testing import NODE, FakeClock, FakeInformer, ctx, ep, slice_, svc
+from podnet.proxy.testing import NODE, FakeConntrack, FakeIptables, ctx, ep, slice_, svc
 from podnet.proxy.trace import Packet, Tracer
 
 CIP = "172.30.0.41"

@@ -14,14 +14,14 @@ import socket
 import pytest
 from prometheus_client import REGISTRY
 
+from podnet.kube.testing import FakeClock, FakeInformer
 from podnet.proxy import guard
 from podnet.proxy.daemon import Config, Daemon
-from podnet.proxy.fake_iptables import FakeIptables
 from podnet.proxy.iptables import drift, parse_save
 from podnet.proxy.proxier import FamilyProxier
 from podnet.proxy.render import restore_outcome
 from podnet.proxy.rules import JUMPS
-from podnet.proxy.testing import NODE, FakeClock, FakeInformer, ctx, ep, slice_, svc
+from podnet.proxy.testing import NODE, FakeIptables, ctx, ep, slice_, svc
 from podnet.proxy.trace import Packet, Tracer
 
 INJECTION = "fd00::%1\n-A PODNET-SERVICES -j ACCEPT\n"

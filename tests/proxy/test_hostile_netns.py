@@ -24,13 +24,14 @@ from prometheus_client import REGISTRY
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient
 from podnet.kube.informer import Informer
+from podnet.kube.testing import FakeInformer
 from podnet.netlab.host.netns import NetnsPool
 from podnet.proxy import names
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.iptables import IptablesRunner, detect_mode, drift, parse_save
 from podnet.proxy.proxier import FamilyProxier
 from podnet.proxy.rules import JUMPS, NodeContext
-from podnet.proxy.testing import NODE, FakeInformer, ep, slice_, svc
+from podnet.proxy.testing import NODE, ep, slice_, svc
 
 
 def _load_helper(name: str):
@@ -279,7 +280,9 @@ async def test_foreign_change_repaired_within_one_check_period(lab, change, tabl
                      for k in ("rules-changed", "chain-missing", "jump-missing"))
         change(lab, fam)
         t0 = time.monotonic()
-        assert not await asyncio.to_thread(ok, lab, "10.96.0.41")  # broken right after the change
+        # Usually broken right after the change; a periodic check may already have repaired it
+        # (the race is the point of the feature), so detection is proven by the metric below.
+        await asyncio.to_thread(ok, lab, "10.96.0.41")
         assert await until(lambda: ok(lab, "10.96.0.41"), polls=100), "not repaired"
         print(f"\n{table} change unrepaired for {time.monotonic() - t0:.2f} s (check period 1 s)")
         after = sum(metric("podnet_proxy_foreign_changes_total", table=table, kind=k, ip_family="IPv4")

@@ -23,8 +23,8 @@ import pytest
 
 from podnet.netlab.host.netns import NetnsPool
 from podnet.proxy.cleanup import cleanup, cleanup_kube_proxy, is_kube_proxy_chain, kube_proxy_removal
-from podnet.proxy.fake_iptables import FakeIptables
 from podnet.proxy.rules import JUMPS
+from podnet.proxy.testing import FakeIptables
 
 SVC, SEP = "KUBE-SVC-CDGGSHYLG3RE2FKL", "KUBE-SEP-4ZKWQ6HMCZEIOYPO"
 EXT = "KUBE-EXT-CDGGSHYLG3RE2FKL"
@@ -236,7 +236,8 @@ async def test_daemon_removes_kube_proxy_rules_only_after_its_first_good_sync():
     from podnet.proxy.cli import _kube_proxy_cleaner
     from podnet.proxy.daemon import Config, Daemon
     from podnet.proxy.proxier import FamilyProxier
-    from podnet.proxy.testing import NODE, FakeClock, FakeInformer, ctx, ep, slice_, svc
+    from podnet.kube.testing import FakeClock, FakeInformer
+    from podnet.proxy.testing import NODE, ctx, ep, slice_, svc
 
     fake = FakeIptables()
     await fake.restore(KUBE_PROXY_SAVE)

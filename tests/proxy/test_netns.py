@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from podnet.kube.testing import FakeInformer
 from podnet.netlab.host.netns import NetnsPool
 from podnet.proxy.conntrack import ConntrackTool, Reconciler
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.iptables import IptablesRunner, detect_mode
 from podnet.proxy.proxier import FamilyProxier
 from podnet.proxy.rules import NodeContext
-from podnet.proxy.testing import NODE, FakeInformer, ep, slice_, svc
+from podnet.proxy.testing import NODE, ep, slice_, svc
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -405,7 +406,7 @@ async def test_failed_restore_keeps_rules_and_foreign_flush_is_repaired(lab):
 @pytest.mark.parametrize("mode", ["legacy", "nft"])
 async def test_fake_iptables_conforms_to_real_restore(mode):
     """Same restore text into FakeIptables and the real backend: same podnet chains, same rule counts."""
-    from podnet.proxy.fake_iptables import FakeIptables
+    from podnet.proxy.testing import FakeIptables
     from podnet.proxy.iptables import parse_save
     from podnet.proxy.render import render_full
     from podnet.proxy.rules import JUMPS

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from podnet.kube.testing import FakeInformer
 from podnet.netlab.host.netns import NetnsPool
 from podnet.proxy.conntrack import ConntrackTool, Reconciler
 from podnet.proxy.daemon import Config, Daemon
@@ -26,7 +27,7 @@ from podnet.proxy.nft_proxier import NftFamilyProxier
 from podnet.proxy.nft_rules import service_chain_names
 from podnet.proxy.nft_run import NftRunner
 from podnet.proxy.rules import NodeContext
-from podnet.proxy.testing import NODE, FakeInformer, ep, slice_, svc
+from podnet.proxy.testing import NODE, ep, slice_, svc
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -355,3 +356,14 @@ async def test_udp_endpoint_replaced_without_black_hole(lab):
     await proxy.sync()
     got = probe(lab["client"], "udp", "172.30.0.41", "53", "2", "40053")
     assert not any(k.startswith("ep") for k in got), got
+
+
+async def test_session_affinity_survives_a_full_sync(lab):
+    s = svc(ports=TCP, sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 60}})
+    px = await Proxy(lab).start([s], [slice_(endpoints=eps("ep1", "ep2", "ep3"), ports=TCP_EP, name="a")])
+    first = probe(lab["client"], "tcp", "172.30.0.41", "80", "5")
+    assert len(first) == 1, first
+    px.fam.need_full = True
+    rep = await px.sync()
+    assert rep.full and rep.ok
+    assert probe(lab["client"], "tcp", "172.30.0.41", "80", "10") == {k: 10 for k in first}  # (1/3)^10 by chance

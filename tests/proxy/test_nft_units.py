@@ -14,9 +14,9 @@ from podnet.proxy.nft_rules import (
     MAP_NO_EP_IPS, MAP_NO_EP_NODEPORTS, MAP_NODEPORTS, MAP_SERVICE_IPS, REJECT_CHAIN, UnsafeValue,
     claims_of, service_chain_names, service_nft,
 )
+from podnet.kube.testing import FakeInformer
 from podnet.proxy.nft_run import Nft, NftRunner
-from podnet.proxy.nft_testing import FakeNft
-from podnet.proxy.testing import NODE, FakeInformer, ctx, ep, slice_, svc
+from podnet.proxy.testing import NODE, FakeNft, ctx, ep, slice_, svc
 
 SVC, SVL, EXT, FW = service_chain_names("ns/svc:http", "TCP")
 HTTP = ((80, "TCP", "http"),)

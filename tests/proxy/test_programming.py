@@ -7,10 +7,9 @@ import dataclasses
 import pytest
 from prometheus_client import REGISTRY
 
-from podnet.proxy.fake_iptables import FakeIptables
 from podnet.proxy.programming import TriggerTimes
 from podnet.proxy.proxier import FamilyProxier, Proxier
-from podnet.proxy.testing import ctx, ep, slice_, svc
+from podnet.proxy.testing import FakeIptables, ctx, ep, slice_, svc
 
 START = 1_000_000.0
 

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 
 from podnet.proxy import proxier as proxier_mod
-from podnet.proxy.fake_iptables import FakeIptables
 from podnet.proxy.feeder import PipeFeeder
 from podnet.proxy.iptables import IptablesRunner, RestoreError
 from podnet.proxy.proxier import FamilyProxier, Proxier, gc_paused
 from podnet.proxy.render import render_full
 from podnet.proxy.snapshot import build
-from podnet.proxy.testing import ctx, ep, slice_, svc
+from podnet.proxy.testing import FakeIptables, ctx, ep, slice_, svc
 
 # ---------------------------------------------------------------- PipeFeeder
 

@@ -9,14 +9,14 @@ import socket
 import aiohttp
 import pytest
 
+from podnet.kube.testing import FakeClock, FakeInformer
 from podnet.proxy.cli import build_config, parse_duration, parser
 from podnet.proxy.conntrack import Flow, UdpService, parse_conntrack, stale_flows
 from podnet.proxy.daemon import Config, Daemon
-from podnet.proxy.fake_iptables import FakeIptables
 from podnet.proxy.healthcheck import HealthServer, ProxyHealth, ServiceHealthServers
 from podnet.proxy.proxier import FamilyProxier
 from podnet.proxy.rules import JUMPS
-from podnet.proxy.testing import NODE, FakeClock, FakeInformer, ctx, ep, slice_, svc
+from podnet.proxy.testing import NODE, FakeIptables, ctx, ep, slice_, svc
 from podnet.proxy.trace import Packet, Tracer
 
 

@@ -10,12 +10,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from podnet.kube.objects import InvalidObject, parse_endpoint_slice, parse_node, parse_service
+from podnet.kube.testing import FakeClock, FakeInformer
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.endpoints import categorize, use_topology
-from podnet.proxy.fake_iptables import FakeIptables
 from podnet.proxy.model import endpoints_by_port, service_ports, wants_topology
 from podnet.proxy.proxier import FamilyProxier
-from podnet.proxy.testing import NODE, FakeClock, FakeInformer, ctx, ep, slice_, svc
+from podnet.proxy.testing import NODE, FakeIptables, ctx, ep, slice_, svc
 from podnet.proxy.trace import Packet, Tracer
 
 MODE = {"service.kubernetes.io/topology-mode": "Auto"}

@@ -161,7 +161,7 @@ def test_pacer_coalesces_and_respects_min_interval():
 
 async def test_sync_runner_with_fake_clock_runs_once_per_burst():
     from podnet.proxy.sync import SyncRunner
-    from podnet.proxy.testing import FakeClock
+    from podnet.kube.testing import FakeClock
 
     clock = FakeClock(0.0)
     calls = []
@@ -205,7 +205,7 @@ def test_restore_error_context_names_offending_lines():
 
 
 async def test_fake_iptables_restore_is_atomic():
-    from podnet.proxy.fake_iptables import FakeIptables
+    from podnet.proxy.testing import FakeIptables
 
     f = FakeIptables()
     await f.restore("*nat\n:PODNET-A - [0:0]\n-A PODNET-A -j RETURN\nCOMMIT\n")

@@ -1,17 +1,23 @@
-"""In-tree fake of :class:`podnet.cni.plugin.NetOps`: dicts of netns and node-side veths, no kernel.
+"""The CNI package's fakes, shared by its tests and benchmarks (product code never imports this).
 
-Used by the fast tests; the real :class:`podnet.cni.plugin.KernelNetOps` is tested in netns."""
+:class:`FakeNetOps` implements :class:`podnet.cni.plugin.NetOps`, :class:`FakeOverlayOps`
+:class:`podnet.cni.overlay.OverlayOps` and :class:`MemoryStore` :class:`podnet.cni.ipam.Store`, all in
+memory; the real kernel implementations are tested in network namespaces.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import errno
 
-from podnet.cni import netops
+from podnet.cni import netops, overlay
+from podnet.cni.ipam import Reservation
 from podnet.cni.types import INTERNAL, INVALID_ENV, UNKNOWN_CONTAINER, CniError
 
 
 class FakeNetOps:
+    """In-memory :class:`podnet.cni.plugin.NetOps`: dicts of netns and node-side veths, no kernel."""
+
     def __init__(self) -> None:
         self.netns: dict[str, set[str]] = {}  # path -> ifnames inside; "notns" paths are files
         self.links: set[str] = set()  # host ifnames
@@ -58,12 +64,10 @@ class FakeNetOps:
 
 
 class FakeOverlayOps:
-    """In-tree fake of :class:`podnet.cni.overlay.OverlayOps`: VXLAN devices, neighbours and FDB entries as
+    """In-memory :class:`podnet.cni.overlay.OverlayOps`: VXLAN devices, neighbours and FDB entries as
     dicts; ``busy_ports`` makes bringing a device up on that port fail with EADDRINUSE, as the kernel does."""
 
     def __init__(self, host=None) -> None:
-        from podnet.cni import overlay
-
         self.host_state = host or overlay.Host()
         self.links: dict = {}  # name -> overlay.LinkState
         self.neigh: set = set()
@@ -82,8 +86,6 @@ class FakeOverlayOps:
             raise OSError(errno.ENODEV, f"{name}: no such device")
 
     def create_vxlan(self, dev):
-        from podnet.cni import overlay
-
         if dev.name in self.links:
             raise OSError(errno.EEXIST, "exists")
         self.links[dev.name] = overlay.LinkState(dev.vni, dev.port, dev.local, False, dev.mtu, False, next(self._macs))
@@ -125,3 +127,35 @@ class FakeOverlayOps:
 
     def fdb_del(self, f):
         self.fdb.discard(f)
+
+
+class MemoryStore:
+    """In-memory :class:`podnet.cni.ipam.Store`; ``fail_next`` simulates an I/O error."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Reservation] = {}
+        self.cursors: dict[str, str] = {}
+        self.fail_next: Exception | None = None
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next:
+            e, self.fail_next = self.fail_next, None
+            raise e
+
+    def load(self) -> tuple[list[Reservation], dict[str, str]]:
+        return list(self.rows.values()), dict(self.cursors)
+
+    def reserve(self, reservations: list[Reservation], cursors: dict[str, str]) -> None:
+        self._maybe_fail()
+        if any(r.ip in self.rows for r in reservations):
+            raise AssertionError("duplicate reservation reached the store")
+        self.rows.update((r.ip, r) for r in reservations)
+        self.cursors.update(cursors)
+
+    def release(self, ips: list[str]) -> None:
+        self._maybe_fail()
+        for ip in ips:
+            self.rows.pop(ip, None)
+
+    def close(self) -> None:
+        pass
