@@ -48,7 +48,8 @@ async def engine_main(sock: str, node: str, pods: int, peers: int, policies: int
     from podnet.policy.handshake import HandshakeServer
     from podnet.policy.kernel import KernelRunner
     from podnet.policy.programmer import Programmer, cleanup
-    from podnet.policy.testing import FakeInformer, raw_ns, raw_pod, raw_policy
+    from podnet.kube.testing import FakeInformer
+    from podnet.policy.testing import raw_ns, raw_pod, raw_policy
 
     kernel = KernelRunner(4, "legacy", ())
     engine = Engine([Programmer(kernel)], node)

@@ -23,13 +23,14 @@ import time
 
 from podnet.kube.netpol import parse_network_policy, parse_policy_pod
 from podnet.kube.objects import parse_namespace
+from podnet.kube.testing import FakeInformer
 from podnet.netlab.host.netns import NetnsPool
 from podnet.policy import render as r
 from podnet.policy.engine import Engine
 from podnet.policy.kernel import KernelRunner
 from podnet.policy.model import compute
 from podnet.policy.programmer import Programmer
-from podnet.policy.testing import FakeInformer, raw_ns, raw_pod, raw_policy
+from podnet.policy.testing import raw_ns, raw_pod, raw_policy
 
 NODE = "bench"
 NS = 10

@@ -57,7 +57,7 @@ async def nft_full(ns, services, slices, ctx):
         ei.set(s)
     si.synced(), ei.synced()
     t = time.perf_counter()
-    assert await d._sync()
+    assert await d.sync_once()
     return time.perf_counter() - t, d
 
 
@@ -112,7 +112,7 @@ async def main(n: int):
             for key, d in (("nft change", dn), ("legacy change", dl)):
                 t = time.perf_counter()
                 d.proxier.on_slice(victim, new)
-                assert await d._sync()
+                assert await d.sync_once()
                 assert not d.proxier.last_reports[0].full
                 res[key].append(time.perf_counter() - t)
         finally:

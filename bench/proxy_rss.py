@@ -46,12 +46,12 @@ async def main():
             "endpoints": [{"addresses": [str(ep_base + i * 5 + j)], "nodeName": "node-b", "conditions": {"ready": True}} for j in range(5)],
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}))
     si.synced(); ei.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     old = ei.store["default/svc-7-x"]
     raw = {"metadata": {"name": "svc-7-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "svc-7"}},
            "addressType": "IPv4", "endpoints": [{"addresses": ["10.127.0.1"]}], "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
     ei.set(r.convert(r.ENDPOINT_SLICES, raw))
-    assert await d._sync()
+    assert await d.sync_once()
 asyncio.run(main())
 print(json.dumps({"base_kb": base, "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "end_kb": rss_kb()}))
 """

@@ -46,7 +46,7 @@ async def podnet_full(ns, services, slices, ctx):
         ei.set(s)
     si.synced(), ei.synced()
     t = time.perf_counter()
-    assert await d._sync()
+    assert await d.sync_once()
     return time.perf_counter() - t, d, fam
 
 
@@ -96,13 +96,13 @@ async def main(sizes):
                              endpoints=[ep(e.addresses[0]) for e in victim.endpoints[:4]] + [ep("10.127.0.1")])
                 t = time.perf_counter()
                 d.proxier.on_slice(victim, new)
-                assert await d._sync()
+                assert await d.sync_once()
                 res["change"].append(time.perf_counter() - t)
                 res["floor"].append(restore_seconds(ns, "*nat\n:PODNET-BENCH - [0:0]\nCOMMIT\n"))
                 # a warm full sync (periodic, or after a failure): fragments cached, table loaded
                 fam.need_full = True
                 t = time.perf_counter()
-                assert await d._sync()
+                assert await d.sync_once()
                 res["warm"].append(time.perf_counter() - t)
             finally:
                 p.close()

@@ -231,8 +231,8 @@ def add_pod(netns_path: str, ifname: str, host_name: str, ips: list[IPConfig], m
 
     Five netlink round trips on raw sockets (:mod:`podnet.cni.rtnl`), six with a second interface
     in the same pod: is ``ifname`` free in the pod; create the pair (the node end up, the peer straight
-    into the pod) and read back the node end's index and its peer's; the node end's gateway
-    addresses and routes to the pod; the pod end and lo up, its addresses and on-link gateway routes; the
+    into the pod) and read back the node end's index and its peer's; the pod end and lo up,
+    its addresses and on-link gateway routes; the node end's gateway addresses and routes to the pod; the
     default routes."""
     host_mac, pod_mac = macs_for(host_name)
     pod_mac = mac or pod_mac
@@ -267,10 +267,12 @@ def add_pod(netns_path: str, ifname: str, host_name: str, ips: list[IPConfig], m
                     node_msgs.append(rtnl.add_route(ip.ip, plen, h, RTPROT_PODNET, rtnl.RT_SCOPE_LINK))
                     pod_msgs.append(rtnl.add_addr(p, ip.ip, plen, IFA_F_NODAD))
                     pod_msgs.append(rtnl.add_route(ip.gateway, plen, p, RTPROT_STATIC, rtnl.RT_SCOPE_LINK))
-                _check(node.batch(node_msgs), ifname, netns_path, "node-side addresses and routes")
+                # The pod end is up with its addresses before the node routes to it: a packet routed
+                # to the pod never waits on an ARP request nobody can answer yet.
                 got_pod = pod.batch(pod_msgs)
                 gw_routes = got_pod[3::2]
                 _check(got_pod[:2] + got_pod[2::2], ifname, netns_path, "pod link and addresses")
+                _check(node.batch(node_msgs), ifname, netns_path, "node-side addresses and routes")
                 # A second interface in the same pod keeps the first one's default route.
                 defaults = []
                 for i, ip in enumerate(ips):

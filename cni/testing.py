@@ -33,23 +33,23 @@ class FakeNetOps:
         if path not in self.netns:
             raise CniError(UNKNOWN_CONTAINER, f"CNI_NETNS {path} does not exist")
 
-    def add_pod(self, ns, ifname, host, ips, mtu, mac=""):
-        self.validate_netns(ns)
-        if ifname in self.netns[ns]:
-            raise CniError(INVALID_ENV, f"CNI_IFNAME {ifname} already exists in netns {ns}")
+    def add_pod(self, netns, ifname, host, ips, mtu, mac=""):
+        self.validate_netns(netns)
+        if ifname in self.netns[netns]:
+            raise CniError(INVALID_ENV, f"CNI_IFNAME {ifname} already exists in netns {netns}")
         if self.fail_add:
             raise self.fail_add
-        self.netns[ns].add(ifname)
+        self.netns[netns].add(ifname)
         self.links.add(host)
-        self.pod_of[host] = (ns, ifname)
+        self.pod_of[host] = (netns, ifname)
         return netops.Plumbed(host, "aa:aa:aa:aa:aa:aa", mac or "bb:bb:bb:bb:bb:bb")
 
-    def del_pod(self, ns, ifname, host):
+    def del_pod(self, netns, ifname, host):
         self.delete_host_link(host)
 
-    def check_pod(self, ns, ifname, host, ips):
-        if host not in self.links or ifname not in self.netns.get(ns, ()):
-            raise CniError(INTERNAL, f"interface {ifname} is missing in {ns}")
+    def check_pod(self, netns, ifname, host, ips):
+        if host not in self.links or ifname not in self.netns.get(netns, ()):
+            raise CniError(INTERNAL, f"interface {ifname} is missing in {netns}")
 
     def podnet_links(self):
         return set(self.links)

@@ -144,26 +144,16 @@ class Daemon:
             asyncio.get_running_loop().call_later(self.opts.lameduck, self.stopping.set)
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.begin_lameduck)
-        tasks: list[asyncio.Task] = []
-        try:
-            tasks = await self.start()
-            await self.stopping.wait()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.sync is not None:
-                await self.sync.close()
-            await self.server.stop()
-            await self.http.stop()
-            await self.forwarder.close()
-            if self._client is not None:
-                await self._client.close()
-        log.info("stopped")
-        return 0
+        return await run_until_stopped(self)
+
+    async def close(self) -> None:
+        if self.sync is not None:
+            await self.sync.close()
+        await self.server.stop()
+        await self.http.stop()
+        await self.forwarder.close()
+        if self._client is not None:
+            await self._client.close()
 
 
 class PoolDaemon:
@@ -222,24 +212,32 @@ class PoolDaemon:
     begin_lameduck = Daemon.begin_lameduck
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.begin_lameduck)
-        tasks: list[asyncio.Task] = []
-        try:
-            tasks = await self.start()
-            await self.stopping.wait()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            if self.pool is not None:
-                await self.pool.stop()
-            await self.http.stop()
-            if self._client is not None:
-                await self._client.close()
-        log.info("stopped")
-        return 0
+        return await run_until_stopped(self)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.stop()
+        await self.http.stop()
+        if self._client is not None:
+            await self._client.close()
+
+
+async def run_until_stopped(daemon: Daemon | PoolDaemon) -> int:
+    """Start ``daemon``, serve until SIGTERM/SIGINT and its lameduck end, cancel its tasks, close it."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.begin_lameduck)
+    tasks: list[asyncio.Task] = []
+    try:
+        tasks = await daemon.start()
+        await daemon.stopping.wait()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await daemon.close()
+    log.info("stopped")
+    return 0
 
 
 def run(opts: Options) -> int:

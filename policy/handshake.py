@@ -153,6 +153,7 @@ class Announcements:
             self.added[key] = kept
         else:
             self.added.pop(key, None)
+            self.fetched.pop(key, None)
         self.removed[key] = self.removed.get(key, frozenset()) | set(ips)
 
     def __call__(self, pods: tuple[PolicyPod, ...]) -> tuple[PolicyPod, ...]:

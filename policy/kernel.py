@@ -11,9 +11,10 @@ and the previous state stays in force.
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 from typing import Protocol, Sequence
+
+from podnet.proxy.iptables import run_tool
 
 __all__ = ["Kernel", "KernelRunner", "KernelError"]
 
@@ -35,22 +36,6 @@ class Kernel(Protocol):
     async def delete_rule(self, table: str, chain: str, rule: str) -> None: ...
 
 
-async def _exec(argv: Sequence[str], stdin: str | None = None, timeout: float = 120) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), timeout)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return 124, "", f"{argv[0]} timed out after {timeout}s"
-    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
-
-
 class KernelRunner:
     """Real tools for one family and iptables backend (``mode``: 'legacy' or 'nft')."""
 
@@ -63,7 +48,7 @@ class KernelRunner:
         self._save = f"{base}-{mode}-save"
 
     async def _run(self, argv: list[str], stdin: str | None = None) -> str:
-        rc, out, err = await _exec([*self.prefix, *argv], stdin)
+        rc, out, err = await run_tool([*self.prefix, *argv], stdin)
         if rc != 0:
             raise KernelError(f"{argv[0]} {' '.join(argv[1:3])}: exit {rc}: {err.strip()[:500]}")
         return out
@@ -90,7 +75,7 @@ class KernelRunner:
 
     async def ensure_first(self, table: str, chain: str, rule: str) -> bool:
         args = shlex.split(rule)
-        rc, _, _ = await _exec([*self.prefix, self._iptables, "--wait", "-t", table, "-C", chain, *args])
+        rc, _, _ = await run_tool([*self.prefix, self._iptables, "--wait", "-t", table, "-C", chain, *args])
         if rc == 0:
             return False
         await self._run([self._iptables, "--wait", "-t", table, "-I", chain, "1", *args])
@@ -99,6 +84,6 @@ class KernelRunner:
     async def delete_rule(self, table: str, chain: str, rule: str) -> None:
         args = shlex.split(rule)
         for _ in range(100):
-            rc, _, _ = await _exec([*self.prefix, self._iptables, "--wait", "-t", table, "-D", chain, *args])
+            rc, _, _ = await run_tool([*self.prefix, self._iptables, "--wait", "-t", table, "-D", chain, *args])
             if rc != 0:
                 return

@@ -1,4 +1,5 @@
-"""Test helpers for podnet.policy: raw-object builders and an in-memory kernel.
+"""Test helpers for podnet.policy: raw-object builders and an in-memory kernel (the informer fake is
+:mod:`podnet.kube.testing`'s).
 
 :class:`FakeKernel` implements :class:`podnet.policy.kernel.Kernel`. It keeps
 ipsets and the filter table as data, applies ``ipset restore`` and
@@ -17,7 +18,7 @@ from typing import Any
 
 from podnet.policy.kernel import KernelError
 
-__all__ = ["FakeKernel", "FakeInformer", "raw_pod", "raw_ns", "raw_policy"]
+__all__ = ["FakeKernel", "raw_pod", "raw_ns", "raw_policy"]
 
 
 def raw_ns(name: str, **labels: str) -> dict[str, Any]:
@@ -227,48 +228,3 @@ class FakeKernel:
     def forward(self, src: str, dst: str, proto: str, dport: int, established: bool = False) -> bool:
         """Whether a forwarded packet gets past FORWARD (policy '-j DROP' is the only denial here)."""
         return self.walk("FORWARD", src, dst, proto.lower(), dport, established) != "DROP"
-
-
-class FakeInformer:
-    """The Informer shape the engine uses (add_handler, list, has_synced, run), driven by hand."""
-
-    def __init__(self) -> None:
-        self.handlers: list[dict[str, Any]] = []
-        self.store: dict[str, Any] = {}
-        self.has_synced = False
-
-    def add_handler(self, on_add=None, on_update=None, on_delete=None, on_synced=None) -> None:
-        self.handlers.append(dict(on_add=on_add, on_update=on_update, on_delete=on_delete, on_synced=on_synced))
-
-    def _emit(self, name: str, *args: Any) -> None:
-        for h in self.handlers:
-            if h[name] is not None:
-                h[name](*args)
-
-    def list(self) -> list[Any]:
-        return list(self.store.values())
-
-    def get(self, key: str) -> Any | None:
-        return self.store.get(key)
-
-    def set(self, obj: Any) -> None:
-        old = self.store.get(obj.key)
-        self.store[obj.key] = obj
-        if old is None:
-            self._emit("on_add", obj)
-        elif old != obj:
-            self._emit("on_update", old, obj)
-
-    def delete(self, key: str) -> None:
-        old = self.store.pop(key, None)
-        if old is not None:
-            self._emit("on_delete", old)
-
-    def synced(self) -> None:
-        self.has_synced = True
-        self._emit("on_synced")
-
-    async def run(self) -> None:
-        import asyncio
-
-        await asyncio.Event().wait()

@@ -94,7 +94,7 @@ class Daemon:
         self.clock = clock or MonotonicClock()
         self.proxier = Proxier(families, wall)
         self.pacer = Pacer(cfg.min_sync_period, cfg.sync_period, cfg.sync_period)
-        self.runner = SyncRunner(self._sync, self.pacer, self.clock)
+        self.runner = SyncRunner(self.sync_once, self.pacer, self.clock)
         self.health = ProxyHealth(2 * cfg.sync_period, wall, tuple(f.label for f in families))
         self.service_health = ServiceHealthServers(self.health)
         self.proxier.on_change = self._on_change
@@ -150,7 +150,10 @@ class Daemon:
             m.LAST_QUEUED.labels(fam.label).set(time.time())
         self.runner.request()
 
-    async def _sync(self) -> bool:
+    async def sync_once(self) -> bool:
+        """One sync of every family, then the health-check servers and (after the first good sync) the
+        one-time hook; what the sync runner calls each time, and what tests drive. False when any family's
+        sync failed (the runner retries)."""
         self._health_map = {}
         ok = await self.proxier.sync()
         for rep in self.proxier.last_reports:
@@ -244,7 +247,7 @@ class Daemon:
                 except asyncio.TimeoutError:
                     log.warning("one-shot sync: Node %s not listed within %.0f s; syncing without its zone",
                                 self.cfg.hostname_override, ONCE_NODE_WAIT)
-            return await self._sync()
+            return await self.sync_once()
         finally:
             for t in tasks:
                 t.cancel()

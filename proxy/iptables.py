@@ -135,7 +135,8 @@ def choose_mode(nft_save: str, legacy_save: str) -> str:
     return "legacy" if count(legacy_save) > count(nft_save) else "nft"
 
 
-async def _exec(argv: Sequence[str], stdin: str | None = None, timeout: float = 120) -> tuple[int, str, str]:
+async def run_tool(argv: Sequence[str], stdin: str | None = None, timeout: float = 120) -> tuple[int, str, str]:
+    """Run a host tool; (exit status, stdout, stderr), status 124 and the process killed after ``timeout``."""
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -156,7 +157,7 @@ async def detect_mode(prefix: Sequence[str] = ()) -> str:
     outs = []
     for argv in (["iptables-nft-save", "-t", "mangle"], ["ip6tables-nft-save", "-t", "mangle"], ["iptables-legacy-save"], ["ip6tables-legacy-save"]):
         try:
-            rc, out, _ = await _exec([*prefix, *argv], timeout=30)
+            rc, out, _ = await run_tool([*prefix, *argv], timeout=30)
         except FileNotFoundError:
             rc, out = 1, ""
         outs.append(out if rc == 0 else "")
@@ -177,7 +178,7 @@ class IptablesRunner:
 
     async def restore(self, text: str) -> None:
         async with _WRITE_LOCK:
-            rc, _, err = await _exec([*self.prefix, self._restore, "--noflush", "--wait"], stdin=text)
+            rc, _, err = await run_tool([*self.prefix, self._restore, "--noflush", "--wait"], stdin=text)
         if rc != 0:
             m = re.search(r"line:? (\d+)", err)
             raise RestoreError(f"{self._restore}: exit {rc}: {err.strip()[:500]}", text, int(m.group(1)) if m else None)
@@ -255,11 +256,11 @@ class IptablesRunner:
             raise RestoreError(f"{self._restore}: exit {rc}: {err.strip()[:500]}", text, int(m.group(1)) if m else None)
 
     async def save(self) -> str:
-        rc, out, _ = await _exec([*self.prefix, self._save])
+        rc, out, _ = await run_tool([*self.prefix, self._save])
         return out if rc == 0 else ""
 
     async def _iptables_cmd(self, *args: str) -> tuple[int, str, str]:
-        return await _exec([*self.prefix, self._iptables, "--wait", *args], timeout=60)
+        return await run_tool([*self.prefix, self._iptables, "--wait", *args], timeout=60)
 
     async def ensure_jump(self, table: str, chain: str, rule: str) -> bool:
         import shlex
@@ -285,7 +286,7 @@ class IptablesRunner:
                     break
 
     async def chains(self, table: str) -> set[str]:
-        rc, out, _ = await _exec([*self.prefix, self._save, "-t", table])
+        rc, out, _ = await run_tool([*self.prefix, self._save, "-t", table])
         if rc != 0:
             return set()
         return {ln[1:].split()[0] for ln in out.splitlines() if ln.startswith(":")}

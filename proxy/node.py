@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 from podnet.proxy import nodeports
 from podnet.proxy.conntrack import ConntrackTool, Reconciler
 from podnet.proxy.daemon import Config
-from podnet.proxy.iptables import IptablesRunner, _exec, detect_mode
+from podnet.proxy.iptables import IptablesRunner, detect_mode, run_tool
 from podnet.proxy.model import cidr_family
 from podnet.proxy.proxier import FamilyProxier
 from podnet.proxy.rules import NodeContext
@@ -33,7 +33,7 @@ def parse_ip_addr_json(text: str) -> tuple[str, ...]:
 
 async def local_addresses(family: int) -> tuple[str, ...]:
     """This namespace's addresses (loopback included) of one family."""
-    rc, out, _ = await _exec(["ip", "-j", f"-{family}", "addr", "show"], timeout=30)
+    rc, out, _ = await run_tool(["ip", "-j", f"-{family}", "addr", "show"], timeout=30)
     return parse_ip_addr_json(out) if rc == 0 else ()
 
 
@@ -44,7 +44,7 @@ def set_route_localnet() -> None:
 
 async def _family_works(base: str, mode: str) -> bool:
     try:
-        rc, _, _ = await _exec([f"{base}-{mode}", "--wait", "-t", "nat", "-S", "POSTROUTING"], timeout=30)
+        rc, _, _ = await run_tool([f"{base}-{mode}", "--wait", "-t", "nat", "-S", "POSTROUTING"], timeout=30)
     except FileNotFoundError:
         return False
     return rc == 0

@@ -3,8 +3,13 @@
 Data flow (pure functions marked P; everything else works on the store's state)::
 
     HTTP(S) request --> authn: bearer token from --token-auth-file, else 401 (public-info paths open)
+      --> authz (P): RBAC from --rbac-file's Role/ClusterRole/(Cluster)RoleBinding documents, else 403
       --> apihandlers (aiohttp)  -- body: JSON, or kproto (P) for kubectl's protobuf
         apikinds            which resource, URL placement, discovery documents
+        storedkinds (P)     validation of the kinds only stored (ConfigMap, Secret, ServiceAccount,
+                            Event, apps/v1, RBAC, policy/v1 PodDisruptionBudget): no controller acts on
+                            them, and RBAC objects written through the API do not change authorisation
+                            (the policy comes from --rbac-file)
         fieldvalidation + fieldschema   ?fieldValidation= (unknown / repeated fields)
         patch (P)           merge, strategic merge and JSON patch
         selectors (P)       label and field selectors
@@ -19,11 +24,15 @@ Data flow (pure functions marked P; everything else works on the store's state):
 
 Security: in a lab the server serves HTTPS only (a lab CA generated at ``lab up``) and answers 401
 to every request without one of the lab's tokens, on the root loopback listener and on the
-underlay one that pods can reach; no authorisation (RBAC) yet: any valid token may do anything.
+underlay one that pods can reach, and authorises every request with RBAC: the rules of
+deploy/podnet.yaml for podnet's service accounts, ``system:masters`` (the admin) allowed
+everything, ``system:nodes`` (the lab kubelets) a built-in rule set; the Node authorizer
+(a kubelet limited to its own Node and Pods) is not implemented (:mod:`.authz`).
 A lab pod's ``command`` still runs as root on the host's filesystem, so such a command can read
 ``/run/podnet/<lab>/credentials`` (and anything else) on the host: the tokens keep out network
 clients (a pod's workload talking to the API, other hosts' users), not code the lab runs as root.
-Standalone (``podnet lab apiserver``) without ``--token-auth-file`` serves everyone, on loopback by default.
+Standalone (``podnet lab apiserver``) without ``--token-auth-file`` serves everyone, on loopback by default;
+authorisation only with ``--authorization-mode RBAC --rbac-file FILE`` (and a token file).
 
 Public surface: ``server.LabApiServer`` (+ ``add_arguments``/``run`` for ``podnet lab apiserver``),
 ``apistore.Store``, ``registry.Registry``, ``apirunner.main``. Fakes: none; tests start a real

@@ -1,7 +1,8 @@
 """The resources the lab API server serves, and its discovery documents.
 
 One :class:`Kind` per resource: URL placement, kind name, short names, the
-validator from :mod:`podnet.kube.objects`, and whether it has a status
+validator (:mod:`podnet.kube.objects` for the kinds the lab acts on,
+:mod:`.storedkinds` for those it only stores), and whether it has a status
 subresource. The discovery documents are the legacy (non-aggregated) ones,
 which both kubectl 1.20 and 1.32 understand.
 """
@@ -13,12 +14,16 @@ from typing import Any, Callable, Mapping
 
 from podnet.kube import objects as o
 from podnet.kube.netpol import parse_network_policy
+from podnet.netlab.apiserver.storedkinds import validator
 
 __all__ = ["Kind", "KINDS", "BY_API_PATH", "CORE", "DISCOVERY_V1", "version_doc", "api_versions", "api_group_list",
            "api_group", "resource_list"]
 
 CORE = "/api/v1"
 DISCOVERY_V1 = "/apis/discovery.k8s.io/v1"
+APPS = "/apis/apps/v1"
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
+POLICY = "/apis/policy/v1"
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 
@@ -52,8 +57,26 @@ KINDS: dict[str, Kind] = {
         Kind(DISCOVERY_V1, "endpointslices", "EndpointSlice", True, o.parse_endpoint_slice, (), False, "endpointslice"),
         Kind("/apis/networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, parse_network_policy, ("netpol",),
              False, "networkpolicy"),
+        # Stored as given, validated by storedkinds; no controller acts on them.
+        Kind(CORE, "configmaps", "ConfigMap", True, validator("ConfigMap"), ("cm",), False, "configmap"),
+        Kind(CORE, "secrets", "Secret", True, validator("Secret"), (), False, "secret"),
+        Kind(CORE, "serviceaccounts", "ServiceAccount", True, validator("ServiceAccount"), ("sa",), False,
+             "serviceaccount"),
+        Kind(CORE, "events", "Event", True, validator("Event"), ("ev",), False, "event"),
+        Kind(APPS, "daemonsets", "DaemonSet", True, validator("DaemonSet"), ("ds",), True, "daemonset"),
+        Kind(APPS, "deployments", "Deployment", True, validator("Deployment"), ("deploy",), True, "deployment"),
+        Kind(APPS, "replicasets", "ReplicaSet", True, validator("ReplicaSet"), ("rs",), True, "replicaset"),
+        Kind(RBAC, "clusterroles", "ClusterRole", False, validator("ClusterRole"), (), False, "clusterrole"),
+        Kind(RBAC, "clusterrolebindings", "ClusterRoleBinding", False, validator("ClusterRoleBinding"), (), False,
+             "clusterrolebinding"),
+        Kind(RBAC, "roles", "Role", True, validator("Role"), (), False, "role"),
+        Kind(RBAC, "rolebindings", "RoleBinding", True, validator("RoleBinding"), (), False, "rolebinding"),
+        Kind(POLICY, "poddisruptionbudgets", "PodDisruptionBudget", True, validator("PodDisruptionBudget"),
+             ("pdb",), True, "poddisruptionbudget"),
     )
 }
+ALL_CATEGORY = frozenset({"pods", "services", "daemonsets", "deployments", "replicasets"})
+"""The resources in the ``all`` category (kubectl get all), as kube-apiserver lists them."""
 BY_API_PATH: dict[str, dict[str, Kind]] = {}
 for _k in KINDS.values():
     BY_API_PATH.setdefault(_k.api_path, {})[_k.plural] = _k
@@ -115,7 +138,7 @@ def resource_list(api_path: str) -> dict[str, Any] | None:
         }
         if k.short_names:
             entry["shortNames"] = list(k.short_names)
-        if k.plural in ("pods", "services"):
+        if k.plural in ALL_CATEGORY:
             entry["categories"] = ["all"]  # kubectl get all
         resources.append(entry)
         if k.has_status:

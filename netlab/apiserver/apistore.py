@@ -51,15 +51,17 @@ class StatusError(Exception):
     """An API error with the fields of a Kubernetes Status object."""
 
     def __init__(self, code: int, reason: str, message: str, *, kind: str = "", name: str = "",
-                 causes: list[dict[str, str]] | None = None) -> None:
+                 causes: list[dict[str, str]] | None = None, group: str = "") -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
-        self.kind, self.name, self.causes = kind, name, causes or []
+        self.kind, self.name, self.causes, self.group = kind, name, causes or [], group
 
     def status(self) -> dict[str, Any]:
         details: dict[str, Any] = {}
         if self.name:
             details["name"] = self.name
+        if self.group:
+            details["group"] = self.group
         if self.kind:
             details["kind"] = self.kind
         if self.causes:

@@ -1,15 +1,17 @@
-"""Just enough Kubernetes protobuf to accept what ``kubectl create namespace|service`` sends.
+"""Just enough Kubernetes protobuf to accept what ``kubectl create namespace|service|configmap|secret`` sends.
 
 kubectl's typed clients send ``application/vnd.kubernetes.protobuf`` bodies
 (and accept JSON answers). The lab decodes the envelope (``k8s\\x00`` +
 runtime.Unknown) and, for Namespace and Service, the fields those commands
-set, using the field numbers of k8s.io/api's generated.proto. Anything else
+set (for ConfigMap and Secret: data, binaryData, type, immutable), using the field numbers of
+k8s.io/api's generated.proto. Anything else
 raises :class:`ProtobufError` (the server answers 415, naming JSON), never a
 guess: an unknown field number is skipped, a wrong wire type is an error.
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 __all__ = ["ProtobufError", "decode_object", "MAGIC"]
@@ -58,7 +60,8 @@ def fields(buf: bytes) -> list[tuple[int, int, Any]]:
 
 
 # A schema maps field number -> (json name, kind) where kind is "str", "int", "bool", "strs" (repeated string),
-# "map" (map<string,string>), or a nested schema (message; "[]" suffix in the name = repeated).
+# "map" (map<string,string>), "bytesmap" (map<string,bytes>: base64 values, as JSON carries []byte),
+# or a nested schema (message; "[]" suffix in the name = repeated).
 Schema = dict[int, tuple[str, Any]]
 
 INT_OR_STRING = "intorstring"
@@ -74,6 +77,10 @@ SERVICE_SPEC: Schema = {1: ("ports[]", SERVICE_PORT), 2: ("selector", "map"), 3:
 SCHEMAS: dict[str, Schema] = {
     "Namespace": {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", "strs")})},
     "Service": {1: ("metadata", OBJECT_META), 2: ("spec", SERVICE_SPEC)},
+    "ConfigMap": {1: ("metadata", OBJECT_META), 2: ("data", "map"), 3: ("binaryData", "bytesmap"),
+                  4: ("immutable", "bool")},
+    "Secret": {1: ("metadata", OBJECT_META), 2: ("data", "bytesmap"), 3: ("type", "str"), 4: ("stringData", "map"),
+               5: ("immutable", "bool")},
 }
 
 
@@ -114,6 +121,9 @@ def decode_message(buf: bytes, schema: Schema) -> dict[str, Any]:
         elif kind == "map":
             entry = {n: val for n, _, val in fields(v)}
             out.setdefault(name, {})[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
+        elif kind == "bytesmap":
+            entry = {n: val for n, _, val in fields(v)}
+            out.setdefault(name, {})[entry.get(1, b"").decode()] = base64.b64encode(entry.get(2, b"")).decode()
         elif kind == INT_OR_STRING:
             out[name] = _int_or_string(v)
         elif kind == "strs":
@@ -126,7 +136,7 @@ def decode_message(buf: bytes, schema: Schema) -> dict[str, Any]:
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
-    """A JSON-shaped object from a Kubernetes protobuf body (Namespace and Service only)."""
+    """A JSON-shaped object from a Kubernetes protobuf body (Namespace, Service, ConfigMap, Secret only)."""
     if not body.startswith(MAGIC):
         raise ProtobufError("not a Kubernetes protobuf envelope")
     unknown = {n: v for n, _, v in fields(body[len(MAGIC):])}

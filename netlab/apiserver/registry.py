@@ -19,6 +19,9 @@
 - delete: objects with finalizers (or Pods deleted with gracePeriodSeconds > 0)
   get ``deletionTimestamp`` and stay until the finalizers are removed or the
   grace period ends; deleting a Namespace deletes everything in it.
+
+The kinds of :mod:`.storedkinds` are stored as given (a Secret's ``stringData`` folded into
+``data``): no controller acts on them (a Deployment makes no ReplicaSet or Pods).
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from podnet.kube.objects import InvalidObject
-from podnet.netlab.apiserver.apikinds import Kind
+from podnet.netlab.apiserver.apikinds import KINDS, Kind
 from podnet.netlab.apiserver.apistore import Store, StatusError, rfc3339
 from podnet.netlab.apiserver.services import ServiceAllocator, invalid, quoted, service_allocations, validate_service_extra
+from podnet.netlab.apiserver.storedkinds import secret_from_string_data
 
 __all__ = ["Registry", "Prepared", "invalid", "finish_graceful_delete"]
 
@@ -190,7 +194,8 @@ class Registry:
                 meta["deletionGracePeriodSeconds"] = grace_seconds
             return self.store.update(kind.plural, {**old, "metadata": meta}), False
         if kind.plural == "namespaces":
-            for k in ("pods", "endpointslices", "services"):
+            for k in ("pods", "endpointslices", "services",
+                      *(p for p, kk in KINDS.items() if kk.namespaced and p not in ("pods", "endpointslices", "services"))):
                 for obj in list(self.store.items(k, name)):
                     self.store.delete(k, name, obj["metadata"]["name"])
                     if k == "services":
@@ -236,6 +241,8 @@ class Registry:
                 status.setdefault("phase", "Pending")
         elif kind.plural == "nodes":
             obj.setdefault("spec", {})
+        elif kind.plural == "secrets":
+            secret_from_string_data(obj)
         elif kind.plural == "namespaces":
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj.setdefault("status", {"phase": "Active"})

@@ -125,6 +125,11 @@ def parse_label_selector(text: str | None) -> LabelSelector:
 
 FIELDS_BY_RESOURCE: dict[str, tuple[str, ...]] = {
     "pods": ("metadata.name", "metadata.namespace", "spec.nodeName", "status.phase", "status.podIP", "spec.hostNetwork"),
+    # kube-apiserver's event and secret strategies (their selectable fields, less Event's "source")
+    "events": ("metadata.name", "metadata.namespace", "involvedObject.kind", "involvedObject.namespace",
+               "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion",
+               "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "type"),
+    "secrets": ("metadata.name", "metadata.namespace", "type"),
 }
 COMMON_FIELDS = ("metadata.name", "metadata.namespace")
 

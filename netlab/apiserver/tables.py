@@ -122,6 +122,51 @@ def _namespace_row(o: dict[str, Any]) -> list[Any]:
     return [(o.get("status") or {}).get("phase", "Active")]
 
 
+def _count(o: dict[str, Any], field: str) -> int:
+    v = o.get(field)
+    return len(v) if isinstance(v, (dict, list)) else 0
+
+
+def _config_map_row(o: dict[str, Any]) -> list[Any]:
+    return [_count(o, "data") + _count(o, "binaryData")]
+
+
+def _secret_row(o: dict[str, Any]) -> list[Any]:
+    return [o.get("type", ""), _count(o, "data")]
+
+
+def _status_int(o: dict[str, Any], field: str) -> int:
+    v = (o.get("status") or {}).get(field, 0)
+    return v if isinstance(v, int) else 0
+
+
+def _daemon_set_row(o: dict[str, Any]) -> list[Any]:
+    return [_status_int(o, f) for f in ("desiredNumberScheduled", "currentNumberScheduled", "numberReady",
+                                         "updatedNumberScheduled", "numberAvailable")]
+
+
+def _deployment_row(o: dict[str, Any]) -> list[Any]:
+    spec = o.get("spec") or {}
+    want = spec.get("replicas", 1) if isinstance(spec.get("replicas", 1), int) else 1
+    return [f"{_status_int(o, 'readyReplicas')}/{want}", _status_int(o, "updatedReplicas"),
+            _status_int(o, "availableReplicas")]
+
+
+def _pdb_row(o: dict[str, Any]) -> list[Any]:
+    spec = o.get("spec") or {}
+    return [str(spec.get("minAvailable", "N/A")), str(spec.get("maxUnavailable", "N/A")),
+            _status_int(o, "disruptionsAllowed")]
+
+
+def _event_row(o: dict[str, Any]) -> list[Any]:
+    involved = o.get("involvedObject") or {}
+    obj = f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}"
+    return [o.get("type", ""), o.get("reason", ""), obj, o.get("message", "")]
+
+
+_NO_COLUMNS: tuple[list[Column], Callable[[dict[str, Any]], list[Any]]] = ([], lambda o: [])
+"""Name and Age only: the kinds stored as given without columns of their own."""
+
 COLUMNS: dict[str, tuple[list[Column], Callable[[dict[str, Any]], list[Any]]]] = {
     "services": ([("Type", "string", 0), ("Cluster-IP", "string", 0), ("External-IP", "string", 0),
                   ("Port(s)", "string", 0), ("Selector", "string", 1)], _service_row),
@@ -132,12 +177,22 @@ COLUMNS: dict[str, tuple[list[Column], Callable[[dict[str, Any]], list[Any]]]] =
     "endpointslices": ([("AddressType", "string", 0), ("Ports", "string", 0), ("Endpoints", "string", 0)],
                        _slice_row),
     "namespaces": ([("Status", "string", 0)], _namespace_row),
+    "configmaps": ([("Data", "integer", 0)], _config_map_row),
+    "events": ([("Type", "string", 0), ("Reason", "string", 0), ("Object", "string", 0), ("Message", "string", 0)],
+               _event_row),
+    "secrets": ([("Type", "string", 0), ("Data", "integer", 0)], _secret_row),
+    "daemonsets": ([("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
+                    ("Up-to-date", "integer", 0), ("Available", "integer", 0)], _daemon_set_row),
+    "deployments": ([("Ready", "string", 0), ("Up-to-date", "integer", 0), ("Available", "integer", 0)],
+                    _deployment_row),
+    "poddisruptionbudgets": ([("Min Available", "string", 0), ("Max Unavailable", "string", 0),
+                              ("Allowed Disruptions", "integer", 0)], _pdb_row),
 }
 
 
 def table(plural: str, objects: list[dict[str, Any]], now: float, list_meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """A Table of ``objects``: Name, the kind's columns (AGE after the priority-0 ones)."""
-    cols, row = COLUMNS[plural]
+    cols, row = COLUMNS.get(plural, _NO_COLUMNS)
     main = [c for c in cols if c[2] == 0]
     wide = [c for c in cols if c[2] != 0]
     defs = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]

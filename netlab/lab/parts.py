@@ -90,7 +90,16 @@ def cni_install_cmd(p: NodePaths) -> list[str]:
 def cni_daemon_cmd(plan: LabPlan, node: NodePlan, p: NodePaths) -> list[str]:
     return [script("podnet-cni"), "daemon", "--socket", str(p.socket), "--node-name", node.name,
             "--master", plan.master, "--cluster-cidr", plan.spec.cluster_cidr, "--data-dir", str(p.data_dir),
-            "--kubeconfig", str(credentials.kubeconfig_path(plan, f"cni-{node.name}"))]
+            "--kubeconfig", str(credentials.kubeconfig_path(plan, f"cni-{node.name}")),
+            "--policy-socket", str(policy_socket(p))]
+
+
+def policy_socket(p: NodePaths) -> Path:
+    """Where the node's policy engine answers the CNI daemon: while the engine listens there, every ADD
+    waits until the new pod's NetworkPolicy state is in the kernel, so an isolated pod is never
+    reachable before its rules (the lab does not pass --policy-required: a node without a running
+    engine still gets pods)."""
+    return p.socket.parent / "policy.sock"
 
 
 # kube-proxy's default --iptables-min-sync-period is 1 s; the lab uses 100 ms so that what the
@@ -114,7 +123,8 @@ def policy_cmd(plan: LabPlan, node: NodePlan, min_sync_period: str = PROXY_MIN_S
     """The NetworkPolicy engine of one node (same pacing as the proxy)."""
     return [script("podnet-policy"), "--master", plan.master, "--hostname-override", node.name,
             "--min-sync-period", min_sync_period, "--metrics-bind-address", f"127.0.0.1:{POLICY_HEALTH_PORT}",
-            "--kubeconfig", str(credentials.kubeconfig_path(plan, f"policy-{node.name}"))]
+            "--kubeconfig", str(credentials.kubeconfig_path(plan, f"policy-{node.name}")),
+            "--cni-socket", str(policy_socket(node_paths(plan, node)))]
 
 
 def dns_cmd(plan: LabPlan) -> list[str]:

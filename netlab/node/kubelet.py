@@ -414,7 +414,9 @@ class Kubelet:
         finally:
             self.tasks.pop(key, None)
 
-    def _observe(self, pod: dict[str, Any] | None, key: str) -> None:
+    def observe(self, pod: dict[str, Any] | None, key: str) -> None:
+        """One step of the watch loop: record the wanted state of pod ``key`` (None: gone) and make sure
+        one worker task converges it; a worker already running for ``key`` picks up the new state."""
         if pod is None:
             self.wanted.pop(key, None)
         else:
@@ -435,10 +437,10 @@ class Kubelet:
                     if self._mine(p):
                         key = f"{p['metadata'].get('namespace', 'default')}/{p['metadata']['name']}"
                         seen.add(key)
-                        self._observe(p, key)
+                        self.observe(p, key)
                 for key in list(self.wanted):
                     if key not in seen:
-                        self._observe(None, key)
+                        self.observe(None, key)
                 backoff = 0.2
                 while True:
                     async for ev in watch_events(self.client, r.PODS, resource_version=rv, inactivity_timeout=120):
@@ -449,7 +451,7 @@ class Kubelet:
                         if not self._mine(p):
                             continue
                         key = f"{p['metadata'].get('namespace', 'default')}/{p['metadata']['name']}"
-                        self._observe(None if ev.type == "DELETED" else p, key)
+                        self.observe(None if ev.type == "DELETED" else p, key)
             except WatchExpired:
                 continue
             except (ApiError, *TRANSPORT_ERRORS) as e:

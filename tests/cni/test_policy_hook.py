@@ -17,10 +17,11 @@ from podnet.cni.testing import FakeNetOps, MemoryStore
 from podnet.cni.types import CniError
 from podnet.kube.netpol import parse_network_policy, parse_policy_pod
 from podnet.kube.objects import parse_namespace
+from podnet.kube.testing import FakeInformer
 from podnet.policy.engine import Engine
 from podnet.policy.handshake import HandshakeServer
 from podnet.policy.programmer import Programmer
-from podnet.policy.testing import FakeInformer, FakeKernel, raw_ns, raw_pod, raw_policy
+from podnet.policy.testing import FakeKernel, raw_ns, raw_pod, raw_policy
 
 DENY = raw_policy("default", "deny", {"podSelector": {"matchLabels": {"app": "secret"}}, "ingress": []})
 

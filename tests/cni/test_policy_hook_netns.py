@@ -23,11 +23,12 @@ import pytest
 
 from podnet.kube.netpol import parse_network_policy, parse_policy_pod
 from podnet.kube.objects import parse_namespace
+from podnet.kube.testing import FakeInformer
 from podnet.policy.engine import Engine
 from podnet.policy.handshake import HandshakeServer
 from podnet.policy.kernel import KernelRunner
 from podnet.policy.programmer import Programmer, cleanup
-from podnet.policy.testing import FakeInformer, raw_ns, raw_pod, raw_policy
+from podnet.policy.testing import raw_ns, raw_pod, raw_policy
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
 
@@ -99,6 +100,17 @@ while out["attempts"] < 20000 and time.monotonic() < end:
 while pending and time.monotonic() < end + 1:
     reap(0.05)
 print(json.dumps(out), flush=True)
+"""
+
+
+# One blocking connection attempt (1 s timeout): "connected" or the error.
+HAMMER_ONCE = r"""
+import socket, sys
+c = socket.socket(); c.settimeout(1)
+try:
+    c.connect((sys.argv[1], 8080)); print("connected")
+except OSError as e:
+    print(e)
 """
 
 
@@ -182,16 +194,6 @@ async def test_isolated_pod_is_never_reachable_and_open_pod_becomes_reachable(po
     assert to_control["connected"] > 0 and accepted_control > 0, to_control
 
 
-HAMMER_ONCE = r"""
-import socket, sys
-c = socket.socket(); c.settimeout(1)
-try:
-    c.connect((sys.argv[1], 8080)); print("connected")
-except OSError as e:
-    print(e)
-"""
-
-
 async def test_open_pod_answers_the_first_connection_after_add(policy_node, pool, tmp_path):
     node, _, _ = policy_node
     client, control = pool.netns("cl"), pool.netns("co")
@@ -217,7 +219,7 @@ async def test_unknown_pod_fails_add_with_11_and_leaves_nothing(policy_node, poo
 
 async def test_without_the_handshake_the_window_is_there(make_node, pool, tmp_path):
     """The same hammer sees the window the handshake closes: no --policy-socket, the engine learns the address
-    from the Pod's status (as kubelet reports it after ADD) and syncs 300 ms later (a paced sync)."""
+    from the Pod's status (as kubelet reports it after ADD) and syncs only once a probe has got through."""
     node = make_node((CIDR,))
     engine, kernel, pods = engine_for(node)
     try:
@@ -230,7 +232,11 @@ async def test_without_the_handshake_the_window_is_there(make_node, pool, tmp_pa
         try:
             assert await add(node, secret, "secret") == SECRET
             pods.set(parse_policy_pod(raw_pod("default", "secret", SECRET, node=node.ns.name, labels={"app": "secret"})))
-            await asyncio.sleep(0.3)
+            # the window: the pod answers while the engine has not synced yet (bounded: 20 probes of up to 1 s)
+            probes = [client.run(sys.executable, "-P", "-c", HAMMER_ONCE, SECRET, timeout=30).strip()]
+            while probes[-1] != "connected" and len(probes) < 20:
+                probes.append(client.run(sys.executable, "-P", "-c", HAMMER_ONCE, SECRET, timeout=30).strip())
+            assert probes[-1] == "connected", probes
             assert await engine.sync(), engine.last_error
             open(mark, "w").close()
             out = json.loads(finish(hammer))

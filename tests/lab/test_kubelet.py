@@ -79,17 +79,17 @@ async def test_reconcile(tmp_path, events, want):
         elif ev == "tick":
             await asyncio.sleep(0)
         else:
-            k._observe(ev, A)
+            k.observe(ev, A)
     await settle(k)
     assert k.ops == want
 
 
 async def test_failed_start_is_reported_once_and_not_retried(tmp_path):
     k = FakeKubelet(tmp_path, fail_start=True)
-    k._observe(pod("a", "u1"), A)
+    k.observe(pod("a", "u1"), A)
     await settle(k)
     assert k.ops == [("start", A, "u1"), ("status", "a", "Failed")]
-    k._observe(pod("a", "u1"), A)  # a later no-op update does not retry
+    k.observe(pod("a", "u1"), A)  # a later no-op update does not retry
     await settle(k)
     assert k.ops == [("start", A, "u1"), ("status", "a", "Failed")]
 
@@ -97,12 +97,12 @@ async def test_failed_start_is_reported_once_and_not_retried(tmp_path):
 async def test_netns_index_is_lowest_free(tmp_path):
     k = FakeKubelet(tmp_path)
     for name in ("a", "b", "c"):
-        k._observe(pod(name, name), f"default/{name}")
+        k.observe(pod(name, name), f"default/{name}")
     await settle(k)
     assert sorted(rp.netns for rp in k.pods.values()) == ["pnl-n1-p1", "pnl-n1-p2", "pnl-n1-p3"]
-    k._observe(None, "default/b")
+    k.observe(None, "default/b")
     await settle(k)
-    k._observe(pod("d", "d"), "default/d")
+    k.observe(pod("d", "d"), "default/d")
     await settle(k)
     assert k.pods["default/d"].netns == "pnl-n1-p2"
 
@@ -199,7 +199,7 @@ def ready_of(status: dict) -> str | None:
 
 async def test_always_restarts_in_same_sandbox_with_backoff(tmp_path):
     k = RestartKubelet(tmp_path)
-    k._observe(rpod(), A)
+    k.observe(rpod(), A)
     await settle(k)
     sb = k.pods[A]
     await spin(lambda: sb.monitor is not None)
@@ -223,7 +223,7 @@ async def test_always_restarts_in_same_sandbox_with_backoff(tmp_path):
     await spin(lambda: len(k.sleeps) == 6)
     assert k.sleeps[-1] == 1.0
     assert k.statuses[-1]["containerStatuses"][0]["lastState"]["terminated"]["reason"] == "Completed"
-    k._observe(None, A)
+    k.observe(None, A)
     await settle(k)
     assert A not in k.pods and sb.monitor.done()
 
@@ -232,7 +232,7 @@ async def test_always_restarts_in_same_sandbox_with_backoff(tmp_path):
                                              ("OnFailure", 0, "Succeeded")])
 async def test_no_restart_policies(tmp_path, policy, rc, phase):
     k = RestartKubelet(tmp_path)
-    k._observe(rpod(policy), A)
+    k.observe(rpod(policy), A)
     await settle(k)
     sb = k.pods[A]
     await spin(lambda: sb.monitor is not None)
@@ -246,7 +246,7 @@ async def test_no_restart_policies(tmp_path, policy, rc, phase):
 
 async def test_on_failure_restarts_nonzero(tmp_path):
     k = RestartKubelet(tmp_path)
-    k._observe(rpod("OnFailure"), A)
+    k.observe(rpod("OnFailure"), A)
     await settle(k)
     sb = k.pods[A]
     await spin(lambda: sb.monitor is not None)
@@ -255,19 +255,19 @@ async def test_on_failure_restarts_nonzero(tmp_path):
     k.wake.set()
     await spin(lambda: len(sb.procs) == 2)
     assert sb.restart_count == 1
-    k._observe(None, A)
+    k.observe(None, A)
     await settle(k)
 
 
 async def test_delete_during_backoff_cancels_restart(tmp_path):
     k = RestartKubelet(tmp_path)
-    k._observe(rpod(), A)
+    k.observe(rpod(), A)
     await settle(k)
     sb = k.pods[A]
     await spin(lambda: sb.monitor is not None)
     sb.proc.exit(1)
     await spin(lambda: len(k.sleeps) == 1)
-    k._observe(None, A)
+    k.observe(None, A)
     await settle(k)
     await spin(lambda: sb.monitor.done())
     assert sb.monitor.cancelled() and A not in k.pods

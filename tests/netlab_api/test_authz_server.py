@@ -36,7 +36,8 @@ def pki(tmp_path_factory):
 
 @pytest.fixture
 async def api(pki):
-    async with LabApiServer(authenticator=TokenAuthenticator(TOKENS), tls=(pki / "apiserver.crt", pki / "apiserver.key"),
+    async with LabApiServer(authenticator=TokenAuthenticator(TOKENS),
+                            tls=(pki / "apiserver.crt", pki / "apiserver.key"),
                             policy=policy_from_yaml(rbac_manifest().read_text())) as api:
         yield api
 
@@ -166,3 +167,25 @@ def test_flags_build_the_policy():
 def test_policy_needs_an_authenticator():
     with pytest.raises(ValueError, match="needs an authenticator"):
         LabApiServer(policy=policy_from_yaml(rbac_manifest().read_text()))
+
+
+@pytest.mark.parametrize("query,code", [
+    pytest.param("?fieldSelector=metadata.name%3Dn1", 200, id="selector-names-the-allowed-node"),
+    pytest.param("?fieldSelector=metadata.name%3D%3Dn1", 200, id="double-equals"),
+    pytest.param("?fieldSelector=metadata.name%3Dn2", 403, id="selector-names-another-node"),
+    pytest.param("", 403, id="no-selector"),
+])
+async def test_list_named_by_field_selector(pki, query, code):
+    from podnet.netlab.apiserver.authz import policy_from_documents
+
+    rbac = "rbac.authorization.k8s.io"
+    docs = [{"apiVersion": f"{rbac}/v1", "kind": "ClusterRole", "metadata": {"name": "own-node"},
+             "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"], "resourceNames": ["n1"]}]},
+            {"apiVersion": f"{rbac}/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "own-node"},
+             "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "own-node"},
+             "subjects": [{"kind": "User", "name": "system:node:n1"}]}]
+    async with LabApiServer(authenticator=TokenAuthenticator({"t": User("system:node:n1", "u")}),
+                            tls=(pki / "apiserver.crt", pki / "apiserver.key"),
+                            policy=policy_from_documents(docs)) as api:
+        status, _ = await _call(api, pki, "GET", "/api/v1/nodes" + query, "t")
+    assert status == code

@@ -359,7 +359,8 @@ async def test_health_and_discovery(lab_api):
         assert {"pods", "nodes", "namespaces", "services/status"} <= set(names)
         async with s.get(lab_api.url + "/apis") as resp:
             groups = (await resp.json())["groups"]
-        assert [g["name"] for g in groups] == ["discovery.k8s.io", "networking.k8s.io"]
+        assert [g["name"] for g in groups] == ["apps", "discovery.k8s.io", "networking.k8s.io", "policy",
+                                               "rbac.authorization.k8s.io"]
         async with s.get(lab_api.url + "/apis/discovery.k8s.io/v1") as resp:
             assert (await resp.json())["resources"][0]["name"] == "endpointslices"
 

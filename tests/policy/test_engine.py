@@ -8,10 +8,11 @@ import pytest
 
 from podnet.kube.netpol import parse_network_policy, parse_policy_pod
 from podnet.kube.objects import parse_namespace
+from podnet.kube.testing import FakeInformer
 from podnet.policy.cli import parse_duration, parser
 from podnet.policy.engine import Engine
 from podnet.policy.programmer import Programmer
-from podnet.policy.testing import FakeInformer, FakeKernel, raw_ns, raw_pod, raw_policy
+from podnet.policy.testing import FakeKernel, raw_ns, raw_pod, raw_policy
 
 DENY_X = raw_policy("x", "deny", {"podSelector": {}, "ingress": []})
 

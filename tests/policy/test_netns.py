@@ -20,11 +20,12 @@ import pytest
 
 from podnet.kube.netpol import parse_network_policy, parse_policy_pod
 from podnet.kube.objects import parse_namespace
+from podnet.kube.testing import FakeInformer
 from podnet.netlab.host.netns import NetnsPool
 from podnet.policy.engine import Engine
 from podnet.policy.kernel import KernelRunner
 from podnet.policy.programmer import Programmer, cleanup
-from podnet.policy.testing import FakeInformer, raw_ns, raw_pod, raw_policy
+from podnet.policy.testing import raw_ns, raw_pod, raw_policy
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -300,22 +301,21 @@ async def test_clusterip_judged_after_dnat_and_proxy_sync_keeps_policy_chains(la
     from podnet.proxy.iptables import IptablesRunner
     from podnet.proxy.proxier import FamilyProxier
     from podnet.proxy.rules import NodeContext
-    from podnet.proxy.testing import FakeInformer as ProxyInformer
     from podnet.proxy.testing import ep, slice_, svc
 
     prefix = ["ip", "netns", "exec", lab["node"].name]
     ctx = NodeContext(family=4, cluster_cidrs=("10.1.0.0/16",), node_ips=(GW,))
     fam = FamilyProxier(IptablesRunner(4, "legacy", prefix), ctx, "node")
     daemon = Daemon(Config(hostname_override="node", healthz_bind_address="", metrics_bind_address=""), [fam])
-    services, slices = ProxyInformer(), ProxyInformer()
+    services, slices = FakeInformer(), FakeInformer()
     daemon.attach(services, slices, None)
     services.set(svc("web", "x", "10.96.0.50", ports=((80, "TCP", "http"),)))
     slices.set(slice_("web", "x", endpoints=[ep(PODS["x-a"], node="node")], ports=((80, "TCP", "http"),), name="web-1"))
     services.synced(), slices.synced()
     try:
-        assert await daemon._sync()
+        assert await daemon.sync_once()
         await cluster.apply(("x", "web", {"podSelector": A, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}))
-        assert await daemon._sync()  # a proxy sync after the policy's: must not remove our chains
+        assert await daemon.sync_once()  # a proxy sync after the policy's: must not remove our chains
         vip = json.loads(lab["x-b"].run(PY, "-P", PROBE, "tcp", "10.96.0.50", "80", "1", timeout=60))
         assert vip.get(f"x-a {PODS['x-b']}") == 1, vip  # allowed, and x-a saw the client's own address
         denied = json.loads(lab["y-a"].run(PY, "-P", PROBE, "tcp", "10.96.0.50", "80", "1", timeout=60))

@@ -9,10 +9,13 @@ import pytest
 
 from podnet.kube.netpol import parse_network_policy, parse_policy_pod
 from podnet.kube.objects import parse_namespace
+from podnet.kube.client import ApiError
+from podnet.kube.testing import FakeInformer
+from podnet.policy.cli import parser
 from podnet.policy.engine import Engine
-from podnet.policy.handshake import Announcements, HandshakeServer, encode_request, parse_request, BadRequest
+from podnet.policy.handshake import Announcements, BadRequest, HandshakeServer, api_fetcher, encode_request, parse_request
 from podnet.policy.programmer import Programmer
-from podnet.policy.testing import FakeInformer, FakeKernel, raw_ns, raw_pod, raw_policy
+from podnet.policy.testing import FakeKernel, raw_ns, raw_pod, raw_policy
 
 NODE = "node-a"
 SECRET_DENY = raw_policy("default", "secret", {
@@ -147,6 +150,9 @@ async def test_unknown_pod_is_fetched_from_the_api(tmp_path, fetched, status, is
         assert (await s.add("late", "10.1.0.8"))["status"] == status
         assert asked == [("default", "late")]
         assert s.kernel.forward(CLIENT, "10.1.0.8", "tcp", 80) is not isolated
+        await s.ask(encode_request("del", "default", "late", ["10.1.0.8"]))
+        assert s.server.announced.fetched == {} and await s.engine.sync()
+        assert s.kernel.forward(CLIENT, "10.1.0.8", "tcp", 80), "a DELeted fetched pod is forgotten"
     finally:
         await s.server.close()
 
@@ -224,3 +230,35 @@ async def test_unisolated_add_after_an_isolated_pods_del_writes_nothing(hs):
     hs.pods.set(pod("plain", app="open"))
     assert (await hs.add("plain", "10.1.0.5"))["status"] == "ok"
     assert hs.kernel.calls[calls:] == []
+
+
+class FakeApi:
+    def __init__(self, answer):
+        self.answer = answer
+        self.asked = []
+
+    async def get(self, res, name, namespace=None):
+        self.asked.append((res.plural, namespace, name))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+@pytest.mark.parametrize("answer, want", [
+    pytest.param(raw_pod("default", "late", "", labels={"app": "secret"}), "default/late", id="found"),
+    pytest.param(ApiError(404, {"reason": "NotFound"}), None, id="not-found"),
+])
+async def test_api_fetcher(answer, want):
+    api = FakeApi(answer)
+    got = await api_fetcher(api)("default", "late")
+    assert (got.key if got else None) == want and api.asked == [("pods", "default", "late")]
+
+
+async def test_api_fetcher_passes_other_errors_on():
+    with pytest.raises(ApiError):
+        await api_fetcher(FakeApi(ApiError(500, {"reason": "InternalError"})))("default", "late")
+
+
+def test_cli_flag():
+    assert parser().parse_args(["--cni-socket", "/run/podnet/policy.sock"]).cni_socket == "/run/podnet/policy.sock"
+    assert parser().parse_args([]).cni_socket == ""

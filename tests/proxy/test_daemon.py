@@ -38,9 +38,9 @@ async def test_nothing_programmed_until_both_synced():
     services.set(svc())
     slices.set(slice_(endpoints=[ep("10.0.1.1")], name="s1"))
     services.synced()
-    assert await d._sync() and fake.restores == []
+    assert await d.sync_once() and fake.restores == []
     slices.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     assert trace(fake).endpoints == ("10.0.1.1:80",)
 
 
@@ -50,10 +50,10 @@ async def test_endpoint_change_is_partial_and_small():
         services.set(svc(name=f"s{i}", cluster_ip=f"172.30.1.{i + 1}"))
         slices.set(slice_(service=f"s{i}", endpoints=[ep(f"10.0.{i}.1")], name=f"s{i}-a"))
     services.synced(), slices.synced()
-    await d._sync()
+    await d.sync_once()
     assert d.proxier.last_reports[0].full
     slices.set(slice_(service="s7", endpoints=[ep("10.0.7.1"), ep("10.0.7.2")], name="s7-a"))
-    await d._sync()
+    await d.sync_once()
     rep = d.proxier.last_reports[0]
     text = fake.restores[-1]
     assert not rep.full and rep.changed_services == ("ns/s7",)
@@ -69,13 +69,13 @@ async def test_deleted_service_chains_removed_and_reject_when_endpoints_go():
     slices.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     slices.set(slice_(service="other", endpoints=[ep("10.0.2.1")], name="b"))
     services.synced(), slices.synced()
-    await d._sync()
+    await d.sync_once()
     slices.delete("ns/a")
-    await d._sync()
+    await d.sync_once()
     assert trace(fake).verdict == "REJECT"
     assert not any("10.0.1.1" in r for rules in fake.tables["nat"].values() for r in rules)
     services.delete("ns/svc")
-    await d._sync()
+    await d.sync_once()
     assert trace(fake).verdict == "ACCEPT" and trace(fake).endpoints == ()
     assert trace(fake, "172.30.0.42").endpoints == ("10.0.2.1:80",)
 
@@ -84,21 +84,21 @@ async def test_restore_failure_keeps_kernel_and_forces_full():
     d, fake, services, slices, fam = make()
     services.set(svc()), slices.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     services.synced(), slices.synced()
-    await d._sync()
+    await d.sync_once()
     before = metric("kubeproxy_sync_proxy_rules_iptables_restore_failures_total", ip_family="IPv4")
     fake.fail_next = "iptables-restore: line 3 failed"
     slices.set(slice_(endpoints=[ep("10.0.1.2")], name="a"))
-    assert await d._sync()  # the failed partial restore is repaired at once by a full one
+    assert await d.sync_once()  # the failed partial restore is repaired at once by a full one
     rep = d.proxier.last_reports[0]
     assert rep.full and rep.repaired_partial and not fam.need_full
     assert metric("kubeproxy_sync_proxy_rules_iptables_restore_failures_total", ip_family="IPv4") == before + 1
     assert trace(fake).endpoints == ("10.0.1.2:80",)
     fake.fail_table = "nat"  # now every restore fails: the previous rules stay in force
     slices.set(slice_(endpoints=[ep("10.0.1.3")], name="a"))
-    assert not await d._sync()
+    assert not await d.sync_once()
     assert trace(fake).endpoints == ("10.0.1.2:80",) and fam.need_full
     fake.fail_table = None
-    assert await d._sync()
+    assert await d.sync_once()
     assert d.proxier.last_reports[0].full and trace(fake).endpoints == ("10.0.1.3:80",)
 
 
@@ -106,11 +106,11 @@ async def test_foreign_flush_detected_by_canary_and_repaired():
     d, fake, services, slices, fam = make()
     services.set(svc()), slices.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     services.synced(), slices.synced()
-    await d._sync()
+    await d.sync_once()
     assert await fam.canary_ok()
     fake.flush_table("filter")  # even a flush of one non-mangle table is seen
     assert not await fam.canary_ok()
-    await d._sync()
+    await d.sync_once()
     assert d.proxier.last_reports[0].full
     assert "PODNET-CANARY" in fake.tables["filter"] and await fam.canary_ok()
 
@@ -119,10 +119,10 @@ async def test_api_outage_changes_nothing():
     d, fake, services, slices, _ = make()
     services.set(svc()), slices.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     services.synced(), slices.synced()
-    await d._sync()
+    await d.sync_once()
     n, tables = len(fake.restores), repr(fake.tables)
     for _ in range(3):  # periodic syncs while the informers are silent
-        assert await d._sync()
+        assert await d.sync_once()
     assert len(fake.restores) == n and repr(fake.tables) == tables
 
 
@@ -135,7 +135,7 @@ async def test_huge_service_is_bounded_and_others_still_sync():
     slices.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     before = metric("podnet_proxy_endpoints_truncated_total")
     services.synced(), slices.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     assert metric("podnet_proxy_endpoints_truncated_total") == before + 99_500
     assert sum(1 for c in fake.tables["nat"] if c.startswith("PODNET-SEP-")) == 501
     assert trace(fake).endpoints == ("10.0.1.1:80",)
@@ -147,21 +147,21 @@ async def test_udp_endpoint_change_deletes_stale_flows():
     services.set(svc(ports=((53, "UDP", "dns"),)))
     slices.set(slice_(endpoints=[ep("10.0.1.1")], ports=((53, "UDP", "dns"),), name="a"))
     services.synced(), slices.synced()
-    await d._sync()
+    await d.sync_once()
     live = Flow("10.0.3.3", CIP, 5000, 53, "10.0.1.1")
     other = Flow("10.0.3.3", "10.9.9.9", 5001, 53, "10.9.9.9")
     ct.flows[4] = [live, other]
     slices.set(slice_(endpoints=[ep("10.0.1.2")], ports=((53, "UDP", "dns"),), name="a"))
-    await d._sync()
+    await d.sync_once()
     assert ct.flows[4] == [other]
     # scale to zero and delete: a flow to the service with no DNAT (reply from the VIP) goes too
     ct.flows[4] = [Flow("10.0.3.3", CIP, 5002, 53, CIP), other]
     slices.delete("ns/a")
-    await d._sync()
+    await d.sync_once()
     assert ct.flows[4] == [other]
     ct.flows[4] = [Flow("10.0.3.3", CIP, 5003, 53, "10.0.1.2"), other]
     services.delete("ns/svc")
-    await d._sync()
+    await d.sync_once()
     assert ct.flows[4] == [other]
 
 
@@ -169,7 +169,7 @@ async def test_cleanup_removes_only_podnet():
     d, fake, services, slices, _ = make()
     services.set(svc()), slices.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     services.synced(), slices.synced()
-    await d._sync()
+    await d.sync_once()
     await fake.restore("*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -j RETURN\nCOMMIT\n")
     await fake.ensure_jump("nat", "PREROUTING", "-j KUBE-SERVICES")
     assert await cleanup(fake) > 5
@@ -190,7 +190,7 @@ async def test_healthz_reports_overdue_queue():
     code, body = d.health.report(True)
     assert code == 503 and body["healthy"] is False
     services.synced(), slices.synced()
-    await d._sync()
+    await d.sync_once()
     assert d.health.report(False)[0] == 200
 
 
@@ -202,7 +202,7 @@ async def test_health_check_node_port_counts():
     d.service_health.host = "127.0.0.1"
     d.service_health.sync = _record(d.service_health)  # no listening sockets here; see the root test
     services.synced(), slices.synced()
-    await d._sync()
+    await d.sync_once()
     assert d.service_health.state == {"ns/svc": (32000, 2)}
 
 

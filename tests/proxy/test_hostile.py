@@ -206,7 +206,7 @@ async def test_hostile_service_is_skipped_counted_and_others_sync(family, hostil
     before = metric("podnet_proxy_skipped_services_total", reason=reason, ip_family=fam_label)
     services.synced(), slices.synced()
     with caplog.at_level(logging.ERROR, "podnet.proxy"):
-        assert await d._sync()
+        assert await d.sync_once()
     assert metric("podnet_proxy_skipped_services_total", reason=reason, ip_family=fam_label) == before + 1
     assert any("skipped" in r.getMessage() for r in caplog.records)
     assert hostile.key not in fam.fragments
@@ -223,11 +223,11 @@ async def test_hostile_service_is_skipped_counted_and_others_sync(family, hostil
     # a Service created afterwards is programmed too
     services.set(svc(name="new", cluster_ip=new_ip))
     slices.set(slice_(service="new", endpoints=[ep(new_ep)], family=addr_type, name="new"))
-    assert await d._sync()
+    assert await d.sync_once()
     assert tracer.__class__(fake.tables, fam.ctx.node_ips).trace(Packet(src, new_ip, port, "tcp")).endpoints
     # the hostile service fixed upstream is programmed; deleted, it leaves nothing
     services.delete(hostile.key)
-    assert await d._sync()
+    assert await d.sync_once()
     assert hostile.key not in fam.fragments
 
 
@@ -244,7 +244,7 @@ async def test_both_families_sync_when_each_has_a_hostile_service():
     services.set(dataclasses.replace(_v6(name="bad6"), cluster_ips=("fd00:96::77%x",)))
     services.set(dataclasses.replace(_v4(name="bad4"), name="x\n"))
     services.synced(), slices.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     assert all(r.ok for r in d.proxier.last_reports) and len(d.proxier.last_reports) == 2
     assert Tracer(fakes[4].tables, ("192.168.0.2",)).trace(Packet("10.0.3.3", "172.30.0.41", 80, "tcp")).endpoints == ("10.0.1.1:80",)
     assert Tracer(fakes[6].tables, ("fd00:ff::2",)).trace(Packet("fd00:3::3", "fd00:96::41", 80, "tcp")).endpoints == ("[fd00:1::1]:80",)
@@ -272,13 +272,13 @@ async def test_filter_failure_after_nat_commit_is_reported_and_repaired(caplog):
     services.synced(), slices.synced()
     fake.fail_table = "filter"
     with caplog.at_level(logging.ERROR, "podnet.proxy"):
-        assert not await d._sync()
+        assert not await d.sync_once()
     rep = d.proxier.last_reports[0]
     assert rep.committed == ("nat",) and rep.failed_table == "filter" and fam.need_full and fam.applied is None
     assert any("committed: nat; failed: filter; not applied: mangle" in r.getMessage() for r in caplog.records)
     assert "PODNET-SERVICES" in fake.tables["nat"] and "PODNET-SERVICES" not in fake.tables["filter"]
     fake.fail_table = None
-    assert await d._sync()
+    assert await d.sync_once()
     assert d.proxier.last_reports[0].full
     assert drift(fam.applied, parse_save(await fake.save()), JUMPS) == []
 
@@ -309,7 +309,7 @@ async def test_foreign_change_is_detected_counted_and_repaired(change, table, ki
     d, fake, fam, services, slices = _family_daemon(4)
     services.set(svc()), slices.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     services.synced(), slices.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     assert await fam.canary_ok()  # nothing changed: no false alarm (a full check)
     assert await fam.canary_ok()  # ... nor from the quick one
     before = metric("podnet_proxy_foreign_changes_total", table=table, kind=kind, ip_family="IPv4")
@@ -322,7 +322,7 @@ async def test_foreign_change_is_detected_counted_and_repaired(change, table, ki
     assert not await fam.canary_ok()
     assert metric("podnet_proxy_foreign_changes_total", table=table, kind=kind, ip_family="IPv4") == before + 1
     assert fam.need_full
-    assert await d._sync()
+    assert await d.sync_once()
     assert d.proxier.last_reports[0].full and await fam.canary_ok()
     assert Tracer(fake.tables, ("192.168.0.2",)).trace(Packet("10.0.3.3", "172.30.0.41", 80, "tcp")).endpoints == ("10.0.1.1:80",)
 
@@ -345,7 +345,7 @@ async def test_quick_check_as_costly_as_a_full_one_is_replaced_by_it():
     d, fake, fam, services, slices = _family_daemon(4)
     services.set(svc()), slices.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     services.synced(), slices.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     fam.next_full_check, fam.check_costs = float("inf"), (2.0, 1.9)  # iptables-legacy at 10k services
     fake.tables["nat"]["PODNET-SERVICES"] = []  # only the full check sees a flushed podnet chain
     assert not await fam.canary_ok()
@@ -367,7 +367,7 @@ async def test_endpoints_unbounded_by_default_and_cut_when_set(caplog):
         before = metric("podnet_proxy_endpoints_truncated_total")
         caplog.clear()
         with caplog.at_level(logging.WARNING, "podnet.proxy"):
-            assert await d._sync()
+            assert await d.sync_once()
         assert sum(1 for c in fake.tables["nat"] if c.startswith("PODNET-SEP-")) == kept
         assert metric("podnet_proxy_endpoints_truncated_total") == before + 6000 - kept
         warned = [r.getMessage() for r in caplog.records if "keeping the first" in r.getMessage()]
@@ -385,7 +385,7 @@ async def test_unsafe_node_settings_write_nothing(change):
     fam.ctx = dataclasses.replace(fam.ctx, **change)
     services.set(svc()), slices.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     services.synced(), slices.synced()
-    assert not await d._sync()
+    assert not await d.sync_once()
     assert fake.restores == []
 
 
@@ -410,7 +410,7 @@ async def test_a_service_whose_line_the_kernel_refuses_is_left_out_until_it_chan
     services.set(svc(name="other", cluster_ip="172.30.0.42"))
     slices.set(slice_(service="other", endpoints=[ep("10.0.2.1")], name="o"))
     services.synced(), slices.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     # as if a value had slipped past every check: one line of "other" that the kernel refuses
     frag = fam.fragments["ns/other"][0]
     svc_chain = next(c for c in frag.nat_chains if c.startswith("PODNET-SVC-"))
@@ -419,7 +419,7 @@ async def test_a_service_whose_line_the_kernel_refuses_is_left_out_until_it_chan
     services.set(svc(name="new", cluster_ip="172.30.0.43"))
     slices.set(slice_(service="new", endpoints=[ep("10.0.3.1")], name="n"))
     before = metric("podnet_proxy_skipped_services_total", reason="restore-refused", ip_family="IPv4")
-    assert await d._sync()  # the same sync writes everything else without it
+    assert await d.sync_once()  # the same sync writes everything else without it
     assert fam.quarantined == {"ns/other"}
     assert metric("podnet_proxy_skipped_services_total", reason="restore-refused", ip_family="IPv4") == before + 1
     tr = Tracer(fake.tables, ("192.168.0.2",))
@@ -427,6 +427,6 @@ async def test_a_service_whose_line_the_kernel_refuses_is_left_out_until_it_chan
     assert tr.trace(Packet("10.0.3.3", "172.30.0.43", 80, "tcp")).endpoints == ("10.0.3.1:80",)
     assert tr.trace(Packet("10.0.3.3", "172.30.0.42", 80, "tcp")).endpoints == ()
     slices.set(slice_(service="other", endpoints=[ep("10.0.2.2")], name="o"))  # it changes: tried again
-    assert await d._sync()
+    assert await d.sync_once()
     assert fam.quarantined == set()
     assert Tracer(fake.tables, ("192.168.0.2",)).trace(Packet("10.0.3.3", "172.30.0.42", 80, "tcp")).endpoints == ("10.0.2.2:80",)

@@ -327,17 +327,17 @@ async def test_real_restore_failing_in_filter_after_nat_commit(lab, mode):
     slices.set(slice_(service="web", endpoints=[ep(EP)], ports=((PORT, "TCP", "http"),), name="web-1"))
     services.synced(), slices.synced()
     try:
-        assert await daemon._sync()
+        assert await daemon.sync_once()
         services.set(svc(name="late", cluster_ip="10.96.0.50", ports=((80, "TCP", "http"),)))
         slices.set(slice_(service="late", endpoints=[ep(EP)], ports=((PORT, "TCP", "http"),), name="late-1"))
         fam.need_full, fam.ipt.fail = True, True
-        assert not await daemon._sync()
+        assert not await daemon.sync_once()
         rep = daemon.proxier.last_reports[0]
         assert rep.committed == ("nat",) and rep.failed_table == "filter", rep
         svc_chain = names.service_chain("ns/late:http", "TCP")
         assert svc_chain in parse_save(lab["node"].run(fam.ipt._save)).chains["nat"]  # nat really was committed
         assert fam.need_full and fam.applied is None
-        assert await daemon._sync()
+        assert await daemon.sync_once()
         assert daemon.proxier.last_reports[0].full
         assert await settled_problems(lab, [fam]) == []
         assert ok(lab, "10.96.0.50") and ok(lab, "10.96.0.41")

@@ -248,12 +248,12 @@ async def test_daemon_removes_kube_proxy_rules_only_after_its_first_good_sync():
     d.attach(services, slices)
     services.set(svc()), slices.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     services.synced()
-    await d._sync()  # Services listed, EndpointSlices not yet: nothing of podnet's written, kube-proxy's kept
+    await d.sync_once()  # Services listed, EndpointSlices not yet: nothing of podnet's written, kube-proxy's kept
     assert kube_proxy_lines(await fake.save()) != [] and d.after_first_sync is not None
     slices.synced()
     fake.fail_next = "iptables-restore: line 1 failed"
-    assert not await d._sync()  # podnet's first restore failed: kube-proxy's rules still serve
+    assert not await d.sync_once()  # podnet's first restore failed: kube-proxy's rules still serve
     assert kube_proxy_lines(await fake.save()) != [] and d.after_first_sync is not None
-    assert await d._sync()
+    assert await d.sync_once()
     after = await fake.save()
     assert kube_proxy_lines(after) == [] and "PODNET-SERVICES" in after and d.after_first_sync is None

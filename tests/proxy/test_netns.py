@@ -102,11 +102,11 @@ class Proxy:
         for s in slices:
             self.slices.set(s)
         self.services.synced(), self.slices.synced()
-        assert await self.daemon._sync()
+        assert await self.daemon.sync_once()
         return self
 
     async def sync(self):
-        assert await self.daemon._sync()
+        assert await self.daemon.sync_once()
 
 
 def eps(*names, node="node-b"):
@@ -377,7 +377,7 @@ async def test_ipv6_clusterip_through_ip6tables(lab):
     si.set(svc(cluster_ip="fd00:30::41", ports=TCP))
     ei.set(slice_(endpoints=[ep(PODS6["ep1"]), ep(PODS6["ep2"])], ports=TCP_EP, family="IPv6", name="v6"))
     si.synced(), ei.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     got = probe(lab["client"], "tcp", "fd00:30::41", "80", "30")
     assert {k.split()[0] for k in got} == {"ep1", "ep2"} and {k.split()[1] for k in got} == {PODS6["client"]}, got
     assert "DNAT" in lab["node"].run(f"ip6tables-{mode}-save", "-t", "nat")

@@ -110,11 +110,11 @@ class Proxy:
         for s in slices:
             self.slices.set(s)
         self.services.synced(), self.slices.synced()
-        assert await self.daemon._sync()
+        assert await self.daemon.sync_once()
         return self
 
     async def sync(self):
-        assert await self.daemon._sync()
+        assert await self.daemon.sync_once()
         return self.daemon.proxier.last_reports[0]
 
 
@@ -268,7 +268,7 @@ async def test_switching_from_iptables_mode_removes_its_chains(lab):
     si, ei = FakeInformer(), FakeInformer()
     d.attach(si, ei)
     si.set(svc(ports=TCP)), si.synced(), ei.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     assert "PODNET-" in lab["node"].run(f"iptables-{mode}-save")
     await remove_iptables_rules(prefix)
     assert "PODNET-" not in lab["node"].run(f"iptables-{mode}-save")
@@ -322,7 +322,7 @@ async def test_dual_stack_service_in_both_tables(lab):
     ei.set(slice_(endpoints=eps("ep1"), ports=TCP_EP, name="v4"))
     ei.set(slice_(endpoints=[ep(PODS6["ep2"]), ep(PODS6["ep3"])], ports=TCP_EP, family="IPv6", name="v6"))
     si.synced(), ei.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     assert {"podnet"} <= set(lab["node"].run("nft", "list", "tables", "ip6").split())
     assert probe(lab["client"], "tcp", "172.30.0.41", "80", "2") == {f"ep1 {PODS['client']}": 2}
     got = probe(lab["client"], "tcp", "fd00:30::41", "80", "30")

@@ -251,24 +251,24 @@ async def test_first_sync_full_then_partial_then_foreign_delete_repaired():
     fake = FakeNft()
     services, slices = _services(3)
     d, fam, si, ei = daemon_with(fake, services, slices)
-    assert await d._sync()
+    assert await d.sync_once()
     assert d.proxier.last_reports[0].full and fake.texts[-1].startswith("add table ip podnet\nflush table")
     assert await fam.canary_ok()
     ei.set(slice_(service="s2", endpoints=[ep("10.0.2.1")], ports=HTTP_EP, name=slices[1].name))
-    assert await d._sync()
+    assert await d.sync_once()
     rep = d.proxier.last_reports[0]
     assert not rep.full and "flush chain ip podnet" in fake.texts[-1]
     fake.delete_table()
     assert not await fam.canary_ok()
-    assert await d._sync()
+    assert await d.sync_once()
     assert d.proxier.last_reports[0].full and fake.exists
     assert await fam.canary_ok()
     fake.flush_chain("services")
     assert not await fam.canary_ok()
-    assert await d._sync()
+    assert await d.sync_once()
     assert len(fake.chains["services"]) == 2
     si.delete("ns/s1")
-    assert await d._sync()
+    assert await d.sync_once()
     assert fam.claims == claims_of(fam.fragments)  # the incremental index matches a fresh one
 
 
@@ -276,17 +276,17 @@ async def test_failed_partial_is_repaired_by_a_full_sync_at_once():
     fake = FakeNft()
     services, slices = _services(2)
     d, fam, si, ei = daemon_with(fake, services, slices)
-    assert await d._sync()
+    assert await d.sync_once()
     fake.fail_next = 1
     ei.set(slice_(service="s1", endpoints=[ep("10.0.1.1")], ports=HTTP_EP, name=slices[0].name))
-    assert await d._sync()
+    assert await d.sync_once()
     rep = d.proxier.last_reports[0]
     assert rep.full and rep.repaired_partial and rep.ok
     assert "\nflush table ip podnet\n" in fake.texts[-1]
     fake.fail_next = 1
     fam.need_full = True
-    assert not await d._sync()
-    assert await d._sync()  # after a failed full sync the table is deleted and declared again
+    assert not await d.sync_once()
+    assert await d.sync_once()  # after a failed full sync the table is deleted and declared again
     assert fake.texts[-1].startswith("add table ip podnet\ndelete table ip podnet\n")
     assert fake.chains[service_chain_names("ns/s1:http", "TCP")[0]][-1] == "meta l4proto tcp dnat to 10.0.1.1:8080"
 
@@ -296,7 +296,7 @@ async def test_unsafe_service_skipped_others_written():
     services, slices = _services(2)
     bad = slice_(service="s1", endpoints=[ep("10.0.1.1")], ports=((0, "TCP", "http"),))
     d, fam, si, ei = daemon_with(fake, services, slices[1:] + [bad])
-    assert await d._sync()
+    assert await d.sync_once()
     assert service_chain_names("ns/s2:http", "TCP")[0] in fake.chains
 
 
@@ -322,10 +322,10 @@ async def test_partial_sync_report_counts_only_the_rewritten_chain():
     fake = FakeNft()
     services, slices = _services(4)
     d, fam, si, ei = daemon_with(fake, services, slices)
-    assert await d._sync()
+    assert await d.sync_once()
     assert d.proxier.last_reports[0].wrote_chains > 4
     ei.set(slice_(service="s4", endpoints=[ep("10.0.4.1")], ports=HTTP_EP, name=slices[3].name))
-    assert await d._sync()
+    assert await d.sync_once()
     rep = d.proxier.last_reports[0]
     assert (rep.full, rep.wrote_chains, rep.deleted_chains, rep.changed_services) == (False, 1, 0, ("ns/s4",))
 

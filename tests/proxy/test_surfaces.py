@@ -101,7 +101,7 @@ async def test_dual_stack_one_daemon_two_families():
     ei.set(slice_(endpoints=[ep("10.0.1.1")], name="v4"))
     ei.set(slice_(endpoints=[ep("fd00:1::1")], family="IPv6", name="v6"))
     si.synced(), ei.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     assert Tracer(v4.tables, ("192.168.0.2",)).trace(Packet("10.0.3.3", "172.30.0.41", 80)).endpoints == ("10.0.1.1:80",)
     assert Tracer(v6.tables, ("fd00:99::2",)).trace(Packet("fd00::3", "fd00:30::41", 80)).endpoints == ("[fd00:1::1]:80",)
     assert "fd00" not in "".join(v4.restores) and "10.0.1.1" not in "".join(v6.restores)
@@ -116,7 +116,7 @@ async def test_repeated_full_syncs_never_duplicate_jumps():
     si.synced(), ei.synced()
     for _ in range(3):
         fam.need_full = True
-        assert await d._sync()
+        assert await d.sync_once()
     for table, chain, rule in JUMPS:
         assert fake.rules(table, chain).count(rule) == 1
     # a restart (fresh process state) with a chain left over from an older run: removed
@@ -126,7 +126,7 @@ async def test_repeated_full_syncs_never_duplicate_jumps():
     si2, ei2 = FakeInformer(), FakeInformer()
     d2.attach(si2, ei2)
     si2.synced(), ei2.synced()
-    assert await d2._sync()
+    assert await d2.sync_once()
     assert "PODNET-SVC-OLDOLDOLDOLDOLDO" not in fake.tables["nat"]
     assert sum(r.count("PODNET") for r in fake.rules("nat", "PREROUTING")) == 1
 
@@ -140,7 +140,7 @@ async def test_stale_chain_still_jumped_to_from_builtin_does_not_break_full_sync
     d.attach(si, ei)
     si.set(svc()), ei.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     si.synced(), ei.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     assert Tracer(fake.tables, ("192.168.0.2",)).trace(Packet("10.0.3.3", "172.30.0.41", 80)).endpoints == ("10.0.1.1:80",)
     await asyncio.sleep(0)
 
@@ -159,7 +159,7 @@ async def test_node_address_change_recomputes_and_full_syncs():
     d.attach(si, ei)
     si.set(svc(type="NodePort", ports=((80, "TCP", "p80", 30080),))), ei.set(slice_(endpoints=[ep("10.0.1.1")], name="a"))
     si.synced(), ei.synced()
-    assert await d._sync()
+    assert await d.sync_once()
     assert not fam.update_node_ips(("192.168.0.2",))
     addrs[4] = ("192.168.0.2", "192.168.5.5")
     loop = asyncio.ensure_future(d.canary_loop())
@@ -167,7 +167,7 @@ async def test_node_address_change_recomputes_and_full_syncs():
         await asyncio.sleep(0)
     loop.cancel()
     assert fam.need_full and fam.ctx.node_ips == ("192.168.0.2", "192.168.5.5")
-    assert await d._sync() and d.proxier.last_reports[0].full
+    assert await d.sync_once() and d.proxier.last_reports[0].full
 
 
 def test_yaml_config_file(tmp_path):

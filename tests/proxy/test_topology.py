@@ -240,13 +240,13 @@ async def test_daemon_follows_node_zone_label():
     services.set(svc(name="plain", cluster_ip="172.30.0.42"))
     slices.set(slice_(endpoints=HINTED, name="a"))
     services.synced(), slices.synced()
-    await d._sync()
+    await d.sync_once()
     assert _trace(fake).endpoints == ALL3  # the Node is not known yet: no zone, every endpoint
 
     n_before = len(requests)
     nodes.set(node(A))
     assert len(requests) > n_before and fam.ctx.zone == A
-    await d._sync()
+    await d.sync_once()
     assert _trace(fake).endpoints == IN_A
     rep = d.proxier.last_reports[0]
     assert not rep.full and fake.restores[-1].count("-A PODNET-SEP-") == 0  # SEP chains exist already
@@ -257,18 +257,18 @@ async def test_daemon_follows_node_zone_label():
     assert len(requests) == n_before
 
     nodes.set(node(B))
-    await d._sync()
+    await d.sync_once()
     assert _trace(fake).endpoints == ("10.0.1.2:80",)
 
     nodes.set(node(None))  # label removed: no zone, no topology
-    await d._sync()
+    await d.sync_once()
     assert _trace(fake).endpoints == ALL3
 
     nodes.set(node(A))
-    await d._sync()
+    await d.sync_once()
     nodes.delete(NODE)  # the Node is gone: kube-proxy forgets its labels
     assert fam.ctx.zone == "" and d.health.node_deleting
-    await d._sync()
+    await d.sync_once()
     assert _trace(fake).endpoints == ALL3
 
 
@@ -281,16 +281,16 @@ async def test_opt_in_and_hint_changes_resync():
     services.set(svc())
     slices.set(slice_(endpoints=HINTED, name="a"))
     services.synced(), slices.synced()
-    await d._sync()
+    await d.sync_once()
     assert _trace(fake).endpoints == ALL3  # hints present, but the Service has not opted in
     services.set(svc(annotations=MODE))
-    await d._sync()
+    await d.sync_once()
     assert _trace(fake).endpoints == IN_A
     slices.set(slice_(endpoints=[ep("10.0.1.1", zones=(B,)), ep("10.0.1.2", zones=(A,)), ep("10.0.1.3", zones=(B,))], name="a"))
-    await d._sync()
+    await d.sync_once()
     assert _trace(fake).endpoints == ("10.0.1.2:80",)
     services.set(svc(annotations={"service.kubernetes.io/topology-mode": "Disabled"}))
-    await d._sync()
+    await d.sync_once()
     assert _trace(fake).endpoints == ALL3
 
 
