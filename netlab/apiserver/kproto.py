@@ -1,10 +1,10 @@
-"""Just enough Kubernetes protobuf to accept what ``kubectl create namespace|service|configmap|secret`` sends.
+"""Just enough Kubernetes protobuf to accept what ``kubectl create`` sends for Namespace, Service,
+ConfigMap, Secret, ServiceAccount and the RBAC kinds.
 
 kubectl's typed clients send ``application/vnd.kubernetes.protobuf`` bodies
 (and accept JSON answers). The lab decodes the envelope (``k8s\\x00`` +
-runtime.Unknown) and, for Namespace and Service, the fields those commands
-set (for ConfigMap and Secret: data, binaryData, type, immutable), using the field numbers of
-k8s.io/api's generated.proto. Anything else
+runtime.Unknown) and, for each of those kinds, the fields those commands
+set, using the field numbers of k8s.io/api's generated.proto. Anything else
 raises :class:`ProtobufError` (the server answers 415, naming JSON), never a
 guess: an unknown field number is skipped, a wrong wire type is an error.
 """
@@ -74,9 +74,18 @@ SERVICE_SPEC: Schema = {1: ("ports[]", SERVICE_PORT), 2: ("selector", "map"), 3:
                         10: ("externalName", "str"), 11: ("externalTrafficPolicy", "str"),
                         13: ("publishNotReadyAddresses", "bool"), 18: ("clusterIPs", "strs"),
                         22: ("internalTrafficPolicy", "str")}
+POLICY_RULE: Schema = {1: ("verbs", "strs"), 2: ("apiGroups", "strs"), 3: ("resources", "strs"),
+                       4: ("resourceNames", "strs"), 5: ("nonResourceURLs", "strs")}
+SUBJECT: Schema = {1: ("kind", "str"), 2: ("apiGroup", "str"), 3: ("name", "str"), 4: ("namespace", "str")}
+ROLE_REF: Schema = {1: ("apiGroup", "str"), 2: ("kind", "str"), 3: ("name", "str")}
 SCHEMAS: dict[str, Schema] = {
     "Namespace": {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", "strs")})},
     "Service": {1: ("metadata", OBJECT_META), 2: ("spec", SERVICE_SPEC)},
+    "ServiceAccount": {1: ("metadata", OBJECT_META), 4: ("automountServiceAccountToken", "bool")},
+    "ClusterRole": {1: ("metadata", OBJECT_META), 2: ("rules[]", POLICY_RULE)},
+    "Role": {1: ("metadata", OBJECT_META), 2: ("rules[]", POLICY_RULE)},
+    "ClusterRoleBinding": {1: ("metadata", OBJECT_META), 2: ("subjects[]", SUBJECT), 3: ("roleRef", ROLE_REF)},
+    "RoleBinding": {1: ("metadata", OBJECT_META), 2: ("subjects[]", SUBJECT), 3: ("roleRef", ROLE_REF)},
     "ConfigMap": {1: ("metadata", OBJECT_META), 2: ("data", "map"), 3: ("binaryData", "bytesmap"),
                   4: ("immutable", "bool")},
     "Secret": {1: ("metadata", OBJECT_META), 2: ("data", "bytesmap"), 3: ("type", "str"), 4: ("stringData", "map"),
@@ -136,7 +145,7 @@ def decode_message(buf: bytes, schema: Schema) -> dict[str, Any]:
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
-    """A JSON-shaped object from a Kubernetes protobuf body (Namespace, Service, ConfigMap, Secret only)."""
+    """A JSON-shaped object from a Kubernetes protobuf body (the kinds of :data:`SCHEMAS` only)."""
     if not body.startswith(MAGIC):
         raise ProtobufError("not a Kubernetes protobuf envelope")
     unknown = {n: v for n, _, v in fields(body[len(MAGIC):])}

@@ -2,8 +2,8 @@
 
 Also: the ConfigMaps decode in the binaries that read them (the KubeProxyConfiguration
 in podnet-proxy's strict decoder, the Corefile in podnet-dns's parser), and the kube-dns
-Service applies to the lab API server with kubectl (the lab server serves the core
-kinds only; the apps, rbac and policy objects are checked offline).
+Service applies to the lab API server with kubectl on its own (the whole manifest is applied
+in test_apply_lab.py).
 """
 
 from __future__ import annotations

@@ -302,3 +302,33 @@ async def test_kubectl_describe_shows_the_pods_events(lab_api, tmp_path):
     assert rc == 0, err
     events = out.split("Events:", 1)[1]
     assert "from p.1" in events and "from other.1" not in events, out
+
+
+@pytest.mark.skipif(not KUBECTL, reason="kubectl not installed")
+async def test_kubectl_create_rbac_objects_and_service_account(lab_api, tmp_path):
+    """`kubectl create clusterrole|role|rolebinding|clusterrolebinding|serviceaccount` (protobuf bodies)."""
+    for args in (("clusterrole", "reader", "--verb=get,list", "--resource=pods,deployments.apps",
+                  "--resource-name=x"),
+                 ("clusterrole", "health", "--verb=get", "--non-resource-url=/healthz"),
+                 ("role", "cm", "--verb=get", "--resource=configmaps"),
+                 ("rolebinding", "cm", "--role=cm", "--serviceaccount=default:sa", "--user=bob"),
+                 ("clusterrolebinding", "reader", "--clusterrole=reader", "--group=g"),
+                 ("serviceaccount", "sa")):
+        rc, out, err = await kubectl(lab_api, tmp_path, "create", *args)
+        assert rc == 0 and out.strip().endswith(f"/{args[1]} created"), (args, out, err)
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    _, reader = await call(lab_api, "GET", f"{rbac}/clusterroles/reader")
+    assert reader["rules"] == [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"],
+                                "resourceNames": ["x"]},
+                               {"verbs": ["get", "list"], "apiGroups": ["apps"], "resources": ["deployments"],
+                                "resourceNames": ["x"]}]
+    _, health = await call(lab_api, "GET", f"{rbac}/clusterroles/health")
+    assert health["rules"] == [{"verbs": ["get"], "nonResourceURLs": ["/healthz"]}]
+    _, binding = await call(lab_api, "GET", f"{rbac}/namespaces/default/rolebindings/cm")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm"}
+    assert binding["subjects"] == [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "bob"},
+                                   {"kind": "ServiceAccount", "name": "sa", "namespace": "default"}]
+    _, crb = await call(lab_api, "GET", f"{rbac}/clusterrolebindings/reader")
+    assert crb["subjects"] == [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "g"}]
+    code, _ = await call(lab_api, "GET", "/api/v1/namespaces/default/serviceaccounts/sa")
+    assert code == 200
