@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,58 +28,27 @@ from podnet.proxy.testing import NODE, ep, slice_, svc
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
-PROBE = str(Path(__file__).with_name("netprobe.py"))
-PY = sys.executable
-PODS = {"ep1": "10.0.1.1", "ep2": "10.0.1.2", "ep3": "10.0.1.3", "client": "10.0.3.3"}
-PODS6 = {"ep1": "fd00:1::1", "ep2": "fd00:1::2", "ep3": "fd00:1::3", "client": "fd00:3::3"}
-NODE_IP, OUTSIDE_IP = "192.168.0.2", "192.168.0.9"
-PORT = 8080
+
+def _load_helper(name: str):
+    """A helper module next to this file, loaded by path (the checkout is never on sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"podnet_tests_{name}", Path(__file__).with_name(f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+nodelab = _load_helper("nodelab")
+PROBE, PY, PODS, PODS6, PORT = nodelab.PROBE, nodelab.PY, nodelab.PODS, nodelab.PODS6, nodelab.PORT
+NODE_IP, OUTSIDE_IP = nodelab.NODE_IP, nodelab.OUTSIDE_IP
+probe = nodelab.probe
 
 
 @pytest.fixture(scope="module")
 def lab():
-    pool = NetnsPool("pnt-px-")
-    procs = []
-    try:
-        node = pool.netns("node")
-        node.sysctl("net.ipv4.ip_forward", "1")
-        node.sysctl("net.ipv6.conf.all.forwarding", "1")
-        nss = {"node": node}
-        for i, (name, ip) in enumerate(PODS.items()):
-            pod = pool.netns(name)
-            pool.veth(node, f"p{i}", pod, "eth0")
-            node.ip("addr", "add", "10.0.0.1/32", "dev", f"p{i}")
-            node.ip("route", "add", f"{ip}/32", "dev", f"p{i}")
-            pod.ip("addr", "add", f"{ip}/32", "dev", "eth0")
-            pod.ip("route", "add", "10.0.0.1", "dev", "eth0")
-            pod.ip("route", "add", "default", "via", "10.0.0.1")
-            ip6 = PODS6[name]
-            node.ip("-6", "addr", "add", "fd00:ff::1/128", "dev", f"p{i}", "nodad")
-            node.ip("-6", "route", "add", f"{ip6}/128", "dev", f"p{i}")
-            pod.ip("-6", "addr", "add", f"{ip6}/128", "dev", "eth0", "nodad")
-            pod.ip("-6", "route", "add", "fd00:ff::1", "dev", "eth0")
-            pod.ip("-6", "route", "add", "default", "via", "fd00:ff::1")
-            nss[name] = pod
-        out = pool.netns("out")
-        pool.veth(node, "ext0", out, "eth0")
-        node.ip("addr", "add", f"{NODE_IP}/24", "dev", "ext0")
-        out.ip("addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0")
-        node.ip("route", "add", "default", "via", OUTSIDE_IP)
-        nss["out"] = out
-        for name in ("ep1", "ep2", "ep3"):
-            p = nss[name].popen(PY, "-P", PROBE, "server", name, str(PORT), "170", stdout=subprocess.PIPE, text=True)
-            procs.append(p)
-            assert p.stdout.readline().strip() == "ready"
+    with nodelab.node_lab("pnt-px-") as nss:
         yield nss
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-        pool.close()
-
-
-def probe(ns, *args: str) -> dict:
-    return json.loads(ns.run(PY, "-P", PROBE, *args, timeout=60))
 
 
 class Proxy:
