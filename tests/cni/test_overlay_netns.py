@@ -262,8 +262,12 @@ async def test_auto_chooses_per_pair_and_vxlan_crosses_the_router(pool, make_nod
         for name, mac in (("ghost-copy", mac3), ("ghost-garbage", "zz:zz")):
             await client.create(overlay.NODES, {"metadata": {"name": name, "annotations": {"podnet.io/vtep-mac": mac}},
                                                 "status": {"addresses": [{"type": "InternalIP", "address": "192.168.78.99"}]}})
-        await eventually(lambda: "node ghost-copy: ignoring its ipv4 VTEP (duplicate-vtep-mac)" in n["n1"].log()
-                         and "node ghost-garbage: ignoring its ipv4 VTEP (bad-vtep-mac)" in n["n1"].log(), "ghosts ignored")
+        try:
+            await eventually(lambda: "node ghost-copy: ignoring its ipv4 VTEP (duplicate-vtep-mac)" in n["n1"].log()
+                             and "node ghost-garbage: ignoring its ipv4 VTEP (bad-vtep-mac)" in n["n1"].log(),
+                             "ghosts ignored", timeout=60)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nn1's log ends:\n" + "\n".join(n["n1"].log().splitlines()[-40:])) from None
         metrics = n["n1"].ns.run(sys.executable, "-P", "-c", METRICS, "http://127.0.0.1:10258/metrics")
         assert 'podnet_cni_overlay_ignored_peers{reason="duplicate-vtep-mac"} 1.0' in metrics
         assert routes(n["n1"]) == want1 and neighs(n["n1"]) == {(net3, mac3)} and fdbs(n["n1"]) == {(mac3, "192.168.78.13")}
