@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from podnet.cni import install
-from podnet.netlab.host.netns import NetnsPool
+from podnet.host.netns import NetnsPool
 
 PY = sys.executable
 HERE = Path(__file__).resolve()

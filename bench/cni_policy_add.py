@@ -152,7 +152,7 @@ def main() -> int:
         return 0
 
     from podnet.cni import install
-    from podnet.netlab.host.netns import NetnsPool
+    from podnet.host.netns import NetnsPool
 
     tmp = Path(tempfile.mkdtemp(prefix="podnet-cnipol-bench-"))
     pool = NetnsPool("pnt-cnipol-bench-")

@@ -39,8 +39,8 @@ from pathlib import Path
 from podnet.cni import install, overlay
 from podnet.kube.client import ApiClient
 from podnet.netlab.apiserver.server import LabApiServer
-from podnet.netlab.host.netns import Netns, NetnsPool
-from podnet.netlab.host.nsenter import listening_socket
+from podnet.host.netns import Netns, NetnsPool
+from podnet.host.nsenter import listening_socket
 
 PODNET_CNI = str(Path(sys.executable).parent / "podnet-cni")
 API_IP, API_PORT = "192.168.77.1", 6443

@@ -24,7 +24,7 @@ import time
 from podnet.kube.netpol import parse_network_policy, parse_policy_pod
 from podnet.kube.objects import parse_namespace
 from podnet.kube.testing import FakeInformer
-from podnet.netlab.host.netns import NetnsPool
+from podnet.host.netns import NetnsPool
 from podnet.policy import render as r
 from podnet.policy.engine import Engine
 from podnet.policy.kernel import KernelRunner

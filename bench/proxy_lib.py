@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from podnet.netlab.host.netns import NetnsPool
+from podnet.host.netns import NetnsPool
 from podnet.proxy.testing import ep, slice_, svc
 
 BASE_SVC = ipaddress.ip_address("10.96.0.0")

@@ -1,9 +1,9 @@
 """netlab: multi-node Kubernetes labs in network namespaces, and the lab API server they run.
 
-Layers, bottom to top (each subpackage's ``__init__`` states what it may import;
+Layers, bottom to top, all on ``podnet.host`` (namespaces, setns, background processes) and
+``podnet.kube`` (each subpackage's ``__init__`` states what it may import;
 tests/test_import_layers.py enforces it)::
 
-    host/       namespaces, setns, background processes            stdlib only; importable by every package
     apiserver/  the lab kube-apiserver + its controllers (process)  kube, host
     node/       the lab kubelet, pod sandboxes, the pods' workload  kube, host
     lab/        plan (P), wires, bring-up, teardown, state          kube, host

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIRS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
 
-HOST = "podnet.netlab.host"
+HOST = "podnet.host"
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ RULES = [
     pytest.param(Rule("podnet.policy", ("podnet.policy", "podnet.kube", HOST, "podnet.proxy.iptables")),
                  id="policy-imports-kube-host-and-proxy-iptables"),
     pytest.param(Rule("podnet.netlab", (), exact=True), id="netlab-init-imports-nothing"),
-    pytest.param(Rule(HOST, (HOST,), stdlib_only=True), id="netlab-host-is-stdlib-only"),
+    pytest.param(Rule(HOST, (HOST,), stdlib_only=True), id="host-is-stdlib-only"),
     pytest.param(Rule("podnet.netlab.apiserver", ("podnet.netlab.apiserver", "podnet.kube", HOST)),
                  id="netlab-apiserver-imports-kube-and-host"),
     pytest.param(Rule("podnet.netlab.node", ("podnet.netlab.node", "podnet.kube", HOST)),
@@ -50,8 +50,8 @@ RULES = [
                  id="netlab-check-imports-lab-kube-and-host"),
     pytest.param(Rule("podnet.netlab.picture", ("podnet.netlab.picture", "podnet.netlab.lab", "podnet.kube", HOST)),
                  id="netlab-picture-imports-lab-kube-and-host"),
-    pytest.param(Rule("podnet.netlab.commands", ("podnet.netlab", "podnet.kube")),
-                 id="netlab-commands-import-netlab-and-kube"),
+    pytest.param(Rule("podnet.netlab.commands", ("podnet.netlab", "podnet.kube", HOST)),
+                 id="netlab-commands-import-netlab-kube-and-host"),
 ]
 
 
@@ -145,16 +145,16 @@ KNOWN = {"podnet.netlab.lab.topology", "podnet.netlab.node", "podnet.netlab.node
 @pytest.mark.parametrize(
     ("module", "source", "expected"),
     [
-        pytest.param("podnet.netlab.host.x", "import aiohttp\n",
-                     ["podnet.netlab.host.x:1 imports aiohttp (podnet.netlab.host may import the standard library only)"],
+        pytest.param("podnet.host.x", "import aiohttp\n",
+                     ["podnet.host.x:1 imports aiohttp (podnet.host may import the standard library only)"],
                      id="third-party-in-stdlib-only-layer"),
         pytest.param("podnet.netlab.lab.x", "def f():\n    from podnet.netlab import node\n",
                      ["podnet.netlab.lab.x:2 imports podnet.netlab.node (podnet.netlab.lab may import only "
-                      "podnet.netlab.lab, podnet.kube, podnet.netlab.host)"],
+                      "podnet.netlab.lab, podnet.kube, podnet.host)"],
                      id="function-local-import-of-a-higher-layer"),
         pytest.param("podnet.netlab.lab.x", "from ..node import kubelet\n",
                      ["podnet.netlab.lab.x:1 imports podnet.netlab.node.kubelet (podnet.netlab.lab may import only "
-                      "podnet.netlab.lab, podnet.kube, podnet.netlab.host)"],
+                      "podnet.netlab.lab, podnet.kube, podnet.host)"],
                      id="relative-import-resolved"),
         pytest.param("podnet.netlab.lab.x", "from . import topology\nfrom podnet.kube import objects\nimport json\n",
                      [], id="allowed-imports-pass"),

@@ -28,7 +28,7 @@ def test_packages_list_matches_folders():
 
 def test_every_source_folder_is_mapped():
     mapped = set(SETUPTOOLS["package-dir"].values())
-    assert mapped == {"kube", "proxy", "cni", "dns", "netlab", "policy"}
+    assert mapped == {"kube", "host", "proxy", "cni", "dns", "netlab", "policy"}
 
 
 def test_import_dns_is_dnspython():

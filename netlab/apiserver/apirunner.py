@@ -4,7 +4,7 @@
 
 The process stays in the root namespace and listens on 127.0.0.1:<ephemeral>
 (for kubectl through the lab's kubeconfig), and additionally on a socket
-created *inside* the lab's underlay netns (see :func:`podnet.netlab.host.nsenter.listening_socket`),
+created *inside* the lab's underlay netns (see :func:`podnet.host.nsenter.listening_socket`),
 so node namespaces reach it at the underlay address. The root port is written
 to ``--port-file`` once both sockets listen, which is ``lab up``'s signal that
 the server is ready. Both listeners serve HTTPS only and require a bearer token from ``--token-auth-file``
@@ -23,7 +23,7 @@ from pathlib import Path
 from podnet.netlab.apiserver.authn import TokenAuthenticator
 from podnet.netlab.apiserver.authz import policy_from_yaml
 from podnet.netlab.apiserver.server import LabApiServer, parse_listen
-from podnet.netlab.host.nsenter import listening_socket
+from podnet.host.nsenter import listening_socket
 
 __all__ = ["main"]
 

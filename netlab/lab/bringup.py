@@ -28,8 +28,8 @@ from typing import Any, TextIO
 
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient, ApiError, TRANSPORT_ERRORS
-from podnet.netlab.host import procs
-from podnet.netlab.host.netns import list_netns, run
+from podnet.host import procs
+from podnet.host.netns import list_netns, run
 from podnet.netlab.lab import credentials, fabric, labstate, manifests, parts
 from podnet.netlab.lab.labstate import LabState
 from podnet.netlab.lab.progress import Progress

@@ -21,7 +21,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 
-from podnet.netlab.host.netns import Netns, run
+from podnet.host.netns import Netns, run
 from podnet.netlab.lab.topology import LabPlan, PREFIX
 
 __all__ = ["Host", "hosts", "build", "add_pod_cidr_routes", "batch"]

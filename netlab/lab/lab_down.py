@@ -6,7 +6,7 @@ import argparse
 import re
 import sys
 
-from podnet.netlab.host.netns import list_netns
+from podnet.host.netns import list_netns
 from podnet.netlab.lab import labstate
 from podnet.netlab.lab.topology import PREFIX
 

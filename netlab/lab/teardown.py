@@ -18,8 +18,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from podnet.netlab.host import procs
-from podnet.netlab.host.netns import NETNS_ETC, list_netns, sweep
+from podnet.host import procs
+from podnet.host.netns import NETNS_ETC, list_netns, sweep
 from podnet.netlab.lab.topology import DATA_ROOT, PREFIX, RUN_ROOT
 
 __all__ = ["down", "Removed", "leftovers"]

@@ -502,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if a.netns:
-        from podnet.netlab.host.nsenter import enter
+        from podnet.host.nsenter import enter
         enter(a.netns)
     asyncio.run(_amain(a))
     return 0

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podnet.netlab.host.netns import NETNS_ETC, run
+from podnet.host.netns import NETNS_ETC, run
 from podnet.netlab.node import cniexec
 
 __all__ = ["Sandbox"]

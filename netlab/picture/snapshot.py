@@ -6,7 +6,7 @@ import ipaddress
 
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient
-from podnet.netlab.host.netns import run
+from podnet.host.netns import run
 from podnet.netlab.lab.labstate import LabState
 from podnet.netlab.lab.topology import LabPlan
 from podnet.netlab.picture.svg import HostView, NodeView, PodView, ServiceView, Topology

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from podnet.cni import install
-from podnet.netlab.host.netns import Netns, NetnsPool
+from podnet.host.netns import Netns, NetnsPool
 
 VENV_BIN = Path(sys.executable).parent
 PODNET_CNI = str(VENV_BIN / "podnet-cni")

@@ -27,7 +27,7 @@ from podnet.cni import overlay
 from podnet.kube import resources
 from podnet.kube.client import ApiClient
 from podnet.netlab.apiserver.server import LabApiServer
-from podnet.netlab.host.nsenter import listening_socket
+from podnet.host.nsenter import listening_socket
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
 

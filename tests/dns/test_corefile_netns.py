@@ -18,8 +18,8 @@ import pytest
 from podnet.kube import resources
 from podnet.kube.client import ApiClient
 from podnet.netlab.apiserver.server import LabApiServer
-from podnet.netlab.host import nsenter
-from podnet.netlab.host.netns import NetnsPool
+from podnet.host import nsenter
+from podnet.host.netns import NetnsPool
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
 

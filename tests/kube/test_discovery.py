@@ -193,7 +193,7 @@ def _get(ns, url: str) -> tuple[int, str]:
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network and mount namespaces)")
 def test_cni_daemon_in_cluster_rotating_token_over_https(tmp_path, pki):
-    from podnet.netlab.host.netns import NetnsPool
+    from podnet.host.netns import NetnsPool
 
     state = tmp_path / "api"
     state.mkdir()
@@ -282,7 +282,7 @@ DAEMONS = [
 @pytest.mark.parametrize("argv", DAEMONS)
 def test_daemon_without_any_api_says_so_and_exits_2(tmp_path, argv):
     """No flags, no kubeconfig, not in a pod (and no --pod-cidr): one line naming every step tried, status 2."""
-    from podnet.netlab.host.netns import NetnsPool
+    from podnet.host.netns import NetnsPool
 
     pool = NetnsPool("pnt-disc-")
     try:

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from podnet.netlab.host.netns import Netns, list_netns, run
+from podnet.host.netns import Netns, list_netns, run
 from podnet.netlab.lab import fabric
 from podnet.netlab.lab.teardown import down, leftovers
 from podnet.netlab.lab.topology import LabSpec, plan

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from podnet.netlab.host import procs
+from podnet.host import procs
 from podnet.netlab.lab.teardown import leftovers
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from podnet.netlab.host import procs
+from podnet.host import procs
 from podnet.netlab.lab.manifests import dns_pod, pod
 from podnet.netlab.node import cniexec
 from podnet.netlab.node.kubelet import node_object, pod_command, readiness_target

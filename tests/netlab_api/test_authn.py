@@ -223,8 +223,8 @@ except urllib.error.HTTPError as e:
 async def test_from_a_pod_namespace_only_a_token_gets_in(pki):
     """The lab's layout in small: the server listens on an underlay address inside a namespace, a
     pod-like namespace reaches it over a veth; without the token it gets 401, with it 200."""
-    from podnet.netlab.host.netns import NetnsPool
-    from podnet.netlab.host.nsenter import listening_socket
+    from podnet.host.netns import NetnsPool
+    from podnet.host.nsenter import listening_socket
 
     with NetnsPool("pnt-authn-") as pool:
         ul, pod = pool.netns("ul"), pool.netns("pod")

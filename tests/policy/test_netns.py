@@ -21,7 +21,7 @@ import pytest
 from podnet.kube.netpol import parse_network_policy, parse_policy_pod
 from podnet.kube.objects import parse_namespace
 from podnet.kube.testing import FakeInformer
-from podnet.netlab.host.netns import NetnsPool
+from podnet.host.netns import NetnsPool
 from podnet.policy.engine import Engine
 from podnet.policy.kernel import KernelRunner
 from podnet.policy.programmer import Programmer, cleanup

@@ -13,7 +13,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from podnet.netlab.host.netns import NetnsPool
+from podnet.host.netns import NetnsPool
 
 PROBE = str(Path(__file__).with_name("netprobe.py"))
 PY = sys.executable

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from podnet.netlab.host.netns import NetnsPool
+from podnet.host.netns import NetnsPool
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 

@@ -25,7 +25,7 @@ from podnet.kube import resources as r
 from podnet.kube.client import ApiClient
 from podnet.kube.informer import Informer
 from podnet.kube.testing import FakeInformer
-from podnet.netlab.host.netns import NetnsPool
+from podnet.host.netns import NetnsPool
 from podnet.proxy import names
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.iptables import IptablesRunner, detect_mode, drift, parse_save

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, given, settings
 from prometheus_client import REGISTRY
 from hypothesis import strategies as st
 
-from podnet.netlab.host.netns import NetnsPool
+from podnet.host.netns import NetnsPool
 from podnet.proxy import guard, names
 from podnet.proxy.cleanup import cleanup
 from podnet.proxy.iptables import IptablesRunner, detect_mode, parse_save

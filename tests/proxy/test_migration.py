@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from podnet.netlab.host.netns import NetnsPool
+from podnet.host.netns import NetnsPool
 from podnet.proxy.cleanup import cleanup, cleanup_kube_proxy, is_kube_proxy_chain, kube_proxy_removal
 from podnet.proxy.rules import JUMPS
 from podnet.proxy.testing import FakeIptables

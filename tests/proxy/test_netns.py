@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from podnet.kube.testing import FakeInformer
-from podnet.netlab.host.netns import NetnsPool
+from podnet.host.netns import NetnsPool
 from podnet.proxy.conntrack import ConntrackTool, Reconciler
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.iptables import IptablesRunner, detect_mode

@@ -1,4 +1,4 @@
-"""Host plumbing: named network namespaces, entering one with setns, background processes.
+"""Host plumbing shared by every podnet package: named network namespaces, entering one with setns, background processes.
 
 Public surface:
 
