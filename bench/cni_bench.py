@@ -2,6 +2,7 @@
 
     .venv/bin/python -P bench/cni_bench.py [--pods 50] [--held 1000] [--concurrent 100] [--out bench/results/cni.md]
     .venv/bin/python -P bench/cni_bench.py --profile bench/results/cni_profile.md [--pods 30] [--held 0] [--label ...]
+    .venv/bin/python -P bench/cni_bench.py --curve 0,250,500,1000 [--held-pods 20] [--plot bench/results/cni_add_curve.png]
 
 Everything runs in network namespaces this script creates (prefix
 ``pnt-cni-bench-``) and removes: one "node" netns per plugin (the reference's
@@ -16,6 +17,11 @@ opt-in compiled shim, and the statically linked one of ``--form static``, when a
 C compiler and libc.a exist), ADD/DEL with 1000 reservations held, and the wall
 time of 100 concurrent ADDs (Python shim and static shim); the load average at
 start and end.
+
+``--curve N,N,...``: ADD (and DEL) against the number of reservations held, podnet (Python shim,
+and the static C shim when it builds) beside the reference, interleaved pod by pod at each level;
+reservations are added cumulatively (podnet: real attachments; reference: host-local's files), and
+``--plot PATH`` draws the ADD medians as a PNG (bench/plot.py, the bench extra).
 
 ``--profile``: the daemon's share instead, broken down: a daemon in one process
 inside a node netns, a burst of sequential ADDs then DELs over its socket; a
@@ -114,6 +120,7 @@ SPANS = [
     "podnet.cni.netops:open_netns",
     "podnet.cni.netops:netlink_in",
     "podnet.cni.rtnl:setns",
+    "podnet.host.nsenter:setns",
     "podnet.cni.netops:_create_veth",
     "podnet.cni.netops:_delete_link",
     "podnet.cni.netops:read_sysctl",
@@ -313,6 +320,94 @@ def profile_main(a: argparse.Namespace) -> int:
     return 0
 
 
+def curve_main(a: argparse.Namespace) -> int:
+    """ADD/DEL medians at each reservation level in ``a.curve``; see the module docstring."""
+    import ipaddress
+
+    levels = sorted({int(x) for x in a.curve.split(",")})
+    tmp = Path(tempfile.mkdtemp(prefix="podnet-cni-curve-"))
+    pool = NetnsPool("pnt-cni-bench-")
+    daemon = None
+    before, started = load(), time.time()
+    med: dict[str, list[tuple[int, float]]] = {}
+    dels: dict[str, list[tuple[int, float]]] = {}
+    try:
+        ref_ns, pn_ns = pool.netns("ref"), pool.netns("pn")
+        cidr = "10.244.0.0/20"
+        rconf = ref_conf(str(tmp / "ipam"), cidr)
+        install.install(str(tmp / "bin"), str(tmp / "net.d"), str(tmp / "cni.sock"))
+        pbin = str(tmp / "bin" / "podnet-cni")
+        runs = {"reference bridge+host-local": (ref_ns, "/usr/lib/cni/bridge", rconf)}
+        pconf = {"cniVersion": "1.0.0", "name": "bench", "type": "podnet-cni", "socket": str(tmp / "cni.sock")}
+        runs["podnet, Python shim"] = (pn_ns, pbin, pconf)
+        try:
+            install.build_shim(tmp / "podnet-cni-static", static=True)
+            install.install(str(tmp / "bin-static"), str(tmp / "net.d-static"), str(tmp / "cni.sock"), form="static",
+                            static_shim=str(tmp / "podnet-cni-static"), portmap="off")
+            runs["podnet, static C shim"] = (pn_ns, str(tmp / "bin-static" / "podnet-cni"), pconf)
+        except RuntimeError as e:
+            print(f"no static shim: {e}", file=sys.stderr)
+        log = open(tmp / "daemon.log", "wb")
+        daemon = pn_ns.popen(str(Path(PY).parent / "podnet-cni"), "daemon", "--socket", str(tmp / "cni.sock"),
+                             "--node-name", "bench", "--data-dir", str(tmp / "data"), "--pod-cidr", cidr,
+                             stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(200):
+            if (tmp / "cni.sock").exists():
+                break
+            time.sleep(0.05)
+        ipam_dir = tmp / "ipam" / "bench"
+        ipam_dir.mkdir(parents=True, exist_ok=True)
+        net = ipaddress.ip_network(cidr)
+        holders: list = []
+        held = 0
+        for level in levels:
+            for k in range(held, level):
+                (ipam_dir / str(net.network_address + 2 + k)).write_text(f"held{k}\r\neth0")
+            while len(holders) * 250 < level:
+                holders.append(pool.netns("h"))
+            jobs = [[f"held{k}", holders[k // 250].path, f"e{k % 250}"] for k in range(held, level)]
+            if jobs:
+                in_netns(pn_ns.name, {"op": "add_only", "binary": pbin, "conf": pconf, "pods": jobs})
+            held = level
+            got: dict[str, dict[str, list[float]]] = {w: {"add": [], "del": []} for w in runs}
+            for i in range(a.held_pods):
+                for which, (node, binary, conf) in runs.items():
+                    pod = pool.netns("q")
+                    out = in_netns(node.name, {"op": "add_del", "binary": binary, "conf": conf,
+                                               "pods": [[f"q{level}-{i}-{len(which)}", pod.path]]})
+                    got[which]["add"] += out["add"]
+                    got[which]["del"] += out["del"]
+                    pool.made.remove(pod)
+                    subprocess.run(["ip", "netns", "del", pod.name], check=True)
+            for which, g in got.items():
+                med.setdefault(which, []).append((level, statistics.median(g["add"])))
+                dels.setdefault(which, []).append((level, statistics.median(g["del"])))
+            print(f"{level:>5} held: " + "; ".join(f"{w} ADD {statistics.median(g['add']):.1f} ms DEL "
+                                                   f"{statistics.median(g['del']):.1f} ms" for w, g in got.items()),
+                  flush=True)
+    finally:
+        if daemon:
+            daemon.terminate()
+            daemon.wait(10)
+        pool.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    ref = med["reference bridge+host-local"]
+    for which, pts in med.items():
+        print(f"{which}: ADD " + ", ".join(f"{lv}: {ms:.1f} ms ({ms / r:.2f}x)" for (lv, ms), (_, r) in zip(pts, ref)))
+    print(f"load average {before} at the start, {load()} at the end; {a.held_pods} pods per level and plugin; "
+          f"{time.time() - started:.0f} s")
+    if a.plot:
+        sys.path.insert(0, str(HERE.parent))  # bench/ only
+        from plot import curves
+
+        curves(a.plot, f"CNI ADD against reservations held (median of {a.held_pods} pods per point)",
+               "reservations held on the node", "ms per ADD (plugin exec, wall)", med,
+               anchors=("reference bridge+host-local",),
+               note=f"bench/cni_bench.py --curve, fresh pod netns per ADD, load {before.split()[0]} at start, 2-core VM")
+        print(f"plot: {a.plot}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", action="store_true")
@@ -325,12 +420,17 @@ def main() -> int:
                     help="instead of the comparison: profile the daemon during a burst of --pods ADDs then DELs "
                          "(cProfile per thread, wall-clock span per step) and write the tables to FILE")
     ap.add_argument("--label", default="", help="a title for the --profile section")
+    ap.add_argument("--curve", default="", metavar="N,N,...",
+                    help="instead of the comparison: ADD/DEL against these numbers of reservations held")
+    ap.add_argument("--plot", default="", metavar="PATH", help="with --curve: write the ADD curve as a PNG")
     a = ap.parse_args()
     if a.worker:
         print(json.dumps(worker(json.loads(sys.stdin.read()))))
         return 0
     if a.profile:
         return profile_main(a)
+    if a.curve:
+        return curve_main(a)
 
     tmp = Path(tempfile.mkdtemp(prefix="podnet-cni-bench-"))
     pool = NetnsPool("pnt-cni-bench-")

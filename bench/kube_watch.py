@@ -13,6 +13,14 @@ server and the watcher each get a core, then measures, for N Services:
 
 Usage: .venv/bin/python -P bench/kube_watch.py [--services 10000] [--repeat 3]
 Prints a markdown table; --out appends it to a file (bench/results/kube.md).
+
+Watch fan-out (``--fanout 1,20 [--events 2000] [--rate 100]``), instead of the above: for each
+watcher count W, a fresh API server (``--no-controllers``: only the Services' own events), W
+watch streams on ``/api/v1/namespaces/default/services`` held by one separate reader process (it
+finds each event's send stamp by a byte search, no JSON decode, so the readers stay cheap), then
+(a) a burst of ``--events`` creates (50 in flight): events delivered per second to all W watchers
+together, from the first create to the last event at the last watcher, and (b) ``--rate`` creates
+per second for 2 s: per-event latency from the create call to each watcher's read (median, p99).
 """
 
 from __future__ import annotations
@@ -163,12 +171,129 @@ async def one_round(n: int, tmp: Path) -> dict[str, float]:
     return out
 
 
+READERS = r"""
+import asyncio, json, sys, time
+import aiohttp
+url, w, n, rv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+KEY = b'"bench.podnet.io/t":"'
+async def one(s, i, out):
+    async with s.get(url + "/api/v1/namespaces/default/services",
+                     params={"watch": "1", "resourceVersion": rv, "timeoutSeconds": "600"}) as resp:
+        ready.append(i)
+        if len(ready) == w:
+            print("ready", flush=True)
+        buf, seen = b"", 0
+        while seen < n:
+            chunk = await resp.content.readany()
+            now = time.time()
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                k = line.find(KEY)
+                if k >= 0 and b'"ADDED"' in line:
+                    seen += 1
+                    j = k + len(KEY)
+                    out.append(now - float(line[j:line.index(b'"', j)]))
+        last.append(now)
+async def main():
+    out = []
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None)) as s:
+        await asyncio.wait_for(asyncio.gather(*(one(s, i, out) for i in range(w))), 600)
+    print(json.dumps({"lat": out, "last": max(last)}), flush=True)
+ready, last = [], []
+asyncio.run(main())
+"""
+
+
+def stamped(name: str) -> dict:
+    return {"metadata": {"name": name, "annotations": {"bench.podnet.io/t": repr(time.time())}},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+
+
+async def fanout_round(watchers: int, events: int, rate: float) -> dict[str, float]:
+    """One fresh API server, ``watchers`` streams; see the module docstring."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(VENV_BIN / "podnet"), "lab", "apiserver", "--listen", f"127.0.0.1:{port}",
+                             "--no-controllers", "--watch-history", str(events * 2)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out: dict[str, float] = {}
+    try:
+        await wait_ready(url)
+        async with ApiClient.from_url(url) as client:
+            for phase, n in (("burst", events), ("paced", max(1, int(rate * 2)))):
+                _, rv = await client.list(r.SERVICES, "default")  # watch from here: only this phase's events
+                readers = await asyncio.create_subprocess_exec(
+                    sys.executable, "-P", "-c", READERS, url, str(watchers), str(n), rv,
+                    stdout=asyncio.subprocess.PIPE)
+                line = await asyncio.wait_for(readers.stdout.readline(), 60)
+                assert line.strip() == b"ready", line
+                sem = asyncio.Semaphore(50 if phase == "burst" else 1)
+                t0 = time.time()
+
+                async def create(i: int) -> None:
+                    if phase == "paced":
+                        await asyncio.sleep(max(0.0, t0 + i / rate - time.time()))
+                    async with sem:
+                        await client.create(r.SERVICES, stamped(f"{phase}-{i:05d}"), namespace="default")
+
+                await asyncio.gather(*(create(i) for i in range(n)))
+                data, _ = await asyncio.wait_for(readers.communicate(), 600)
+                res = json.loads(data.splitlines()[-1])
+                lat = sorted(res["lat"])
+                assert len(lat) == n * watchers, (len(lat), n * watchers)
+                if phase == "burst":
+                    out["burst: events/s delivered (all watchers)"] = n * watchers / (res["last"] - t0)
+                    out["burst: last event at last watcher (s)"] = res["last"] - t0
+                else:
+                    out["paced: latency median (ms)"] = statistics.median(lat) * 1000
+                    out["paced: latency p99 (ms)"] = lat[min(len(lat) - 1, int(0.99 * (len(lat) - 1)))] * 1000
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return out
+
+
+async def fanout(args) -> None:
+    counts = [max(1, min(int(x), 200)) for x in args.fanout.split(",")]
+    events = max(1, min(args.events, 50_000))
+    rate = max(1.0, min(args.rate, 1000.0))
+    rows = {}
+    for w in counts:
+        load0 = os.getloadavg()[0]
+        rows[w] = await fanout_round(w, events, rate)
+        rows[w]["load average at start"] = load0
+        print(f"{w} watcher(s): " + ", ".join(f"{k}={v:.3g}" for k, v in rows[w].items()), file=sys.stderr)
+    keys = list(rows[counts[0]])
+    lines = [f"### lab API server watch fan-out, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             f"`.venv/bin/python -P bench/kube_watch.py --fanout {args.fanout} --events {events} --rate {rate:g}` "
+             f"({os.cpu_count()} cores)", "",
+             "| metric | " + " | ".join(f"{w} watcher(s)" for w in counts) + " |",
+             "|---|" + "---|" * len(counts)]
+    for k in keys:
+        lines.append(f"| {k} | " + " | ".join(f"{rows[w][k]:.3g}" for w in counts) + " |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(table + "\n")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--services", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", help="append the markdown table to this file")
+    ap.add_argument("--fanout", help="watch fan-out instead: comma-separated watcher counts, e.g. 1,20")
+    ap.add_argument("--events", type=int, default=2000, help="Services created in the fan-out burst")
+    ap.add_argument("--rate", type=float, default=100.0, help="creates per second in the fan-out latency phase")
     args = ap.parse_args()
+    if args.fanout:
+        await fanout(args)
+        return
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeat):

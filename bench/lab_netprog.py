@@ -7,9 +7,10 @@ for <svc>.default.svc.cluster.local sent to the kube-dns ClusterIP answers the
 new ClusterIP). Median and p99 over N Services (default 50), created one at a
 time against the lab's existing echo pods (so endpoints exist at once).
 
-Run as root: .venv/bin/python -P bench/lab_netprog.py [--services 50] [--lab NAME]
-Brings up its own 2x3 lab for each proxy min-sync period compared (100ms, the lab default,
-and 1s, kube-proxy's default), removed afterwards, unless --lab names a running one.
+Run as root: .venv/bin/python -P bench/lab_netprog.py [--services 50] [--lab NAME] [--nodes 2 --pods 3]
+Brings up its own lab (default 2 nodes x 3 pods) for each proxy min-sync period compared (100ms,
+the lab default, and 1s, kube-proxy's default), removed afterwards, unless --lab names a running one.
+The machine's load average is printed with each table.
 Pollers are long-lived processes inside pod namespaces retrying every 2 ms, so
 the measurement is not dominated by process start-up.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -97,6 +99,7 @@ async def measure(lab: str, n: int) -> None:
     pollers = [Poller(ns) for ns in clients]
     dns_poller = Poller(clients[0])
     route_lat, dns_lat, both = [], [], []
+    load0 = os.getloadavg()[0]
     async with ApiClient.from_flags(master=st.local_master, kubeconfig=str(plan.run_dir / "kubeconfig")) as client:
         try:
             for i in range(n):
@@ -123,7 +126,8 @@ async def measure(lab: str, n: int) -> None:
             items, _ = await client.list(r.SERVICES, "default", label_selector="bench=np")
             for it in items:
                 await client.delete(r.SERVICES, it["metadata"]["name"], "default")
-    print(f"\nnetwork programming latency, lab {lab!r} ({len(plan.nodes)} nodes), {len(both)}/{n} Services\n")
+    print(f"\nnetwork programming latency, lab {lab!r} ({len(plan.nodes)} nodes), {len(both)}/{n} Services, "
+          f"load average at start/end {load0:.2f}/{os.getloadavg()[0]:.2f}\n")
     print("| measured from Service create to | median (ms) | p99 (ms) | max (ms) |")
     print("|---|---|---|---|")
     for label, xs in (("every node routes it (TCP answer via ClusterIP)", route_lat),
@@ -135,7 +139,9 @@ async def measure(lab: str, n: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--services", type=int, default=50)
-    ap.add_argument("--lab", help="a running lab (default: bring up a 2x3 lab per min-sync period, remove it)")
+    ap.add_argument("--lab", help="a running lab (default: bring up a lab per min-sync period, remove it)")
+    ap.add_argument("--nodes", type=int, default=2, help="nodes of the lab brought up (default 2)")
+    ap.add_argument("--pods", type=int, default=3, help="echo pods per node of the lab brought up (default 3)")
     ap.add_argument("--min-sync", default="100ms,1s",
                     help="proxy --iptables-min-sync-period values to compare (lab default 100ms, kube-proxy's 1s)")
     a = ap.parse_args()
@@ -145,8 +151,9 @@ def main() -> int:
         return 0
     for period in a.min_sync.split(","):
         lab = "bnp"
-        subprocess.run([PODNET, "lab", "up", "--name", lab, "--nodes", "2", "--pods-per-node", "3",
-                        "--proxy-min-sync-period", period], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([PODNET, "lab", "up", "--name", lab, "--nodes", str(max(1, a.nodes)), "--pods-per-node",
+                        str(max(1, a.pods)), "--proxy-min-sync-period", period], check=True,
+                       stdout=subprocess.DEVNULL, timeout=900)
         try:
             print(f"\n### proxy --iptables-min-sync-period {period}")
             asyncio.run(measure(lab, n))

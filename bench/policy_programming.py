@@ -4,18 +4,27 @@
    then K times: one new policy arrives -> engine sync (compute + render + ipset restore +
    iptables-restore) returns, i.e. the rules are in the kernel. Real ipset and
    iptables-legacy in a node namespace; the informer hop is not included (in-process fakes).
-   Also one pod IP change (a peer-set swap, chains untouched).
+   Also one pod IP change (a peer-set swap, chains untouched). Two engines side by side, each
+   on its own node namespace, the same changes interleaved: full recompute (every local pod)
+   against incremental recompute (only the pods a change can affect).
 2. New-connection latency client -> server pod through the node, with: no policies; the 500
    policies as podnet writes them (ipsets); the same policies written as plain per-peer
    iptables rules without ipsets (the naive anchor). Interleaved rounds; medians of p50/p99.
 
-Run: .venv/bin/python -P bench/policy_programming.py [K] [N]
+The xtables lock of iptables-legacy is one file for the whole host, whatever the network
+namespace: on the shared machine other sessions' iptables runs held it for seconds inside single
+samples. The bench's namespaces are its own, so it gives their tools a private lock file
+(``XTABLES_LOCKFILE``) and measures the engine rather than other sessions; ``--shared-lock``
+keeps the host's lock.
+
+Run: .venv/bin/python -P bench/policy_programming.py [K] [N] [--shared-lock]
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -125,45 +134,63 @@ def q(values: list[float], frac: float) -> float:
     return s[min(len(s) - 1, int(len(s) * frac))]
 
 
+class Side:
+    """One engine (full or incremental recompute) with its own informers and node namespace."""
+
+    def __init__(self, p: NetnsPool, tag: str, incremental: bool, ns_objs, pod_objs, pol_objs) -> None:
+        node = p.netns(f"prog-{tag}")
+        self.kernel = KernelRunner(4, "legacy", ["ip", "netns", "exec", node.name])
+        self.eng = Engine([Programmer(self.kernel)], NODE, incremental=incremental)
+        self.pols, self.pods, self.nss = FakeInformer(), FakeInformer(), FakeInformer()
+        self.eng.attach(self.pols, self.pods, self.nss)
+        for o in ns_objs:
+            self.nss.set(o)
+        for o in pod_objs:
+            self.pods.set(o)
+        for o in pol_objs:
+            self.pols.set(o)
+        for i in (self.pols, self.pods, self.nss):
+            i.synced()
+        self.create: list[float] = []
+        self.churn: list[float] = []
+
+    async def timed_sync(self) -> float:
+        t = time.perf_counter()
+        assert await self.eng.sync(), self.eng.last_error
+        return time.perf_counter() - t
+
+
 async def programming(p: NetnsPool, k: int) -> dict:
-    node = p.netns("prog")
-    kernel = KernelRunner(4, "legacy", ["ip", "netns", "exec", node.name])
-    eng = Engine([Programmer(kernel)], NODE)
-    pols, pods, nss = FakeInformer(), FakeInformer(), FakeInformer()
-    eng.attach(pols, pods, nss)
+    """The same changes to a full-recompute engine and an incremental one, interleaved (which goes
+    first alternates), each on its own node namespace."""
     ns_objs, pod_objs, pol_objs = objects()
-    for o in ns_objs:
-        nss.set(o)
-    for o in pod_objs:
-        pods.set(o)
-    for o in pol_objs:
-        pols.set(o)
-    for i in (pols, pods, nss):
-        i.synced()
-    t = time.perf_counter()
-    assert await eng.sync(), eng.last_error
-    first = time.perf_counter() - t
-    snap = eng.snapshot()
+    sides = {"full": Side(p, "full", False, ns_objs, pod_objs, pol_objs),
+             "incremental": Side(p, "inc", True, ns_objs, pod_objs, pol_objs)}
+    first = {tag: await s.timed_sync() for tag, s in sides.items()}
+    snap = sides["full"].eng.snapshot()
     t = time.perf_counter()
     verdicts = compute(snap, NODE)
     compute_s = time.perf_counter() - t
     rendered = r.render(verdicts, 4)
-    create, churn = [], []
     for i in range(k):
         spec = {"podSelector": {"matchLabels": {"app": f"app-{i % APPS}"}},
                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": f"app-{(i + 7) % APPS}"}}}], "ports": [{"port": 9000 + i}]}]}
-        pols.set(parse_network_policy(raw_policy(f"ns{i % NS}", f"new{i}", spec)))
-        t = time.perf_counter()
-        assert await eng.sync(), eng.last_error
-        create.append(time.perf_counter() - t)
+        pol = parse_network_policy(raw_policy(f"ns{i % NS}", f"new{i}", spec))
         moved = pod_objs[11 + 10 * (i % 50)]
-        pods.set(parse_policy_pod(raw_pod(moved.namespace, moved.name, f"10.3.{i // 250}.{i % 250 + 1}", node="other",
-                                          labels=dict(moved.labels), ports=(("http", 80, "TCP"),))))
-        t = time.perf_counter()
-        assert await eng.sync(), eng.last_error
-        churn.append(time.perf_counter() - t)
+        pod = parse_policy_pod(raw_pod(moved.namespace, moved.name, f"10.3.{i // 250}.{i % 250 + 1}", node="other",
+                                       labels=dict(moved.labels), ports=(("http", 80, "TCP"),)))
+        order = list(sides.values()) if i % 2 == 0 else list(reversed(sides.values()))
+        for s in order:
+            s.pols.set(pol)
+            s.create.append(await s.timed_sync())
+        for s in order:
+            s.pods.set(pod)
+            s.churn.append(await s.timed_sync())
+    same = sides["incremental"].eng.verdicts == compute(sides["incremental"].eng.snapshot(), NODE) == \
+        sides["full"].eng.verdicts
     return {"first_sync_s": first, "compute_s": compute_s, "rules": rendered.rules, "sets": len(rendered.sets),
-            "isolated_local_pods": len(verdicts), "create": create, "churn": churn,
+            "isolated_local_pods": len(verdicts), "create": {t: s.create for t, s in sides.items()},
+            "churn": {t: s.churn for t, s in sides.items()}, "same": same,
             "text": rendered.iptables, "setspecs": rendered.sets}
 
 
@@ -210,11 +237,13 @@ def main(k: int, n: int, rounds: int = 5) -> None:
     ms = lambda v: f"{v * 1000:.1f} ms"  # noqa: E731
     print(f"cluster: {PODS} pods ({prog['isolated_local_pods']} isolated on this node), {POLICIES} policies, "
           f"{prog['rules']} rules, {prog['sets']} ipsets")
-    print(f"first full sync: {ms(prog['first_sync_s'])} (pure compute alone {ms(prog['compute_s'])})")
-    print(f"policy create -> in kernel ({k} samples): median {ms(statistics.median(prog['create']))}, "
-          f"p99 {ms(q(prog['create'], 0.99))}, max {ms(max(prog['create']))}")
-    print(f"peer pod IP change -> in kernel ({k} samples): median {ms(statistics.median(prog['churn']))}, "
-          f"p99 {ms(q(prog['churn'], 0.99))}")
+    print(f"first full sync: {ms(prog['first_sync_s']['full'])} (pure compute alone {ms(prog['compute_s'])})")
+    for tag in ("full", "incremental"):
+        c, ch = prog["create"][tag], prog["churn"][tag]
+        print(f"{tag:>11} recompute: policy create -> in kernel ({k} samples): median {ms(statistics.median(c))}, "
+              f"p99 {ms(q(c, 0.99))}, max {ms(max(c))}; peer pod IP change: median {ms(statistics.median(ch))}, "
+              f"p99 {ms(q(ch, 0.99))}")
+    print(f"incremental verdicts equal a full compute at the end: {prog['same']}")
     print(f"new TCP connection, medians over {rounds} interleaved rounds of {n}:")
     for tag, v in dp.items():
         print(f"  {tag:>7}: p50 {v['p50']:.1f} us  p99 {v['p99']:.1f} us  ({v['rules']} filter rules)")
@@ -223,4 +252,14 @@ def main(k: int, n: int, rounds: int = 5) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50, int(sys.argv[2]) if len(sys.argv) > 2 else 1000)
+    args = [a for a in sys.argv[1:] if a != "--shared-lock"]
+    if "--shared-lock" not in sys.argv:
+        import atexit
+        import shutil
+        import tempfile
+
+        lockdir = tempfile.mkdtemp(prefix="pnt-pol-bench-")
+        atexit.register(shutil.rmtree, lockdir, True)
+        os.environ["XTABLES_LOCKFILE"] = os.path.join(lockdir, "xtables.lock")
+    print(f"xtables lock: {os.environ.get('XTABLES_LOCKFILE', 'the host-wide /run/xtables.lock')}")
+    main(int(args[0]) if args else 50, int(args[1]) if len(args) > 1 else 1000)

@@ -1,13 +1,15 @@
 """Data plane: new-connection latency to a ClusterIP with 10 vs 10k Services loaded.
 
 Namespaces: client (10.0.3.3) -> node (routes, runs the rules) -> server (10.128.0.1, the
-target service's endpoint). Rules are restored with iptables-legacy. All four rule sets are loaded
-at once (one node netns each); 7 interleaved rounds, each making N sequential TCP connections
-(connect + close) per rule set; medians over rounds of each round's p50/p90/p99. The target is the service that sorts last,
-i.e. the worst case for a linear KUBE-SERVICES chain. Shapes:
-  podnet          : destination dispatch tree (dispatch.py)
-  kube-proxy shape: the same services with a flat services chain (leaf = infinity)
-Run: .venv/bin/python -P bench/proxy_dataplane.py [N]
+target service's endpoint). iptables rules are restored with iptables-legacy, the nftables mode's
+table with ``nft -f``. All six rule sets are loaded at once (one node netns each); 7 (default) interleaved
+rounds, each making N sequential TCP connections (connect + close) per rule set; medians over rounds
+of each round's p50/p90/p99. The target is the service that sorts last, i.e. the worst case for a
+linear KUBE-SERVICES chain. Shapes:
+  podnet          : iptables mode, destination dispatch tree (dispatch.py)
+  kube-proxy shape: iptables mode, the same services with a flat services chain (leaf = infinity)
+  podnet nftables : nftables mode (one verdict map lookup, then the service chain)
+Run: .venv/bin/python -P bench/proxy_dataplane.py [N] [rounds]
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))  # bench/ only
 from proxy_lib import objects, pool, require_root, restore_seconds  # noqa: E402
 
+from podnet.proxy.nft_proxier import build as nft_build  # noqa: E402
+from podnet.proxy.nft_render import render_full as nft_render_full  # noqa: E402
 from podnet.proxy.render import render_full  # noqa: E402
 from podnet.proxy.rules import JUMPS, NodeContext  # noqa: E402
 from podnet.proxy.snapshot import build  # noqa: E402
@@ -88,6 +92,14 @@ def main(n: int, rounds: int = 7) -> None:
                 srv = server.popen(sys.executable, "-P", "-c", SERVER, stdout=subprocess.PIPE, text=True)
                 assert srv.stdout.readline().strip() == "ready"
                 setups.append((count, shape, client, target.cluster_ip, srv))
+            ctx = NodeContext(cluster_cidrs=("10.0.0.0/16",), node_ips=("10.0.0.1",))
+            text = nft_render_full(nft_build(services, slices, ctx, "node"))
+            text = text.replace(f"dnat to {slices[-1].endpoints[0].addresses[0]}:8080", "dnat to 10.128.0.1:8080")
+            node, client, server = setup(p)
+            node.run("nft", "-f", "-", input=text)
+            srv = server.popen(sys.executable, "-P", "-c", SERVER, stdout=subprocess.PIPE, text=True)
+            assert srv.stdout.readline().strip() == "ready"
+            setups.append((count, "podnet nftables", client, target.cluster_ip, srv))
         # Interleave: every round measures every configuration, so load drift hits all alike.
         results: dict[tuple[int, str], list[dict]] = {}
         for _ in range(rounds):
@@ -103,9 +115,9 @@ def main(n: int, rounds: int = 7) -> None:
     print(f"{'services':>8} {'shape':>17} {'p50 us':>8} {'p90 us':>8} {'p99 us':>8}   (medians over {rounds} interleaved rounds of {n})")
     for (count, shape), r in med.items():
         print(f"{count:>8} {shape:>17} {r['p50']:>8.1f} {r['p90']:>8.1f} {r['p99']:>8.1f}")
-    for shape in ("podnet", "kube-proxy shape"):
+    for shape in ("podnet", "kube-proxy shape", "podnet nftables"):
         print(f"ratio p50 10000 vs 10 services, {shape}: {med[(10000, shape)]['p50'] / med[(10, shape)]['p50']:.2f}x")
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1000, int(sys.argv[2]) if len(sys.argv) > 2 else 7)

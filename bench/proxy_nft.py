@@ -7,6 +7,13 @@ For N Services x 5 endpoints (default 10k):
   legacy restore    : iptables-legacy-restore --noflush of podnet's iptables text alone
   nft change        : one endpoint changed, podnet nftables partial sync, time to kernel
   legacy change     : the same change, podnet iptables mode partial sync (iptables-legacy)
+  check, unchanged  : the per-period foreign-change check (canary_ok) when nothing was committed
+                      since the last check: one generation read (a short child process)
+  check, dump       : the same check after a commit: every rule of the table counted per chain and
+                      every map's elements, compared with what was applied (child process)
+  dump in-process   : the dump alone, timed inside the child (nft_count.census)
+  check + repair    : a service chain flushed from outside: canary_ok finds it (in a period where
+                      counting every chain fits its time budget), the next sync rewrites that chain only
 Optional (slow, once each): PODNET_BENCH_IPT_NFT=1 adds iptables-nft-restore of podnet's iptables
 text; PODNET_BENCH_KP=1 adds nft -f of kube-proxy's nftables shape (numgen vmap + endpoint chains).
 PODNET_BENCH_REPS sets the repetitions (default 3); medians are printed, then every sample.
@@ -29,12 +36,23 @@ from proxy_sync import podnet_full, streamed_text
 from podnet.kube.testing import FakeInformer
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.nft_proxier import NftFamilyProxier, build
+from podnet.proxy.nft_rules import service_chain_names
 from podnet.proxy.nft_render import render_full
 from podnet.proxy.nft_run import NftRunner
 from podnet.proxy.rules import NodeContext
 from podnet.proxy.testing import ep, slice_
 
 REPS = int(os.environ.get("PODNET_BENCH_REPS", "3"))
+DUMP = """
+import sys, time
+from podnet.proxy.nft_count import census
+chains = sys.stdin.read().split()
+t = time.perf_counter()
+c = census(4, "podnet", None, ["service-ips", "service-nodeports", "no-endpoint-services", "no-endpoint-nodeports",
+                               "hairpin", "health-check-nodeports"], chains)
+assert sum(c["chains"].values()) > 0
+print(time.perf_counter() - t)
+"""
 
 
 def nft_seconds(ns, text: str) -> float:
@@ -95,7 +113,8 @@ async def main(n: int):
     compute = time.perf_counter() - t
     ipt_text = await streamed_text(services, slices, ctx)
     res: dict[str, list[float]] = {k: [] for k in ("nft full", "nft -f alone", "legacy full", "legacy restore",
-                                                   "nft change", "legacy change")}
+                                                   "nft change", "legacy change", "check, unchanged",
+                                                   "check, dump", "dump in-process", "check + repair")}
     for rep in range(REPS):
         p = pool()
         try:
@@ -104,7 +123,7 @@ async def main(n: int):
             dt, dn = await nft_full(ns_n, services, slices, ctx)
             res["nft full"].append(dt)
             res["legacy restore"].append(restore_seconds(p.netns("la"), ipt_text))
-            dt, dl, _ = await podnet_full(ns_l, services, slices, ctx)
+            dt, dl, *_ = await podnet_full(ns_l, services, slices, ctx)
             res["legacy full"].append(dt)
             victim = slices[n // 2]
             new = slice_(service=victim.service_name, name=victim.name, ports=((8080, "TCP", "http"),),
@@ -115,6 +134,23 @@ async def main(n: int):
                 assert await d.sync_once()
                 assert not d.proxier.last_reports[0].full
                 res[key].append(time.perf_counter() - t)
+            fam = dn.proxier.families[0]
+            t = time.perf_counter()
+            assert await fam.canary_ok()  # after the change: a commit since the last check, so a dump
+            res["check, dump"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            assert await fam.canary_ok()
+            res["check, unchanged"].append(time.perf_counter() - t)
+            chains = "\n".join(sorted(fam.applied.chains()))
+            res["dump in-process"].append(float(ns_n.run(sys.executable, "-P", "-c", DUMP, input=chains, timeout=120)))
+            victim_chain = service_chain_names(f"{victim.namespace}/{victim.service_name}:http", "TCP")[0]
+            ns_n.run("nft", "flush", "chain", "ip", "podnet", victim_chain)
+            fam.next_full_check = None  # the period in which counting every chain is affordable again
+            t = time.perf_counter()
+            assert not await fam.canary_ok()
+            assert await dn.sync_once() and not dn.proxier.last_reports[0].full
+            res["check + repair"].append(time.perf_counter() - t)
+            assert await fam.canary_ok()
         finally:
             p.close()
     print(f"{n} services x 5 endpoints; nft text {nft_text.count(chr(10))} lines (compute+render {compute:.2f}s), "

@@ -1,11 +1,11 @@
-"""Daemon peak RSS at 10k Services x 5 endpoints.
+"""Daemon peak RSS at 10k Services x 5 endpoints, iptables mode and nftables mode.
 
-Runs the daemon's in-process path in a child process: raw API JSON for 10k Services and
-their EndpointSlices is converted at the boundary (podnet.kube.resources.convert, as the
+Runs the daemon's in-process path in a child process per mode: raw API JSON for 10k Services
+and their EndpointSlices is converted at the boundary (podnet.kube.resources.convert, as the
 informer does), fed to the Daemon through informer-shaped fakes, fully synced into a fresh
-network namespace with iptables-legacy, then one endpoint change is synced. The child
-reports its peak RSS (ru_maxrss) and its RSS right after imports.
-Run: .venv/bin/python -P bench/proxy_rss.py [services]
+network namespace (iptables-legacy, or ``nft -f`` in nftables mode), then one endpoint change is
+synced. The child reports its peak RSS (ru_maxrss) and its RSS right after imports.
+Run: .venv/bin/python -P bench/proxy_rss.py [services] [iptables|nftables ...]
 """
 
 from __future__ import annotations
@@ -26,16 +26,22 @@ from podnet.kube import resources as r
 from podnet.kube.testing import FakeInformer
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.iptables import IptablesRunner
+from podnet.proxy.nft_proxier import NftFamilyProxier
+from podnet.proxy.nft_run import NftRunner
 from podnet.proxy.proxier import FamilyProxier
 from podnet.proxy.rules import NodeContext
 base = rss_kb()
-ns, n = sys.argv[1], int(sys.argv[2])
+ns, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rnd = random.Random(42)
 svc_base, ep_base = ipaddress.ip_address("10.96.0.0"), ipaddress.ip_address("10.128.0.0")
 async def main():
-    fam = FamilyProxier(IptablesRunner(4, "legacy", ["ip", "netns", "exec", ns]),
-                        NodeContext(cluster_cidrs=("10.128.0.0/9",), node_ips=("192.168.0.2",)), "node-a")
-    d = Daemon(Config(healthz_bind_address="", metrics_bind_address=""), [fam])
+    ctx = NodeContext(cluster_cidrs=("10.128.0.0/9",), node_ips=("192.168.0.2",))
+    prefix = ["ip", "netns", "exec", ns]
+    if mode == "nftables":
+        fam = NftFamilyProxier(NftRunner(4, prefix), ctx, "node-a")
+    else:
+        fam = FamilyProxier(IptablesRunner(4, "legacy", prefix), ctx, "node-a")
+    d = Daemon(Config(healthz_bind_address="", metrics_bind_address="", proxy_mode=mode), [fam])
     si, ei = FakeInformer(), FakeInformer()
     d.attach(si, ei)
     for i, off in enumerate(rnd.sample(range(1, 1 << 20), n)):
@@ -57,21 +63,22 @@ print(json.dumps({"base_kb": base, "peak_kb": resource.getrusage(resource.RUSAGE
 """
 
 
-def main(n: int) -> None:
+def main(n: int, modes: list[str]) -> None:
     require_root()
-    p = pool()
-    try:
-        ns = p.netns("rss")
-        out = subprocess.run([sys.executable, "-P", "-c", CHILD, ns.name, str(n)], capture_output=True, text=True, timeout=600)
-        if out.returncode != 0:
-            sys.exit(out.stderr[-2000:])
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        p.close()
-    print(f"{'services':>8} {'after imports':>14} {'peak RSS':>10} {'RSS at end':>11} {'per service':>12}")
-    print(f"{n:>8} {r['base_kb'] / 1024:>12.1f}MB {r['peak_kb'] / 1024:>8.1f}MB {r['end_kb'] / 1024:>9.1f}MB "
-          f"{(r['peak_kb'] - r['base_kb']) / n:>10.1f}KB")
+    print(f"{'mode':>9} {'services':>8} {'after imports':>14} {'peak RSS':>10} {'RSS at end':>11} {'per service':>12}")
+    for mode in modes:
+        p = pool()
+        try:
+            ns = p.netns("rss")
+            out = subprocess.run([sys.executable, "-P", "-c", CHILD, ns.name, str(n), mode], capture_output=True, text=True, timeout=600)
+            if out.returncode != 0:
+                sys.exit(out.stderr[-2000:])
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+        finally:
+            p.close()
+        print(f"{mode:>9} {n:>8} {r['base_kb'] / 1024:>12.1f}MB {r['peak_kb'] / 1024:>8.1f}MB {r['end_kb'] / 1024:>9.1f}MB "
+              f"{(r['peak_kb'] - r['base_kb']) / n:>10.1f}KB", flush=True)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10000)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10000, sys.argv[2:] or ["iptables", "nftables"])

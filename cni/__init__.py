@@ -15,6 +15,8 @@ Data flow (pure modules marked P, side effects S)::
         FDB entries) --> overlay / routes apply (S), re-checked periodically
     health (S: /healthz, /livez, /metrics)      install (S: binary + conflist, write then rename)
 
+Host plumbing (entering a pod's namespace, the health endpoint's socket, signals) is
+:mod:`podnet.host`'s; the command line is flags -> the frozen ``daemon.Options`` -> ``daemon.run``.
 Tests drive the same code with the fakes in :mod:`podnet.cni.testing` (FakeNetOps, FakeOverlayOps,
 MemoryStore), each checked against its Protocol, and in real network namespaces.
 """

@@ -17,6 +17,11 @@ Node object (watched with :class:`podnet.kube.informer.Informer`), and the
 routes to other nodes (host-gw or VXLAN per ``--backend``, see
 :mod:`podnet.cni.overlay`) are re-synced on every Node change and every
 ``route_interval`` seconds. STATUS answers 50 until CIDR and routes are in place.
+
+Command line: the binaries' one shape, flags (:func:`add_arguments`) -> :func:`options_from` ->
+a frozen :class:`Options` -> :func:`run`; interval flags take Kubernetes durations (``10s``,
+``1m``) or a bare number of seconds; SIGTERM/SIGINT stop the daemon
+(:func:`podnet.host.loop.stop_on_signals`).
 """
 
 from __future__ import annotations
@@ -26,10 +31,9 @@ import asyncio
 import ipaddress
 import logging
 import os
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from podnet.cni import health, netops, overlay, routes, skel
@@ -38,19 +42,25 @@ from podnet.cni.ipam_store import SqliteStore
 from podnet.cni.plugin import KernelNetOps, Plugin, Readiness
 from podnet.cni.policy_hook import PolicyHook
 from podnet.cni.types import CniError
+from podnet.host.loop import stop_on_signals
+from podnet.kube import logsetup
+from podnet.kube.durations import duration_flag
+from podnet.kube.errors import ConfigError
 
 log = logging.getLogger("podnet.cni.daemon")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
+    """Everything the daemon runs with, from its flags."""
+
     socket: str
     node_name: str
     data_dir: str
     master: str = ""
     kubeconfig: str = ""
-    cluster_cidr: list[str] = field(default_factory=list)
-    pod_cidr: list[str] = field(default_factory=list)
+    cluster_cidr: tuple[str, ...] = ()
+    pod_cidr: tuple[str, ...] = ()
     masquerade: bool = False
     mtu: int = 0
     """Pod MTU; 0 = the underlay interface's MTU less the backend's encapsulation."""
@@ -84,23 +94,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="VXLAN network identifier")
     p.add_argument("--vxlan-port", type=overlay.int_arg(1, 65535, "VXLAN port"), default=overlay.DEFAULT_PORT,
                    help=f"VXLAN UDP port ({overlay.DEFAULT_PORT} as flannel, {overlay.IANA_PORT} is IANA's)")
-    p.add_argument("--route-interval", type=float, default=10.0, help="seconds between host-gw route re-checks")
-    p.add_argument("--reconcile-interval", type=float, default=60.0,
-                   help="seconds between releases of reservations whose pod veth vanished without a DEL")
+    p.add_argument("--route-interval", type=duration_flag, default=10.0,
+                   help="time between route re-checks (e.g. 10s; a bare number is seconds)")
+    p.add_argument("--reconcile-interval", type=duration_flag, default=60.0,
+                   help="time between releases of reservations whose pod veth vanished without a DEL (e.g. 1m)")
     p.add_argument("--policy-socket", default="", metavar="PATH",
                    help="the node policy engine's handshake socket (podnet-policy --cni-socket): ADD tells it the pod's "
                         "addresses and waits for its rules before plumbing the pod; '' disables")
     p.add_argument("--policy-required", action="store_true",
                    help="fail ADD with code 11 (try again later) when the policy engine does not confirm in time")
-    p.add_argument("--policy-timeout", type=float, default=2.0, help="seconds ADD waits for the policy engine")
+    p.add_argument("--policy-timeout", type=duration_flag, default=2.0,
+                   help="how long ADD waits for the policy engine (e.g. 2s; a bare number is seconds)")
     p.add_argument("--health-listen", default="", metavar="HOST:PORT", type=health.listen_arg,
                    help="serve /healthz (200 only when ADDs can be served), /livez and /metrics here; '' disables")
 
 
 def options_from(args: argparse.Namespace) -> Options:
-    def split(vals: list[str]) -> list[str]:
-        return [c.strip() for v in vals for c in v.split(",") if c.strip()]
+    """The daemon's options from its parsed flags; ConfigError for a combination that cannot run."""
+    def split(vals: list[str]) -> tuple[str, ...]:
+        return tuple(c.strip() for v in vals for c in v.split(",") if c.strip())
 
+    if getattr(args, "policy_required", False) and not getattr(args, "policy_socket", ""):
+        raise ConfigError("--policy-required needs --policy-socket")
     return Options(args.socket, args.node_name, args.data_dir, args.master, args.kubeconfig,
                    split(args.cluster_cidr), split(args.pod_cidr), args.masquerade, args.mtu, args.route_interval,
                    args.reconcile_interval, health_listen=args.health_listen,
@@ -187,7 +202,6 @@ class Daemon:
         one (no routes to other nodes, said once); without, ConfigError.
         """
         from podnet.kube.client import ApiClient
-        from podnet.kube.kubeconfig import ConfigError
 
         try:
             return ApiClient.from_flags(master=self.opts.master or None, kubeconfig=self.opts.kubeconfig or None)
@@ -330,10 +344,7 @@ class Daemon:
 
 async def serve(opts: Options) -> None:
     d = Daemon(opts)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await d.start()
     try:
         await stop.wait()
@@ -341,16 +352,10 @@ async def serve(opts: Options) -> None:
         await d.close()
 
 
-def run(args: argparse.Namespace) -> int:
-    from podnet.kube.kubeconfig import ConfigError
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s podnet-cni %(levelname)s %(message)s")
-    if getattr(args, "policy_required", False) and not getattr(args, "policy_socket", ""):
-        log.error("--policy-required needs --policy-socket")
-        return 2
+def run(opts: Options) -> int:
+    """Serve until SIGTERM/SIGINT; 0, or 2 (one line) when the configuration cannot be used."""
     try:
-        asyncio.run(serve(options_from(args)))
+        asyncio.run(serve(opts))
     except ConfigError as e:
-        log.error("%s", e)
-        return 2
+        return logsetup.config_error("cni", e)
     return 0

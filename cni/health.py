@@ -14,8 +14,10 @@
   the API layer's counters and the process collector.
 
 :func:`health` is pure (readiness in, status and body out); :class:`HealthServer`
-is the thin aiohttp layer. The listen address is ``HOST:PORT`` with IPv6
-hosts in brackets, as Kubernetes components take ``--healthz-bind-address``.
+is the thin layer on :class:`podnet.host.serving.HttpEndpoint`. The listen address
+is ``HOST:PORT`` with IPv6 hosts in brackets and the host an IP literal, as
+Kubernetes components take ``--healthz-bind-address`` (parsed by
+:func:`podnet.host.addr.listen_address`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 from podnet.cni.plugin import Readiness
+from podnet.host.addr import listen_address
+from podnet.host.serving import HttpEndpoint
 
 __all__ = ["health", "parse_listen", "listen_arg", "HealthServer", "observe", "REQUESTS", "DURATION", "READY"]
 
@@ -60,19 +64,11 @@ def health(ready: Readiness) -> tuple[int, dict[str, Any]]:
 
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (IPv6 as ``[ADDR]:PORT``) -> (host, port); ValueError names what is wrong."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or len(port) > 5:
-        raise ValueError(f"{value!r}: want HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        if ipaddress.ip_address(host).version != 6:
-            raise ValueError(f"{value!r}: only IPv6 addresses go in brackets")
-    elif ":" in host:
-        raise ValueError(f"{value!r}: put an IPv6 address in brackets")
-    if host and "%" in host:
-        raise ValueError(f"{value!r}: zones are not accepted")
-    ipaddress.ip_address(host or "0.0.0.0")  # an address, not a name (raises ValueError)
-    return host or "0.0.0.0", int(port)
+    host, port = listen_address(value)
+    if value.startswith("[") and ipaddress.ip_address(host).version != 6:
+        raise ValueError(f"{value!r}: only IPv6 addresses go in brackets")
+    ipaddress.ip_address(host)  # an address, not a name (raises ValueError)
+    return host, port
 
 
 def listen_arg(value: str) -> str:
@@ -94,7 +90,7 @@ class HealthServer:
         self.ready = ready
         self.host, self.port = parse_listen(listen)
         self._clock = clock
-        self._runner: web.AppRunner | None = None
+        self._endpoint = HttpEndpoint({"/healthz": self._healthz, "/livez": self._livez, "/metrics": self._metrics})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         code, body = health(self.ready)
@@ -110,18 +106,8 @@ class HealthServer:
         return web.Response(body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/livez", self._livez)
-        app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        if self.port == 0:  # an ephemeral port (tests): report the real one
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        """Listen; :attr:`port` is then the bound port (the kernel's choice for port 0)."""
+        self.port = await self._endpoint.start(self.host, self.port, reuse_address=False)
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._endpoint.close()

@@ -49,6 +49,7 @@ list's version.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 import json
 import marshal
 import os
@@ -299,11 +300,37 @@ def install(bin_dir: str, conf_dir: str, socket_path: str, data_dir: str = "", n
     return binary, conf
 
 
-def run(args: argparse.Namespace) -> int:
-    dirs = [d for d in args.plugin_dirs.split(":") if d] or [args.bin_dir]
+@dataclass(frozen=True)
+class InstallOptions:
+    """What ``podnet-cni install`` writes, from its flags (:func:`install_options_from`)."""
+
+    bin_dir: str = "/opt/cni/bin"
+    conf_dir: str = "/etc/cni/net.d"
+    socket: str = shim.DEFAULT_SOCKET
+    data_dir: str = ""
+    network_name: str = "podnet"
+    conflist: str = "10-podnet.conflist"
+    python: str = "auto"
+    form: str = "bytecode"
+    portmap: str = "auto"
+    plugin_dirs: tuple[str, ...] = ()
+    cni_version: str = ""
+    static_shim: str = STATIC_SHIM
+
+
+def install_options_from(args: argparse.Namespace) -> InstallOptions:
+    """The frozen options of the parsed flags; ``--plugin-dirs`` empty means ``--bin-dir``."""
+    dirs = tuple(d for d in args.plugin_dirs.split(":") if d) or (args.bin_dir,)
+    return InstallOptions(bin_dir=args.bin_dir, conf_dir=args.conf_dir, socket=args.socket, data_dir=args.data_dir,
+                          network_name=args.network_name, conflist=args.conflist, python=args.python,
+                          form=args.form, portmap=args.portmap, plugin_dirs=dirs, cni_version=args.cni_version,
+                          static_shim=args.static_shim)
+
+
+def run(o: InstallOptions) -> int:
     try:
-        b, c = install(args.bin_dir, args.conf_dir, args.socket, args.data_dir, args.network_name, args.conflist,
-                       args.python, args.form, args.portmap, dirs, args.cni_version, args.static_shim)
+        b, c = install(o.bin_dir, o.conf_dir, o.socket, o.data_dir, o.network_name, o.conflist,
+                       o.python, o.form, o.portmap, list(o.plugin_dirs), o.cni_version, o.static_shim)
     except (RuntimeError, ValueError) as e:
         print(f"podnet-cni install: {e}", file=sys.stderr)
         return 1

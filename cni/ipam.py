@@ -8,8 +8,9 @@ Guarantees:
   any is handed out, so a crash leaves either all of them reserved or none.
 * **Never leaked.** Every reservation records (network, container id, ifname,
   netns); DEL releases by attachment, GC releases everything not in the valid
-  set, and :meth:`Allocator.reconcile` (run at daemon start) releases
-  reservations whose netns no longer exists.
+  set, and :meth:`podnet.cni.plugin.Plugin.reconcile` (run at daemon start and
+  periodically) releases, through :meth:`Allocator.release_where`, reservations
+  whose node-side veth no longer exists.
 * **Requested addresses** (static IPs, :mod:`podnet.cni.requested`) are handed out exactly
   or not at all: outside the node's ranges, a reserved address, or held by another
   attachment is an error and nothing is reserved.

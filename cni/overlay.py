@@ -11,6 +11,13 @@ other node programs, per remote pod CIDR:
 * a permanent neighbour entry ``<CIDR network address> -> <peer VTEP MAC>``,
 * an FDB entry ``<peer VTEP MAC> -> <peer underlay IP>``.
 
+The VXLAN device itself carries the network address of this node's own pod CIDR as a /32
+(/128) address, as flannel gives ``flannel.1`` (pkg/backend/vxlan/vxlan.go, ``RegisterNetwork``:
+``dev.Configure(ip.IP4Net{IP: lease.Subnet.IP, PrefixLen: 32}, ...)``): traffic the node itself sends to a remote pod over VXLAN then leaves with
+that address as its source (the kernel picks the outgoing device's address), so the peer's
+reply comes back over the overlay to a pod-CIDR address instead of depending on the underlay
+routing the node's own address from the pod's side.
+
 Everything here except :class:`KernelOverlayOps` and :class:`Overlay` is pure:
 frozen Node objects, the node's config and a :class:`Host` snapshot of its
 interfaces in, devices / routes / neighbours / FDB entries as data out.
@@ -23,7 +30,8 @@ applied by :func:`podnet.cni.routes.sync` under protocol 150.
 Bad input never breaks other peers: a Node whose VTEP annotation is garbage,
 of the wrong family, or collides with another node's VTEP gets no VXLAN
 entries (it still gets host-gw where the backend allows it; of two nodes claiming one VTEP MAC
-or address the older Node keeps it); it is listed in
+or address, the one this daemon already programs keeps it, and only without such a current owner,
+after a restart, the older Node by creationTimestamp, then by name); it is listed in
 :attr:`Plan.ignored` and counted in the ``podnet_cni_overlay_ignored_peers`` gauge.
 
 Pod MTU: the underlay interface's MTU minus 50 bytes of encapsulation for an
@@ -46,7 +54,7 @@ from prometheus_client import Gauge
 
 from podnet.cni import routes, rtnl
 from podnet.cni.netops import HOST_PREFIX, node_netlink, node_rtnl
-from podnet.kube import goip
+from podnet.kube import goip, names
 from podnet.kube.objects import Node, parse_node as _parse_node
 from podnet.kube.resources import Resource
 
@@ -58,10 +66,10 @@ DEFAULT_PORT = 8472
 """flannel's port (the Linux kernel's historical VXLAN port), so firewalls written for flannel keep working."""
 IANA_PORT = 4789
 
-ANN_PREFIX = "podnet.io/"
-ANN_BACKEND = "podnet.io/backend"
-ANN_VTEP_MAC = {4: "podnet.io/vtep-mac", 6: "podnet.io/vtep-mac-v6"}
-ANN_PUBLIC_IP = {4: "podnet.io/public-ip", 6: "podnet.io/public-ipv6"}
+ANN_PREFIX = names.PODNET_PREFIX
+ANN_BACKEND = names.BACKEND_ANNOTATION
+ANN_VTEP_MAC = names.VTEP_MAC_ANNOTATION
+ANN_PUBLIC_IP = names.PUBLIC_IP_ANNOTATION
 DEVICE = {4: "podnet.vxlan", 6: "podnet.vxlan6"}
 OVERHEAD = {4: 50, 6: 70}
 DEFAULT_UNDERLAY_MTU = 1500
@@ -311,6 +319,26 @@ class Fdb:
 
 
 @dataclass(frozen=True, slots=True)
+class Addr:
+    dev: str
+    cidr: str
+    """``10.244.1.0/32`` or ``fd00:10:244:1::/128``."""
+
+
+def device_addrs(own_cidrs: Iterable[str], vteps: Mapping[int, Vtep]) -> frozenset[Addr]:
+    """Pure. Each own pod CIDR's network address as a host address on the VXLAN device of the pod
+    family (else the other family's device: dual-stack pods over a single-stack underlay); none
+    without a device that is up."""
+    out = set()
+    for raw in own_cidrs:
+        net = ipaddress.ip_network(raw, strict=False)
+        fam = next((f for f in (net.version, 10 - net.version) if f in vteps), None)
+        if fam is not None:
+            out.add(Addr(DEVICE[fam], f"{net.network_address}/{net.max_prefixlen}"))
+    return frozenset(out)
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     routes: routes.Desired
     neighs: frozenset[Neigh] = frozenset()
@@ -319,9 +347,21 @@ class Plan:
     """``(node, pod CIDR, "host-gw" | "vxlan")`` for every remote pod CIDR that gets a route."""
     ignored: tuple[tuple[str, str, str], ...] = ()
     """``(node, underlay family, reason)`` for every peer VTEP that was ignored."""
+    addrs: frozenset["Addr"] = frozenset()
+    """This node's addresses on its VXLAN devices: each own pod CIDR's network address."""
+    holders: tuple[tuple["Claim", str], ...] = ()
+    """``(claim, node)`` for every peer VTEP MAC and underlay address this plan accepts (whether the
+    peer is reached over VXLAN or host-gw): the current owners :func:`plan` keeps on the next sync
+    when another Node claims the same."""
+
+
+Claim = tuple[int, str, str]
+"""``(underlay family, "mac" | "ip", value)``: one VTEP MAC or underlay address a Node publishes."""
 
 
 def _seniority(node: Node) -> tuple[bool, str, str]:
+    """Age order among claimants with no current owner: a creationTimestamp first (one-second
+    resolution, as metav1.Time serialises), then the older, then the name."""
     created = node.created if isinstance(node, AnnotatedNode) else ""
     return created == "", created, node.name
 
@@ -332,9 +372,14 @@ def _on_link(ip: str, host: Host) -> bool:
 
 
 def plan(cfg: Config, nodes: Iterable[Node], self_name: str, own_cidrs: Iterable[str], host: Host,
-         vteps: Mapping[int, Vtep]) -> Plan:
+         vteps: Mapping[int, Vtep], holders: Mapping[Claim, str] | None = None) -> Plan:
     """Pure. ``vteps``: this node's VXLAN devices that are up, by underlay family (a family whose
     device could not be brought up gets no VXLAN entries; host-gw peers are unaffected).
+    ``holders``: the previous plan's :attr:`Plan.holders` (empty on a fresh start).
+
+    A VTEP MAC or underlay address claimed by several Nodes goes to this node when it is its own,
+    else to the Node that holds it in ``holders`` and still claims it, else to the oldest claimant
+    (:func:`_seniority`); every other claimant's VTEP of that family is ignored.
 
     Per remote pod CIDR of family F: ``host-gw`` backend -> a route via the peer's address of
     family F; ``vxlan`` -> over the VTEP pair of underlay family F if both nodes have one, else
@@ -361,13 +406,16 @@ def plan(cfg: Config, nodes: Iterable[Node], self_name: str, own_cidrs: Iterable
                     ignored.append((node.name, f"ipv{fam}", why))
                 elif v:
                     peers[node.name][fam] = v
-        # A MAC or underlay IP claimed twice goes to this node, else to the oldest Node (then by
-        # name); a later claimant is ignored, so a copied annotation never takes a working peer down.
+        # A copied annotation never takes a working peer down: the current holder of a claim comes
+        # first, then age, and a claim already taken is ignored.
+        held = holders or {}
         senior = sorted((n for n in nodes if n.name in peers), key=_seniority)
         for fam in (4, 6):
             for attr, reason in (("mac", "duplicate-vtep-mac"), ("ip", "duplicate-public-ip")):
                 owner: set[str] = {getattr(vteps[fam], attr)} if fam in vteps else set()
-                for node in senior:
+                holding = {name for name, pv in peers.items()
+                           if fam in pv and held.get((fam, attr, getattr(pv[fam], attr))) == name}
+                for node in sorted(senior, key=lambda n: n.name not in holding):  # stable: age order within
                     p = peers[node.name]
                     if fam not in p:
                         continue
@@ -402,8 +450,11 @@ def plan(cfg: Config, nodes: Iterable[Node], self_name: str, own_cidrs: Iterable
             neighs.add(Neigh(dev, gw, peer.mac))
             fdbs.add(Fdb(dev, peer.mac, peer.ip))
             backends.append((node.name, cidr, "vxlan"))
+    kept = tuple(sorted(((fam, attr, getattr(v, attr)), name) for name, pv in peers.items()
+                        for fam, v in pv.items() for attr in ("mac", "ip")))
     return Plan(routes.Desired(table, tuple(unroutable)), frozenset(neighs), frozenset(fdbs), tuple(backends),
-                tuple(sorted(set(ignored))))
+                tuple(sorted(set(ignored))),
+                device_addrs(own_cidrs, vteps) if cfg.backend != "host-gw" else frozenset(), kept)
 
 
 # --------------------------------------------------------------------------- apply
@@ -436,6 +487,9 @@ class OverlayOps(Protocol):
     def fdbs(self, dev: str) -> set[Fdb]: ...
     def fdb_replace(self, f: Fdb) -> None: ...
     def fdb_del(self, f: Fdb) -> None: ...
+    def addrs(self, dev: str) -> set[Addr]: ...
+    def addr_add(self, a: Addr) -> None: ...
+    def addr_del(self, a: Addr) -> None: ...
 
 
 @dataclass
@@ -490,10 +544,19 @@ def sync_devices(devices: Iterable[Device], ops: OverlayOps) -> DeviceResult:
 
 
 def sync_entries(p: Plan, devices: Iterable[str], ops: OverlayOps) -> tuple[list[str], list[str]]:
-    """Make the permanent neighbours and FDB entries on ``devices`` equal ``p``'s; (changes, errors)."""
+    """Make the device addresses, permanent neighbours and FDB entries on ``devices`` equal ``p``'s;
+    (changes, errors)."""
     changes, errors = [], []
     for dev in devices:
         try:
+            want_a = {a for a in p.addrs if a.dev == dev}
+            have_a = ops.addrs(dev)
+            for a in sorted(have_a - want_a, key=str):
+                ops.addr_del(a)
+                changes.append(f"addr {a.cidr} dev {dev} removed")
+            for a in sorted(want_a - have_a, key=str):
+                ops.addr_add(a)
+                changes.append(f"addr {a.cidr} dev {dev}")
             want_n = {n for n in p.neighs if n.dev == dev}
             have_n = ops.neighs(dev)
             for n in sorted(have_n - want_n, key=str):
@@ -521,7 +584,7 @@ class KernelOverlayOps:
     whose cost stays small with a veth per pod; changes and VXLAN details through pyroute2
     (:func:`podnet.cni.netops.node_netlink`)."""
 
-    NUD_PERMANENT, NUD_NOARP, NTF_SELF, IFF_UP = 0x80, 0x40, 0x02, 0x1
+    NUD_PERMANENT, NUD_NOARP, NTF_SELF, IFF_UP, IFA_F_NODAD = 0x80, 0x40, 0x02, 0x1, 0x02
 
     @staticmethod
     def _oserror(e: Exception) -> OSError:
@@ -625,6 +688,22 @@ class KernelOverlayOps:
     def fdb_del(self, f: Fdb) -> None:
         self._call(lambda ipr: ipr.fdb("del", ifindex=self._index(ipr, f.dev), lladdr=f.mac, dst=f.dst))
 
+    def addrs(self, dev: str) -> set[Addr]:
+        """Global-scope addresses on ``dev`` (the kernel's IPv6 link-local one is not podnet's)."""
+        def get(ipr) -> set[Addr]:
+            return {Addr(dev, f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}")
+                    for m in ipr.get_addr(index=self._index(ipr, dev)) if m["scope"] == 0 and m.get_attr("IFA_ADDRESS")}
+        return self._call(get)
+
+    def addr_add(self, a: Addr) -> None:
+        ip, plen = a.cidr.split("/")
+        nodad = {"flags": self.IFA_F_NODAD} if ":" in ip else {}  # usable as a source at once
+        self._call(lambda ipr: ipr.addr("add", index=self._index(ipr, a.dev), address=ip, prefixlen=int(plen), **nodad))
+
+    def addr_del(self, a: Addr) -> None:
+        ip, plen = a.cidr.split("/")
+        self._call(lambda ipr: ipr.addr("del", index=self._index(ipr, a.dev), address=ip, prefixlen=int(plen)))
+
 
 def _af(ip: str) -> int:
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -646,9 +725,11 @@ class Overlay:
         self._errors: tuple[str, ...] = ()
         self._ignored: tuple = ()
         self._summary = ""
+        self._holders: dict[Claim, str] = {}
 
     def prepare(self, nodes: list[Node], self_name: str, own_cidrs: Iterable[str]) -> Plan:
-        """Bring the VXLAN devices in line, then compute the plan for the devices that are up."""
+        """Bring the VXLAN devices in line, then compute the plan for the devices that are up; a
+        VTEP the previous plan gave to a Node stays with it while that Node still claims it."""
         own = next((n for n in nodes if n.name == self_name), None)
         host = self.ops.host()
         self.mtu = pod_mtu(self.cfg, own, host)
@@ -662,7 +743,8 @@ class Overlay:
                 log.info("overlay devices are up again")
             self._errors = tuple(res.errors)
         self.vteps = res.vteps
-        p = plan(self.cfg, nodes, self_name, own_cidrs, host, self.vteps)
+        p = plan(self.cfg, nodes, self_name, own_cidrs, host, self.vteps, self._holders)
+        self._holders = dict(p.holders)  # the owners this daemon programs; kept on the next plan
         if p.ignored != self._ignored:
             self._ignored = p.ignored
             for name, fam, why in p.ignored:

@@ -30,8 +30,6 @@ from typing import Any, Mapping
 from podnet.cni.types import INVALID_CONFIG, INVALID_ENV, CniError
 
 CNI_ARGS = "CNI_ARGS"
-RUNTIME_CONFIG = "runtimeConfig"
-ARGS_CNI = "args.cni"
 
 
 @dataclass(frozen=True, slots=True)

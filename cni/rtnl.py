@@ -16,12 +16,13 @@ the kernel's alignment (``NLA_ALIGN``, 4 bytes) and native byte order.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import os
 import socket
 import struct
 from dataclasses import dataclass
+
+from podnet.host import nsenter
 
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_GETADDR, RTM_NEWROUTE, RTM_GETROUTE = 20, 22, 24, 26
@@ -279,29 +280,7 @@ class Rtnl:
                 off += max(length + (-length % 4), _HDR.size)
 
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def setns(fd: int) -> None:
-    """Move the calling thread into the network namespace ``fd``."""
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
 def in_netns(ns_fd: int) -> Rtnl:
     """An :class:`Rtnl` whose socket lives in the netns ``ns_fd``; the calling thread returns to its
     own netns (if it cannot, the process exits at once rather than run on in the wrong one)."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        setns(ns_fd)
-        try:
-            return Rtnl()
-        finally:
-            try:
-                setns(own)
-            except OSError:
-                os._exit(70)
-    finally:
-        os.close(own)
+    return nsenter.made_inside(ns_fd, Rtnl)

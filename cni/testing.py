@@ -72,6 +72,7 @@ class FakeOverlayOps:
         self.links: dict = {}  # name -> overlay.LinkState
         self.neigh: set = set()
         self.fdb: set = set()
+        self.addr: set = set()
         self.busy_ports: set[int] = set()
         self._macs = iter(f"02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(1, 65536))
 
@@ -105,6 +106,18 @@ class FakeOverlayOps:
         del self.links[name]
         self.neigh = {n for n in self.neigh if n.dev != name}
         self.fdb = {f for f in self.fdb if f.dev != name}
+        self.addr = {a for a in self.addr if a.dev != name}
+
+    def addrs(self, dev):
+        self._need(dev)
+        return {a for a in self.addr if a.dev == dev}
+
+    def addr_add(self, a):
+        self._need(a.dev)
+        self.addr.add(a)
+
+    def addr_del(self, a):
+        self.addr.discard(a)
 
     def neighs(self, dev):
         self._need(dev)

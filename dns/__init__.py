@@ -16,6 +16,8 @@ Data flow (pure modules marked P, side effects S)::
     workers (S, --workers N: SO_REUSEPORT processes fed the informer events by one control process)
     health + metrics (S: /health with lameduck, /ready, /metrics with CoreDNS's names)
 
+Listen addresses, HTTP endpoints, signals, the uvloop runner and the rebuild's GC pause are
+:mod:`podnet.host`'s; the command line is flags (or -conf) -> the frozen ``daemon.Options`` -> run.
 Wire bytes are written by :mod:`.wire` (names re-checked where they are written). Tests use
 :mod:`podnet.dns.testing` (FakeUpstream, a real resolver on 127.0.0.1) and kube's FakeInformer.
 More in dns/README.md.

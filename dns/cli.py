@@ -1,5 +1,8 @@
-"""The podnet-dns console script: flags -> Options -> daemon, or ``-conf Corefile`` -> the Corefile's
-configuration -> daemon. Logs go to stderr; the ``log`` plugin's query log to stdout (as CoreDNS).
+"""The podnet-dns console script: flags -> the frozen :class:`podnet.dns.daemon.Options` ->
+:func:`podnet.dns.daemon.run`, or ``-conf Corefile`` -> the Corefile's configuration -> daemon
+(the binaries' one CLI shape). ``-v``, ``--logging-format`` and ``--version`` are
+:mod:`podnet.kube.logsetup`'s; ``--lameduck`` takes a Kubernetes duration (``5s``) or a bare
+number of seconds. Logs go to stderr; the ``log`` plugin's query log to stdout (as CoreDNS).
 
 ``-conf``/``--conf FILE`` takes CoreDNS's Corefile (:mod:`podnet.dns.coreconfig` lists the plugins);
 with it, only ``--master``/``--kubeconfig`` (which win over the kubernetes plugin's ``endpoint`` and
@@ -19,7 +22,8 @@ from podnet.dns.corefile import CorefileError
 from podnet.dns.daemon import Options, default_workers, run
 from podnet.dns.forward import parse_upstream
 from podnet.kube import logsetup
-from podnet.kube.kubeconfig import ConfigError
+from podnet.kube.durations import duration_flag
+from podnet.kube.errors import ConfigError
 
 __all__ = ["main", "parse_args"]
 
@@ -42,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--health-listen", default="0.0.0.0:8080", help="/health address ('' disables)")
     p.add_argument("--ready-listen", default="0.0.0.0:8181", help="/ready address ('' disables)")
     p.add_argument("--metrics-listen", default="0.0.0.0:9153", help="/metrics address ('' disables)")
-    p.add_argument("--lameduck", type=float, default=5.0, help="seconds to keep serving after SIGTERM (default 5)")
+    p.add_argument("--lameduck", type=duration_flag, default=5.0,
+                   help="how long to keep serving after SIGTERM (e.g. 5s; a bare number is seconds; default 5s)")
     p.add_argument("--max-concurrent", type=int, default=1000, help="forwarded queries in flight before REFUSED")
     p.add_argument("--cache-max-ttl", type=int, default=30, help="cap on cached upstream TTLs (default 30, as 'cache 30')")
     p.add_argument("--dns-service", default="kube-system/kube-dns", help="our own Service, for ns.dns.<zone>")
@@ -80,7 +85,7 @@ def _options(p: argparse.ArgumentParser, a: argparse.Namespace) -> Options:
         p.error(f"--upstream: {e}")
     logsetup.setup_from_args(a)
     return Options(
-        master=a.master, kubeconfig=a.kubeconfig, zone=a.zone, listen=a.listen, upstreams=ups,
+        master=a.master, kubeconfig=a.kubeconfig, zone=a.zone, listen=a.listen, upstreams=tuple(ups),
         resolv_conf=a.resolv_conf, ttl=a.ttl, health_listen=a.health_listen or None, ready_listen=a.ready_listen or None,
         metrics_listen=a.metrics_listen or None, lameduck=a.lameduck, max_concurrent=a.max_concurrent,
         cache_max_ttl=a.cache_max_ttl, dns_service=a.dns_service, workers=a.workers or default_workers(),
@@ -125,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(opts)
     except ConfigError as e:
-        logging.getLogger("podnet.dns").error("%s", e)
-        return 2
+        return logsetup.config_error("dns", e)
     except OSError as e:  # e.g. the listen address is taken or not ours
         logging.getLogger("podnet.dns").error("cannot start: %s", e)
         return 1

@@ -47,6 +47,8 @@ from podnet.dns import corefile, names
 from podnet.dns.corefile import CorefileError, Directive, ServerBlock
 from podnet.dns.forward import POLICIES, UpstreamAddr, parse_upstream
 from podnet.dns.rewrite import RewriteRule, parse_rewrite
+from podnet.host.addr import split_hostport
+from podnet.kube import durations
 
 __all__ = [
     "ServerConfig", "Block", "KubernetesConfig", "ForwardConfig", "CacheConfig", "LogConfig", "HostsConfig",
@@ -63,18 +65,12 @@ COREDNS_PLUGINS = frozenset(
 )
 """CoreDNS plugins podnet-dns does not implement (named as such in the error, rather than 'unknown')."""
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s|us|µs|ns)")
-_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
 def parse_duration(text: str) -> float:
-    """Go's time.ParseDuration for non-negative values ('5s', '1m30s', '500ms', '0'); ValueError otherwise."""
-    if text == "0":
-        return 0.0
-    if not _DURATION.fullmatch(text):
+    """Go's time.ParseDuration (:func:`podnet.kube.durations.parse_duration`) for non-negative,
+    unsigned values ('5s', '1m30s', '500ms', '0'); ValueError otherwise."""
+    if text[:1] in ("-", "+"):
         raise ValueError(f"invalid duration {text!r}")
-    return sum(float(v) * _UNITS[u] for v, u in _DURATION_PART.findall(text))
+    return durations.parse_duration(text)
 
 
 def normalize_zone(text: str) -> str:
@@ -218,8 +214,11 @@ class _Ctx:
 
 def _address(ctx: _Ctx, text: str) -> str:
     """An HTTP listen address as CoreDNS writes it (':8080', 'localhost:9153', '[::]:8181')."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not re.fullmatch(r"\d+", port) or not 0 < int(port) < 65536:
+    try:
+        _, port = split_hostport(text)
+    except ValueError:
+        port = 0
+    if port == 0:
         raise ctx.error(f"invalid address {text!r} (want HOST:PORT or :PORT)")
     return text
 

@@ -21,6 +21,7 @@ import asyncio
 import hashlib
 import logging
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,8 +37,10 @@ from podnet.dns.health import HttpEndpoints
 from podnet.dns.hosts import Hosts
 from podnet.dns.metrics import Collector, Stats
 from podnet.dns.querylog import QueryLog
-from podnet.dns.server import DnsServer, split_hostport
+from podnet.dns.server import DnsServer
 from podnet.dns.watch import initial_table
+from podnet.host import loop
+from podnet.host.addr import listen_address
 
 __all__ = ["CorefileDaemon", "options_for", "run_corefile"]
 
@@ -90,7 +93,7 @@ class CorefileDaemon(Daemon):
         self.opts = opts
         self.corefile = cfg
         self.cfg = snapshot.Config(zone=opts.zone, ttl=opts.ttl, dns_service=opts.dns_service)
-        host, port = split_hostport(opts.listen)
+        host, port = listen_address(opts.listen, 53)
         is_self = self_matcher(host, port)
         self.stats = Stats()
         self._is_self = is_self
@@ -192,7 +195,7 @@ class CorefileDaemon(Daemon):
         self.collector.forwarder = self.forwarder
         self.collector.plugins = _plugins(new)
         self.corefile = new
-        self.opts.lameduck = new.lameduck
+        self.opts = replace(self.opts, lameduck=new.lameduck)
         self.digest = digest
         log.info("plugin/reload: running configuration SHA512 = %s", digest)
         asyncio.get_running_loop().call_later(RETIRE_AFTER, lambda: asyncio.ensure_future(_close_all(old)))
@@ -234,8 +237,4 @@ def run_corefile(cfg: ServerConfig, master: str | None = None, kubeconfig: str |
     def daemon() -> CorefileDaemon:
         return CorefileDaemon(cfg, master, kubeconfig, source=source, text=text)
 
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(daemon().run())
-    return uvloop.run(daemon().run())
+    return loop.run(daemon().run())

@@ -34,7 +34,8 @@ from typing import Callable
 from podnet.dns import names
 from podnet.dns.cache import Cache, Upstream
 from podnet.dns.metrics import Histogram
-from podnet.dns.wire import HINFO, OPT, FormErr, opt_rr, read_name, walk_rrs
+from podnet.dns.wire import HINFO, OPT, FormErr, opt_rr, walk_rrs
+from podnet.host.addr import split_hostport
 
 __all__ = ["Forwarder", "Refused", "UpstreamAddr", "parse_upstream", "read_resolv_conf", "ForwardStats", "self_matcher", "is_local_address"]
 
@@ -61,14 +62,7 @@ class UpstreamAddr:
 def parse_upstream(text: str) -> UpstreamAddr:
     """'IP', 'IP:port', '[v6]:port' or bare v6 -> UpstreamAddr; ValueError otherwise."""
     text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else 53
-    elif text.count(":") == 1:
-        host, port_s = text.split(":")
-        port = int(port_s)
-    else:
-        host, port = text, 53
+    host, port = split_hostport(text, 53)
     ipaddress.ip_address(host)
     if not 0 < port < 65536:
         raise ValueError(f"bad port in {text!r}")
@@ -366,10 +360,6 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, asyncio.TimeoutError):
         return "i/o timeout"
     return str(e) or type(e).__name__
-
-
-def question_name(question: bytes) -> str:
-    return read_name(question, 0)[0]
 
 
 def is_local_address(ip: str) -> bool:

@@ -3,8 +3,11 @@
 As CoreDNS's ``health``, ``ready`` and ``prometheus`` plugins: /health answers 200 "OK" for as
 long as the process serves, including the lameduck period after SIGTERM; /ready answers 200 "OK"
 once the zone has synced and while its rebuilds succeed, and 503 with the list of not-ready parts
-otherwise (a stale table, and also during lameduck, so endpoints are withdrawn first). Each endpoint may get its own listen address; an
-address given twice serves every path on one socket.
+otherwise (a stale table, and also during lameduck, so endpoints are withdrawn first). Each
+endpoint may get its own listen address; an address given twice serves every path on one socket.
+Each socket is a :class:`podnet.host.serving.HttpEndpoint`; addresses are parsed by
+:func:`podnet.host.addr.listen_address` (an empty host: every IPv4 address; port 0: ephemeral,
+the bound port is in :attr:`HttpEndpoints.ports`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Callable
 
 from aiohttp import web
 
-from podnet.dns.server import split_hostport
+from podnet.host.addr import listen_address
+from podnet.host.serving import Handler, HttpEndpoint
 
 __all__ = ["HttpEndpoints"]
 
@@ -26,7 +30,7 @@ class HttpEndpoints:
         self.ready = ready
         self.metrics = metrics
         self.lameduck = False
-        self._runners: list[web.AppRunner] = []
+        self._endpoints: list[HttpEndpoint] = []
         self.ports: dict[str, int] = {}
 
     async def _health(self, _req: web.Request) -> web.Response:
@@ -44,26 +48,21 @@ class HttpEndpoints:
 
     async def start(self, health: str | None, ready: str | None, metrics: str | None) -> None:
         """Listen on each given 'host:port' (port 0 = ephemeral; see ``ports``)."""
-        routes: dict[str, list[tuple[str, object]]] = {}
-        for listen, path, fn in ((health, "/health", self._health), (ready, "/ready", self._ready), (metrics, "/metrics", self._metrics)):
+        routes: dict[str, dict[str, Handler]] = {}
+        for listen, path, fn in ((health, "/health", self._health), (ready, "/ready", self._ready),
+                                 (metrics, "/metrics", self._metrics)):
             if listen:
-                routes.setdefault(listen, []).append((path, fn))
+                routes.setdefault(listen, {})[path] = fn
         for listen, paths in routes.items():
-            app = web.Application()
-            for path, fn in paths:
-                app.router.add_get(path, fn)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            host, port = split_hostport(listen, 0)
-            site = web.TCPSite(runner, host, port, reuse_address=True)
-            await site.start()
-            bound = runner.addresses[0][1] if runner.addresses else port
-            for path, _ in paths:
+            host, port = listen_address(listen, 0)
+            endpoint = HttpEndpoint(paths)
+            bound = await endpoint.start(host, port)
+            for path in paths:
                 self.ports[path] = bound
-            self._runners.append(runner)
-            log.info("http %s on %s:%d", ",".join(p for p, _ in paths), host, bound)
+            self._endpoints.append(endpoint)
+            log.info("http %s on %s:%d", ",".join(paths), host, bound)
 
     async def stop(self) -> None:
-        for r in self._runners:
-            await r.cleanup()
-        self._runners.clear()
+        for e in self._endpoints:
+            await e.close()
+        self._endpoints.clear()

@@ -33,6 +33,7 @@ import struct
 import time
 
 from podnet.dns.handler import Handler
+from podnet.host.addr import listen_address
 
 __all__ = ["DnsServer", "split_hostport"]
 
@@ -40,14 +41,8 @@ log = logging.getLogger("podnet.dns.server")
 
 
 def split_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
-    """'0.0.0.0:53' / '[::]:53' / '127.0.0.1' -> (host, port)."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host or "0.0.0.0", int(port)
-    return text, default_port
+    """'0.0.0.0:53' / '[::]:53' / '127.0.0.1' -> (host, port) (:func:`podnet.host.addr.listen_address`)."""
+    return listen_address(text, default_port)
 
 
 class _Udp(asyncio.DatagramProtocol):

@@ -37,7 +37,6 @@ guarantees): the real Informer, or an in-memory fake in tests.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import sys
 import time
@@ -45,6 +44,7 @@ from typing import Any, Callable, Iterable, Protocol
 
 from podnet.dns import answers, snapshot
 from podnet.dns.handler import Handler
+from podnet.host.loop import gc_paused
 
 __all__ = ["ZoneSync", "InformerLike", "initial_table", "CHUNK_SIZE"]
 
@@ -233,18 +233,12 @@ class ZoneSync:
     def _step(self, memo: snapshot.Memo, cmemo: answers.CompileMemo, dirty: Iterable[str], serial: int) -> answers.AnswerTable:
         """Apply ``dirty`` service keys to the memos; the cycle collector stays off while the table's
         (acyclic) objects are made, and they are frozen afterwards, so later collections skip them."""
-        gc_was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused(freeze=True):
             snap = snapshot.update(
                 self._services, self._slices, self._namespaces, self.cfg,
                 serial=serial, synced=True, memo=memo, dirty=dirty,
             )
             return answers.compile_table(snap, cmemo)
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-            gc.freeze()
 
     def rebuild(self) -> answers.AnswerTable:
         """A small rebuild: patch the live table in place with the queued changes and swap (synchronous)."""

@@ -42,6 +42,7 @@ from typing import Any, Callable, Sequence
 
 from podnet.dns.forward import UpstreamAddr
 from podnet.dns.metrics import Histogram, Stats
+from podnet.host import loop
 
 __all__ = ["WorkerConfig", "WorkerPool", "Relay", "merge_reports", "worker_main", "log_settings", "REPORT_INTERVAL"]
 
@@ -556,9 +557,7 @@ async def _worker(fd: int) -> int:
 
     logsetup.setup(cfg.log_format, cfg.log_verbosity)
     logging.getLogger("podnet.dns.watch").addFilter(_NotFirstSync())
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, done.set)
+    done = loop.stop_on_signals(signals=(signal.SIGTERM,))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     w = WorkerServer(cfg)
 
@@ -618,8 +617,4 @@ def worker_main(argv: list[str] | None = None) -> int:
     """Entry point of a worker process: ``argv[0]`` is the socketpair's file descriptor."""
     args = sys.argv[1:] if argv is None else argv
     fd = int(args[0])
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(_worker(fd))
-    return uvloop.run(_worker(fd))
+    return loop.run(_worker(fd))

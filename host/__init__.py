@@ -1,17 +1,26 @@
-"""Host plumbing shared by every podnet package: named network namespaces, entering one with setns, background processes.
+"""Host and process plumbing shared by every podnet package.
 
 Public surface:
 
 - :mod:`.netns`: ``Netns``/``NetnsPool`` (prefixed namespaces, veth pairs, ``sweep`` by prefix),
   ``run`` (``ip`` commands), ``list_netns``, ``unique_name``;
-- :mod:`.nsenter`: ``enter`` (the process's main thread), ``inside`` and ``listening_socket``
-  (switch the calling thread, bind, switch back), ``netns_path``;
+- :mod:`.nsenter`: ``enter`` (the process's main thread), ``inside``, ``listening_socket`` and
+  ``made_inside`` (switch the calling thread, make a socket, switch back), ``setns`` (by fd),
+  ``exec_argv`` (the ``ip netns exec`` command line), ``netns_path``;
 - :mod:`.procs`: ``spawn`` (pid file + log + the ``PODNET_LAB`` marker), ``stop``/``stop_all``
-  (signal only marked processes), ``find_lab_processes`` (from /proc after a crash).
+  (signal only marked processes), ``find_lab_processes`` (from /proc after a crash);
+- :mod:`.addr`: ``split_hostport``/``join_hostport``/``listen_address``, the one host:port parser;
+- :mod:`.serving`: ``HttpEndpoint``, health/ready/metrics paths on one aiohttp socket, the bound
+  port public;
+- :mod:`.loop`: ``stop_on_signals`` (SIGTERM/SIGINT), ``run`` (uvloop when installed),
+  ``gc_paused``.
 
-All side effects, on namespaces and processes the caller names; nothing here touches the root
-namespace's routes, iptables or sysctls. Fakes: none (tests use real ``pnt-`` namespaces).
+Data flow: none of its own; callers pass names, fds, addresses and handlers in. :mod:`.addr` is
+pure; the rest is the side-effect layer, acting only on namespaces, processes and sockets the
+caller names; nothing here touches the root namespace's routes, iptables or sysctls. Fakes: none
+(tests use real ``pnt-`` namespaces and ephemeral ports on 127.0.0.1).
 
-Import rule: the standard library only (no podnet, no third-party package), so every podnet
-package may import host.
+Import rule: the standard library plus podnet's declared runtime dependencies (aiohttp for
+:mod:`.serving`, uvloop for :mod:`.loop`), and no other podnet package, so every podnet package may
+import host.
 """

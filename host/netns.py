@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from .nsenter import exec_argv
+
 __all__ = ["Netns", "NetnsPool", "run", "sweep", "list_netns", "unique_name"]
 
 NETNS_ETC = Path("/etc/netns")
@@ -50,10 +52,10 @@ class Netns:
     name: str
 
     def run(self, *args: str, check: bool = True, input: str | None = None, timeout: float = 30) -> str:
-        return run(["ip", "netns", "exec", self.name, *args], check=check, input=input, timeout=timeout)
+        return run(exec_argv(self.name, args), check=check, input=input, timeout=timeout)
 
     def popen(self, *args: str, **kw) -> subprocess.Popen:
-        return subprocess.Popen(["ip", "netns", "exec", self.name, *args], **kw)
+        return subprocess.Popen(exec_argv(self.name, args), **kw)
 
     @property
     def path(self) -> str:

@@ -8,7 +8,12 @@ namespace where new netns mounts do not propagate back).
 setns acts on the calling thread. :func:`enter` is meant for a process's main
 thread before it starts threads (the lab's runner); :func:`listening_socket`
 switches, binds and switches back in one call, so sockets of several
-namespaces can be held by one process (each socket keeps its own namespace).
+namespaces can be held by one process (each socket keeps its own namespace);
+:func:`made_inside` does the same for any socket-owning object (a netlink
+socket opened in a pod's namespace by a worker thread), and if the thread
+cannot return to its own namespace the process exits at once (status 70)
+rather than run on in the wrong one. :func:`exec_argv` is the ``ip netns exec``
+command line every package builds a child process in a named namespace with.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import ctypes
 import os
 import socket
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, Sequence, TypeVar
 
-__all__ = ["enter", "inside", "listening_socket", "netns_path", "CLONE_NEWNET"]
+__all__ = ["enter", "inside", "listening_socket", "netns_path", "setns", "made_inside", "exec_argv", "CLONE_NEWNET"]
+
+T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -29,17 +36,41 @@ def netns_path(name: str) -> str:
     return name if name.startswith("/") else f"/var/run/netns/{name}"
 
 
-def _setns(fd: int) -> None:
+def exec_argv(netns: str | None, argv: Sequence[str]) -> list[str]:
+    """``argv`` run inside the named namespace (``ip netns exec NAME ...``); None: as it is."""
+    return (["ip", "netns", "exec", netns] if netns else []) + list(argv)
+
+
+def setns(fd: int) -> None:
+    """Move the calling thread into the network namespace open as ``fd``."""
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+
+def made_inside(ns_fd: int, make: Callable[[], T]) -> T:
+    """``make()`` called with the calling thread in the namespace ``ns_fd``; the thread then
+    returns to its own namespace (if it cannot, the process exits with status 70)."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        setns(ns_fd)
+        try:
+            return make()
+        finally:
+            try:
+                setns(own)
+            except OSError:  # never run on in the wrong namespace
+                os._exit(70)
+    finally:
+        os.close(own)
 
 
 def enter(name: str) -> None:
     """Move the calling thread into netns ``name`` (a name under /var/run/netns or a path)."""
     fd = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(fd)
+        setns(fd)
     finally:
         os.close(fd)
 
@@ -53,7 +84,7 @@ def inside(name: str) -> Iterator[None]:
         try:
             yield
         finally:
-            _setns(orig)
+            setns(orig)
     finally:
         os.close(orig)
 

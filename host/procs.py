@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .nsenter import exec_argv
+
 __all__ = ["LAB_ENV", "spawn", "stop", "stop_all", "find_lab_processes", "is_lab_process", "read_pid", "alive"]
 
 LAB_ENV = "PODNET_LAB"
@@ -76,7 +78,7 @@ def spawn(
     """
     (run_dir / "pids").mkdir(parents=True, exist_ok=True)
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    full = (["ip", "netns", "exec", netns] if netns else []) + list(argv)
+    full = exec_argv(netns, argv)
     e = dict(os.environ)
     e.update(env or {})
     e[LAB_ENV] = lab

@@ -37,8 +37,9 @@ from typing import Any, AsyncIterator, Mapping
 import aiohttp
 
 from podnet.kube.auth import Authenticator, Credentials
+from podnet.kube.errors import ConfigError
 from podnet.kube.execauth import CredentialError
-from podnet.kube.kubeconfig import ClientConfig, ConfigError, resolve
+from podnet.kube.kubeconfig import ClientConfig, resolve
 from podnet.kube.resources import Resource
 
 __all__ = ["ApiClient", "ApiError", "TRANSPORT_ERRORS", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "JSON_PATCH"]
@@ -132,7 +133,7 @@ class ApiClient:
 
         The one way every podnet daemon finds the API: each discovery step is
         logged once here (``podnet.kube.discovery``), then the server chosen;
-        nothing found raises :class:`~podnet.kube.kubeconfig.ConfigError`
+        nothing found raises :class:`~podnet.kube.errors.ConfigError`
         naming every step tried.
 
         ``environ`` (default: the process environment) is both where

@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
+from podnet.kube.errors import ConfigError
+
 __all__ = ["CredentialError", "ExecPluginError", "ExecConfig", "ExecCredential", "ExecAuthenticator",
            "parse_exec_config", "parse_exec_credential", "exec_info", "run_plugin", "API_VERSIONS"]
 
@@ -88,9 +90,8 @@ def _err(msg: str) -> ExecPluginError:
 def parse_exec_config(exec_: Any, cluster: Mapping[str, Any], ca_data_b64: str | None = None) -> ExecConfig:
     """The ``exec`` block of a kubeconfig user, validated as client-go validates it.
 
-    Raises :class:`~podnet.kube.kubeconfig.ConfigError` for a block that can never work.
+    Raises :class:`~podnet.kube.errors.ConfigError` for a block that can never work.
     """
-    from podnet.kube.kubeconfig import ConfigError
 
     if not isinstance(exec_, Mapping):
         raise ConfigError("kubeconfig: user exec is not a mapping")

@@ -28,6 +28,12 @@ Guarantees for handlers:
 
 Handlers added after the informer has synced are first replayed the current
 store as adds, then ``on_synced``.
+
+Memory: a list is read in ``limit``/``continue`` pages and each page is
+converted before the next is read, so at most one page of raw JSON objects is
+alive at a time; the store never keeps raw JSON. A ``transform`` (client-go's
+``SetTransform``) is applied to every converted object before it is stored,
+so a consumer can keep only the fields it reads.
 """
 
 from __future__ import annotations
@@ -96,6 +102,7 @@ class Informer:
         min_watch_timeout: int = 300,
         inactivity_timeout: float | None = 150.0,
         list_limit: int | None = 500,
+        transform: Callable[[Any], Any] | None = None,
     ) -> None:
         self.client = client
         self.resource = resource
@@ -109,6 +116,9 @@ class Informer:
         self._min_watch_timeout = min_watch_timeout
         self._inactivity_timeout = inactivity_timeout
         self._list_limit = list_limit
+        self._transform = transform
+        """Applied to every converted object before it is stored (client-go's SetTransform): a consumer
+        that reads only some fields stores only those. It must keep the object's key."""
         self._store: dict[str, Any] = {}
         self._handlers: list[Handler] = []
         self._synced = asyncio.Event()
@@ -214,12 +224,23 @@ class Informer:
         Handlers still see the events one at a time, in order.
         """
         fresh: dict[str, Any] = {}
+        await self._convert_into(fresh, raw_items)
+        await self._apply_list(fresh, resource_version)
+
+    async def _convert_into(self, fresh: dict[str, Any], raw_items: Iterable[dict[str, Any]]) -> None:
+        """Convert ``raw_items`` into ``fresh`` (key -> object), yielding every :data:`REPLACE_CHUNK` items."""
+        transform = self._transform
         for n, raw in enumerate(raw_items, 1):
             obj = convert(self.resource, raw)
             if obj is not None:
+                if transform is not None:
+                    obj = transform(obj)
                 fresh[obj.key] = obj
             if n % REPLACE_CHUNK == 0:
                 await asyncio.sleep(0)
+
+    async def _apply_list(self, fresh: dict[str, Any], resource_version: str) -> None:
+        """Make the store exactly ``fresh`` (converted objects), telling handlers the difference."""
         for n, key in enumerate([k for k in self._store if k not in fresh], 1):
             await self._set(key, None)
             if n % REPLACE_CHUNK == 0:
@@ -254,6 +275,8 @@ class Informer:
             await self._set(key, None)
             return
         obj = convert(self.resource, event.object)
+        if obj is not None and self._transform is not None:
+            obj = self._transform(obj)
         if obj is not None and obj.key != key:  # pragma: no cover - parse keeps name/namespace
             obj = None
         await self._set(key, obj)
@@ -261,10 +284,45 @@ class Informer:
     # ------------------------------------------------------------------ the loop
 
     async def _list(self) -> None:
-        items, rv = await self.client.list(
-            self.resource, self.namespace, self.label_selector, self.field_selector, limit=self._list_limit
-        )
-        await self.replace(items, rv)
+        """One complete list, read in ``limit``/``continue`` pages and converted page by page.
+
+        Only one page of decoded JSON is alive at a time (the store keeps the converted objects,
+        never the raw ones), so a list of 10k objects does not peak at 10k raw dicts. The store is
+        replaced once the last page is in: one consistent snapshot, as with an unpaged list; a
+        continue token that expires mid-way (410) restarts the list without pages.
+        """
+        res = self.resource
+        path = res.path(self.namespace if res.namespaced else None)
+        base: dict[str, str] = {}
+        if self.label_selector:
+            base["labelSelector"] = self.label_selector
+        if self.field_selector:
+            base["fieldSelector"] = self.field_selector
+        fresh: dict[str, Any] = {}
+        limit, cont = self._list_limit, ""
+        while True:
+            params = dict(base)
+            if limit:
+                params["limit"] = str(limit)
+            if cont:
+                params["continue"] = cont
+            try:
+                page = await self.client.request("GET", path, params=params)
+            except ApiError as e:
+                if e.is_gone and cont:
+                    log.info("list %s: continue token expired; listing without pages", res.plural)
+                    fresh, limit, cont = {}, None, ""
+                    continue
+                raise
+            meta = page.get("metadata") or {}
+            cont = meta.get("continue") or ""
+            items = page.get("items") or ()
+            del page
+            await self._convert_into(fresh, (i for i in items if isinstance(i, dict)))
+            del items
+            if not cont:
+                await self._apply_list(fresh, str(meta.get("resourceVersion") or ""))
+                return
 
     async def _watch_once(self) -> None:
         async for event in watch_events(

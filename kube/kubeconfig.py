@@ -44,6 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from podnet.kube.errors import ConfigError
 from podnet.kube.execauth import ExecConfig, parse_exec_config
 from podnet.kube.kubeconfig_merge import is_empty, load_merged, read_doc, resolve_paths, split_kubeconfig_env
 
@@ -51,10 +52,6 @@ __all__ = ["ClientConfig", "ConfigError", "load_kubeconfig", "parse_kubeconfig",
            "home_dir"]
 
 SA_DIR = "var/run/secrets/kubernetes.io/serviceaccount"
-
-
-class ConfigError(ValueError):
-    """The configuration cannot be used (missing file, unknown context, ...)."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from podnet.kube.errors import ConfigError
+
 __all__ = ["load_merged", "merge_docs", "resolve_paths", "read_doc", "split_kubeconfig_env", "is_empty"]
 
 _SECTIONS = (("clusters", "cluster"), ("users", "user"), ("contexts", "context"))
@@ -37,8 +39,6 @@ _USER_FILES = ("client-certificate", "client-key", "tokenFile")
 
 
 def _error(message: str) -> Exception:
-    from podnet.kube.kubeconfig import ConfigError
-
     return ConfigError(message)
 
 

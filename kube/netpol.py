@@ -29,6 +29,7 @@ from typing import Any, Mapping
 from podnet.kube import goip
 from podnet.kube import objects as o
 from podnet.kube import validate as v
+from podnet.kube.names import NAMESPACE_NAME_LABEL
 
 __all__ = [
     "Requirement",
@@ -48,7 +49,6 @@ __all__ = [
     "MAX_PEERS",
 ]
 
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 """The label kube-apiserver sets on every Namespace to its name."""
 
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")

@@ -28,6 +28,8 @@ from typing import Any, Callable, Mapping
 from prometheus_client import Counter
 
 from podnet.kube import validate as v
+from podnet.kube.names import LAST_CHANGE_TRIGGER_TIME_ANNOTATION as LAST_CHANGE_TRIGGER_TIME
+from podnet.kube.names import SERVICE_NAME_LABEL, TOPOLOGY_HINTS_ANNOTATION, TOPOLOGY_MODE_ANNOTATION
 from podnet.kube.sharing import SHARE_LIMIT, _shared  # noqa: F401 - the bounded table, for tests and tuning
 from podnet.kube.sharing import intern as _intern, share as _share, share_items as _share_items
 
@@ -69,7 +71,6 @@ IGNORED_FIELDS = Counter(
     ["resource", "field"],
 )
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # The API server caps a slice at 1000 endpoints; anything larger is hostile.
 MAX_ENDPOINTS_PER_SLICE = 1000
 MAX_PORTS = 1000
@@ -366,9 +367,7 @@ def parse_service(raw: Mapping[str, Any]) -> Service:
         raise InvalidObject("Service", key, str(e)) from None
 
 
-TOPOLOGY_MODE_ANNOTATION = "service.kubernetes.io/topology-mode"
-TOPOLOGY_HINTS_ANNOTATION = "service.kubernetes.io/topology-aware-hints"
-"""Deprecated since 1.27 in favour of topology-mode; kube-proxy still reads it first."""
+# TOPOLOGY_HINTS_ANNOTATION is deprecated since 1.27 in favour of topology-mode; kube-proxy still reads it first.
 # Annotation values and spec.trafficDistribution: a label value, optionally with a
 # domain prefix ("example.com/heuristic", KEP-4444's implementation-specific values).
 _TOPOLOGY_VALUE = re.compile(r"(?:[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z")
@@ -426,7 +425,6 @@ def _app_protocol(raw: Any) -> str:
 
 # --------------------------------------------------------------------------- EndpointSlice
 
-LAST_CHANGE_TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 """Set by the EndpointSlice controller: when the Pod/Service change behind this write happened."""
 
 _RFC3339 = re.compile(

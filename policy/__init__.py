@@ -1,8 +1,11 @@
-"""podnet.policy: NetworkPolicy (networking.k8s.io/v1) enforced on every node.
+"""podnet.policy: NetworkPolicy (networking.k8s.io/v1), AdminNetworkPolicy and
+BaselineAdminNetworkPolicy (policy.networking.k8s.io/v1alpha1) enforced on every node.
 
 ``podnet-policy`` runs on every node next to the proxy. It watches
-NetworkPolicies, Pods and Namespaces (kube informers), computes per local pod
-the ingress and egress verdicts as pure data (:mod:`.model`), renders them as
+NetworkPolicies, Pods and Namespaces (kube informers), and the two admin kinds
+when the API serves them, computes per local pod the ingress and egress
+verdicts as pure data (:mod:`.model`; :mod:`.incremental` recomputes only the
+pods a change can affect), renders them as
 ipsets and filter-table chains (:mod:`.render`) and applies them in the order
 that never opens a gap (:mod:`.programmer`, over the :mod:`.kernel` protocol).
 :mod:`.engine` paces recomputation like the proxy's min-sync period, and

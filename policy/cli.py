@@ -1,13 +1,17 @@
 """``podnet-policy``: the NetworkPolicy engine of one node.
 
-    podnet-policy --kubeconfig FILE --hostname-override NODE [--min-sync-period 100ms]
+    podnet-policy --kubeconfig FILE --node-name NODE [--min-sync-period 100ms]
                   [--ip-family 4|6|dual] [--iptables-mode auto|legacy|nft]
                   [--metrics-bind-address 127.0.0.1:9968] [--log-denied] [--once] [--cleanup]
 
-The API server is found as every podnet binary finds it (``ApiClient.from_flags``:
---kubeconfig/--master, $KUBECONFIG, ~/.kube/config, in-cluster). A configuration
-error is one line and exit status 2 before anything on the node changes; SIGTERM
-stops the engine and leaves the rules in force (pods stay protected across a
+The binaries' one CLI shape: flags -> :func:`options_from` -> a frozen :class:`Options` ->
+:func:`run`. ``--node-name`` names the node (``--hostname-override``, kube-proxy's name, is an
+alias; default ``$NODE_NAME``, else the hostname); durations take Kubernetes' notation or a bare
+number of seconds (:func:`podnet.kube.durations.duration_flag`); ``-v``, ``--logging-format``
+and ``--version`` are :mod:`podnet.kube.logsetup`'s. The API server is found as every podnet
+binary finds it (``ApiClient.from_flags``: --kubeconfig/--master, $KUBECONFIG, ~/.kube/config,
+in-cluster). A configuration error is one line and exit status 2 before anything on the node
+changes; SIGTERM stops the engine and leaves the rules in force (pods stay protected across a
 restart); ``--cleanup`` removes every policy chain, jump and set and exits.
 """
 
@@ -17,38 +21,56 @@ import argparse
 import asyncio
 import logging
 import os
-import re
-import signal
 import socket
+from dataclasses import dataclass
 from typing import Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from podnet.host.addr import listen_address
+from podnet.host.loop import stop_on_signals
+from podnet.host.serving import HttpEndpoint
 from podnet.kube import logsetup
-from podnet.policy.engine import Engine, real_informers
+from podnet.kube.durations import duration_flag, parse_flag_duration
+from podnet.kube.errors import ConfigError
+from podnet.policy.engine import Engine, admin_informers, real_informers
 from podnet.policy.kernel import KernelRunner
 from podnet.policy.programmer import Programmer, cleanup
 
-__all__ = ["main", "parser", "parse_duration"]
+__all__ = ["main", "parser", "parse_duration", "Options", "options_from", "run"]
 
 log = logging.getLogger("podnet.policy")
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m)")
+parse_duration = parse_flag_duration
+"""Seconds from a duration flag's text (``100ms``, ``1m30s``, ``2``)."""
 
 
-def parse_duration(text: str) -> float:
-    """A Go-style duration of ms, s or m units (``100ms``, ``1.5s``, ``1m30s``), in seconds."""
-    if not text or not re.fullmatch(r"(?:\d+(?:\.\d+)?(?:ms|s|m))+", text):
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 100ms, 1s, 1m)")
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0}
-    return sum(float(n) * scale[u] for n, u in _DURATION.findall(text))
+@dataclass(frozen=True)
+class Options:
+    """Everything ``podnet-policy`` runs with, from its flags."""
+
+    node: str
+    kubeconfig: str | None = None
+    master: str | None = None
+    min_sync_period: float = 0.1
+    full_sync_period: float = 300.0
+    ip_family: str = "4"
+    iptables_mode: str = "auto"
+    metrics_bind_address: str = "127.0.0.1:9968"
+    """HOST:PORT of /metrics, /healthz and /livez; '' disables."""
+    log_denied: bool = False
+    cni_socket: str = ""
+    once: bool = False
+    cleanup: bool = False
 
 
 def _hostport(text: str) -> str:
-    host, sep, port = text.rpartition(":")
-    if text and (not sep or not port.isdigit() or not 0 <= int(port) <= 65535):
-        raise argparse.ArgumentTypeError(f"invalid address {text!r}: want HOST:PORT or ''")
+    if text:
+        try:
+            listen_address(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"invalid address {text!r}: want HOST:PORT or '' ({e})") from None
     return text
 
 
@@ -56,10 +78,11 @@ def parser() -> argparse.ArgumentParser:
     p = logsetup.OneLineParser(prog="podnet-policy", description="NetworkPolicy enforcement for one node")
     p.add_argument("--kubeconfig", default=None)
     p.add_argument("--master", default=None)
-    p.add_argument("--hostname-override", "--node-name", dest="node", default=None,
-                   help="this node's name (default: $NODE_NAME, else the hostname)")
-    p.add_argument("--min-sync-period", type=parse_duration, default=0.1)
-    p.add_argument("--full-sync-period", type=parse_duration, default=300.0)
+    p.add_argument("--node-name", "--hostname-override", dest="node", default=None,
+                   help="this node's name (default: $NODE_NAME, else the hostname); --hostname-override is kube-proxy's "
+                        "name for it")
+    p.add_argument("--min-sync-period", type=duration_flag, default=0.1, help="e.g. 100ms, 1s (default 100ms)")
+    p.add_argument("--full-sync-period", type=duration_flag, default=300.0, help="e.g. 5m (default 5m)")
     p.add_argument("--ip-family", choices=("4", "6", "dual"), default="4")
     p.add_argument("--iptables-mode", choices=("auto", "legacy", "nft"), default="auto")
     p.add_argument("--metrics-bind-address", type=_hostport, default="127.0.0.1:9968")
@@ -74,20 +97,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _kernels(args: argparse.Namespace, prefix: Sequence[str] = ()) -> list[KernelRunner]:
-    mode = args.iptables_mode
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(
+        node=args.node or os.environ.get("NODE_NAME") or socket.gethostname(), kubeconfig=args.kubeconfig,
+        master=args.master, min_sync_period=args.min_sync_period, full_sync_period=args.full_sync_period,
+        ip_family=args.ip_family, iptables_mode=args.iptables_mode, metrics_bind_address=args.metrics_bind_address,
+        log_denied=args.log_denied, cni_socket=args.cni_socket, once=args.once, cleanup=args.cleanup,
+    )
+
+
+async def _kernels(opts: Options, prefix: Sequence[str] = ()) -> list[KernelRunner]:
+    mode = opts.iptables_mode
     if mode == "auto":
         from podnet.proxy.iptables import detect_mode
 
         mode = await detect_mode(prefix)
-    families = (4, 6) if args.ip_family == "dual" else (int(args.ip_family),)
+    families = (4, 6) if opts.ip_family == "dual" else (int(opts.ip_family),)
     return [KernelRunner(f, mode, prefix) for f in families]
 
 
-async def _serve_metrics(addr: str, engine: Engine) -> web.AppRunner | None:
+async def _serve_metrics(addr: str, engine: Engine) -> HttpEndpoint | None:
     if not addr:
         return None
-    app = web.Application()
 
     async def metrics(_r: web.Request) -> web.Response:
         try:
@@ -103,34 +134,26 @@ async def _serve_metrics(addr: str, engine: Engine) -> web.AppRunner | None:
     async def livez(_r: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/livez", livez)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    host, _, port = addr.rpartition(":")
-    await web.TCPSite(runner, host.strip("[]") or None, int(port), reuse_address=True).start()
-    return runner
+    endpoint = HttpEndpoint({"/metrics": metrics, "/healthz": healthz, "/livez": livez})
+    host, port = listen_address(addr)
+    await endpoint.start(host, port)
+    return endpoint
 
 
-async def _run(args: argparse.Namespace) -> int:
-    kernels = await _kernels(args)
-    if args.cleanup:
+async def _run(opts: Options) -> int:
+    kernels = await _kernels(opts)
+    if opts.cleanup:
         removed = sum([await cleanup(k) for k in kernels])
         log.info("removed %d policy chains and sets", removed)
         return 0
     from podnet.kube.client import ApiClient
 
-    node = args.node or os.environ.get("NODE_NAME") or socket.gethostname()
-    async with ApiClient.from_flags(args.master, args.kubeconfig, user_agent="podnet-policy/0.1") as client:
-        engine = Engine([Programmer(k, args.log_denied) for k in kernels], node, min_sync_period=args.min_sync_period,
-                        full_sync_period=args.full_sync_period)
-        engine.attach(*real_informers(client))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        if args.once:
+    async with ApiClient.from_flags(opts.master, opts.kubeconfig, user_agent="podnet-policy/0.1") as client:
+        engine = Engine([Programmer(k, opts.log_denied) for k in kernels], opts.node,
+                        min_sync_period=opts.min_sync_period, full_sync_period=opts.full_sync_period)
+        engine.attach(*real_informers(client), *await admin_informers(client))
+        stop = stop_on_signals()
+        if opts.once:
             async def once() -> None:
                 while not engine.synced:
                     await asyncio.sleep(0.05)
@@ -140,37 +163,40 @@ async def _run(args: argparse.Namespace) -> int:
             await engine.run(stop)
             await task
             return 0 if engine.syncs else 1
-        runner = await _serve_metrics(args.metrics_bind_address, engine)
+        endpoint = await _serve_metrics(opts.metrics_bind_address, engine)
         handshake = None
-        if args.cni_socket:
+        if opts.cni_socket:
             from podnet.policy.handshake import HandshakeServer, api_fetcher
 
-            handshake = HandshakeServer(engine, args.cni_socket, api_fetcher(client))
+            handshake = HandshakeServer(engine, opts.cni_socket, api_fetcher(client))
             await handshake.start()
         try:
-            log.info("podnet-policy on node %s: IPv%s", node, args.ip_family)
+            log.info("podnet-policy on node %s: IPv%s", opts.node, opts.ip_family)
             await engine.run(stop)
         finally:
             if handshake is not None:
                 await handshake.close()
-            if runner is not None:
-                await runner.cleanup()
+            if endpoint is not None:
+                await endpoint.close()
     return 0
+
+
+def run(opts: Options) -> int:
+    """Run the engine with ``opts`` until SIGTERM/SIGINT (or one sync with ``once``); the exit status."""
+    if os.geteuid() != 0:
+        return logsetup.config_error("policy", "podnet-policy programs iptables and ipsets: run it as root")
+    try:
+        return asyncio.run(_run(opts))
+    except KeyboardInterrupt:
+        return 0
+    except ConfigError as e:
+        return logsetup.config_error("policy", e)
+    except Exception as e:  # noqa: BLE001 - one line, not a traceback
+        log.error("podnet-policy failed: %s", e)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logsetup.setup_from_args(args)
-    if os.geteuid() != 0:
-        return logsetup.config_error("policy", "podnet-policy programs iptables and ipsets: run it as root")
-    try:
-        return asyncio.run(_run(args))
-    except KeyboardInterrupt:
-        return 0
-    except Exception as e:  # noqa: BLE001 - one line, not a traceback
-        from podnet.kube.kubeconfig import ConfigError
-
-        if isinstance(e, ConfigError):
-            return logsetup.config_error("policy", e)
-        log.error("podnet-policy failed: %s", e)
-        return 1
+    return run(options_from(args))

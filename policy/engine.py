@@ -1,7 +1,13 @@
 """The policy engine: informers in, one programmer per address family out.
 
+It watches NetworkPolicies, Pods and Namespaces, and AdminNetworkPolicies and
+the BaselineAdminNetworkPolicy when the API serves policy.networking.k8s.io/v1alpha1
+(:func:`admin_informers` asks once at start; a 404 turns the feature off with one
+log line).
+
 Handlers only mark the state dirty; :meth:`Engine.run` recomputes from the
-informers' frozen stores and applies, at most once per ``min_sync_period``
+informers' frozen stores (incrementally, :mod:`.incremental`: only the local pods
+a change can affect; ``incremental=False`` recomputes every pod) and applies, at most once per ``min_sync_period``
 (like the proxy's ``--min-sync-period``: a burst of events costs one sync),
 at least once per ``full_sync_period`` (which also re-reads the kernel, so a
 foreign flush is repaired), and never before every informer has synced (an
@@ -24,19 +30,28 @@ from typing import Any, Callable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from podnet.kube.adminnetpol import parse_admin_network_policy, parse_baseline_admin_network_policy
 from podnet.kube.netpol import parse_network_policy, parse_policy_pod
 from podnet.kube.resources import NAMESPACES, Resource
+from podnet.policy.incremental import Incremental
 from podnet.policy.model import Snapshot, compute
 from podnet.policy.programmer import Programmer
 
-__all__ = ["Engine", "NETWORK_POLICIES", "POLICY_PODS", "real_informers"]
+__all__ = ["Engine", "NETWORK_POLICIES", "POLICY_PODS", "ADMIN_NETWORK_POLICIES", "BASELINE_ADMIN_NETWORK_POLICIES",
+           "real_informers", "admin_informers"]
 
 log = logging.getLogger("podnet.policy")
 
 NETWORK_POLICIES = Resource("/apis/networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, parse_network_policy)
 POLICY_PODS = Resource("/api/v1", "pods", "Pod", True, parse_policy_pod)
+ADMIN_API = "/apis/policy.networking.k8s.io/v1alpha1"
+ADMIN_NETWORK_POLICIES = Resource(ADMIN_API, "adminnetworkpolicies", "AdminNetworkPolicy", False,
+                                  parse_admin_network_policy)
+BASELINE_ADMIN_NETWORK_POLICIES = Resource(ADMIN_API, "baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy", False,
+                                           parse_baseline_admin_network_policy)
 
-POLICIES = Gauge("podnet_policy_policies", "NetworkPolicies known to this node.")
+POLICIES = Gauge("podnet_policy_policies", "NetworkPolicies, AdminNetworkPolicies and BaselineAdminNetworkPolicies "
+                 "known to this node.")
 ISOLATED = Gauge("podnet_policy_isolated_pods", "Local pods isolated in at least one direction.")
 RULES = Gauge("podnet_policy_programmed_rules", "Rules in the policy chains, per IP family.", ["family"])
 SYNC = Histogram("podnet_policy_sync_duration_seconds", "Compute and apply time of one sync.",
@@ -54,11 +69,32 @@ def real_informers(client: Any) -> tuple[Any, Any, Any]:
     return Informer(client, NETWORK_POLICIES), Informer(client, POLICY_PODS), Informer(client, NAMESPACES)
 
 
+async def admin_informers(client: Any) -> tuple[Any, ...]:
+    """Informers for AdminNetworkPolicy and BaselineAdminNetworkPolicy when the API serves them, else ()
+    (404 on the group-version: the CRDs are not installed; one log line, the feature stays off)."""
+    from podnet.kube.client import ApiError
+    from podnet.kube.informer import Informer
+
+    try:
+        await client.request("GET", ADMIN_API)
+    except ApiError as e:
+        if not e.is_not_found:
+            raise
+        log.info("%s is not served (404): AdminNetworkPolicy and BaselineAdminNetworkPolicy are off",
+                 ADMIN_API.removeprefix("/apis/"))
+        return ()
+    return Informer(client, ADMIN_NETWORK_POLICIES), Informer(client, BASELINE_ADMIN_NETWORK_POLICIES)
+
+
 class Engine:
     def __init__(self, programmers: Sequence[Programmer], node_name: str, *, min_sync_period: float = 0.1,
-                 full_sync_period: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 full_sync_period: float = 300.0, clock: Callable[[], float] = time.monotonic,
+                 incremental: bool = True) -> None:
         self.programmers = list(programmers)
         self.node_name = node_name
+        self._incremental = Incremental(node_name) if incremental else None
+        self.verdicts: dict[str, Any] = {}
+        """The verdicts of the last sync (what was handed to the programmers)."""
         self.min_sync_period = min_sync_period
         self.full_sync_period = full_sync_period
         self._clock = clock
@@ -73,8 +109,9 @@ class Engine:
         """Applied to the informer's pods in every snapshot (the CNI handshake's announced addresses)."""
         self._sync_lock = asyncio.Lock()
 
-    def attach(self, policies: Any, pods: Any, namespaces: Any) -> None:
-        self._informers = [policies, pods, namespaces]
+    def attach(self, policies: Any, pods: Any, namespaces: Any, *admin: Any) -> None:
+        """``admin``: the AdminNetworkPolicy and BaselineAdminNetworkPolicy informers, when served."""
+        self._informers = [policies, pods, namespaces, *admin]
         for inf in self._informers:
             inf.add_handler(on_add=lambda _o: self.request(), on_update=lambda _o, _n: self.request(),
                             on_delete=lambda _o: self.request(), on_synced=self.request)
@@ -89,11 +126,12 @@ class Engine:
         return bool(self._informers) and all(i.has_synced for i in self._informers)
 
     def snapshot(self) -> Snapshot:
-        policies, pods, namespaces = self._informers
+        policies, pods, namespaces, *admin = self._informers
         pod_list = tuple(pods.list())
         if self.overlay is not None:
             pod_list = self.overlay(pod_list)
-        return Snapshot(tuple(policies.list()), pod_list, tuple(namespaces.list()))
+        return Snapshot(tuple(policies.list()), pod_list, tuple(namespaces.list()),
+                        tuple(a for inf in admin for a in inf.list()))
 
     def snapshot_pod(self, key: str) -> Any | None:
         """The pods informer's object for ``namespace/name``, or None."""
@@ -111,7 +149,8 @@ class Engine:
         first, self._first_change = self._first_change, None
         self._dirty.clear()
         snap = self.snapshot()
-        verdicts = compute(snap, self.node_name)
+        verdicts = self._incremental.compute(snap) if self._incremental is not None else compute(snap, self.node_name)
+        self.verdicts = verdicts
         ok = True
         for prog in self.programmers:
             try:
@@ -123,7 +162,7 @@ class Engine:
                 log.error("IPv%d policy sync failed: %s", prog.family, e)
         done = self._clock()
         self._last_sync = done
-        POLICIES.set(len(snap.policies))
+        POLICIES.set(len(snap.policies) + len(snap.admin))
         ISOLATED.set(len(verdicts))
         SYNC.observe(done - started)
         if ok:
@@ -168,6 +207,8 @@ class Engine:
                 if self._clock() - self._last_full >= self.full_sync_period:
                     for p in self.programmers:
                         p.force_resync()
+                    if self._incremental is not None:
+                        self._incremental = Incremental(self.node_name)  # the full sync recomputes every pod too
                     self._last_full = self._clock()
                     self._dirty.set()
                 if not self.synced:

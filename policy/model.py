@@ -26,6 +26,27 @@ hostNetwork, not finished, with an address), one :class:`PodVerdict`:
   the snapshot lacks has no labels, so no namespaceSelector matches its pods.
   Every namespace carries ``kubernetes.io/metadata.name`` as kube-apiserver sets it.
 
+AdminNetworkPolicy and BaselineAdminNetworkPolicy (``Snapshot.admin``) add, per
+direction, ordered :class:`AdminEntry` lists evaluated around the NetworkPolicy
+verdict (sigs.k8s.io/network-policy-api ``apis/v1alpha1``):
+
+- ``admin_*``: the rules of every AdminNetworkPolicy whose subject selects the
+  pod, lowest ``priority`` first (ties by name: upstream leaves them undefined),
+  each policy's rules in order. The first entry that matches decides: Allow and
+  Deny are final, Pass skips the remaining admin entries;
+- then the NetworkPolicy verdict when NetworkPolicies isolate that direction;
+- otherwise ``baseline_*`` (the BaselineAdminNetworkPolicy's rules in order,
+  left empty when NetworkPolicy isolates the direction: they could never
+  apply): the first match decides; no match allows.
+
+An admin peer matches pods as a NetworkPolicy peer with a namespaceSelector does
+(hostNetwork and finished pods excluded); ``networks`` are CIDR sets. A named
+port has no protocol in these APIs: it matches the container port of that name
+whatever its protocol. ``nodes`` peers are not implemented and, like a peer kind
+of a newer API version, fail closed as the API asks of a peer an implementation
+does not understand: a rule with one matches nothing when it is an Allow, and
+everything (as a Deny) when it is a Deny or Pass.
+
 :func:`allowed` evaluates the result for one packet, the reference for the
 renderer and for truth-table tests.
 """
@@ -35,13 +56,14 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Container, Iterable, Mapping
 
 from podnet.kube import goip
+from podnet.kube.adminnetpol import ADMIN, BASELINE, AdminPolicy, AdminRule
 from podnet.kube.netpol import NAMESPACE_NAME_LABEL, IPBlock, NetworkPolicy, Peer, PolicyPod, PolicyPort, Rule
 from podnet.kube.objects import Namespace
 
-__all__ = ["PortRange", "AddressSet", "Allow", "PodVerdict", "Snapshot", "compute", "allowed"]
+__all__ = ["PortRange", "AddressSet", "Allow", "AdminEntry", "PodVerdict", "Snapshot", "compute", "allowed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,11 +129,31 @@ class Allow:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminEntry:
+    """One ordered admin or baseline entry: ``action`` (Allow, Deny, Pass) for what ``match`` matches."""
+
+    action: str
+    match: Allow
+
+
+@dataclass(frozen=True, slots=True)
 class PodVerdict:
     key: str
     ips: tuple[str, ...]
     ingress: tuple[Allow, ...] | None
     egress: tuple[Allow, ...] | None
+    admin_ingress: tuple[AdminEntry, ...] = ()
+    admin_egress: tuple[AdminEntry, ...] = ()
+    baseline_ingress: tuple[AdminEntry, ...] = ()
+    baseline_egress: tuple[AdminEntry, ...] = ()
+
+    @property
+    def judges_ingress(self) -> bool:
+        return self.ingress is not None or bool(self.admin_ingress or self.baseline_ingress)
+
+    @property
+    def judges_egress(self) -> bool:
+        return self.egress is not None or bool(self.admin_egress or self.baseline_egress)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +161,8 @@ class Snapshot:
     policies: tuple[NetworkPolicy, ...]
     pods: tuple[PolicyPod, ...]
     namespaces: tuple[Namespace, ...]
+    admin: tuple[AdminPolicy, ...] = ()
+    """AdminNetworkPolicies and the BaselineAdminNetworkPolicy."""
 
 
 def _in_cidr(ip: str, cidr: str) -> bool:
@@ -231,25 +275,29 @@ def _unique(allows: list[Allow]) -> tuple[Allow, ...]:
     return tuple(seen.values())
 
 
+def _ingress_rule(pod: PolicyPod, policy_ns: str, rule: Rule, idx: _Index) -> list[Allow]:
+    """The allows of one ingress rule for ``pod`` (named ports resolve on the pod itself)."""
+    if rule.ports:
+        ranges, named = idx.ports(rule)
+        if named:
+            ranges = list(ranges)
+            for p in named:
+                n = pod.named_port(p.name, p.protocol)
+                if n is not None:
+                    ranges.append(PortRange(p.protocol, n, n))
+        if not ranges:
+            return []
+        ports: tuple[PortRange, ...] | None = tuple(dict.fromkeys(ranges))
+    else:
+        ports = None
+    return [Allow(aset, ports) for aset in idx.rule_sets(policy_ns, rule)]
+
+
 def _ingress(pod: PolicyPod, policies: list[NetworkPolicy], idx: _Index) -> tuple[Allow, ...]:
     out: list[Allow] = []
     for pol in policies:
         for rule in pol.ingress:
-            if rule.ports:
-                ranges, named = idx.ports(rule)
-                if named:
-                    ranges = list(ranges)
-                    for p in named:
-                        n = pod.named_port(p.name, p.protocol)
-                        if n is not None:
-                            ranges.append(PortRange(p.protocol, n, n))
-                if not ranges:
-                    continue
-                ports: tuple[PortRange, ...] | None = tuple(dict.fromkeys(ranges))
-            else:
-                ports = None
-            peers = idx.rule_sets(pol.namespace, rule)
-            out += [Allow(aset, ports) for aset in peers]
+            out += _ingress_rule(pod, pol.namespace, rule, idx)
     return _unique(out)
 
 
@@ -257,34 +305,41 @@ def _egress_of(pol: NetworkPolicy, idx: _Index) -> list[Allow]:
     """The egress allows of one policy: they do not depend on the pod it selects."""
     out: list[Allow] = []
     for rule in pol.egress:
-        ranges, named = idx.ports(rule)
-        numeric: tuple[PortRange, ...] | None = tuple(dict.fromkeys(ranges)) if rule.ports else None
-        # (identity, pods) the rule's peers select; None stands for "every address".
-        targets: list[tuple[str, tuple[PolicyPod, ...]] | AddressSet | None] = []
-        if not rule.peers:
-            targets.append(None)
-        targets += [idx.select(pol.namespace, p) for p in rule.peers if p.ip_block is None]
-        targets += _block_sets(p.ip_block for p in rule.peers if p.ip_block is not None)
-        for t in targets:
-            if numeric is None or numeric:
-                if t is None:
-                    out.append(Allow(None, numeric))
-                elif isinstance(t, AddressSet):
-                    out.append(Allow(t, numeric))
-                else:
-                    out.append(Allow(idx.address_set(*t), numeric))
-            if not named or isinstance(t, AddressSet):
-                continue
-            ident, pods = ("pods|all", tuple(idx.peers)) if t is None else t
-            for p in named:
-                groups: dict[int, list[PolicyPod]] = defaultdict(list)
-                for q in pods:
-                    n = q.named_port(p.name, p.protocol)
-                    if n is not None:
-                        groups[n].append(q)
-                for n in sorted(groups):
-                    sub = idx.address_set(f"{ident}|{p.protocol}/{p.name}={n}", groups[n])
-                    out.append(Allow(sub, (PortRange(p.protocol, n, n),)))
+        out += _egress_rule(pol.namespace, rule, idx)
+    return out
+
+
+def _egress_rule(policy_ns: str, rule: Rule, idx: _Index) -> list[Allow]:
+    """The allows of one egress rule (named ports resolve on each peer pod)."""
+    out: list[Allow] = []
+    ranges, named = idx.ports(rule)
+    numeric: tuple[PortRange, ...] | None = tuple(dict.fromkeys(ranges)) if rule.ports else None
+    # (identity, pods) the rule's peers select; None stands for "every address".
+    targets: list[tuple[str, tuple[PolicyPod, ...]] | AddressSet | None] = []
+    if not rule.peers:
+        targets.append(None)
+    targets += [idx.select(policy_ns, p) for p in rule.peers if p.ip_block is None]
+    targets += _block_sets(p.ip_block for p in rule.peers if p.ip_block is not None)
+    for t in targets:
+        if numeric is None or numeric:
+            if t is None:
+                out.append(Allow(None, numeric))
+            elif isinstance(t, AddressSet):
+                out.append(Allow(t, numeric))
+            else:
+                out.append(Allow(idx.address_set(*t), numeric))
+        if not named or isinstance(t, AddressSet):
+            continue
+        ident, pods = ("pods|all", tuple(idx.peers)) if t is None else t
+        for p in named:
+            groups: dict[int, list[PolicyPod]] = defaultdict(list)
+            for q in pods:
+                n = q.named_port(p.name, p.protocol)
+                if n is not None:
+                    groups[n].append(q)
+            for n in sorted(groups):
+                sub = idx.address_set(f"{ident}|{p.protocol}/{p.name}={n}", groups[n])
+                out.append(Allow(sub, (PortRange(p.protocol, n, n),)))
     return out
 
 
@@ -298,44 +353,141 @@ def _egress(policies: list[NetworkPolicy], idx: _Index) -> tuple[Allow, ...]:
     return _unique(out)
 
 
-def compute(snap: Snapshot, node_name: str | None) -> dict[str, PodVerdict]:
+_PROTOCOLS = ("TCP", "UDP", "SCTP")
+_DENY_ALL = Allow(None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Converted:
+    """An admin rule as a NetworkPolicy rule (``rule`` None: fail closed, matches everything)."""
+
+    action: str
+    rule: Rule | None
+
+
+def _convert(rule: AdminRule) -> _Converted | None:
+    """The admin rule in NetworkPolicy terms, or None when it can match nothing."""
+    if any(p.node_selector is not None or p.unknown for p in rule.peers):
+        # Fail closed, as the API asks for a peer an implementation does not understand.
+        return None if rule.action == "Allow" else _Converted("Deny", None)
+    peers: list[Peer] = []
+    for p in rule.peers:
+        if p.networks:
+            peers += [Peer(ip_block=IPBlock(c)) for c in p.networks]
+        else:
+            peers.append(Peer(p.pod_selector, p.namespace_selector))
+    ports: list[PolicyPort] = []
+    for ap in rule.ports or ():
+        if ap.name:
+            ports += [PolicyPort(proto, name=ap.name) for proto in _PROTOCOLS]
+        else:
+            ports.append(PolicyPort(ap.protocol, ap.lo, ap.hi if ap.hi != ap.lo else None))
+    return _Converted(rule.action, Rule(tuple(ports), tuple(peers)))
+
+
+def _converted(pol: AdminPolicy) -> tuple[list[_Converted], list[_Converted]]:
+    ing = [c for c in map(_convert, pol.ingress) if c is not None]
+    eg = [c for c in map(_convert, pol.egress) if c is not None]
+    return ing, eg
+
+
+def _entries(pod: PolicyPod, rules: Iterable[_Converted], ingress: bool, idx: _Index) -> tuple[AdminEntry, ...]:
+    """Ordered entries of ``rules`` for ``pod``; stops after an entry that matches everything."""
+    out: list[AdminEntry] = []
+    for c in rules:
+        if c.rule is None:
+            allows: tuple[Allow, ...] = (_DENY_ALL,)
+        elif ingress:
+            allows = _unique(_ingress_rule(pod, "", c.rule, idx))
+        else:
+            hit = idx.egress.get(id(c.rule))
+            if hit is None:
+                hit = idx.egress[id(c.rule)] = list(_unique(_egress_rule("", c.rule, idx)))
+            allows = tuple(hit)
+        for a in allows:
+            out.append(AdminEntry(c.action, a))
+            if a.peer is None and a.ports is None:
+                return tuple(out)
+    return tuple(out)
+
+
+def _subject_matches(pol: AdminPolicy, ns_labels: Mapping[str, str], pod_labels: Mapping[str, str]) -> bool:
+    return pol.subject_namespaces.matches(ns_labels) and (pol.subject_pods is None or pol.subject_pods.matches(pod_labels))
+
+
+def compute(snap: Snapshot, node_name: str | None, only: Container[str] | None = None) -> dict[str, PodVerdict]:
     """Verdicts for the pods ``node_name`` enforces (``None``: every node's pods), keyed by pod key.
-    Pods that no policy isolates in either direction are left out."""
+    Pods that no policy judges in either direction are left out. ``only``: compute just these pod
+    keys (each verdict is a function of the whole snapshot and its own pod: the same as a full compute's)."""
     idx = _Index(snap)
     by_ns: dict[str, list[NetworkPolicy]] = defaultdict(list)
     for pol in sorted(snap.policies, key=lambda p: p.key):
         by_ns[pol.namespace].append(pol)
+    # Converted rules stay referenced until compute returns: the index caches by id().
+    admins = [(a, _converted(a)) for a in sorted((a for a in snap.admin if a.kind == ADMIN),
+                                                 key=lambda a: (a.priority, a.name))]
+    baseline = [(a, _converted(a)) for a in snap.admin if a.kind == BASELINE][:1]
     out: dict[str, PodVerdict] = {}
     for pod in idx.peers:
         if node_name is not None and pod.node_name != node_name:
             continue
+        if only is not None and pod.key not in only:
+            continue
         pols = by_ns.get(pod.namespace)
-        if not pols:
+        if not pols and not admins and not baseline:
             continue
         labels = idx.pod_labels[pod.key]
-        selecting = [p for p in pols if p.pod_selector.matches(labels)]
+        selecting = [p for p in pols or () if p.pod_selector.matches(labels)]
         ing = [p for p in selecting if p.isolates_ingress]
         eg = [p for p in selecting if p.isolates_egress]
-        if not ing and not eg:
+        a_in: tuple[AdminEntry, ...] = ()
+        a_eg: tuple[AdminEntry, ...] = ()
+        b_in: tuple[AdminEntry, ...] = ()
+        b_eg: tuple[AdminEntry, ...] = ()
+        if admins or baseline:
+            # A namespace missing from the snapshot still carries its name: subjects fail closed.
+            ns_labels = idx.ns_labels.get(pod.namespace, {NAMESPACE_NAME_LABEL: pod.namespace})
+            mine = [conv for a, conv in admins if _subject_matches(a, ns_labels, labels)]
+            a_in = _entries(pod, (c for conv in mine for c in conv[0]), True, idx)
+            a_eg = _entries(pod, (c for conv in mine for c in conv[1]), False, idx)
+            base = [conv for a, conv in baseline if _subject_matches(a, ns_labels, labels)]
+            if base and not ing:
+                b_in = _entries(pod, base[0][0], True, idx)
+            if base and not eg:
+                b_eg = _entries(pod, base[0][1], False, idx)
+        if not ing and not eg and not (a_in or a_eg or b_in or b_eg):
             continue
         out[pod.key] = PodVerdict(
             pod.key, pod.ips,
             _ingress(pod, ing, idx) if ing else None,
             _egress(eg, idx) if eg else None,
+            a_in, a_eg, b_in, b_eg,
         )
     return out
 
 
-def _pass(allows: tuple[Allow, ...] | None, peer_ip: str, protocol: str, port: int) -> bool:
-    return allows is None or any(a.matches(peer_ip, protocol, port) for a in allows)
+def _judge(admin: tuple[AdminEntry, ...], allows: tuple[Allow, ...] | None, baseline: tuple[AdminEntry, ...],
+           peer_ip: str, protocol: str, port: int) -> bool:
+    """One direction: admin entries (first match; Pass moves on), then NetworkPolicy, then baseline."""
+    for e in admin:
+        if e.match.matches(peer_ip, protocol, port):
+            if e.action == "Pass":
+                break
+            return e.action == "Allow"
+    if allows is not None:
+        return any(a.matches(peer_ip, protocol, port) for a in allows)
+    for e in baseline:
+        if e.match.matches(peer_ip, protocol, port):
+            return e.action == "Allow"
+    return True
 
 
 def allowed(verdicts: Mapping[str, PodVerdict], src_ip: str, dst_ip: str, protocol: str, port: int) -> bool:
     """Whether a new connection passes: the source pod's egress (when it is enforced here) and
     the destination pod's ingress (likewise)."""
     for v in verdicts.values():
-        if src_ip in v.ips and not _pass(v.egress, dst_ip, protocol, port):
+        if src_ip in v.ips and not _judge(v.admin_egress, v.egress, v.baseline_egress, dst_ip, protocol, port):
             return False
-        if dst_ip in v.ips and not _pass(v.ingress, src_ip, protocol, port):
+        if dst_ip in v.ips and not _judge(v.admin_ingress, v.ingress, v.baseline_ingress, src_ip, protocol, port):
             return False
     return True

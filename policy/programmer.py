@@ -6,7 +6,9 @@ One :meth:`Programmer.apply`:
    ``ipset restore``: created if missing, filled through its temporary twin and
    swapped in, so a set is never seen half-filled;
 2. when the chain text differs from what was applied, one ``iptables-restore
-   --noflush`` rewrites all our chains (and deletes stale ones) atomically;
+   --noflush`` rewrites our chains (and deletes stale ones) atomically: after a
+   resync all of them, otherwise only the chains whose rules changed (with
+   ``--noflush`` a chain the text does not declare keeps its rules);
 3. on the first apply and every resync, the jumps from FORWARD and INPUT are ensured at
    position 1 (a foreign flush of FORWARD is repaired by the periodic resync);
 4. only then are sets no rule references any more destroyed.
@@ -47,6 +49,8 @@ class Programmer:
         self._sets: dict[str, r.SetSpec] = {}
         self._text: str | None = None
         self._chains: tuple[str, ...] = ()
+        self._rules: dict[str, list[str]] | None = None
+        """Chain -> its rule lines, as the kernel holds them after the last apply (None: unknown)."""
         self._need_resync = True
         self.chain_pods: dict[str, str] = {}
         """Pod chain -> pod key, as of the last apply."""
@@ -54,7 +58,7 @@ class Programmer:
     async def _resync(self) -> tuple[set[str], set[str]]:
         chains = {c for c in await self.kernel.filter_chains() if c.startswith(r.CHAIN_PREFIXES)}
         sets = {s for s in await self.kernel.ipset_names() if s.startswith(r.set_prefixes(self.family))}
-        self._sets, self._text = {}, None
+        self._sets, self._text, self._rules = {}, None, None
         return chains, sets
 
     async def apply(self, verdicts: Mapping[str, PodVerdict]) -> Applied:
@@ -75,12 +79,14 @@ class Programmer:
                     self._sets[s.name] = s
             wrote = False
             if out.iptables != self._text or self._need_resync:
-                await self.kernel.iptables_restore(out.iptables)
+                rules = _rules_by_chain(out.iptables, out.chains)
+                full = self._need_resync or self._rules is None
+                await self.kernel.iptables_restore(out.iptables if full else _delta(self._rules, rules, stale_chains))
                 text = out.iptables
                 if set(stale_chains) - set(out.chains):  # remember the text without the deletions just done
                     text = r.render(verdicts, self.family, out.chains, self.log_denied).iptables
-                self._text, self._chains, wrote = text, out.chains, True
-                self.chain_pods = {c: key for key in verdicts for c in r.pod_chains(key)}
+                self._text, self._chains, self._rules, wrote = text, out.chains, rules, True
+                self.chain_pods = {c: key for key in verdicts for c in (*r.pod_chains(key), *r.stage_chains(key))}
             if self._need_resync:
                 for table, chain, rule in r.JUMPS:
                     await self.kernel.ensure_first(table, chain, rule)
@@ -109,6 +115,30 @@ class Programmer:
     def force_resync(self) -> None:
         """The next apply re-reads the kernel and rewrites everything (a periodic full sync)."""
         self._need_resync = True
+
+
+def _rules_by_chain(text: str, chains: tuple[str, ...]) -> dict[str, list[str]]:
+    """Chain -> its ``-A`` lines, in order, for every chain the text declares (empty chains included)."""
+    out: dict[str, list[str]] = {c: [] for c in chains}
+    for line in text.splitlines():
+        if line.startswith("-A "):
+            out.setdefault(line.split(" ", 2)[1], []).append(line)
+    return out
+
+
+def _delta(old: dict[str, list[str]], new: dict[str, list[str]], stale: tuple[str, ...]) -> str:
+    """Restore text rewriting only the chains whose rules changed and deleting the chains gone.
+
+    A deleted chain's referrers were rules of chains that changed (their text named it), so they are
+    rewritten in the same transaction, before the deletion."""
+    changed = [c for c, lines in new.items() if old.get(c) != lines]
+    gone = sorted((set(old) | set(stale)) - set(new))
+    lines = ["*filter"] + [f":{c} - [0:0]" for c in changed + gone]
+    for c in changed:
+        lines += new[c]
+    lines += [f"-X {c}" for c in gone]
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
 
 
 async def cleanup(kernel: Kernel) -> int:

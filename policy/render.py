@@ -14,6 +14,13 @@ Layout (filter table, one address family):
 - a pod chain RETURNs what one of its :class:`Allow` entries matches and ends in
   ``DROP`` (after a rate-limited ``LOG`` with the chain as prefix, when asked): an isolated pod fails closed, and a packet must pass both the
   source's egress and the destination's ingress chain;
+- with AdminNetworkPolicy or BaselineAdminNetworkPolicy entries, a pod chain
+  starts with the admin entries in order (Allow: ``RETURN``, Deny: ``DROP``,
+  Pass: ``-g`` to the pod's stage chain ``PODNET-NP-IP-*``/``PODNET-NP-EP-*``,
+  which holds what follows when any entry passes); then the NetworkPolicy part
+  above when NetworkPolicies isolate the direction, else the baseline entries
+  (Allow ``RETURN``, Deny ``DROP``) and, past them, ``RETURN``: a pod chain is
+  entered for a direction only when something judges it;
 - traffic the node itself sends (kubelet probes) goes through OUTPUT, which
   policy never touches; FORWARD sees the destination after the proxy's DNAT
   and the source before any SNAT (POSTROUTING), so a Service client is judged
@@ -36,9 +43,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from podnet.policy.model import AddressSet, Allow, PodVerdict
+from podnet.policy.model import AddressSet, AdminEntry, Allow, PodVerdict
 
-__all__ = ["Rendered", "SetSpec", "render", "set_name", "set_prefixes", "pod_chains", "temp_name", "FORWARD", "INPUT",
+__all__ = ["Rendered", "SetSpec", "render", "set_name", "set_prefixes", "pod_chains", "stage_chains", "temp_name",
+           "FORWARD", "INPUT",
            "JUMPS", "CHAIN_PREFIXES", "SET_PREFIX", "TEMP_PREFIX", "UnsafeValue"]
 
 FORWARD = "PODNET-POL-FORWARD"
@@ -84,6 +92,12 @@ def pod_chains(key: str) -> tuple[str, str]:
     """(ingress chain, egress chain) of a pod: 26 characters, under the 28 iptables allows."""
     h = _hash(key)[:14]
     return "PODNET-NP-I-" + h, "PODNET-NP-E-" + h
+
+
+def stage_chains(key: str) -> tuple[str, str]:
+    """(ingress, egress) chains a Pass entry goes to: the NetworkPolicy-then-baseline stage (27 characters)."""
+    h = _hash(key)[:14]
+    return "PODNET-NP-IP-" + h, "PODNET-NP-EP-" + h
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,35 +156,85 @@ LOG_LIMIT = "-m limit --limit 10/second --limit-burst 20"
 """At most 10 log lines a second per pod chain (bursts of 20): a flood never floods the log."""
 
 
+def _matches(chain: str, allow: Allow, direction: str, family: int, sets: dict[str, SetSpec],
+             cache: dict[str, SetSpec | None], target: str) -> list[str]:
+    """The rules sending what ``allow`` matches to ``target`` (``-j RETURN``, ``-j DROP``, ``-g CHAIN``);
+    none when its peer set is of the other family. ``cache``: identity -> set spec, shared by one render."""
+    match = ""
+    if allow.peer is not None:
+        spec = cache.get(allow.peer.identity, _MISSING)
+        if spec is _MISSING:
+            spec = cache[allow.peer.identity] = _set_spec(allow.peer, family)
+        if spec is None:
+            return []
+        sets[spec.name] = spec
+        match = f" -m set --match-set {spec.name} {direction}"
+    if allow.ports is None:
+        return [f"-A {chain}{match} {target}"]
+    out = []
+    for r in allow.ports:
+        proto = _tok(r.protocol.lower())
+        if r.lo == 0:
+            out.append(f"-A {chain}{match} -p {proto} {target}")
+        elif r.lo == r.hi:
+            out.append(f"-A {chain}{match} -p {proto} --dport {_tok(r.lo)} {target}")
+        else:
+            out.append(f"-A {chain}{match} -p {proto} --dport {_tok(r.lo)}:{_tok(r.hi)} {target}")
+    return out
+
+
+def _drop(chain: str, log_denied: bool, match: list[str] | None = None) -> list[str]:
+    """DROP (after a rate-limited LOG when asked); ``match``: the rules' ``-j DROP`` lines to prefix."""
+    if match is None:
+        match = [f"-A {chain} -j DROP"]
+    out = []
+    for line in match:
+        if log_denied:
+            out.append(line.removesuffix(" -j DROP") + f" {LOG_LIMIT} -j LOG --log-prefix {chain}:")
+        out.append(line)
+    return out
+
+
 def _allow_rules(chain: str, allows: tuple[Allow, ...], direction: str, family: int,
                  sets: dict[str, SetSpec], cache: dict[str, SetSpec | None], log_denied: bool = False) -> list[str]:
-    """``cache``: identity -> set spec, shared by one render (an identity names one set per snapshot)."""
+    """The NetworkPolicy stage: RETURN what an allow matches, DROP the rest."""
     out = []
     for a in allows:
-        match = ""
-        if a.peer is not None:
-            spec = cache.get(a.peer.identity, _MISSING)
-            if spec is _MISSING:
-                spec = cache[a.peer.identity] = _set_spec(a.peer, family)
-            if spec is None:
-                continue
-            sets[spec.name] = spec
-            match = f" -m set --match-set {spec.name} {direction}"
-        if a.ports is None:
-            out.append(f"-A {chain}{match} -j RETURN")
-            continue
-        for r in a.ports:
-            proto = _tok(r.protocol.lower())
-            if r.lo == 0:
-                out.append(f"-A {chain}{match} -p {proto} -j RETURN")
-            elif r.lo == r.hi:
-                out.append(f"-A {chain}{match} -p {proto} --dport {_tok(r.lo)} -j RETURN")
-            else:
-                out.append(f"-A {chain}{match} -p {proto} --dport {_tok(r.lo)}:{_tok(r.hi)} -j RETURN")
-    if log_denied:
-        out.append(f"-A {chain} {LOG_LIMIT} -j LOG --log-prefix {chain}:")
-    out.append(f"-A {chain} -j DROP")
+        out += _matches(chain, a, direction, family, sets, cache, "-j RETURN")
+    return out + _drop(chain, log_denied)
+
+
+def _entry_rules(chain: str, entries: tuple[AdminEntry, ...], direction: str, family: int, sets: dict[str, SetSpec],
+                 cache: dict[str, SetSpec | None], log_denied: bool, pass_to: str) -> list[str]:
+    """Ordered admin or baseline entries: Allow RETURNs, Deny DROPs, Pass goes to ``pass_to``."""
+    out = []
+    for e in entries:
+        if e.action == "Allow":
+            out += _matches(chain, e.match, direction, family, sets, cache, "-j RETURN")
+        elif e.action == "Deny":
+            out += _drop(chain, log_denied, _matches(chain, e.match, direction, family, sets, cache, "-j DROP"))
+        else:
+            out += _matches(chain, e.match, direction, family, sets, cache, f"-g {pass_to}")
     return out
+
+
+def _direction(chain: str, stage: str, admin: tuple[AdminEntry, ...], allows: tuple[Allow, ...] | None,
+               baseline: tuple[AdminEntry, ...], direction: str, family: int, sets: dict[str, SetSpec],
+               cache: dict[str, SetSpec | None], log_denied: bool) -> tuple[list[str], list[str]]:
+    """(chains, rules) judging one direction of one pod: admin entries in ``chain``, then the
+    NetworkPolicy stage (or the baseline entries, then RETURN). A Pass entry goes to ``stage``, which
+    holds the NetworkPolicy stage when any entry passes; otherwise it follows inline."""
+    passes = any(e.action == "Pass" for e in admin)
+    chains = [chain, stage] if passes else [chain]
+    where = stage if passes else chain
+    body = _entry_rules(chain, admin, direction, family, sets, cache, log_denied, stage)
+    if passes:
+        body.append(f"-A {chain} -g {stage}")
+    if allows is not None:
+        body += _allow_rules(where, allows, direction, family, sets, cache, log_denied)
+    else:
+        body += _entry_rules(where, baseline, direction, family, sets, cache, log_denied, stage)
+    return chains, body
 
 
 def render(verdicts: Mapping[str, PodVerdict], family: int, stale_chains: tuple[str, ...] = (),
@@ -192,16 +256,21 @@ def render(verdicts: Mapping[str, PodVerdict], family: int, stale_chains: tuple[
         if not ips:
             continue
         ich, ech = pod_chains(key)
+        isg, esg = stage_chains(key)
         suffix = "/128" if six else "/32"
-        if v.egress is not None:
-            chains.append(ech)
-            body += _allow_rules(ech, v.egress, "dst", family, sets, cache, log_denied)
+        if v.judges_egress:
+            names, rules = _direction(ech, esg, v.admin_egress, v.egress, v.baseline_egress, "dst", family, sets,
+                                      cache, log_denied)
+            chains += names
+            body += rules
             for ip in ips:
                 fwd_e.append(f"-A {FORWARD} -s {ip}{suffix} -j {ech}")
                 inp.append(f"-A {INPUT} -s {ip}{suffix} -j {ech}")
-        if v.ingress is not None:
-            chains.append(ich)
-            body += _allow_rules(ich, v.ingress, "src", family, sets, cache, log_denied)
+        if v.judges_ingress:
+            names, rules = _direction(ich, isg, v.admin_ingress, v.ingress, v.baseline_ingress, "src", family, sets,
+                                      cache, log_denied)
+            chains += names
+            body += rules
             for ip in ips:
                 fwd_i.append(f"-A {FORWARD} -d {ip}{suffix} -j {ich}")
     want = set(chains)

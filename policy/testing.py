@@ -5,8 +5,9 @@
 ipsets and the filter table as data, applies ``ipset restore`` and
 ``iptables-restore --noflush`` text all-or-nothing (a reference to a missing
 set or chain, or destroying a set a rule still uses, fails like the real tools),
-and :meth:`FakeKernel.forward` walks FORWARD for one new packet, so tests can
-check what the rendered rules do, not only what they say.
+and :meth:`FakeKernel.forward` walks FORWARD for one new packet (``-j`` jumps and
+returns, ``-g`` goes to a chain whose verdict, RETURN included, is the caller's),
+so tests can check what the rendered rules do, not only what they say.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class FakeKernel:
                 t = line.split()
                 if t[1] not in chains:
                     raise KernelError(f"iptables-restore line {n}: no chain {t[1]}")
-                target = t[t.index("-j") + 1]
+                target = t[t.index("-j" if "-j" in t else "-g") + 1]
                 if target not in ("RETURN", "DROP", "ACCEPT", "LOG") and target not in chains:
                     raise KernelError(f"iptables-restore line {n}: no chain {target}")
                 if "--match-set" in t and t[t.index("--match-set") + 1] not in self.sets:
@@ -128,7 +129,8 @@ class FakeKernel:
                 chains[t[1]].append(" ".join(t[2:]))
             elif line.startswith("-X "):
                 name = line.split()[1]
-                if chains.get(name) or any(f"-j {name}" == r[-len(name) - 3:] for rs in chains.values() for r in rs):
+                if chains.get(name) or any(r[-len(name) - 3:] in (f"-j {name}", f"-g {name}")
+                                           for rs in chains.values() for r in rs):
                     raise KernelError(f"iptables-restore line {n}: chain {name} in use")
                 chains.pop(name, None)
             else:
@@ -169,7 +171,7 @@ class FakeKernel:
 
     def _match(self, rule: list[str], src: str, dst: str, proto: str, dport: int, established: bool) -> bool:
         i = 0
-        while i < len(rule) and rule[i] not in ("-j",):
+        while i < len(rule) and rule[i] not in ("-j", "-g"):
             opt = rule[i]
             if opt == "-s":
                 if ipaddress.ip_address(src) not in ipaddress.ip_network(rule[i + 1]):
@@ -212,6 +214,8 @@ class FakeKernel:
             if not self._match(rule, src, dst, proto, dport, established):
                 continue
             self.hits[(chain, n)] = self.hits.get((chain, n), 0) + 1
+            if "-g" in rule:  # goto: the target's verdict is this chain's, RETURN included
+                return self.walk(rule[rule.index("-g") + 1], src, dst, proto, dport, established)
             target = rule[rule.index("-j") + 1]
             if target == "LOG":
                 self.logged.append((chain, src, dst, proto, dport))

@@ -20,9 +20,11 @@ nftables mode (``--proxy-mode nftables``; iptables stays the default), same info
             nft_run.NftRunner (S)                           -> one ``nft -f -`` per sync
         nft_count (S: kernel rule counts for the canary), nft_node (S: families, mode switch, cleanup)
 
+Health and metrics endpoints, listen addresses, signals, the uvloop runner and the full sync's GC
+pause are podnet.host's; the command line is kube-proxy's flags -> the frozen ``daemon.Config`` -> run.
 Tests drive the same code with the fakes in proxy/testing.py (FakeIptables, FakeNft, FakeConntrack),
-podnet.kube.testing's FakeInformer / FakeClock, and trace.Tracer, which walks the parsed rules like the
-kernel would for the first packet of a connection.
+podnet.kube.testing's FakeInformer / FakeClock, and trace.Tracer (nft_trace.NftTracer for the nftables
+table), which walks the parsed rules like the kernel would for the first packet of a connection.
 
 What is different from kube-proxy on purpose: chains are named ``PODNET-*`` (never touching
 ``KUBE-*``); ClusterIP/external-IP dispatch is a radix tree on the destination (dispatch.py)

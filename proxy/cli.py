@@ -1,5 +1,11 @@
 """``podnet-proxy``: kube-proxy's flags and --config, --once, --cleanup, --cleanup-kube-proxy.
 
+The binaries' one CLI shape: flags (:func:`parser`) -> the frozen
+:class:`podnet.proxy.daemon.Config` (:func:`build_config`) -> run. ``--node-name`` names the node,
+with kube-proxy's ``--hostname-override`` as an alias; ``-v``, ``--logging-format`` and
+``--version`` are :mod:`podnet.kube.logsetup`'s; duration flags take Go's notation (``30s``,
+``1m30s``), as kube-proxy's do.
+
 The settings are one KubeProxyConfiguration (proxy/config.py): the --config file,
 decoded strictly, with every flag given on the command line laid over the field it
 names, then kube-proxy's defaults and validation. (kube-proxy itself ignores most
@@ -22,15 +28,16 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from podnet.host import loop
 from podnet.kube import logsetup
+from podnet.kube.durations import parse_duration
+from podnet.kube.errors import ConfigError
 from podnet.proxy import config as kpc
-from podnet.proxy.config import ConfigError, parse_duration
 from podnet.proxy.daemon import Config, Daemon, real_informers
 
 log = logging.getLogger("podnet.proxy")
@@ -73,7 +80,8 @@ def parser() -> argparse.ArgumentParser:
       "flags given on the command line override its fields")
     a("--kubeconfig")
     a("--master", help="API server URL (overrides the kubeconfig server)")
-    a("--hostname-override", help="this node's name (default: hostname)")
+    a("--hostname-override", "--node-name", dest="hostname_override",
+      help="this node's name (default: hostname); --node-name is every podnet binary's name for it")
     a("--bind-address", help="kube-proxy's node-IP override; accepted and validated, podnet reads the node's addresses")
     a("--proxy-mode", help="iptables (the default; also when blank) or nftables (ipvs, kernelspace are refused)")
     a("--cluster-cidr", help="pod CIDR(s), comma separated; traffic from outside is masqueraded")
@@ -135,7 +143,20 @@ def build_config(args: argparse.Namespace, settings: kpc.ProxySettings | None = 
     if args.hostname_override is not None and args.hostname_override and not args.hostname_override.strip():
         raise ConfigError("empty --hostname-override is invalid")
     s = settings or resolve_args(args)
-    cfg = Config(
+    ip_families: tuple[int, ...] = ()
+    if args.ip_families:
+        try:
+            ip_families = tuple(int(x) for x in args.ip_families.split(","))
+        except ValueError:
+            raise ConfigError(f"--ip-families {args.ip_families!r}: want 4, 6 or 4,6") from None
+        if not set(ip_families) <= {4, 6}:
+            raise ConfigError(f"--ip-families {args.ip_families!r}: want 4, 6 or 4,6")
+    max_endpoints = 0
+    if args.max_endpoints_per_service_port is not None:
+        if args.max_endpoints_per_service_port < 0:
+            raise ConfigError("--max-endpoints-per-service-port must be 0 (no bound) or more")
+        max_endpoints = args.max_endpoints_per_service_port
+    return Config(
         master=args.master,
         kubeconfig=s.kubeconfig or None,
         hostname_override=s.hostname_override or socket.gethostname().strip().lower(),
@@ -150,19 +171,9 @@ def build_config(args: argparse.Namespace, settings: kpc.ProxySettings | None = 
         proxy_mode=s.mode,
         localhost_nodeports=s.localhost_nodeports,
         conntrack=s.conntrack,
+        ip_families=ip_families,
+        max_endpoints_per_service_port=max_endpoints,
     )
-    if args.ip_families:
-        try:
-            cfg.ip_families = tuple(int(x) for x in args.ip_families.split(","))
-        except ValueError:
-            raise ConfigError(f"--ip-families {args.ip_families!r}: want 4, 6 or 4,6") from None
-        if not set(cfg.ip_families) <= {4, 6}:
-            raise ConfigError(f"--ip-families {args.ip_families!r}: want 4, 6 or 4,6")
-    if args.max_endpoints_per_service_port is not None:
-        if args.max_endpoints_per_service_port < 0:
-            raise ConfigError("--max-endpoints-per-service-port must be 0 (no bound) or more")
-        cfg.max_endpoints_per_service_port = args.max_endpoints_per_service_port
-    return cfg
 
 
 def apply_conntrack(ct: kpc.Conntrack, root: Path = Path("/proc/sys")) -> None:
@@ -199,21 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logsetup.setup_from_args(args, settings.logging_format, settings.verbosity)
     for note in settings.ignored:
         log.info("accepted, not acted on: %s", note)
-    try:
-        import uvloop  # noqa: F401
-
-        runner = uvloop.run  # type: ignore[attr-defined]
-    except (ImportError, AttributeError):
-        runner = asyncio.run
-    from podnet.kube.kubeconfig import ConfigError as KubeconfigError
     from podnet.proxy import node
 
     try:
         if args.cleanup:
-            return runner(node.cleanup_all(cfg))
-        return runner(_serve(cfg, once=args.once, cleanup_kube_proxy=args.cleanup_kube_proxy,
-                             oom_score_adj=settings.oom_score_adj))
-    except KubeconfigError as e:
+            return loop.run(node.cleanup_all(cfg))
+        return loop.run(_serve(cfg, once=args.once, cleanup_kube_proxy=args.cleanup_kube_proxy,
+                               oom_score_adj=settings.oom_score_adj))
+    except ConfigError as e:
         return logsetup.config_error("proxy", e)
 
 
@@ -221,10 +225,7 @@ async def _serve(cfg: Config, once: bool, cleanup_kube_proxy: bool = False, oom_
     from podnet.kube.client import ApiClient
     from podnet.proxy import node
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = loop.stop_on_signals()
     if cfg.proxy_mode == "nftables":
         from podnet.proxy.nft_node import nft_problem
 

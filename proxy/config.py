@@ -35,6 +35,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from podnet.host.addr import split_hostport
+from podnet.kube.durations import format_duration, parse_duration
+from podnet.kube.errors import ConfigError
+
 API_VERSION = "kubeproxy.config.k8s.io/v1alpha1"
 KIND = "KubeProxyConfiguration"
 
@@ -54,10 +58,6 @@ OTHER_MODES = ("ipvs", "kernelspace")
 SUPPORTED_LOCAL_MODES = ("", "ClusterCIDR")
 OTHER_LOCAL_MODES = ("NodeCIDR", "BridgeInterface", "InterfaceNamePrefix")
 LOG_FORMATS = ("text", "json")
-
-
-class ConfigError(ValueError):
-    """A configuration value podnet cannot run with; ``str()`` is one line naming it."""
 
 
 # -- schema: every v1alpha1 key, by Go JSON type
@@ -130,37 +130,6 @@ FLAG_PATHS: dict[str, tuple[str, ...]] = {
 
 # -- Go value syntax
 
-_DUR_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DUR_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
-_DUR = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from Go's time.ParseDuration syntax ('1m30s', '500ms', '0', '-1h'); ValueError otherwise."""
-    if not isinstance(text, str):
-        raise ValueError(f"invalid duration {text!r}")
-    s = text
-    if s in ("0", "+0", "-0"):
-        return 0.0
-    if not _DUR.fullmatch(s):
-        raise ValueError(f'time: invalid duration "{text}"')
-    sign = -1.0 if s.startswith("-") else 1.0
-    return sign * sum(float(n) * _DUR_UNITS[u] for n, u in _DUR_PART.findall(s))
-
-
-def format_duration(seconds: float) -> str:
-    """Go's Duration.String() for whole milliseconds and up ('1m30s', '500ms', '0s')."""
-    if seconds == 0:
-        return "0s"
-    sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
-    if seconds < 1:
-        return f"{sign}{seconds * 1000:g}ms"
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    out = (f"{int(h)}h" if h else "") + (f"{int(m)}m" if h or m else "") + f"{s:g}s"
-    return sign + out
-
-
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")
 _FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
@@ -210,20 +179,15 @@ def _host_port(text: str, default_port: int) -> str:
         return f"[{ip}]:{default_port}" if ip.version == 6 else f"{ip}:{default_port}"
     except ValueError:
         pass
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        raise ValueError("must be IP:port")
-    if host.startswith("["):
-        if not host.endswith("]"):
-            raise ValueError("must be IP:port")
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError("must be IP:port")
+    try:
+        host, port = split_hostport(text)
+    except ValueError as e:
+        raise ValueError("must be a valid port" if "invalid port" in str(e) else "must be IP:port") from None
     try:
         _ip(host)
     except ValueError:
         raise ValueError("must be a valid IP") from None
-    if not re.fullmatch(r"\d{1,5}", port) or not 1 <= int(port) <= 65535:
+    if port == 0:
         raise ValueError("must be a valid port")
     return text
 

@@ -29,7 +29,10 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from podnet.host.addr import listen_address
+from podnet.host.serving import HttpEndpoint
 from podnet.kube import resources
+from podnet.kube.names import ZONE_LABEL
 from podnet.proxy import metrics as m
 from podnet.proxy.config import Conntrack
 from podnet.proxy.healthcheck import HealthServer, ProxyHealth, ServiceHealthServers
@@ -38,16 +41,16 @@ from podnet.proxy.sync import Clock, MonotonicClock, Pacer, SyncRunner
 
 log = logging.getLogger("podnet.proxy")
 
-ZONE_LABEL = "topology.kubernetes.io/zone"
-"""The Node label whose value is matched against EndpointSlice zone hints."""
 DEFAULT_SYNC_PERIOD = 30.0
 DEFAULT_MIN_SYNC_PERIOD = 1.0
 ONCE_NODE_WAIT = 5.0
 """--once: how long to wait for the Node (its zone) after Services and EndpointSlices synced."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
+    """The proxy's options (podnet-proxy's flags and KubeProxyConfiguration, resolved by proxy/cli.py)."""
+
     master: str | None = None
     kubeconfig: str | None = None
     hostname_override: str = ""
@@ -63,9 +66,9 @@ class Config:
     max_endpoints_per_service_port: int = 0
     """0: no bound (kube-proxy has none)."""
     ip_families: tuple[int, ...] = ()
+    """Empty means detect (IPv4, plus IPv6 when ip6tables works)."""
     proxy_mode: str = "iptables"
     """iptables (the default) or nftables."""
-    """Empty means detect (IPv4, plus IPv6 when ip6tables works)."""
     conntrack: Conntrack | None = None
     """kube-proxy's conntrack sysctls to apply at start-up (None: leave the kernel's)."""
 
@@ -73,15 +76,10 @@ class Config:
         # A zero or negative period would pace the sync and canary loops at zero, i.e. spin;
         # kube-proxy's defaulting turns 0 into its default and so does this.
         if self.sync_period <= 0:
-            self.sync_period = DEFAULT_SYNC_PERIOD
+            object.__setattr__(self, "sync_period", DEFAULT_SYNC_PERIOD)
         if self.min_sync_period <= 0:
-            self.min_sync_period = DEFAULT_MIN_SYNC_PERIOD
-        self.min_sync_period = min(self.min_sync_period, self.sync_period)
-
-
-def split_hostport(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]") or "0.0.0.0", int(port)
+            object.__setattr__(self, "min_sync_period", DEFAULT_MIN_SYNC_PERIOD)
+        object.__setattr__(self, "min_sync_period", min(self.min_sync_period, self.sync_period))
 
 
 class Daemon:
@@ -101,7 +99,7 @@ class Daemon:
         self._health_map: dict[str, tuple[int, int]] = {}
         self.proxier.on_synced = lambda reports, health: self._health_map.update(health) or None
         self.health_server: HealthServer | None = None
-        self._metrics_runner: web.AppRunner | None = None
+        self._metrics: HttpEndpoint | None = None
         self.metrics_port: int | None = None
         self._tasks: list[asyncio.Task] = []
         self.informers: list[Any] = []
@@ -190,10 +188,8 @@ class Daemon:
     async def start_servers(self) -> None:
         if self.cfg.healthz_bind_address:
             self.health_server = HealthServer(self.health)
-            await self.health_server.start(*split_hostport(self.cfg.healthz_bind_address))
+            await self.health_server.start(*listen_address(self.cfg.healthz_bind_address))
         if self.cfg.metrics_bind_address:
-            app = web.Application()
-
             async def metrics(_r: web.Request) -> web.Response:
                 return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -204,20 +200,14 @@ class Daemon:
                 code, body = self.health.report(True)
                 return web.json_response(body, status=code)
 
-            app.router.add_get("/metrics", metrics)
-            app.router.add_get("/proxyMode", proxy_mode)
-            app.router.add_get("/healthz", healthz)
-            self._metrics_runner = web.AppRunner(app, access_log=None)
-            await self._metrics_runner.setup()
-            site = web.TCPSite(self._metrics_runner, *split_hostport(self.cfg.metrics_bind_address), reuse_address=True)
-            await site.start()
-            self.metrics_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self._metrics = HttpEndpoint({"/metrics": metrics, "/proxyMode": proxy_mode, "/healthz": healthz})
+            self.metrics_port = await self._metrics.start(*listen_address(self.cfg.metrics_bind_address))
 
     async def stop_servers(self) -> None:
         if self.health_server:
             await self.health_server.stop()
-        if self._metrics_runner:
-            await self._metrics_runner.cleanup()
+        if self._metrics:
+            await self._metrics.close()
         await self.service_health.stop()
 
     # -- run modes

@@ -21,6 +21,7 @@ from typing import Callable
 
 from aiohttp import web
 
+from podnet.host.serving import HttpEndpoint
 from podnet.proxy import metrics as m
 
 log = logging.getLogger("podnet.proxy")
@@ -70,12 +71,11 @@ class ProxyHealth:
 
 
 class HealthServer:
+    """kube-proxy's /healthz and /livez on --healthz-bind-address (:class:`podnet.host.serving.HttpEndpoint`)."""
+
     def __init__(self, health: ProxyHealth) -> None:
         self.health = health
-        self.app = web.Application()
-        self.app.router.add_get("/healthz", self._healthz)
-        self.app.router.add_get("/livez", self._livez)
-        self._runner: web.AppRunner | None = None
+        self._endpoint = HttpEndpoint({"/healthz": self._healthz, "/livez": self._livez})
         self.port: int | None = None
 
     async def _healthz(self, _req: web.Request) -> web.Response:
@@ -89,15 +89,10 @@ class HealthServer:
         return web.json_response(body, status=code)
 
     async def start(self, host: str, port: int) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = await self._endpoint.start(host, port)
 
     async def stop(self) -> None:
-        if self._runner:
-            await self._runner.cleanup()
+        await self._endpoint.close()
 
 
 class ServiceHealthServers:

@@ -4,8 +4,14 @@ Guarantees: every name is at most 28 characters (the iptables limit), is a
 pure function of its inputs (so a restart computes the same names and
 rewrites, never duplicates, the chains it left behind), and starts with
 ``PODNET-`` so ``--cleanup`` can find exactly podnet's chains and nothing else.
-The hash is kube-proxy's recipe (base32 of sha256, 16 characters) over the
-same inputs, under podnet's own prefixes.
+The hash is kube-proxy's recipe (base32 of sha256) over the same inputs, under
+podnet's own prefixes, with one change for service chains (SVC/SVL/EXT/FW/SEP):
+their 16 characters are :func:`service_order` of the Service (4) followed by
+12 of kube-proxy's hash, so every chain of one Service sorts together. A full
+sync that writes services in ``service_order`` (proxier.py) therefore creates
+chains in name order, which is what libiptc's sorted chain list is fast at:
+chains created in random name order cost a 10k-service restore ~1.4x the time
+(bench/results/proxy.md).
 """
 
 from __future__ import annotations
@@ -48,42 +54,34 @@ def port_proto_hash(service_port: str, protocol: str) -> str:
     return _hash(service_port + protocol.lower())
 
 
+ORDER_CHARS = 4
+
+
+def service_order(service_key: str) -> str:
+    """The first characters of every chain name of one Service (``ns/name``)."""
+    return _hash(service_key)[:ORDER_CHARS]
+
+
+def _order_of(service_port: str) -> str:
+    return service_order(service_port.partition(":")[0])  # "ns/name:port" or "ns/name"
+
+
 def service_port_chains(service_port: str, protocol: str) -> tuple[str, str, str, str]:
     """(SVC, SVL, EXT, FW) chain names of one service port, hashing once."""
-    h = port_proto_hash(service_port, protocol)
+    h = _order_of(service_port) + port_proto_hash(service_port, protocol)[ORDER_CHARS:]
     return "PODNET-SVC-" + h, "PODNET-SVL-" + h, "PODNET-EXT-" + h, "PODNET-FW-" + h
-
-
-def service_chain(service_port: str, protocol: str) -> str:
-    """Cluster-policy endpoints of one service port."""
-    return "PODNET-SVC-" + port_proto_hash(service_port, protocol)
-
-
-def local_chain(service_port: str, protocol: str) -> str:
-    """Local-policy endpoints (node-local only) of one service port."""
-    return "PODNET-SVL-" + port_proto_hash(service_port, protocol)
-
-
-def external_chain(service_port: str, protocol: str) -> str:
-    """Entry for NodePort / externalIP / load-balancer traffic."""
-    return "PODNET-EXT-" + port_proto_hash(service_port, protocol)
-
-
-def firewall_chain(service_port: str, protocol: str) -> str:
-    """loadBalancerSourceRanges filter in front of the EXT chain."""
-    return "PODNET-FW-" + port_proto_hash(service_port, protocol)
 
 
 def endpoint_chain(service_port: str, protocol: str, endpoint: str) -> str:
     """One endpoint (``ip:port``) of one service port."""
-    return "PODNET-SEP-" + _hash(service_port + protocol.lower() + endpoint)
+    return endpoint_chain_namer(service_port, protocol.lower())(endpoint)
 
 
 def endpoint_chain_namer(service_port: str, protocol: str) -> Callable[[str], str]:
     """``endpoint_chain`` for many endpoints of one service port (lower-case
     ``protocol``): the shared part of the hashed text is built once."""
-    base = service_port + protocol.lower()
-    return lambda endpoint: "PODNET-SEP-" + _hash(base + endpoint)
+    base, head = service_port + protocol.lower(), "PODNET-SEP-" + _order_of(service_port)
+    return lambda endpoint: head + _hash(base + endpoint)[ORDER_CHARS:]
 
 
 def dispatch_chain(table: str, root: str, network: str) -> str:

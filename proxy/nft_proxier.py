@@ -8,20 +8,35 @@ fragment cache per service key, same SyncReport). Guarantees:
   least every ``FULL_SYNC_PERIOD``) rewrites podnet's whole table in one
   transaction, flushing it and keeping affinity entries (nft_render.render_full),
   or, after a failed full sync, deleting and recreating it; no other table is
-  touched;
+  touched. The text is streamed to ``nft -f -`` while it is computed, in
+  blocks of ``STREAM_BLOCK`` services (nft parses one block while the next is
+  computed), and the listing of the table's current chains and sets runs
+  meanwhile, as the iptables mode streams its restore;
 * a partial sync flushes and rewrites only the changed services' chains and
   their map/set elements (nft_render.render_partial); a failed partial sync
   is repaired at once by a full one;
-* :meth:`canary_ok` lists every fixed chain (base chains, ``services``,
-  ``canary``...) and compares its rule count with what was applied: a deleted
-  table, a flushed table or chain, or a deleted base chain forces the next
-  sync to be full, so it is repaired within one sync period;
+* :meth:`canary_ok` (every sync period) reads the nftables generation; when
+  anything was committed since the table was last verified (by anyone, podnet
+  included), it counts the rules of *every* chain podnet wrote (one small
+  kernel dump per chain: 0.3-1 s at 10k services, see nft_count) and the
+  elements of every named map and set, and compares them with what was
+  applied. Counting every chain takes at most ``CHECK_BUDGET`` of the time
+  (the iptables mode's budget): when it last cost more than that share of
+  the time since, the period counts only the fixed chains and the elements
+  (a deleted or flushed table, a fixed chain, lost map elements), and the next
+  affordable period counts everything (a flushed service chain). Damage to service chains alone (a flushed or deleted ``svc-*``)
+  is repaired by the next sync rewriting just those chains; anything else (a
+  deleted or flushed table, a fixed or base chain, lost map elements) forces a
+  full sync. Either way the repair lands within one sync period. A change that
+  keeps every count (a rule replaced by another) is not seen until the next
+  full sync;
 * a service whose values cannot be written safely is logged, counted in
   podnet_proxy_skipped_services_total and left out; the others are written.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -33,12 +48,13 @@ from podnet.proxy import guard
 from podnet.proxy import metrics as m
 from podnet.proxy.conntrack import Reconciler
 from podnet.proxy.model import DEFAULT_MAX_ENDPOINTS, endpoints_by_port, service_ports
-from podnet.proxy.nft_render import render_full, render_partial
+from podnet.proxy.nft_render import full_block, full_header, full_tail, render_partial, render_repair
 from podnet.proxy.nft_rules import (
-    TABLE, Claims, NftService, NftState, UnsafeValue, add_claims, build_state, drop_claims, service_nft,
+    TABLE, Claims, NftService, NftState, UnsafeValue, add_claims, build_state, drop_claims, fixed_chains, map_types,
+    service_nft, static_sets,
 )
 from podnet.proxy.nft_run import Nft, NftError
-from podnet.proxy.proxier import FULL_SYNC_PERIOD, SyncReport
+from podnet.proxy.proxier import CHECK_BUDGET, FULL_SYNC_PERIOD, STREAM_BLOCK, SyncReport
 from podnet.proxy.rules import NodeContext
 
 log = logging.getLogger("podnet.proxy")
@@ -87,6 +103,12 @@ class NftFamilyProxier:
     syncing: bool = False
     recreate: bool = False
     """Next full sync deletes and recreates the table (after a failed full sync) instead of flushing it."""
+    verified_gen: int | None = None
+    """The nftables generation at which the kernel's table last matched :attr:`applied`."""
+    repair: set[str] = field(default_factory=set)
+    """Service chains found damaged; the next partial sync writes them again."""
+    next_full_check: float | None = None
+    """When canary_ok may next count every chain (None: at its next run); see CHECK_BUDGET."""
 
     @property
     def label(self) -> str:
@@ -137,30 +159,53 @@ class NftFamilyProxier:
     def desired(self) -> NftState:
         return build_state(self.fragments, self.ctx, self.claims)
 
-    async def canary_ok(self) -> bool:
-        """False (next sync forced full) when a fixed chain is missing or lost rules.
+    def _named_sets(self) -> list[str]:
+        return sorted(set(map_types(self.ctx.family)) | set(static_sets(self.ctx.family)))
 
-        One kernel dump per fixed chain (nft_count), cheap at any table size: a
-        deleted table, a flushed table, a flushed or deleted fixed chain and a
-        missing base chain are all seen. A flush of one service chain alone is not
-        (it is rewritten by the next full sync)."""
+    async def canary_ok(self) -> bool:
+        """False (and the next sync repairs) when podnet's table differs from what was applied.
+
+        Nothing committed since the last verification: one generation read. Else
+        every chain's rule count and every named map's and set's element count
+        against :attr:`applied` (see the module docstring)."""
         applied = self.applied
         if applied is None or self.syncing:
             return True
-        counts = await self.nft.count_rules(TABLE, sorted(applied.fixed))
+        sets = self._named_sets()
+        start = self.wall()
+        every = self.next_full_check is None or start >= self.next_full_check
+        want_chains = applied.chains() if every else applied.fixed
+        census = await self.nft.census(TABLE, self.verified_gen, sets, sorted(want_chains))
         if self.applied is not applied or self.syncing:
             return True  # a sync ran meanwhile; the next check compares with its result
-        lost = [(c, "missing" if counts.get(c, 0) == 0 else "flushed")
-                for c, rules in sorted(applied.fixed.items()) if counts.get(c, 0) != len(rules)]
-        if not lost:
+        if census.chains is None:
             return True
-        for chain, kind in lost:
+        if every:
+            self.next_full_check = start + (self.wall() - start) / CHECK_BUDGET
+        elements = census.elements or {}
+        want_elements: dict[str, int] = {}
+        for name, _key in applied.element_map():
+            want_elements[name] = want_elements.get(name, 0) + 1
+        lost = [(c, "emptied" if not census.chains.get(c) else "changed")
+                for c, rules in sorted(want_chains.items()) if census.chains.get(c, 0) != len(rules)]
+        lost += [(s, "elements") for s in sets if elements.get(s) != want_elements.get(s, 0)]
+        if not lost:
+            if every:
+                self.verified_gen = census.gen
+            return True
+        for name, kind in lost:
             m.FOREIGN_CHANGES.labels("nft", kind, self.label).inc()
-        m.CANARY_LOST.labels("nft", self.label).inc()
-        log.warning("%s: podnet's nftables table was changed from outside (%s); forcing a full sync",
-                    self.label, ", ".join(f"{c} {k}" for c, k in lost[:5]))
-        self.need_full = True
-        self.applied = None
+        if any(name in applied.fixed for name, _ in lost):
+            m.CANARY_LOST.labels("nft", self.label).inc()
+        services_only = all(kind != "elements" and name not in applied.fixed for name, kind in lost)
+        log.warning("%s: podnet's nftables table was changed from outside (%d: %s); %s", self.label, len(lost),
+                    ", ".join(f"{c} {k}" for c, k in lost[:5]),
+                    "rewriting those chains" if services_only else "forcing a full sync")
+        if services_only:
+            self.repair |= {name for name, _ in lost}
+        else:
+            self.need_full = True
+            self.applied = None
         return False
 
     async def sync(self, force_full: bool = False) -> SyncReport:
@@ -175,33 +220,74 @@ class NftFamilyProxier:
         finally:
             self.syncing = False
 
+    async def _full(self) -> NftState:
+        """The whole table in one streamed ``nft -f -``; returns what was written.
+
+        The header (table, maps, sets, fixed chains) goes first; then blocks of
+        services in key order, each computed (dirty ones refreshed), declared and
+        given its rules while nft parses the previous one; then, with the
+        listing of the table's chains and sets that ran meanwhile, the deletion
+        of those podnet no longer wants and every map element. After a failed
+        full sync the table is deleted and declared again instead (no listing);
+        when the listing fails, chains podnet no longer wants stay, empty and
+        unreferenced, until a later full sync deletes them."""
+        if self.before_first_write is not None:
+            self.before_first_write()
+            self.before_first_write = None
+        names = None if self.recreate else asyncio.ensure_future(self.nft.names(TABLE))
+        result: dict[str, NftState] = {}
+
+        async def chunks():
+            try:
+                yield full_header(self.ctx.family, fixed_chains(self.ctx), flush=names is not None)
+                keys = sorted(set(self.fragments) | self.dirty)
+                for lo in range(0, len(keys), STREAM_BLOCK):
+                    frags: list[NftService] = []
+                    for key in keys[lo:lo + STREAM_BLOCK]:
+                        if key in self.dirty:
+                            self._refresh(key)
+                        frags.extend(self.fragments.get(key, ()))
+                    yield full_block(self.ctx.family, frags)
+                    await asyncio.sleep(0)
+                desired = self.desired()
+                existing = None
+                if names is not None:
+                    try:
+                        existing = await names
+                    except (NftError, OSError) as e:
+                        log.warning("%s: cannot list podnet's nft table (%s); chains it no longer needs stay "
+                                    "(empty) until the next full sync", self.label, e)
+                yield full_tail(desired, existing)
+                result["desired"] = desired
+            finally:
+                if names is not None and not names.done():
+                    names.cancel()
+
+        await self.nft.apply_stream(chunks())
+        return result["desired"]
+
     async def _sync(self, force_full: bool) -> SyncReport:
         start = self.wall()
         full = (force_full or self.need_full or self.applied is None or self.last_full is None
                 or start - self.last_full > FULL_SYNC_PERIOD)
         rep = SyncReport(self.ctx.family, full)
-        changed = set(self.dirty)
-        for key in list(self.dirty):
-            self._refresh(key)
-        desired = self.desired()
-        if full:
-            if self.before_first_write is not None:
-                self.before_first_write()
-                self.before_first_write = None
-            existing = None
-            if not self.recreate:
-                try:
-                    existing = await self.nft.names(TABLE)
-                except (NftError, OSError) as e:
-                    log.warning("%s: cannot list podnet's nft table (%s); recreating it", self.label, e)
-            text = render_full(desired, existing)
-        else:
-            assert self.applied is not None
-            text = render_partial(desired, self.applied, changed)
+        text = ""
         try:
-            if text:
-                await self.nft.apply(text)
+            if full:
+                desired = await self._full()
                 rep.restored = True
+            else:
+                assert self.applied is not None
+                changed = set(self.dirty)
+                for key in list(self.dirty):
+                    self._refresh(key)
+                desired = self.desired()
+                text = render_partial(desired, self.applied, changed)
+                if self.repair:
+                    text = render_repair(self.applied, self.repair) + text
+                if text:
+                    await self.nft.apply(text)
+                    rep.restored = True
         except NftError as e:
             m.RESTORE_FAILURES.labels(self.label).inc()
             if not full:
@@ -212,10 +298,14 @@ class NftFamilyProxier:
             self.applied = None
             rep.ok = False
             return rep
-        rep.wrote_chains = text.count(" {\n    ")  # chains given rules: one block each
-        rep.deleted_chains = text.count("delete chain ")
+        if full:
+            rep.wrote_chains = sum(1 for rules in desired.chains().values() if rules)
+        else:
+            rep.wrote_chains = text.count(" {\n    ")  # chains given rules: one block each
+            rep.deleted_chains = text.count("delete chain ")
         self.applied = dataclasses.replace(desired, claims=None)  # self.claims moves on; applied must not
         self.need_full = False
+        self.repair = set()
         if full:
             self.last_full = start
             self.recreate = False

@@ -7,7 +7,9 @@ applies all of it or none of it.
   declares it again, or (given the chains and sets it holds) flushes it and
   deletes what podnet no longer wants, keeping affinity sets' entries; either
   way no stale chain, map element or foreign rule inside podnet's table
-  survives, and no other table is touched.
+  survives, and no other table is touched. It is :func:`full_header`, then
+  :func:`full_block` per service, then :func:`full_tail`, so a streamed full
+  sync writes the same transaction piece by piece.
 * :func:`render_partial` changes only what differs between two states: new
   chains added, changed chains flushed and rewritten, gone chains deleted,
   map and set elements deleted/added one by one. Order inside the
@@ -18,7 +20,7 @@ applies all of it or none of it.
 from __future__ import annotations
 
 from podnet.proxy.nft_rules import (
-    BASE_CHAINS, SET_HAIRPIN, TABLE, Element, NftState, addr_type, family_kw, map_types, winner,
+    BASE_CHAINS, TABLE, Element, NftState, addr_type, family_kw, map_types, static_sets, winner,
 )
 
 
@@ -34,34 +36,70 @@ def render_full(state: NftState, existing: tuple[set[str], set[str]] | None = No
     again. With ``existing`` (the chains and sets the table holds now) it is flushed instead:
     every rule and every static map/set element goes, chains and sets podnet no longer wants
     are deleted, and the dynamic affinity sets it still wants keep their entries (ClientIP
-    affinity survives a full sync, as xt_recent's lists survive an iptables-restore)."""
-    fam = family_kw(state.family)
-    a = addr_type(state.family)
-    out = [f"add table {fam} {TABLE}\n"]
-    if existing is None:
-        out.append(f"delete table {fam} {TABLE}\n")
-    else:
-        out.append(f"flush table {fam} {TABLE}\n")
-    out.append(f"table {fam} {TABLE} {{\n")
-    for name, decl in map_types(state.family).items():
+    affinity survives a full sync, as xt_recent's lists survive an iptables-restore).
+
+    The text is :func:`full_header`, one :func:`full_block` of every service in key order, then
+    :func:`full_tail`: the pieces a streamed full sync writes while it computes."""
+    out = [full_header(state.family, state.fixed, flush=existing is not None)]
+    out.append(full_block(state.family, [f for k in sorted(state.services) for f in state.services[k]]))
+    out.append(full_tail(state, existing))
+    return "".join(out)
+
+
+def full_header(family: int, fixed: dict[str, tuple[str, ...]], flush: bool) -> str:
+    """The table (flushed, or deleted and declared again), its maps and static sets (emptied), the
+    fixed chains with their rules. Everything a service block refers to is declared here."""
+    fam = family_kw(family)
+    out = [f"add table {fam} {TABLE}\n", f"{'flush' if flush else 'delete'} table {fam} {TABLE}\n",
+           f"table {fam} {TABLE} {{\n"]
+    for name, decl in map_types(family).items():
         out.append(f"  map {name} {{ {decl} }}\n")
-    out.append(f"  set {SET_HAIRPIN} {{ type {a} . {a} ; }}\n")
-    for name, timeout in sorted(state.affinity_sets().items()):
-        out.append(f"  set {name} {{ type {a} ; flags dynamic,timeout ; timeout {timeout}s ; }}\n")
-    chains = state.chains()
-    # Declare every chain first so rules may reference chains defined later in the text.
-    for name in sorted(chains):
-        decl = BASE_CHAINS.get(name)
-        out.append(f"  chain {name} {{ {decl or ''} }}\n")
+    for name, typ in static_sets(family).items():
+        out.append(f"  set {name} {{ type {typ} ; }}\n")
+    # Declare every fixed chain first so their rules may reference each other in any order.
+    for name in sorted(fixed):
+        out.append(f"  chain {name} {{ {BASE_CHAINS.get(name) or ''} }}\n")
     out.append("}\n")
+    if flush:
+        out.extend(f"flush map {fam} {TABLE} {m}\n" for m in map_types(family))
+        out.extend(f"flush set {fam} {TABLE} {name}\n" for name in static_sets(family))
+    out.append(_rules_block(fam, fixed, sorted(fixed)))
+    return "".join(out)
+
+
+def full_block(family: int, frags) -> str:
+    """Some services' affinity sets and chains, declared, then given their rules (a service's chains
+    refer only to each other, to the fixed chains and to its own sets). Blocks should be large:
+    each ``table`` block costs nft time of its own (10k one-service blocks load 20x slower than one
+    block of all of them)."""
+    fam = family_kw(family)
+    a = addr_type(family)
+    chains: dict[str, tuple[str, ...]] = {}
+    aff: dict[str, int] = {}
+    for f in frags:
+        chains.update(f.chains)
+        aff.update(f.affinity_sets)
+    if not chains and not aff:
+        return ""
+    names = sorted(chains)
+    out = [f"table {fam} {TABLE} {{\n"]
+    out.extend(f"  set {n} {{ type {a} ; flags dynamic,timeout ; timeout {t}s ; }}\n" for n, t in sorted(aff.items()))
+    out.extend(f"  chain {c} {{ }}\n" for c in names)
+    out.append("}\n")
+    out.append(_rules_block(fam, chains, names))
+    return "".join(out)
+
+
+def full_tail(state: NftState, existing: tuple[set[str], set[str]] | None) -> str:
+    """Chains and sets podnet no longer wants deleted (when the table was flushed, not recreated),
+    then every map and set element."""
+    fam = family_kw(state.family)
+    out = []
     if existing is not None:
         old_chains, old_sets = existing
-        out.extend(f"flush map {fam} {TABLE} {m}\n" for m in map_types(state.family))
-        out.append(f"flush set {fam} {TABLE} {SET_HAIRPIN}\n")
-        out.extend(f"delete chain {fam} {TABLE} {c}\n" for c in sorted(old_chains - set(chains)))
-        keep = set(state.affinity_sets()) | {SET_HAIRPIN}
+        out.extend(f"delete chain {fam} {TABLE} {c}\n" for c in sorted(old_chains - set(state.chains())))
+        keep = set(state.affinity_sets()) | set(static_sets(state.family))
         out.extend(f"delete set {fam} {TABLE} {s}\n" for s in sorted(old_sets - keep))
-    out.append(_rules_block(fam, chains, sorted(chains)))
     out.extend(_elements("add", fam, sorted(state.elements())))
     return "".join(out)
 
@@ -147,6 +185,18 @@ def render_partial(desired: NftState, applied: NftState, changed: set[str] | Non
     gone = sorted(set(old_chains) - set(new_chains), key=lambda c: (_DELETE_ORDER.get(c.split("-")[0], 9), c))
     out.extend(f"delete chain {fam} {TABLE} {c}\n" for c in gone)
     out.extend(f"delete set {fam} {TABLE} {s}\n" for s in sorted(set(old_aff) - set(new_aff)))
+    return "".join(out)
+
+
+def render_repair(state: NftState, chains: set[str]) -> str:
+    """``chains`` of ``state`` (regular chains) written again as ``state`` has them: declared
+    (re-created if something deleted one), flushed, filled. Names ``state`` lacks are ignored."""
+    fam = family_kw(state.family)
+    have = state.chains()
+    names = sorted(c for c in chains if c in have and c not in BASE_CHAINS)
+    out = [f"add chain {fam} {TABLE} {c}\n" for c in names]
+    out += [f"flush chain {fam} {TABLE} {c}\n" for c in names]
+    out.append(_rules_block(fam, have, names))
     return "".join(out)
 
 

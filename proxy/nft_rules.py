@@ -24,7 +24,9 @@ order themselves around them):
 * ``nat-postrouting`` nat hook postrouting priority srcnat (100):  jump masquerading
 * ``filter-input``    filter hook input    priority -110: REJECT/DROP of NodePorts
   and service IPs without (local) endpoints, the martian drop for localhost NodePorts
-* ``filter-forward``  filter hook forward  priority -110: REJECT/DROP of service IPs
+* ``filter-forward``  filter hook forward  priority -110: ``ct state invalid drop`` (when
+  drop_invalid), REJECT/DROP of service IPs, then accept marked (to be masqueraded) and
+  established/related traffic (the iptables mode's PODNET-FORWARD)
 * ``filter-output``   filter hook output   priority -110 (before nat-output's DNAT):
   REJECT/DROP of service IPs, the martian drop
 
@@ -38,7 +40,16 @@ sync that loads like plain chains and one that spends most of its time in
 set elements). ClientIP affinity uses one
 dynamic set per endpoint (``aff-*``, timeout = the Service's) only for
 Services that ask for it. LoadBalancer source ranges are a ``fw-*`` chain
-(``ip saddr R goto ext-*`` per range, then ``drop``).
+(``ip saddr R goto ext-*`` per range, then ``drop``). Health-check node ports
+(eTP Local) are one set, accepted in ``filter-input``.
+
+An ``accept`` in nftables is final only for the base chain it is in: a base
+chain of another table on the same hook (a host firewall, iptables-nft's
+``filter`` table) still sees the packet and may drop it, while a ``drop`` here
+is final everywhere. So the forward and health-check accepts keep podnet's own
+table from dropping that traffic, as in the iptables mode, but cannot open a
+host firewall that drops it; kube-proxy's nftables mode writes no accepts at
+all for that reason.
 
 Every value interpolated into a rule is re-checked here (:func:`_ip`,
 :func:`_cidr`, :func:`_port`): IPs re-parsed and required canonical, ports in
@@ -62,6 +73,7 @@ MAP_NODEPORTS = "service-nodeports"
 MAP_NO_EP_IPS = "no-endpoint-services"
 MAP_NO_EP_NODEPORTS = "no-endpoint-nodeports"
 SET_HAIRPIN = "hairpin"
+SET_HEALTH_CHECK = "health-check-nodeports"
 SERVICES = "services"
 MARK_MASQ = "mark-for-masquerade"
 MASQUERADING = "masquerading"
@@ -181,12 +193,17 @@ def _endpoint_text(ep: EndpointInfo, family: int) -> str:
 
 def _balance(proto: str, eps: tuple[EndpointInfo, ...], ctx: NodeContext,
              affinity: dict[int, str], fam: str) -> list[str]:
-    """Affinity lookups first, then plain probability rules: rule i matches 1/(n-i) of what is left."""
+    """Affinity lookups first, then plain probability rules: rule i matches 1/(n-i) of what is left.
+
+    Every connection that lands on an endpoint through affinity refreshes the client's entry
+    (``update`` restarts an element's timeout), so affinity lasts the timeout after the client's
+    last connection, as kube-proxy's ``recent --set`` on every connection does."""
     rules = []
     dnat = {id(e): f"meta l4proto {proto} dnat to {_endpoint_text(e, ctx.family)}" for e in eps}
     for e in eps:
         if id(e) in affinity:
-            rules.append(f"{fam} saddr @{affinity[id(e)]} {dnat[id(e)]}")
+            aff = affinity[id(e)]
+            rules.append(f"{fam} saddr @{aff} update @{aff} {{ {fam} saddr }} {dnat[id(e)]}")
     left = len(eps)
     for e in eps:
         upd = f"update @{affinity[id(e)]} {{ {fam} saddr }} " if id(e) in affinity else ""
@@ -274,6 +291,8 @@ def service_nft(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeCon
     # Hairpin needs the client pod and the endpoint to be one pod, and the client pod is on this
     # node (its packet is being NATed here): only local endpoints can hairpin here.
     elements += [(SET_HAIRPIN, f"{e.ip} . {e.ip}", "") for e in eps if id(e) in used and e.local]
+    if sp.hc_node_port:
+        elements.append((SET_HEALTH_CHECK, str(_port(sp.hc_node_port)), ""))
     return NftService(
         chains=chains,
         elements=tuple(elements),
@@ -392,8 +411,12 @@ def fixed_chains(ctx: NodeContext) -> dict[str, tuple[str, ...]]:
         "nat-prerouting": (f"jump {SERVICES}",),
         "nat-output": (f"jump {SERVICES}",),
         "nat-postrouting": (f"jump {MASQUERADING}",),
-        "filter-input": (f"ct state new jump {NODEPORT_EP_CHECK}", f"ct state new jump {SERVICE_EP_CHECK}", *martian),
-        "filter-forward": (f"ct state new jump {SERVICE_EP_CHECK}",),
+        "filter-input": (f"ct state new jump {NODEPORT_EP_CHECK}", f"ct state new jump {SERVICE_EP_CHECK}", *martian,
+                         f"tcp dport @{SET_HEALTH_CHECK} accept"),
+        "filter-forward": (*(["ct state invalid drop"] if ctx.drop_invalid else []),
+                           f"ct state new jump {SERVICE_EP_CHECK}",
+                           f"meta mark & {mark} == {mark} accept",
+                           "ct state established,related accept"),
         "filter-output": (f"ct state new jump {SERVICE_EP_CHECK}", *martian),
         SERVICES: (f"{fam} daddr . meta l4proto . th dport vmap @{MAP_SERVICE_IPS}",
                    *(f"{d}meta l4proto . th dport vmap @{MAP_NODEPORTS}" for d in dests)),
@@ -411,6 +434,12 @@ def fixed_chains(ctx: NodeContext) -> dict[str, tuple[str, ...]]:
 
 def build_state(services: dict[str, tuple[NftService, ...]], ctx: NodeContext, claims: Claims | None = None) -> NftState:
     return NftState(ctx.family, fixed_chains(ctx), dict(services), claims)
+
+
+def static_sets(family: int) -> dict[str, str]:
+    """Named sets every table has (elements from the services) -> their type."""
+    a = addr_type(family)
+    return {SET_HAIRPIN: f"{a} . {a}", SET_HEALTH_CHECK: "inet_service"}
 
 
 def map_types(family: int) -> dict[str, str]:

@@ -35,14 +35,13 @@ iptables. Guarantees:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import gc
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from podnet.host.loop import gc_paused
 from podnet.kube.objects import EndpointSlice, Service
 from podnet.proxy import metrics as m
 from podnet.proxy import guard, names
@@ -66,23 +65,10 @@ STREAM_BLOCK = 128
 """Services per block of a streamed full sync (see FamilyProxier._full)."""
 
 
-@contextlib.contextmanager
-def gc_paused():
-    """No cyclic garbage collection inside the block; restored afterwards.
-
-    A full sync allocates a few hundred thousand small acyclic objects (rule
-    strings, tuples, fragments), which triggers repeated generation-2
-    collections that walk every live object: about a third of the sync's own
-    CPU time at 10k services. Reference counting still frees everything;
-    the collector simply runs after the sync instead of during it.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+# gc_paused (podnet.host.loop): a full sync allocates a few hundred thousand small acyclic objects
+# (rule strings, tuples, fragments), which trigger repeated generation-2 collections that walk every
+# live object, about a third of the sync's own CPU time at 10k services; reference counting still
+# frees everything, and the collector runs after the sync instead of during it.
 
 
 @dataclass
@@ -356,7 +342,8 @@ class FamilyProxier:
             try:
                 yield f"*nat\n:{names.MARK_MASQ} - [0:0]\n"  # referenced by service chains; rules come later
                 emitted: set[str] = set()
-                keys = sorted(set(self.fragments) | self.dirty)
+                # In names.service_order: libiptc then creates the chains in name order (names.py).
+                keys = sorted(set(self.fragments) | self.dirty, key=lambda k: (names.service_order(k), k))
                 # Blocks of services, each computed, then declared, then its rules: iptables-restore
                 # parses one block while the next is computed. Declaring a block's chains before its
                 # rules keeps most lookups in libiptc on chains that already exist.

@@ -203,7 +203,9 @@ def service_rules(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeC
         filter_nodeports.append(
             f'-p tcp -m tcp --dport {sp.hc_node_port} -m comment --comment "{spn} health check node port" -j ACCEPT'
         )
-    proto_m = _proto(sp)
+    # DNAT needs only the protocol (``-p``) to take a port; a bare ``-m tcp`` would match every
+    # packet that ``-p tcp`` does in nat (conntrack defragments first), so it is left out.
+    proto_p = f"-p {proto_l}"
     masq = f"/{hp} -j {n.MARK_MASQ}"
     affinity = sp.affinity_timeout is not None
     for ep in eps:  # already in address order; the SEP chain: hairpin masquerade, then the DNAT
@@ -211,7 +213,7 @@ def service_rules(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeC
         if k in used:
             sep = seps[k]
             recent = f" -m recent --name {sep} --set" if affinity else ""
-            nat[sep] = (f"-s {ep.ip}{masq}", f"{proto_m}{recent} -j DNAT --to-destination {addresses[k]}")
+            nat[sep] = (f"-s {ep.ip}{masq}", f"{proto_p}{recent} -j DNAT --to-destination {addresses[k]}")
     return ServiceRules(
         nat_chains=nat,
         nat_dispatch=tuple(dispatch),

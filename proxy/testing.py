@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from podnet.kube.objects import parse_endpoint_slice, parse_service
 from podnet.proxy.conntrack import Flow
 from podnet.proxy.iptables import RestoreError, jump_target
-from podnet.proxy.nft_run import NftError
+from podnet.proxy.nft_run import Census, NftError
 from podnet.proxy.render import render_full
 from podnet.proxy.rules import JUMPS, NodeContext
 from podnet.proxy.snapshot import build
@@ -264,12 +264,15 @@ class FakeNft:
         self.sets: set[str] = set()
         """Names in ``elements`` that are sets (the others are maps)."""
         self.fail_next = fail_next
+        self.generation = 0
+        """Bumped by every applied text and every simulated foreign change, as the kernel's ruleset generation."""
 
     async def apply(self, text: str) -> None:
         self.texts.append(text)
         if self.fail_next:
             self.fail_next -= 1
             raise NftError("fake failure", text)
+        self.generation += 1
         current: str | None = None
         for line in text.splitlines():
             words = line.split()
@@ -331,22 +334,32 @@ class FakeNft:
             elif line.strip() != "}":
                 raise NftError(f"fake nft does not understand {line!r}", text)
 
+    async def apply_stream(self, chunks) -> None:
+        await self.apply("".join([c async for c in chunks]))
+
     async def names(self, table: str) -> tuple[set[str], set[str]]:
         if not self.exists:
             return set(), set()
         return set(self.chains), {n for n in self.elements if n in self.sets}
 
-    async def count_rules(self, table: str, chains: list[str]) -> dict[str, int]:
-        return {c: len(self.chains.get(c, ())) if self.exists else 0 for c in chains}
+    async def census(self, table: str, known_gen: int | None, sets: list[str], chains: list[str]) -> Census:
+        if known_gen == self.generation:
+            return Census(self.generation)
+        if not self.exists:
+            return Census(self.generation, {c: 0 for c in chains}, {s: None for s in sets})
+        return Census(self.generation, {c: len(self.chains.get(c, ())) for c in chains},
+                      {s: len(self.elements[s]) if s in self.elements else None for s in sets})
 
     # -- foreign changes
     def delete_table(self) -> None:
+        self.generation += 1
         self.exists = False
         self.chains.clear()
         self.elements.clear()
         self.sets.clear()
 
     def flush_chain(self, chain: str) -> None:
+        self.generation += 1
         self.chains[chain] = []
 
 

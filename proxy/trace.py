@@ -17,6 +17,8 @@ import ipaddress
 import shlex
 from dataclasses import dataclass, field
 
+from podnet.host.addr import split_hostport
+
 ONE_ARG = {
     "-s", "-d", "-p", "-m", "-j", "-g", "--dport", "--comment", "--dst-type", "--src-type", "--ctstate", "--mark",
     "--mode", "--probability", "--name", "--seconds", "--to-destination", "--or-mark", "--xor-mark", "--reject-with",
@@ -92,7 +94,7 @@ class Tracer:
         for _, st in self._walk("nat", nat_chain, pkt, _State(), 0):
             dst = pkt
             if st.dnat:
-                ip, port = _split_hostport(st.dnat)
+                ip, port = split_hostport(st.dnat)
                 dst = Packet(pkt.src, ip, port, pkt.protocol, pkt.local_origin, pkt.recent)
             fchain = "OUTPUT" if pkt.local_origin else ("INPUT" if self._is_local(dst.dst) else "FORWARD")
             for verdict, st2 in self._walk("filter", fchain, dst, st, 0):
@@ -186,8 +188,3 @@ class Tracer:
             if ok == neg:
                 return False
         return result
-
-
-def _split_hostport(hp: str) -> tuple[str, int]:
-    host, _, port = hp.rpartition(":")
-    return host.strip("[]"), int(port)

@@ -9,15 +9,32 @@ rules are the one-line import rules stated in each package's ``__init__`` docstr
 from __future__ import annotations
 
 import ast
+import re
 import sys
 import tomllib
 from dataclasses import dataclass
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE_DIRS: dict[str, str] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+PACKAGE_DIRS: dict[str, str] = PYPROJECT["tool"]["setuptools"]["package-dir"]
+
+
+def _dist_key(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+RUNTIME_DISTS = frozenset(_dist_key(re.match(r"[A-Za-z0-9_.-]+", req).group())
+                          for req in PYPROJECT["project"]["dependencies"])
+"""Normalised distribution names of pyproject's runtime dependencies."""
+
+
+def runtime_dependency(top: str) -> bool:
+    """True when the top-level import ``top`` is provided by a declared runtime dependency."""
+    return any(_dist_key(d) in RUNTIME_DISTS for d in packages_distributions().get(top, ()))
 
 HOST = "podnet.host"
 
@@ -26,7 +43,7 @@ HOST = "podnet.host"
 class Rule:
     layer: str                  # dotted package whose modules the rule covers
     may_import: tuple[str, ...]  # podnet packages (and their subpackages) its modules may import
-    stdlib_only: bool = False   # no third-party imports either
+    stdlib_only: bool = False   # no third-party imports either, save the declared runtime dependencies
     exact: bool = False         # covers the package's __init__ only, not its submodules
 
 
@@ -39,7 +56,7 @@ RULES = [
     pytest.param(Rule("podnet.policy", ("podnet.policy", "podnet.kube", HOST, "podnet.proxy.iptables")),
                  id="policy-imports-kube-host-and-proxy-iptables"),
     pytest.param(Rule("podnet.netlab", (), exact=True), id="netlab-init-imports-nothing"),
-    pytest.param(Rule(HOST, (HOST,), stdlib_only=True), id="host-is-stdlib-only"),
+    pytest.param(Rule(HOST, (HOST,), stdlib_only=True), id="host-imports-stdlib-and-runtime-dependencies-only"),
     pytest.param(Rule("podnet.netlab.apiserver", ("podnet.netlab.apiserver", "podnet.kube", HOST)),
                  id="netlab-apiserver-imports-kube-and-host"),
     pytest.param(Rule("podnet.netlab.node", ("podnet.netlab.node", "podnet.kube", HOST)),
@@ -108,8 +125,10 @@ def violations(rule: Rule, module: str, is_package: bool, source: str, known: se
             if not any(_within(target, allowed) for allowed in rule.may_import):
                 bad.append(f"{module}:{line} imports {target} "
                            f"({rule.layer} may import only {', '.join(rule.may_import) or 'no podnet module'})")
-        elif rule.stdlib_only and top != "__future__" and top not in sys.stdlib_module_names:
-            bad.append(f"{module}:{line} imports {target} ({rule.layer} may import the standard library only)")
+        elif (rule.stdlib_only and top != "__future__" and top not in sys.stdlib_module_names
+              and not runtime_dependency(top)):
+            bad.append(f"{module}:{line} imports {target} "
+                       f"({rule.layer} may import the standard library and the runtime dependencies only)")
     return bad
 
 
@@ -145,9 +164,15 @@ KNOWN = {"podnet.netlab.lab.topology", "podnet.netlab.node", "podnet.netlab.node
 @pytest.mark.parametrize(
     ("module", "source", "expected"),
     [
-        pytest.param("podnet.host.x", "import aiohttp\n",
-                     ["podnet.host.x:1 imports aiohttp (podnet.host may import the standard library only)"],
-                     id="third-party-in-stdlib-only-layer"),
+        pytest.param("podnet.host.x", "import pytest\n",
+                     ["podnet.host.x:1 imports pytest (podnet.host may import the standard library and the "
+                      "runtime dependencies only)"],
+                     id="test-only-dependency-in-host"),
+        pytest.param("podnet.host.x", "import aiohttp\nfrom uvloop import run\n", [],
+                     id="runtime-dependency-in-host-passes"),
+        pytest.param("podnet.host.x", "from podnet.kube import objects\n",
+                     ["podnet.host.x:1 imports podnet.kube.objects (podnet.host may import only podnet.host)"],
+                     id="other-podnet-package-in-host"),
         pytest.param("podnet.netlab.lab.x", "def f():\n    from podnet.netlab import node\n",
                      ["podnet.netlab.lab.x:2 imports podnet.netlab.node (podnet.netlab.lab may import only "
                       "podnet.netlab.lab, podnet.kube, podnet.host)"],

@@ -6,11 +6,20 @@ or a Kubernetes ``Status`` for errors (400/404/405/409/410/415/422, and 500
 for a bug — logged, never a traceback on the wire). Watches are
 newline-delimited JSON events (see :mod:`podnet.netlab.apiserver.apiwatch`).
 With an authenticator (:mod:`podnet.netlab.apiserver.authn`) every request but the
-public-info paths needs a valid bearer token, else 401; with an RBAC policy as well
-(:mod:`podnet.netlab.apiserver.authz`) every such request must then be authorised, else 403.
+public-info paths needs a valid bearer token, else 401; with an authorizer as well
+(:mod:`podnet.netlab.apiserver.authz`, :mod:`podnet.netlab.apiserver.nodeauthz`) every such request
+must then be authorised, else 403, and every write admitted (:mod:`podnet.netlab.apiserver.admission`).
+``serviceaccounts/NAME/token`` is the TokenRequest API (:mod:`podnet.netlab.apiserver.tokens`);
+``application/apply-patch+yaml`` PATCHes are server-side apply (:mod:`podnet.netlab.apiserver.apply`),
+and other writes record their field manager in ``managedFields``; ``/openapi/v3`` comes from
+:mod:`podnet.netlab.apiserver.openapi`.
 ``pods/NAME/log`` answers text/plain from the lab kubelet's log files
 (:mod:`podnet.netlab.apiserver.podlogs`); exec, attach and portforward answer a Status naming
 the pod's network namespace and the command to use instead (:mod:`podnet.netlab.apiserver.streaming`).
+
+Deployments and ReplicaSets serve the ``scale`` subresource (:mod:`podnet.netlab.apiserver.scale`);
+deleting a Deployment, ReplicaSet or DaemonSet with ``propagationPolicy: Orphan`` releases its
+dependents first (:func:`podnet.netlab.apiserver.appcontrollers.orphan_dependents`).
 
 Requests asking for ``as=Table`` (kubectl get) get ``meta.k8s.io/v1`` Tables
 (:mod:`podnet.netlab.apiserver.tables`) for lists, single objects and watch events.
@@ -33,11 +42,15 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from podnet.netlab.apiserver import apikinds, authz, fieldvalidation
+from podnet.netlab.apiserver import accessreview, apikinds, authz, fieldvalidation, openapi, scale
+from podnet.netlab.apiserver.admission import AdmissionRequest
 from podnet.netlab.apiserver.apikinds import BY_API_PATH, Kind
-from podnet.netlab.apiserver.authn import UNAUTHORIZED, TokenAuthenticator, User, is_public
 from podnet.netlab.apiserver.apistore import StatusError, Store, Watcher
+from podnet.netlab.apiserver.appcontrollers import orphan_dependents
+from podnet.netlab.apiserver.workloads import WORKLOAD_PLURALS
 from podnet.netlab.apiserver.apiwatch import open_watcher, stream_watch
+from podnet.netlab.apiserver.apply import record_update, update_manager
+from podnet.netlab.apiserver.authn import UNAUTHORIZED, TokenAuthenticator, User, is_public
 from podnet.netlab.apiserver.kproto import ProtobufError, decode_object
 from podnet.netlab.apiserver.patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from podnet.netlab.apiserver.podlogs import PodLogs
@@ -53,6 +66,8 @@ log = logging.getLogger("podnet.netlab.apiserver.server")
 _JSON = "application/json"
 DUPLICATES = web.RequestKey("podnet_duplicates", list)
 """Paths of keys repeated in the request's JSON body (for fieldValidation)."""
+USER = web.RequestKey("podnet_user", object)
+"""The authenticated user (:class:`User`), None without an authenticator."""
 OPENAPI_V2_EMPTY_PB = b"\n\x032.0"
 
 
@@ -85,8 +100,15 @@ class ApiHandlers:
         self.pod_logs: PodLogs | None = None
         self.authenticator: TokenAuthenticator | None = None
         """None: every request is served (a server without ``--token-auth-file``)."""
-        self.policy: authz.Policy | None = None
-        """With an authenticator: the RBAC policy every authenticated request is authorised against."""
+        self.policy: Any = None
+        """With an authenticator: the authorizer (``authorize(Attributes) -> Decision``, an
+        :class:`authz.Policy` or a chain) every authenticated request is authorised against."""
+        self.admission: Any = None
+        """With an authenticator: ``admit(AdmissionRequest)`` for every write (:mod:`.admission`)."""
+        self.token_requests: Any = None
+        """``request(ns, name, body) -> TokenRequest`` for serviceaccounts/NAME/token (:mod:`.tokens`)."""
+        self.apply: Any = None
+        """``apply(handlers, request, kind, ns, name, sub)`` for application/apply-patch+yaml (:mod:`.apply`)."""
 
     # ------------------------------------------------------------------ routing
 
@@ -95,7 +117,7 @@ class ApiHandlers:
         try:
             return await self._dispatch(request)
         except _Forbidden as e:
-            body = authz.forbidden_status(e.attributes)
+            body = authz.forbidden_status(e.attributes, e.reason)
             log.warning("RBAC denied: %s", body["message"])
             return _json(body, 403)
         except StatusError as e:
@@ -113,8 +135,11 @@ class ApiHandlers:
             user = self.authenticator.authenticate(request.headers.get("Authorization"))
             if user is None:
                 return _json(UNAUTHORIZED, 401)
+        request[USER] = user
         if user is not None and self.policy is not None and not _is_resource_path(path):
             self._authorize(authz.Attributes(user.name, user.groups, request.method.lower(), path=path))
+        if path == accessreview.PATH and request.method == "POST":
+            return _json(accessreview.review(self.policy, user, await self._body(request)), 201)
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
         if path == "/openapi/v2" and "protobuf" in request.headers.get("Accept", ""):
@@ -146,8 +171,14 @@ class ApiHandlers:
                 if m != "GET":
                     raise StatusError(405, "MethodNotAllowed", f"{m} is not allowed on {path}")
                 return await self.pod_logs.serve(request, self._get(kind, ns, name))
+            if sub == "token" and kind.plural == "serviceaccounts" and self.token_requests is not None:
+                if m != "POST":
+                    raise StatusError(405, "MethodNotAllowed", f"{m} is not allowed on {path}")
+                return await self.token_request(request, ns or "", name)
             if sub in STREAMING and kind.plural == "pods":
                 raise no_streaming(self._get(kind, ns, name), sub, request.query.getall("command", []))
+            if sub == "scale" and kind.plural in apikinds.SCALABLE:
+                return await self.scale_subresource(request, kind, ns, name)
             if sub not in (None, "status"):
                 raise StatusError(404, "NotFound", f"the server could not find the requested resource ({path})")
             if m == "GET":
@@ -165,8 +196,31 @@ class ApiHandlers:
 
     def _authorize(self, a: authz.Attributes) -> None:
         assert self.policy is not None
-        if not authz.authorize(self.policy, a).allowed:
-            raise _Forbidden(a)
+        decision = self.policy.authorize(a)
+        if not decision.allowed:
+            raise _Forbidden(a, decision.reason)
+
+    def admit(self, request: web.Request, kind: Kind, operation: str, ns: str | None, name: str, sub: str | None,
+              obj: Any, old: Any) -> None:
+        """Admission (NodeRestriction, RBAC escalation) of one write by the request's user."""
+        user = request.get(USER)
+        if self.admission is None or user is None:
+            return
+        group = "" if kind.api_path.startswith("/api/") else kind.api_path.split("/")[2]
+        self.admission.admit(AdmissionRequest(user.name, user.groups, operation, group, kind.plural, ns or "", name,
+                                              sub or "", obj, old))
+
+    @staticmethod
+    def _record_fields(request: web.Request, kind: Kind, sub: str | None, obj: Any, old: Any) -> None:
+        """managedFields of a non-apply write (:func:`.apply.record_update`)."""
+        manager = update_manager(request, old)
+        if manager is not None and isinstance(obj, dict):
+            record_update(obj, old, manager, sub=sub or "", has_status=kind.has_status)
+
+    async def token_request(self, request: web.Request, ns: str, name: str) -> web.Response:
+        body = await self._body(request)
+        self.admit(request, apikinds.KINDS["serviceaccounts"], "CREATE", ns, name, "token", body, None)
+        return _json(self.token_requests.request(ns, name, body), 201)
 
     @staticmethod
     def _resource_attributes(request: web.Request, user: User, kind: Kind, ns: str | None, name: str | None,
@@ -190,9 +244,9 @@ class ApiHandlers:
         if path == "/apis":
             return apikinds.api_group_list()
         if path == "/openapi/v3":
-            return apikinds.openapi_v3_root()
+            return openapi.root()
         if path.startswith("/openapi/v3/"):
-            doc = apikinds.openapi_v3_group_version(path.removeprefix("/openapi/v3"))
+            doc = openapi.group_version(path.removeprefix("/openapi/v3"))
             if doc is None:
                 raise StatusError(404, "NotFound", f"the server could not find the requested resource ({path})")
             return doc
@@ -351,6 +405,12 @@ class ApiHandlers:
         how = self._field_directive(request, "CreateOptions")
         body, warnings = self._fields(request, kind, await self._body(request), how, "create")
         prepared = self.registry.prepare_create(kind, body, ns)
+        try:
+            self.admit(request, kind, "CREATE", ns, prepared.obj["metadata"]["name"], None, prepared.obj, None)
+            self._record_fields(request, kind, None, prepared.obj, None)
+        except StatusError:
+            self.registry.release_allocations(prepared)
+            raise
         if self._dry_run(request):
             self.registry.release_allocations(prepared)
             return self._warn(_json(prepared.obj, 201), warnings)
@@ -366,6 +426,13 @@ class ApiHandlers:
     def _update(self, request: web.Request, kind: Kind, old: dict[str, Any], body: Any, sub: str | None,
                 expect: str | None) -> web.Response:
         prepared = self.registry.prepare_update(kind, old, body, subresource=sub or "")
+        try:
+            self.admit(request, kind, "UPDATE", old["metadata"].get("namespace"), old["metadata"]["name"], sub,
+                       prepared.obj, old)
+            self._record_fields(request, kind, sub, prepared.obj, old)
+        except StatusError:
+            self.registry.release_allocations(prepared)
+            raise
         if self._dry_run(request):
             self.registry.release_allocations(prepared)
             return _json(prepared.obj)
@@ -373,8 +440,10 @@ class ApiHandlers:
 
     async def patch(self, request: web.Request, kind: Kind, ns: str | None, name: str, sub: str | None) -> web.Response:
         how = self._field_directive(request, "PatchOptions")
-        old = self._get(kind, ns, name)
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
+        if ctype == "application/apply-patch+yaml" and self.apply is not None:
+            return await self.apply(self, request, kind, ns, name, sub)
+        old = self._get(kind, ns, name)
         body = await self._body(request)
         try:
             if ctype == "application/merge-patch+json":
@@ -397,13 +466,35 @@ class ApiHandlers:
         expect = new_rv if new_rv != old["metadata"].get("resourceVersion") else None
         return self._warn(self._update(request, kind, old, new, sub, expect), warnings)
 
+    async def scale_subresource(self, request: web.Request, kind: Kind, ns: str | None, name: str) -> web.Response:
+        """The ``scale`` subresource (:mod:`podnet.netlab.apiserver.scale`)."""
+        old = self._get(kind, ns, name)
+        m = request.method
+        if m == "GET":
+            return _json(scale.scale_of(old))
+        body = await self._body(request)
+        if m == "PUT":
+            expect = ((body or {}).get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
+        elif m == "PATCH":
+            body, expect = scale.patched_scale(old, request.headers.get("Content-Type", "").split(";")[0].strip(),
+                                               body), None
+        else:
+            raise StatusError(405, "MethodNotAllowed", f"{m} is not allowed on {request.path}")
+        prepared = self.registry.prepare_update(kind, old, scale.with_replicas(old, body))
+        if self._dry_run(request):
+            return _json(scale.scale_of(prepared.obj))
+        return _json(scale.scale_of(self.registry.commit_update(kind, old, prepared, expect or None)))
+
     async def delete(self, request: web.Request, kind: Kind, ns: str | None, name: str) -> web.Response:
         grace = _int_param(request, "gracePeriodSeconds")
         body = await self._body(request) if request.can_read_body else None
         if isinstance(body, dict) and isinstance(body.get("gracePeriodSeconds"), int):
             grace = body["gracePeriodSeconds"]
+        self.admit(request, kind, "DELETE", ns, name, None, None, self._get(kind, ns, name))
         if self._dry_run(request):
             return _json(self._get(kind, ns, name))
+        if kind.plural in WORKLOAD_PLURALS and _orphans(request, body):
+            orphan_dependents(self.store, kind.plural, self._get(kind, ns, name))
         obj, finished = self.registry.delete(kind, ns or "", name, grace)
         if not finished and grace and kind.plural == "pods" and obj["metadata"].get("deletionGracePeriodSeconds"):
             uid = obj["metadata"].get("uid", "")
@@ -424,9 +515,19 @@ class ApiHandlers:
 
 
 class _Forbidden(Exception):
-    def __init__(self, attributes: authz.Attributes) -> None:
+    def __init__(self, attributes: authz.Attributes, reason: str = "") -> None:
         super().__init__(attributes.verb)
-        self.attributes = attributes
+        self.attributes, self.reason = attributes, reason
+
+
+def _orphans(request: web.Request, body: Any) -> bool:
+    """DeleteOptions asking for ``propagationPolicy: Orphan`` (or the older ``orphanDependents``)."""
+    policy = request.query.get("propagationPolicy")
+    if isinstance(body, dict):
+        policy = body.get("propagationPolicy") or policy
+        if body.get("orphanDependents") is True:
+            return True
+    return policy == "Orphan"
 
 
 def _is_resource_path(path: str) -> bool:

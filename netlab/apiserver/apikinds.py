@@ -1,9 +1,11 @@
 """The resources the lab API server serves, and its discovery documents.
 
-One :class:`Kind` per resource: URL placement, kind name, short names, the
-validator (:mod:`podnet.kube.objects` for the kinds the lab acts on,
-:mod:`.storedkinds` for those it only stores), and whether it has a status
-subresource. The discovery documents are the legacy (non-aggregated) ones,
+One :class:`Kind` per resource: a :class:`podnet.kube.resources.Resource` (kube owns the
+vocabulary: URL placement, kind name, parser; the five kinds podnet watches are taken from
+podnet.kube as they are declared there) extended with short names, the singular name and
+whether it has a status subresource. Its parser is the validator the server writes with
+(:mod:`podnet.kube.objects` for the kinds the lab acts on, :mod:`.storedkinds` for those it
+only stores). The discovery documents are the legacy (non-aggregated) ones,
 which both kubectl 1.20 and 1.32 understand.
 """
 
@@ -12,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from podnet.kube import objects as o
+from podnet.kube import resources as r
+from podnet.kube.resources import Resource
+from podnet.kube.adminnetpol import parse_admin_network_policy, parse_baseline_admin_network_policy
 from podnet.kube.netpol import parse_network_policy
 from podnet.netlab.apiserver.storedkinds import validator
 
@@ -28,19 +32,24 @@ VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update
 
 
 @dataclass(frozen=True, slots=True)
-class Kind:
-    api_path: str
-    plural: str
-    kind: str
-    namespaced: bool
-    validate: Callable[[Mapping[str, Any]], Any]
+class Kind(Resource):
+    """A :class:`podnet.kube.resources.Resource` (where it lives, its kind, its parser, which here is the
+    validator the server writes with) plus what only a server needs: short names, a status subresource
+    and the singular name for discovery."""
+
     short_names: tuple[str, ...] = ()
     has_status: bool = False
     singular: str = ""
 
+    @classmethod
+    def of(cls, r: Resource, short_names: tuple[str, ...] = (), has_status: bool = False,
+           singular: str = "") -> "Kind":
+        """The served form of a resource podnet.kube already declares."""
+        return cls(r.api_path, r.plural, r.kind, r.namespaced, r.parse, short_names, has_status, singular)
+
     @property
-    def api_version(self) -> str:
-        return self.api_path.removeprefix("/api/").removeprefix("/apis/")
+    def validate(self) -> Callable[[Mapping[str, Any]], Any]:
+        return self.parse
 
     @property
     def list_kind(self) -> str:
@@ -50,19 +59,25 @@ class Kind:
 KINDS: dict[str, Kind] = {
     k.plural: k
     for k in (
-        Kind(CORE, "namespaces", "Namespace", False, o.parse_namespace, ("ns",), True, "namespace"),
-        Kind(CORE, "nodes", "Node", False, o.parse_node, ("no",), True, "node"),
-        Kind(CORE, "pods", "Pod", True, o.parse_pod, ("po",), True, "pod"),
-        Kind(CORE, "services", "Service", True, o.parse_service, ("svc",), True, "service"),
-        Kind(DISCOVERY_V1, "endpointslices", "EndpointSlice", True, o.parse_endpoint_slice, (), False, "endpointslice"),
+        Kind.of(r.NAMESPACES, ("ns",), True, "namespace"),
+        Kind.of(r.NODES, ("no",), True, "node"),
+        Kind.of(r.PODS, ("po",), True, "pod"),
+        Kind.of(r.SERVICES, ("svc",), True, "service"),
+        Kind.of(r.ENDPOINT_SLICES, (), False, "endpointslice"),
         Kind("/apis/networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, parse_network_policy, ("netpol",),
              False, "networkpolicy"),
-        # Stored as given, validated by storedkinds; no controller acts on them.
+        # The network-policy-api CRDs, cluster-scoped, validated as their OpenAPI schema and CEL rules.
+        Kind("/apis/policy.networking.k8s.io/v1alpha1", "adminnetworkpolicies", "AdminNetworkPolicy", False,
+             parse_admin_network_policy, ("anp",), True, "adminnetworkpolicy"),
+        Kind("/apis/policy.networking.k8s.io/v1alpha1", "baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy",
+             False, parse_baseline_admin_network_policy, ("banp",), True, "baselineadminnetworkpolicy"),
+        # Validated by storedkinds; Endpoints and the apps/v1 kinds are kept by appcontrollers.
         Kind(CORE, "configmaps", "ConfigMap", True, validator("ConfigMap"), ("cm",), False, "configmap"),
         Kind(CORE, "secrets", "Secret", True, validator("Secret"), (), False, "secret"),
         Kind(CORE, "serviceaccounts", "ServiceAccount", True, validator("ServiceAccount"), ("sa",), False,
              "serviceaccount"),
         Kind(CORE, "events", "Event", True, validator("Event"), ("ev",), False, "event"),
+        Kind(CORE, "endpoints", "Endpoints", True, validator("Endpoints"), ("ep",), False, "endpoints"),
         Kind(APPS, "daemonsets", "DaemonSet", True, validator("DaemonSet"), ("ds",), True, "daemonset"),
         Kind(APPS, "deployments", "Deployment", True, validator("Deployment"), ("deploy",), True, "deployment"),
         Kind(APPS, "replicasets", "ReplicaSet", True, validator("ReplicaSet"), ("rs",), True, "replicaset"),
@@ -75,6 +90,8 @@ KINDS: dict[str, Kind] = {
              ("pdb",), True, "poddisruptionbudget"),
     )
 }
+SCALABLE = frozenset({"deployments", "replicasets"})
+"""The kinds with a ``scale`` subresource (autoscaling/v1 Scale)."""
 ALL_CATEGORY = frozenset({"pods", "services", "daemonsets", "deployments", "replicasets"})
 """The resources in the ``all`` category (kubectl get all), as kube-apiserver lists them."""
 BY_API_PATH: dict[str, dict[str, Kind]] = {}
@@ -105,7 +122,8 @@ def api_versions(server_address: str) -> dict[str, Any]:
 
 
 def _group_version(group: str) -> dict[str, Any]:
-    return {"groupVersion": f"{group}/v1", "version": "v1"}
+    version = next((k.api_path.split("/")[3] for k in KINDS.values() if k.api_path.startswith(f"/apis/{group}/")), "v1")
+    return {"groupVersion": f"{group}/{version}", "version": version}
 
 
 def api_group(group: str) -> dict[str, Any]:
@@ -146,41 +164,11 @@ def resource_list(api_path: str) -> dict[str, Any] | None:
                 {"name": f"{k.plural}/status", "singularName": "", "namespaced": k.namespaced, "kind": k.kind,
                  "verbs": ["get", "patch", "update"]}
             )
+        if k.plural in SCALABLE:  # served by apihandlers with podnet.netlab.apiserver.scale
+            resources.append({"name": f"{k.plural}/scale", "singularName": "", "namespaced": True,
+                              "group": "autoscaling", "version": "v1", "kind": "Scale",
+                              "verbs": ["get", "patch", "update"]})
         if k.plural == "pods":  # served by podlogs, as kube-apiserver lists it
             resources.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
                               "verbs": ["get"]})
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_path.split("/", 2)[2], "resources": resources}
-
-
-# --------------------------------------------------------------------------- OpenAPI v3 (just enough for kubectl)
-# kubectl apply (1.27+) validates through the server when the group-version's
-# OpenAPI v3 document lists a ``fieldValidation`` query parameter on the kind's
-# PATCH operation; it then needs no schemas and computes strategic merge
-# patches from its built-in types.
-
-
-def openapi_v3_root() -> dict[str, Any]:
-    return {"paths": {path.lstrip("/"): {"serverRelativeURL": f"/openapi/v3{path}?hash=podnet-lab-1"}
-                      for path in BY_API_PATH}}
-
-
-def openapi_v3_group_version(api_path: str) -> dict[str, Any] | None:
-    kinds = BY_API_PATH.get(api_path)
-    if kinds is None:
-        return None
-    group_version = api_path.split("/", 2)[2]
-    group, _, version = group_version.rpartition("/")
-    field_validation = {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True}}
-    paths: dict[str, Any] = {}
-    for k in kinds.values():
-        gvk = {"group": group, "version": version, "kind": k.kind}
-        item = f"{api_path}/namespaces/{{namespace}}/{k.plural}/{{name}}" if k.namespaced else f"{api_path}/{k.plural}/{{name}}"
-        collection = item.rsplit("/", 1)[0]
-        paths[item] = {"patch": {"operationId": f"patch{k.kind}", "x-kubernetes-action": "patch",
-                                 "x-kubernetes-group-version-kind": gvk, "parameters": [field_validation],
-                                 "responses": {"200": {"description": "OK"}}}}
-        paths[collection] = {"post": {"operationId": f"create{k.kind}", "x-kubernetes-action": "post",
-                                      "x-kubernetes-group-version-kind": gvk, "parameters": [field_validation],
-                                      "responses": {"201": {"description": "Created"}}}}
-    return {"openapi": "3.0.0", "info": {"title": "podnet lab", "version": "v1.32.0"}, "paths": paths,
-            "components": {"schemas": {}}}

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
 from podnet.netlab.apiserver.authn import TokenAuthenticator
 from podnet.netlab.apiserver.authz import policy_from_yaml
 from podnet.netlab.apiserver.server import LabApiServer, parse_listen
+from podnet.host.loop import stop_on_signals
 from podnet.host.nsenter import listening_socket
 
 __all__ = ["main"]
@@ -42,10 +42,7 @@ async def _serve(a: argparse.Namespace) -> None:
     tmp.write_text(f"{root_port}\n")
     tmp.replace(a.port_file)
     logging.getLogger("podnet.lab").info("API server: %s (root) and %s in %s", server.urls[0], a.underlay_listen, a.netns)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
     finally:

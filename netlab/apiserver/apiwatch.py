@@ -9,7 +9,11 @@
   commit, so an empty queue means nothing is outstanding);
 - the stream ends cleanly after ``timeoutSeconds``, when the server stops,
   or when the watcher falls too far behind (the client resumes or relists);
-- queued events are written in batches (up to 1000 per write).
+- queued events are written in batches (up to 1000 per write);
+- an event is encoded once for all its watchers (as kube-apiserver caches serializations): the
+  store writes a new object dict on every change and never mutates a stored one, so the bytes of
+  (type, object) stay true while the object lives; :class:`EventLines` holds the objects it
+  caches, so an ``id`` cannot be reused while its entry is there.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from typing import Any
 
 from aiohttp import web
@@ -25,11 +30,36 @@ from podnet.netlab.apiserver.apikinds import Kind
 from podnet.netlab.apiserver.apistore import Gone, StatusError, Store, Watcher
 from podnet.netlab.apiserver.tables import table
 
-__all__ = ["open_watcher", "stream_watch"]
+__all__ = ["EventLines", "open_watcher", "stream_watch"]
 
 
 def _line(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+class EventLines:
+    """The watch-stream line of (type, stored object), encoded once and shared by every watcher."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._lines: OrderedDict[tuple[str, int], tuple[Any, bytes]] = OrderedDict()
+        self.hits = 0
+
+    def line(self, etype: str, obj: Any) -> bytes:
+        key = (etype, id(obj))
+        hit = self._lines.get(key)
+        if hit is not None and hit[0] is obj:
+            self._lines.move_to_end(key)
+            self.hits += 1
+            return hit[1]
+        data = _line({"type": etype, "object": obj})
+        self._lines[key] = (obj, data)
+        if len(self._lines) > self.size:
+            self._lines.popitem(last=False)
+        return data
+
+
+EVENT_LINES = EventLines()
 
 
 def open_watcher(store: Store, w: Watcher, rv_param: str, *, initial_events_end: Kind | None = None
@@ -98,7 +128,10 @@ async def stream_watch(request: web.Request, store: Store, kind: Kind, w: Watche
                 batch = [(t, o if t == "BOOKMARK" else
                           table(kind.plural, [o], now, {"resourceVersion": o["metadata"]["resourceVersion"]}))
                          for t, o in batch]
-            await resp.write(b"".join(_line({"type": t, "object": o}) for t, o in batch))
+            if as_table:
+                await resp.write(b"".join(_line({"type": t, "object": o}) for t, o in batch))
+            else:
+                await resp.write(b"".join(EVENT_LINES.line(t, o) for t, o in batch))
     except ConnectionError:
         pass  # the client went away
     return resp

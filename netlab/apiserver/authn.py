@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["User", "TokenAuthenticator", "parse_token_file", "is_public", "UNAUTHORIZED", "PUBLIC_PATHS"]
+__all__ = ["User", "TokenAuthenticator", "UnionAuthenticator", "parse_token_file", "is_public", "UNAUTHORIZED",
+           "PUBLIC_PATHS"]
 
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 
@@ -86,3 +87,17 @@ class TokenAuthenticator:
         if len(parts) < 2 or parts[0].lower() != "bearer" or not parts[1]:
             return None
         return self._by_digest.get(_digest(parts[1]))
+
+
+class UnionAuthenticator:
+    """kube-apiserver's union of token authenticators: the first that accepts the header decides."""
+
+    def __init__(self, *authenticators: object) -> None:
+        self.authenticators = authenticators
+
+    def authenticate(self, authorization: str | None) -> User | None:
+        for a in self.authenticators:
+            user = a.authenticate(authorization)  # type: ignore[attr-defined]
+            if user is not None:
+                return user
+        return None

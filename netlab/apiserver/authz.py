@@ -24,28 +24,36 @@ group adder). Built in, besides whatever documents are loaded (:data:`BUILTIN_DO
 - ``cluster-admin`` bound to ``system:masters`` (kube-apiserver's bootstrap policy), so the
   admin kubeconfig may do anything;
 - ``system:discovery`` bound to ``system:authenticated``: the discovery and OpenAPI paths;
-- ``system:node`` bound to ``system:nodes``: what the lab kubelet calls, and nothing it does not
-  (register and patch its Node; list and watch Pods; patch a Pod's status and its netns
-  annotation; confirm a Pod's deletion). kube-apiserver authorises kubelets with the Node
-  authorizer (each kubelet limited to its own Node and the Pods bound to it) plus the
-  NodeRestriction admission plugin; neither is implemented here: any ``system:nodes`` member
-  may do the above to any Node or Pod.
+- ``system:node`` with kube-apiserver's node rules (:data:`NODE_RULES`), bound to no one, as
+  upstream since v1.8: kubelets are authorised by the Node authorizer (:mod:`.nodeauthz`), which
+  grants those rules, and limited by NodeRestriction (:mod:`.admission`).
+
+The server does not keep a Policy of its own: :mod:`.rbacstore` seeds these documents into the store
+and builds the Policy from the stored objects, so RBAC objects written through the API take effect.
+:class:`Union` chains authorizers (``Node,RBAC``); :func:`uncovered` and :func:`escalation_message`
+are RBAC's escalation check (ConfirmNoEscalation), used by :mod:`.admission`.
 
 A deny answers 403 with kube-apiserver's Status (:func:`forbidden_status`): the message
 ``<resource> "<name>" is forbidden: User "<user>" cannot <verb> resource "<resource>" in API group
 "<group>" in the namespace "<ns>"`` (``at the cluster scope`` without a namespace; the leading
 resource is ``resource.group`` for a named group, the name part absent when the request names
 no object; ``forbidden: User "<user>" cannot <verb> path "<path>"`` for a non-resource path),
-as apimachinery's ``NewForbidden`` and the responsewriters' ``forbiddenMessage`` build it.
+as apimachinery's ``NewForbidden`` and the responsewriters' ``forbiddenMessage`` build it,
+followed by ``: <reason>`` when an authorizer gave one (the Node authorizer's "no relationship found
+between node '<n>' and this object").
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-__all__ = ["Attributes", "Rule", "Policy", "Decision", "policy_from_documents", "policy_from_yaml", "authorize",
-           "forbidden_status", "resource_verb", "AUTHENTICATED", "BUILTIN_DOCUMENTS"]
+__all__ = ["Attributes", "Rule", "Policy", "Decision", "Union", "policy_from_documents", "policy_from_yaml",
+           "authorize", "forbidden_status", "resource_verb", "user_rules", "role_rules", "uncovered", "compact_string",
+           "escalation_message", "rules_of", "AUTHENTICATED", "BUILTIN_DOCUMENTS", "NODE_RULES"]
+
+log = logging.getLogger("podnet.netlab.apiserver.authz")
 
 AUTHENTICATED = "system:authenticated"
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -123,6 +131,11 @@ class Policy:
     roles: Mapping[tuple[str, str], tuple[Rule, ...]] = field(default_factory=dict)
     """(namespace, name) -> rules"""
     bindings: tuple[Binding, ...] = ()
+    documents: tuple[Mapping[str, Any], ...] = ()
+    """The documents (besides the built-in ones) this policy was built from, to seed a store with."""
+
+    def authorize(self, a: Attributes) -> "Decision":
+        return authorize(self, a)
 
 
 @dataclass(frozen=True)
@@ -179,34 +192,43 @@ def _binding(doc: Mapping[str, Any], ns: str, where: str) -> Binding:
     return Binding(doc["metadata"]["name"], ns, kind, ref["name"], tuple(subjects))
 
 
-def policy_from_documents(docs: Iterable[Any]) -> Policy:
-    """The RBAC objects among ``docs`` (other kinds skipped) plus :data:`BUILTIN_DOCUMENTS`, as a Policy.
-    ValueError naming the object for a malformed one."""
+def policy_from_documents(docs: Iterable[Any], *, builtins: bool = True, strict: bool = True) -> Policy:
+    """The policy of ``docs``' RBAC documents (other kinds skipped), plus :data:`BUILTIN_DOCUMENTS` with
+    ``builtins``. A bad document raises ValueError naming it; with ``strict=False`` it is skipped (logged)
+    instead, as a store may hold what an older validator let through."""
     cluster_roles: dict[str, tuple[Rule, ...]] = {}
     roles: dict[tuple[str, str], tuple[Rule, ...]] = {}
     bindings: list[Binding] = []
-    for doc in [*BUILTIN_DOCUMENTS, *docs]:
-        if not isinstance(doc, Mapping) or doc.get("kind") not in RBAC_KINDS:
-            continue
-        if doc.get("apiVersion") != f"{RBAC_GROUP}/v1":
-            raise ValueError(f"{doc['kind']}: apiVersion must be {RBAC_GROUP}/v1")
-        meta = doc.get("metadata") or {}
-        name, ns = meta.get("name"), meta.get("namespace") or ""
-        if not name:
-            raise ValueError(f"{doc['kind']}: metadata.name: Required value")
-        kind = doc["kind"]
-        where = f"{kind} {ns + '/' if ns else ''}{name}"
-        if kind.startswith("Cluster") and ns:
-            raise ValueError(f"{where}: a {kind} is not namespaced")
-        if not kind.startswith("Cluster") and not ns:
-            raise ValueError(f"{where}: metadata.namespace: Required value")
-        if kind == "ClusterRole":
-            cluster_roles[name] = _rules(doc, where)
-        elif kind == "Role":
-            roles[(ns, name)] = _rules(doc, where)
-        else:
-            bindings.append(_binding(doc, ns, where))
-    return Policy(cluster_roles, roles, tuple(bindings))
+    own = [d for d in docs if isinstance(d, Mapping) and d.get("kind") in RBAC_KINDS]
+    for doc in [*(BUILTIN_DOCUMENTS if builtins else ()), *own]:
+        try:
+            _add_document(doc, cluster_roles, roles, bindings)
+        except (ValueError, KeyError, TypeError) as e:
+            if strict:
+                raise ValueError(str(e)) from None
+            log.warning("RBAC document skipped: %s", e)
+    return Policy(cluster_roles, roles, tuple(bindings), tuple(own))
+
+
+def _add_document(doc: Mapping[str, Any], cluster_roles: dict, roles: dict, bindings: list) -> None:
+    if doc.get("apiVersion") != f"{RBAC_GROUP}/v1":
+        raise ValueError(f"{doc['kind']}: apiVersion must be {RBAC_GROUP}/v1")
+    meta = doc.get("metadata") or {}
+    name, ns = meta.get("name"), meta.get("namespace") or ""
+    if not name:
+        raise ValueError(f"{doc['kind']}: metadata.name: Required value")
+    kind = doc["kind"]
+    where = f"{kind} {ns + '/' if ns else ''}{name}"
+    if kind.startswith("Cluster") and ns:
+        raise ValueError(f"{where}: a {kind} is not namespaced")
+    if not kind.startswith("Cluster") and not ns:
+        raise ValueError(f"{where}: metadata.namespace: Required value")
+    if kind == "ClusterRole":
+        cluster_roles[name] = _rules(doc, where)
+    elif kind == "Role":
+        roles[(ns, name)] = _rules(doc, where)
+    else:
+        bindings.append(_binding(doc, ns, where))
 
 
 def policy_from_yaml(text: str) -> Policy:
@@ -259,8 +281,9 @@ def forbidden_message(a: Attributes) -> str:
     return f"{qualified}{named} is forbidden: {why}"
 
 
-def forbidden_status(a: Attributes) -> dict[str, Any]:
-    """The 403 Status body kube-apiserver answers for a denied request."""
+def forbidden_status(a: Attributes, reason: str = "") -> dict[str, Any]:
+    """The 403 Status body kube-apiserver answers for a denied request; ``reason``, the authorizers'
+    reasons (the Node authorizer's), follows the message after ``: `` as the responsewriters put it."""
     details: dict[str, Any] = {}
     if a.is_resource:
         if a.name:
@@ -269,7 +292,8 @@ def forbidden_status(a: Attributes) -> dict[str, Any]:
             details["group"] = a.api_group
         details["kind"] = a.resource
     out: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                           "message": forbidden_message(a), "reason": "Forbidden"}
+                           "message": forbidden_message(a) + (f": {reason}" if reason else ""),
+                           "reason": "Forbidden"}
     if details:
         out["details"] = details
     out["code"] = 403
@@ -291,6 +315,24 @@ def _group_binding(name: str, group: str) -> dict[str, Any]:
             "subjects": [{"apiGroup": RBAC_GROUP, "kind": "Group", "name": group}]}
 
 
+NODE_RULES: tuple[dict[str, Any], ...] = (
+    # bootstrappolicy.NodeRules() as of v1.32, for what the lab serves
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["create", "get", "list", "watch", "update", "patch",
+                                                         "delete"]},
+    {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["update", "patch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "update", "patch"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["update", "patch"]},
+    {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["services", "endpoints"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
+    # lab only: the lab kubelet records a pod's network namespace as an annotation on the Pod itself;
+    # NodeRestriction (:mod:`.admission`) limits this to annotations of pods bound to the node
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch", "update"]},
+)
+"""The rules the Node authorizer grants a kubelet (kube-apiserver binds ``system:node`` to no one)."""
+
 BUILTIN_DOCUMENTS: tuple[dict[str, Any], ...] = (
     _cluster_role("cluster-admin", [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
                                     {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
@@ -300,16 +342,113 @@ BUILTIN_DOCUMENTS: tuple[dict[str, Any], ...] = (
                                                             "/healthz", "/livez", "/readyz"],
                                         "verbs": ["get"]}]),
     _group_binding("system:discovery", AUTHENTICATED),
-    _cluster_role("system:node", [
-        # the lab kubelet: netlab/node/kubelet.py register() creates its Node, else patches its status
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["create", "get", "list", "watch", "patch"]},
-        {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch", "update"]},
-        # list+watch of Pods; delete with grace 0 confirms a graceful delete
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete", "patch"]},
-        # _patch_status (pods/status); _annotate_netns patches the Pod itself (a lab-only annotation,
-        # which kubelet's system:node role does not grant)
-        {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch", "update"]},
-    ]),
-    _group_binding("system:node", "system:nodes"),
+    _cluster_role("system:node", [dict(r) for r in NODE_RULES]),
 )
-"""Rules kube-apiserver has without any manifest, as RBAC documents (see the module docstring)."""
+"""Rules kube-apiserver has without any manifest, as RBAC documents (see the module docstring); seeded
+into the store at start with kube-apiserver's bootstrap label and autoupdate annotation."""
+
+
+# --------------------------------------------------------------------------- escalation prevention
+# pkg/registry/rbac/validation/rule.go ConfirmNoEscalation and policy_comparator.go Covers: a user may
+# write a Role/ClusterRole, or bind one, only when every rule it grants is covered by the rules the user
+# already holds (in the binding's namespace plus cluster-wide; cluster-wide only for cluster objects).
+
+
+def user_rules(policy: Policy, user: str, groups: tuple[str, ...], namespace: str) -> tuple[Rule, ...]:
+    """Every rule bound to the user cluster-wide, plus (``namespace`` set) in that namespace."""
+    groups = groups if AUTHENTICATED in groups else (*groups, AUTHENTICATED)
+    out: list[Rule] = []
+    for b in policy.bindings:
+        if b.namespace and b.namespace != namespace:
+            continue
+        if any(s.applies(user, groups, b.namespace) for s in b.subjects):
+            out += role_rules(policy, b.role_kind, b.role_name, b.namespace)
+    return tuple(out)
+
+
+def role_rules(policy: Policy, role_kind: str, role_name: str, namespace: str) -> tuple[Rule, ...]:
+    if role_kind == "ClusterRole":
+        return policy.cluster_roles.get(role_name, ())
+    return policy.roles.get((namespace, role_name), ())
+
+
+def _breakdown(r: Rule) -> list[Rule]:
+    """One rule per (verb, group, resource, name) or (verb, url), as BreakdownRule does."""
+    v = sorted(r.verbs)
+    if r.non_resource_urls:
+        return [Rule(frozenset({verb}), non_resource_urls=(u,)) for u in r.non_resource_urls for verb in v]
+    names = sorted(r.resource_names) or [""]
+    return [Rule(frozenset({verb}), frozenset({g}), frozenset({res}), frozenset({n}) if n else frozenset())
+            for g in sorted(r.api_groups) for res in sorted(r.resources) for verb in v for n in names]
+
+
+def _covers(owner: Rule, atom: Rule) -> bool:
+    verb = next(iter(atom.verbs))
+    if not ("*" in owner.verbs or verb in owner.verbs):
+        return False
+    if atom.non_resource_urls:
+        url = atom.non_resource_urls[0]
+        return any(u == "*" or u == url or (u.endswith("*") and url.startswith(u[:-1]))
+                   for u in owner.non_resource_urls)
+    if owner.non_resource_urls:
+        return False
+    group, res = next(iter(atom.api_groups)), next(iter(atom.resources))
+    if not ("*" in owner.api_groups or group in owner.api_groups):
+        return False
+    sub = res.partition("/")[2]
+    if not ("*" in owner.resources or res in owner.resources or (sub and f"*/{sub}" in owner.resources)):
+        return False
+    return not owner.resource_names or bool(atom.resource_names <= owner.resource_names and atom.resource_names)
+
+
+def uncovered(owner: Iterable[Rule], requested: Iterable[Rule]) -> list[Rule]:
+    """The broken-down rules of ``requested`` no rule of ``owner`` covers."""
+    owner = tuple(owner)
+    return [atom for r in requested for atom in _breakdown(r) if not any(_covers(o, atom) for o in owner)]
+
+
+def compact_string(r: Rule) -> str:
+    """rbacv1helpers.CompactString: the rule's non-empty fields, Go-quoted."""
+    def q(xs: Iterable[str]) -> str:
+        return "[" + " ".join(f'"{_q(x)}"' for x in xs) + "]"
+    parts = []
+    if r.api_groups:
+        parts.append(f"APIGroups:{q(sorted(r.api_groups))}")
+    if r.resources:
+        parts.append(f"Resources:{q(sorted(r.resources))}")
+    if r.non_resource_urls:
+        parts.append(f"NonResourceURLs:{q(r.non_resource_urls)}")
+    if r.resource_names:
+        parts.append(f"ResourceNames:{q(sorted(r.resource_names))}")
+    parts.append(f"Verbs:{q(sorted(r.verbs))}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def escalation_message(user: str, groups: tuple[str, ...], missing: list[Rule]) -> str:
+    """ConfirmNoEscalation's error text."""
+    gs = "[" + " ".join(f'"{_q(g)}"' for g in groups) + "]"
+    return (f'user "{_q(user)}" (groups={gs}) is attempting to grant RBAC permissions not currently held:\n'
+            + "\n".join(compact_string(r) for r in missing))
+
+
+def rules_of(doc: Mapping[str, Any]) -> tuple[Rule, ...]:
+    """The rules of a Role or ClusterRole document (ValueError for a bad one)."""
+    return _rules(doc, f"{doc.get('kind')} {(doc.get('metadata') or {}).get('name')}")
+
+
+class Union:
+    """kube-apiserver's union authorizer (``--authorization-mode Node,RBAC``): the first authorizer that
+    allows decides; a deny carries the other authorizers' reasons joined by ``, ``."""
+
+    def __init__(self, *authorizers: Any) -> None:
+        self.authorizers = authorizers
+
+    def authorize(self, a: Attributes) -> Decision:
+        reasons = []
+        for az in self.authorizers:
+            d = az.authorize(a)
+            if d.allowed:
+                return d
+            if d.reason:
+                reasons.append(d.reason)
+        return Decision(False, ", ".join(reasons))

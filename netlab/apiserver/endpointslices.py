@@ -26,17 +26,14 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from podnet.kube import validate
-from podnet.kube.objects import LAST_CHANGE_TRIGGER_TIME, parse_rfc3339_ns
+from podnet.kube.names import HEADLESS_LABEL, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, ZONE_LABEL
+from podnet.kube.names import LAST_CHANGE_TRIGGER_TIME_ANNOTATION as TRIGGER_TIME_ANNOTATION
+from podnet.kube.objects import parse_rfc3339_ns
 
 __all__ = ["DesiredSlice", "desired_slices", "MANAGED_BY_LABEL", "CONTROLLER_NAME", "SERVICE_NAME_LABEL",
            "HEADLESS_LABEL", "ZONE_LABEL", "selector_matches", "TriggerTimeTracker", "TRIGGER_TIME_ANNOTATION"]
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 CONTROLLER_NAME = "endpointslice-controller.k8s.io"
-HEADLESS_LABEL = "service.kubernetes.io/headless"
-ZONE_LABEL = "topology.kubernetes.io/zone"
-TRIGGER_TIME_ANNOTATION = LAST_CHANGE_TRIGGER_TIME
 
 
 @dataclass(frozen=True)

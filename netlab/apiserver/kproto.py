@@ -1,5 +1,7 @@
 """Just enough Kubernetes protobuf to accept what ``kubectl create`` sends for Namespace, Service,
-ConfigMap, Secret, ServiceAccount and the RBAC kinds.
+ConfigMap, Secret, ServiceAccount, the RBAC kinds and Deployment (``kubectl create deployment``:
+metadata, replicas, selector, strategy, and a pod template's common fields: containers with
+name, image, command, args, ports, plain env values; nodeSelector, tolerations, hostNetwork).
 
 kubectl's typed clients send ``application/vnd.kubernetes.protobuf`` bodies
 (and accept JSON answers). The lab decodes the envelope (``k8s\\x00`` +
@@ -65,6 +67,8 @@ def fields(buf: bytes) -> list[tuple[int, int, Any]]:
 Schema = dict[int, tuple[str, Any]]
 
 INT_OR_STRING = "intorstring"
+KEEP_ZERO_INT = "int0"
+"""An optional (pointer) integer: present means set, even to 0 (``replicas: 0``)."""
 OBJECT_META: Schema = {1: ("name", "str"), 2: ("generateName", "str"), 3: ("namespace", "str"),
                        11: ("labels", "map"), 12: ("annotations", "map"), 14: ("finalizers", "strs")}
 SERVICE_PORT: Schema = {1: ("name", "str"), 2: ("protocol", "str"), 3: ("port", "int"),
@@ -78,6 +82,29 @@ POLICY_RULE: Schema = {1: ("verbs", "strs"), 2: ("apiGroups", "strs"), 3: ("reso
                        4: ("resourceNames", "strs"), 5: ("nonResourceURLs", "strs")}
 SUBJECT: Schema = {1: ("kind", "str"), 2: ("apiGroup", "str"), 3: ("name", "str"), 4: ("namespace", "str")}
 ROLE_REF: Schema = {1: ("apiGroup", "str"), 2: ("kind", "str"), 3: ("name", "str")}
+LABEL_SELECTOR: Schema = {1: ("matchLabels", "map"),
+                          2: ("matchExpressions[]", {1: ("key", "str"), 2: ("operator", "str"), 3: ("values", "strs")})}
+CONTAINER: Schema = {1: ("name", "str"), 2: ("image", "str"), 3: ("command", "strs"), 4: ("args", "strs"),
+                     5: ("workingDir", "str"),
+                     6: ("ports[]", {1: ("name", "str"), 2: ("hostPort", "int"), 3: ("containerPort", "int"),
+                                     4: ("protocol", "str"), 5: ("hostIP", "str")}),
+                     7: ("env[]", {1: ("name", "str"), 2: ("value", "str")}),
+                     13: ("terminationMessagePath", "str"), 14: ("imagePullPolicy", "str"),
+                     20: ("terminationMessagePolicy", "str")}
+TOLERATION: Schema = {1: ("key", "str"), 2: ("operator", "str"), 3: ("value", "str"), 4: ("effect", "str"),
+                      5: ("tolerationSeconds", "int")}
+POD_SPEC: Schema = {2: ("containers[]", CONTAINER), 3: ("restartPolicy", "str"),
+                    4: ("terminationGracePeriodSeconds", "int"), 6: ("dnsPolicy", "str"), 7: ("nodeSelector", "map"),
+                    8: ("serviceAccountName", "str"), 10: ("nodeName", "str"), 11: ("hostNetwork", "bool"),
+                    16: ("hostname", "str"), 17: ("subdomain", "str"), 19: ("schedulerName", "str"),
+                    20: ("initContainers[]", CONTAINER), 22: ("tolerations[]", TOLERATION)}
+POD_TEMPLATE_SPEC: Schema = {1: ("metadata", OBJECT_META), 2: ("spec", POD_SPEC)}
+DEPLOYMENT_SPEC: Schema = {1: ("replicas", KEEP_ZERO_INT), 2: ("selector", LABEL_SELECTOR),
+                           3: ("template", POD_TEMPLATE_SPEC),
+                           4: ("strategy", {1: ("type", "str"), 2: ("rollingUpdate", {
+                               1: ("maxUnavailable", INT_OR_STRING), 2: ("maxSurge", INT_OR_STRING)})}),
+                           5: ("minReadySeconds", "int"), 6: ("revisionHistoryLimit", KEEP_ZERO_INT),
+                           7: ("paused", "bool"), 9: ("progressDeadlineSeconds", KEEP_ZERO_INT)}
 SCHEMAS: dict[str, Schema] = {
     "Namespace": {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", "strs")})},
     "Service": {1: ("metadata", OBJECT_META), 2: ("spec", SERVICE_SPEC)},
@@ -90,6 +117,13 @@ SCHEMAS: dict[str, Schema] = {
                   4: ("immutable", "bool")},
     "Secret": {1: ("metadata", OBJECT_META), 2: ("data", "bytesmap"), 3: ("type", "str"), 4: ("stringData", "map"),
                5: ("immutable", "bool")},
+    "Deployment": {1: ("metadata", OBJECT_META), 2: ("spec", DEPLOYMENT_SPEC)},
+    # kubectl auth can-i (authorization/v1 generated.proto)
+    "SelfSubjectAccessReview": {1: ("metadata", OBJECT_META), 2: ("spec", {
+        1: ("resourceAttributes", {1: ("namespace", "str"), 2: ("verb", "str"), 3: ("group", "str"),
+                                   4: ("version", "str"), 5: ("resource", "str"), 6: ("subresource", "str"),
+                                   7: ("name", "str")}),
+        2: ("nonResourceAttributes", {1: ("path", "str"), 2: ("verb", "str")})})},
 }
 
 
@@ -135,6 +169,8 @@ def decode_message(buf: bytes, schema: Schema) -> dict[str, Any]:
             out.setdefault(name, {})[entry.get(1, b"").decode()] = base64.b64encode(entry.get(2, b"")).decode()
         elif kind == INT_OR_STRING:
             out[name] = _int_or_string(v)
+        elif kind == KEEP_ZERO_INT:
+            out[name] = _scalar("int", wt, v)
         elif kind == "strs":
             out.setdefault(name, []).append(_scalar(kind, wt, v))
         else:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["PatchError", "merge_patch", "strategic_merge_patch", "json_patch", "MERGE_KEYS"]
+__all__ = ["PatchError", "merge_patch", "strategic_merge_patch", "json_patch", "MERGE_KEYS", "merge_key"]
 
 
 class PatchError(ValueError):
@@ -57,7 +57,9 @@ MERGE_KEYS: dict[str, str] = {
 }
 
 
-def _merge_key(field: str, items: list[Any]) -> str | None:
+def merge_key(field: str, items: list[Any]) -> str | None:
+    """The strategic merge key of list ``field`` holding ``items`` ("" for a set of primitives), or None
+    for a list replaced whole. Shared with server-side apply (:mod:`.apply`)."""
     if field == "ports" and any(isinstance(i, dict) and "containerPort" in i for i in items):
         return "containerPort"
     if field == "tolerations":
@@ -111,7 +113,7 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
 
 
 def _merge_list(field: str, current: list[Any], patch: list[Any]) -> list[Any]:
-    mk = _merge_key(field, current + patch)
+    mk = merge_key(field, current + patch)
     if mk is None:
         return [copy.deepcopy(v) for v in patch if not (isinstance(v, dict) and "$patch" in v)]
     if mk == "":  # primitive list with merge strategy: union, keep order
@@ -139,7 +141,7 @@ def _merge_list(field: str, current: list[Any], patch: list[Any]) -> list[Any]:
 
 
 def _reorder(field: str, items: list[Any], order: list[Any]) -> list[Any]:
-    mk = _merge_key(field, items)
+    mk = merge_key(field, items)
     if not mk:
         return items
 

@@ -21,7 +21,8 @@
   grace period ends; deleting a Namespace deletes everything in it.
 
 The kinds of :mod:`.storedkinds` are stored as given (a Secret's ``stringData`` folded into
-``data``): no controller acts on them (a Deployment makes no ReplicaSet or Pods).
+``data``), apps/v1 workloads with kube-apiserver's defaults (:func:`.workloads.defaults`); the
+workload controllers (:mod:`.appcontrollers`) act on them after the write.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from podnet.netlab.apiserver.apikinds import KINDS, Kind
 from podnet.netlab.apiserver.apistore import Store, StatusError, rfc3339
 from podnet.netlab.apiserver.services import ServiceAllocator, invalid, quoted, service_allocations, validate_service_extra
 from podnet.netlab.apiserver.storedkinds import secret_from_string_data
+from podnet.netlab.apiserver.workloads import WORKLOAD_PLURALS, defaults as workload_defaults
 
 __all__ = ["Registry", "Prepared", "invalid", "finish_graceful_delete"]
 
@@ -243,6 +245,8 @@ class Registry:
             obj.setdefault("spec", {})
         elif kind.plural == "secrets":
             secret_from_string_data(obj)
+        elif kind.plural in WORKLOAD_PLURALS:
+            workload_defaults(kind.plural, obj)
         elif kind.plural == "namespaces":
             obj.setdefault("spec", {"finalizers": ["kubernetes"]})
             obj.setdefault("status", {"phase": "Active"})

@@ -7,15 +7,16 @@ controllers in :mod:`podnet.netlab.apiserver.controllers`. Guarantees:
   ``spec.schedulerName`` is empty or ``default-scheduler`` are bound; a Pod is
   bound at most once (a bound Pod is never moved);
 - a Node is feasible when it is not being deleted, not ``spec.unschedulable``,
-  not marked NotReady, has a pod CIDR (the network can place the Pod) and its
-  labels match the Pod's ``spec.nodeSelector``; among feasible Nodes the one
+  not marked NotReady, has a pod CIDR (the network can place the Pod), its
+  labels match the Pod's ``spec.nodeSelector`` and its required node affinity, and
+  the Pod tolerates every NoSchedule/NoExecute taint of the Node (:mod:`.nodematch`); among feasible Nodes the one
   with the fewest bound, unfinished Pods wins, ties broken by name, so the
   outcome is deterministic;
 - a Pod with no feasible Node stays Pending with a ``PodScheduled=False``
   condition (reason ``Unschedulable``) and is retried whenever a Node is added
   or changes, as kube-scheduler requeues on Node events.
 
-Not modelled: resources, taints and tolerations, affinity, topology spread.
+Not modelled: resources, preferred affinity, pod (anti-)affinity, topology spread.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 from typing import Any
 
 from podnet.netlab.apiserver.apistore import Event, Store
+from podnet.netlab.apiserver.nodematch import affinity_matches, untolerated_taint
 
 __all__ = ["PodScheduler", "choose_node"]
 
@@ -47,8 +49,11 @@ def feasible(node: dict[str, Any], pod: dict[str, Any]) -> bool:
     if not _ready(node):
         return False
     labels = node["metadata"].get("labels") or {}
-    wanted = (pod.get("spec") or {}).get("nodeSelector") or {}
-    return all(labels.get(k) == v for k, v in wanted.items())
+    pod_spec = pod.get("spec") or {}
+    wanted = pod_spec.get("nodeSelector") or {}
+    if not all(labels.get(k) == v for k, v in wanted.items()):
+        return False
+    return affinity_matches(node, pod_spec) and untolerated_taint(node, pod_spec.get("tolerations") or ()) is None
 
 
 def choose_node(pod: dict[str, Any], nodes: list[dict[str, Any]], load: dict[str, int]) -> str | None:
@@ -98,8 +103,9 @@ class PodScheduler:
         others = [c for c in status.get("conditions") or () if isinstance(c, dict) and c.get("type") != "PodScheduled"]
         if node is None:
             cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                    "message": "0 nodes are available: no node is ready, schedulable, has a pod CIDR "
-                               "and matches the pod's nodeSelector"}
+                    "message": "0 nodes are available: no node is ready, schedulable, has a pod CIDR, "
+                               "matches the pod's nodeSelector and node affinity and has no taint it does "
+                               "not tolerate"}
             status.setdefault("phase", "Pending")
             self.store.update("pods", {**current, "status": {**status, "conditions": [*others, cond]}})
             return

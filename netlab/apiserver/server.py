@@ -4,14 +4,20 @@
 services, nodes, namespaces, pods (with pods/log) and discovery.k8s.io/v1 endpointslices
 over plain HTTP, or HTTPS with ``--tls-cert-file``/``--tls-private-key-file``; with
 ``--token-auth-file`` every request but /healthz, /livez, /readyz and /version needs a
-bearer token (:mod:`podnet.netlab.apiserver.authn`); adding ``--authorization-mode RBAC
---rbac-file FILE`` authorises each authenticated request against the Role, ClusterRole,
-RoleBinding and ClusterRoleBinding documents of FILE (:mod:`podnet.netlab.apiserver.authz`),
-else 403. It speaks the real REST wire protocol (see
+bearer token (:mod:`podnet.netlab.apiserver.authn`) or a service-account token issued by the
+TokenRequest API (:mod:`podnet.netlab.apiserver.tokens`); adding ``--authorization-mode RBAC
+[--rbac-file FILE]`` authorises each authenticated request with the Node authorizer
+(:mod:`podnet.netlab.apiserver.nodeauthz`) and RBAC over the stored Role, ClusterRole, RoleBinding
+and ClusterRoleBinding objects (:mod:`podnet.netlab.apiserver.rbacstore`; FILE's documents and the
+bootstrap roles are created at start), else 403, and admits every write through NodeRestriction
+and RBAC escalation prevention (:mod:`podnet.netlab.apiserver.admission`). Server-side apply
+(:mod:`podnet.netlab.apiserver.apply`) and OpenAPI v3 (:mod:`podnet.netlab.apiserver.openapi`)
+are always served. It speaks the real REST wire protocol (see
 :mod:`podnet.netlab.apiserver.apihandlers`), so podnet's daemons, kubectl and tests talk
 to it exactly as to a real cluster. Built-in controllers: ClusterIP and
 NodePort allocation (at write time, as the apiserver registry does), node pod
-CIDRs and EndpointSlices (post-commit, as kube-controller-manager does).
+CIDRs, EndpointSlices, v1 Endpoints, and the ReplicaSet, Deployment and DaemonSet controllers
+with garbage collection of their dependents (post-commit, as kube-controller-manager does).
 
 For tests and the lab, :class:`LabApiServer` is an async context manager::
 
@@ -31,7 +37,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import socket
 import ssl
 from pathlib import Path
@@ -39,11 +44,20 @@ from typing import Sequence
 
 from aiohttp import web
 
+from podnet.host.addr import join_hostport, listen_address
+from podnet.host.loop import stop_on_signals
 from podnet.netlab.apiserver.allocators import CIDRAllocator
+from podnet.netlab.apiserver.appcontrollers import WorkloadControllers
 from podnet.netlab.apiserver.apihandlers import ApiHandlers
 from podnet.netlab.apiserver.apistore import Persister, Store, StatusError
-from podnet.netlab.apiserver.authn import TokenAuthenticator
-from podnet.netlab.apiserver.authz import Policy, policy_from_yaml
+from podnet.netlab.apiserver.admission import Admission
+from podnet.netlab.apiserver.apply import serve_apply
+from podnet.netlab.apiserver.authn import TokenAuthenticator, UnionAuthenticator
+from podnet.netlab.apiserver.authz import Policy, Union, policy_from_yaml
+from podnet.netlab.apiserver.nodeauthz import NodeAuthorizer
+from podnet.netlab.apiserver.rbacstore import StorePolicy
+from podnet.netlab.apiserver.rbacstore import seed as rbac_seed
+from podnet.netlab.apiserver.tokens import ServiceAccountTokens
 from podnet.netlab.apiserver.controllers import EndpointSliceController, NodeCIDRController
 from podnet.netlab.apiserver.podlogs import PodLogs
 from podnet.netlab.apiserver.registry import Registry, finish_graceful_delete
@@ -57,12 +71,8 @@ DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 
 
 def parse_listen(addr: str) -> tuple[str, int]:
-    """'127.0.0.1:6443', '[::1]:6443' or ':6443' -> (host, port)."""
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"listen address {addr!r} is not HOST:PORT")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
+    """'127.0.0.1:6443', '[::1]:6443' or ':6443' -> (host, port) (:func:`podnet.host.addr.listen_address`)."""
+    return listen_address(addr)
 
 
 class LabApiServer:
@@ -85,9 +95,14 @@ class LabApiServer:
         authenticator: TokenAuthenticator | None = None,
         tls: tuple[str | Path, str | Path] | None = None,
         policy: Policy | None = None,
+        service_account_key: bytes | None = None,
     ) -> None:
         """``tls``: (certificate, private key) files to serve HTTPS with on every listener.
-        ``policy``: RBAC rules every authenticated request must pass (needs ``authenticator``)."""
+        ``policy``: turns on authorisation (needs ``authenticator``): its documents and the built-in roles
+        are seeded into the store, and every request is then authorised by the Node authorizer and RBAC
+        over the store's RBAC objects (so RBAC objects written through the API take effect), and every
+        write passes NodeRestriction and RBAC escalation prevention.
+        ``service_account_key``: the key TokenRequest tokens are signed with (random if None)."""
         if policy is not None and authenticator is None:
             raise ValueError("RBAC authorisation needs an authenticator (--token-auth-file)")
         self.store = Store(history=history)
@@ -95,12 +110,20 @@ class LabApiServer:
         self.registry = Registry(self.store, service_cidrs=cidrs, node_ports=node_port_range)
         self.handlers = ApiHandlers(self.store, self.registry, bookmark_interval=bookmark_interval)
         self.handlers.pod_logs = PodLogs(self.store, pod_log_dir)
-        self.handlers.authenticator = authenticator
-        self.handlers.policy = policy
+        self.tokens = ServiceAccountTokens(self.store, service_account_key)
+        self.handlers.token_requests = self.tokens
+        self.handlers.apply = serve_apply
+        self.handlers.authenticator = UnionAuthenticator(authenticator, self.tokens) if authenticator else None
+        self._seed_documents = policy.documents if policy is not None else None
+        if policy is not None:
+            self.rbac = StorePolicy(self.store)
+            self.handlers.policy = Union(NodeAuthorizer(self.store), self.rbac)
+            self.handlers.admission = Admission(self.store, self.handlers.policy, self.rbac)
         self.persister = Persister(self.store, state_path, persist_delay) if state_path else None
         self.node_cidrs = NodeCIDRController(self.store, CIDRAllocator(cluster_cidr, node_cidr_mask))
         self.endpoint_slices = EndpointSliceController(self.store, max_endpoints_per_slice)
         self.scheduler = PodScheduler(self.store)
+        self.workloads = WorkloadControllers(self.store)
         self._controllers = controllers
         self._kubernetes_service = kubernetes_service
         self._runner: web.AppRunner | None = None
@@ -122,11 +145,15 @@ class LabApiServer:
                 kind = self.registry_kind("namespaces")
                 self.registry.commit_create(kind, self.registry.prepare_create(kind, {"metadata": {"name": ns}}, None))
         self.registry.reserve_existing()
+        if self._seed_documents is not None:
+            rbac_seed(self.registry, self._seed_documents)
         if self._controllers:
             self.node_cidrs.resync()
             self.endpoint_slices.resync()
             self.scheduler.resync()
-            self.store.hooks += [self.node_cidrs.hook, self.scheduler.hook, self.endpoint_slices.hook]
+            self.workloads.resync()
+            self.store.hooks += [self.node_cidrs.hook, self.scheduler.hook, self.endpoint_slices.hook,
+                                 self.workloads.hook]
         if self.persister is not None:
             self.store.on_change = self.persister.mark
         self._resume_graceful_deletes()
@@ -165,12 +192,7 @@ class LabApiServer:
         sites += [web.SockSite(self._runner, s, ssl_context=ssl_ctx) for s in sockets]
         for site in sites:
             await site.start()
-        self.urls = []
-        for site in sites:
-            for sock in getattr(site._server, "sockets", None) or ():  # type: ignore[attr-defined]
-                host, port = sock.getsockname()[:2]
-                hostport = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-                self.urls.append(f"{scheme}://{hostport}")
+        self.urls = [f"{scheme}://{join_hostport(*addr[:2])}" for addr in self._runner.addresses]
         log.info("lab API server listening on %s", ", ".join(self.urls))
         if self._kubernetes_service:
             self._ensure_kubernetes_service(self._kubernetes_service)
@@ -240,17 +262,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch-history", type=int, default=10_000, help="events kept for watch resumption")
     p.add_argument("--bookmark-interval", type=float, default=60.0, help="seconds between BOOKMARKs on idle watches")
     p.add_argument("--no-controllers", action="store_true",
-                   help="no node pod-CIDR or EndpointSlice controllers (Service IP/port allocation stays)")
+                   help="no controllers: node pod CIDRs, EndpointSlices, Endpoints, scheduler, Deployments, "
+                        "ReplicaSets, DaemonSets (Service IP/port allocation stays)")
     p.add_argument("--token-auth-file", metavar="FILE",
                    help="kube-apiserver's static token file (token,user,uid[,\"groups\"]): refuse requests without "
                         "one of its tokens with 401 (only /healthz, /livez, /readyz, /version stay public); "
                         "without it every request is served")
-    p.add_argument("--authorization-mode", choices=("AlwaysAllow", "RBAC"), default="AlwaysAllow",
-                   help="RBAC: authorise every authenticated request with the RBAC documents of --rbac-file "
-                        "(needs --token-auth-file); AlwaysAllow (default): any authenticated client may do anything")
+    p.add_argument("--authorization-mode", choices=("AlwaysAllow", "RBAC", "Node,RBAC"), default="AlwaysAllow",
+                   help="RBAC (or Node,RBAC, the same): authorise every authenticated request with the Node "
+                        "authorizer and RBAC over the stored Role/ClusterRole/(Cluster)RoleBinding objects, seeded "
+                        "with the built-in roles and --rbac-file's documents (needs --token-auth-file); "
+                        "AlwaysAllow (default): any authenticated client may do anything")
     p.add_argument("--rbac-file", metavar="FILE",
-                   help="YAML manifest whose Role/ClusterRole/RoleBinding/ClusterRoleBinding documents are the "
-                        "RBAC policy (other kinds are skipped), e.g. deploy/podnet.yaml")
+                   help="YAML manifest whose Role/ClusterRole/RoleBinding/ClusterRoleBinding documents are "
+                        "created at start (other kinds are skipped), e.g. deploy/podnet.yaml")
+    p.add_argument("--service-account-signing-key-file", metavar="FILE",
+                   help="the key TokenRequest tokens are signed with (HMAC-SHA256; any bytes, at least 32); "
+                        "default: a random key, so tokens do not survive a restart")
     p.add_argument("--tls-cert-file", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-private-key-file", metavar="FILE", help="the private key of --tls-cert-file (PEM)")
     p.add_argument("--pod-log-dir", metavar="DIR",
@@ -277,18 +305,26 @@ def server_from_args(args: argparse.Namespace) -> LabApiServer:
         authenticator=TokenAuthenticator.from_file(args.token_auth_file) if args.token_auth_file else None,
         tls=_tls_files(args.tls_cert_file, args.tls_private_key_file),
         policy=rbac_policy(args.authorization_mode, args.rbac_file),
+        service_account_key=_signing_key(args.service_account_signing_key_file),
     )
+
+
+def _signing_key(path: str | None) -> bytes | None:
+    if not path:
+        return None
+    key = Path(path).read_bytes()
+    if len(key) < 32:
+        raise ValueError(f"{path}: a signing key needs at least 32 bytes")
+    return key
 
 
 def rbac_policy(mode: str, rbac_file: str | None) -> Policy | None:
     """The policy ``--authorization-mode``/``--rbac-file`` ask for; ValueError for a mismatch."""
-    if mode != "RBAC":
+    if mode not in ("RBAC", "Node,RBAC"):
         if rbac_file:
             raise ValueError("--rbac-file needs --authorization-mode RBAC")
         return None
-    if not rbac_file:
-        raise ValueError("--authorization-mode RBAC needs --rbac-file")
-    return policy_from_yaml(Path(rbac_file).read_text())
+    return policy_from_yaml(Path(rbac_file).read_text() if rbac_file else "")
 
 
 def _tls_files(cert: str | None, key: str | None) -> tuple[str, str] | None:
@@ -304,10 +340,7 @@ async def _serve(args: argparse.Namespace) -> None:
     if server.handlers.authenticator is None:
         log.warning("no --token-auth-file: every client that reaches %s is served, unauthenticated",
                     " ".join(server.urls))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await stop.wait()
     finally:

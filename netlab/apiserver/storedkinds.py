@@ -1,10 +1,11 @@
-"""Validation of the kinds the lab API server stores as given (no controller acts on them).
+"""Validation of the kinds the lab API server stores without parsing them into frozen types.
 
-ConfigMap, Secret, ServiceAccount, Event; apps/v1 DaemonSet, Deployment, ReplicaSet;
+ConfigMap, Secret, ServiceAccount, Event, Endpoints; apps/v1 DaemonSet, Deployment, ReplicaSet
+(the workload controllers of :mod:`.appcontrollers` act on these and write Endpoints);
 rbac.authorization.k8s.io/v1 ClusterRole, ClusterRoleBinding, Role, RoleBinding; policy/v1
 PodDisruptionBudget. Only the parts of kube-apiserver's validation that are cheap to check
-are checked, with its messages (pkg/apis/core/validation, apimachinery's validation and
-path packages):
+are checked, with its messages (pkg/apis/core/validation, pkg/apis/apps/validation, apimachinery's
+validation and path packages):
 
 - metadata.name: a DNS-1123 subdomain (NameIsDNSSubdomain), or for the RBAC kinds a path
   segment (ValidateRBACName = path.IsValidPathSegmentName: not ``.``/``..``, no ``/`` or ``%``);
@@ -12,13 +13,15 @@ path packages):
 - ConfigMap ``data``/``binaryData`` and Secret ``data`` keys: IsConfigMapKey; a key in both
   ``data`` and ``binaryData`` is a duplicate; the values' total size (bytes, decoded) at most
   1 MiB (MaxSecretSize);
+- apps/v1 workloads: ``spec.selector`` is required and not empty, ``spec.template.metadata.labels``
+  must match it, ``spec.replicas`` (Deployment, ReplicaSet) is a non-negative integer;
 - Secret ``data`` and ConfigMap ``binaryData`` values are base64 (Go's []byte JSON decoding,
   StdEncoding): otherwise 400, as the decoder answers before validation runs.
 
 A refusal is kube-apiserver's 422 Invalid Status (``<Kind>[.<group>] "<name>" is invalid:
 <field>: <detail>``, details with group, kind and one cause) for the first error found, where
 kube-apiserver lists every error. An accepted object is stored as given: nothing is parsed into
-a frozen type, since nothing in the lab reads these kinds.
+a frozen type; the workload controllers read them defensively.
 """
 
 from __future__ import annotations
@@ -218,6 +221,52 @@ def secret_from_string_data(obj: dict[str, Any]) -> None:
         obj["type"] = "Opaque"
 
 
+def _go_string_map(m: Mapping[str, Any]) -> str:
+    """Go's ``%#v`` of a map[string]string (field.Invalid's value), keys sorted."""
+    return "map[string]string{" + ", ".join(f"{json.dumps(str(k))}:{json.dumps(str(v))}"
+                                            for k, v in sorted(m.items())) + "}"
+
+
+def _template_selects(selector: Any, labels: Mapping[str, Any]) -> bool:
+    match_labels = selector.get("matchLabels") or {}
+    if any(labels.get(k) != val for k, val in match_labels.items()):
+        return False
+    for e in selector.get("matchExpressions") or ():
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        if (op == "In" and labels.get(key) not in values) or (op == "NotIn" and labels.get(key) in values) or (
+                op == "Exists" and key not in labels) or (op == "DoesNotExist" and key in labels):
+            return False
+    return True
+
+
+def _workload(replicas: bool) -> Callable[[Mapping[str, Any]], None]:
+    """ValidateDeploymentSpec / ValidateReplicaSetSpec / ValidateDaemonSetSpec, the cheap parts."""
+
+    def check(obj: Mapping[str, Any]) -> None:
+        _metadata(obj, subdomain_errors)
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            raise _FieldError("spec", "FieldValueRequired", "Required value")
+        if replicas and "replicas" in spec:
+            n = spec["replicas"]
+            if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise _invalid("spec.replicas", n, "must be greater than or equal to 0")
+        selector = spec.get("selector")
+        if not isinstance(selector, dict) or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+            raise _FieldError("spec.selector", "FieldValueRequired", "Required value")
+        template = spec.get("template")
+        labels = ((template or {}).get("metadata") or {}).get("labels") if isinstance(template, dict) else None
+        if not isinstance(labels, dict) or not _template_selects(selector, labels):
+            raise _FieldError("spec.template.metadata.labels", "FieldValueInvalid",
+                              f"Invalid value: {_go_string_map(labels or {})}: `selector` does not match template "
+                              "`labels`")
+        containers = ((template or {}).get("spec") or {}).get("containers")
+        if not isinstance(containers, list) or not containers:
+            raise _FieldError("spec.template.spec.containers", "FieldValueRequired", "Required value")
+
+    return check
+
+
 def _plain(name_errors: Callable[[str], list[str]]) -> Callable[[Mapping[str, Any]], None]:
     def check(obj: Mapping[str, Any]) -> None:
         _metadata(obj, name_errors)
@@ -231,9 +280,10 @@ _VALIDATORS: dict[str, tuple[str, Callable[[Mapping[str, Any]], None]]] = {
     "Secret": ("", _validate_secret),
     "ServiceAccount": ("", _plain(subdomain_errors)),
     "Event": ("", _plain(subdomain_errors)),
-    "DaemonSet": ("apps", _plain(subdomain_errors)),
-    "Deployment": ("apps", _plain(subdomain_errors)),
-    "ReplicaSet": ("apps", _plain(subdomain_errors)),
+    "Endpoints": ("", _plain(subdomain_errors)),
+    "DaemonSet": ("apps", _workload(False)),
+    "Deployment": ("apps", _workload(True)),
+    "ReplicaSet": ("apps", _workload(True)),
     "PodDisruptionBudget": ("policy", _plain(subdomain_errors)),
     "ClusterRole": (_RBAC, _plain(rbac_name_errors)),
     "ClusterRoleBinding": (_RBAC, _plain(rbac_name_errors)),

@@ -14,12 +14,11 @@ import calendar
 import time
 from typing import Any, Callable
 
+from podnet.kube.names import NETNS_ANNOTATION
+
 __all__ = ["wants_table", "table", "age"]
 
 Column = tuple[str, str, int]  # (name, type, priority)
-
-NETNS_ANNOTATION = "podnet.io/netns"
-"""The lab kubelet's annotation naming a pod's network namespace (``kubectl get pods -o wide`` shows it)."""
 
 
 def wants_table(accept: str) -> bool:
@@ -141,15 +140,54 @@ def _status_int(o: dict[str, Any], field: str) -> int:
 
 
 def _daemon_set_row(o: dict[str, Any]) -> list[Any]:
-    return [_status_int(o, f) for f in ("desiredNumberScheduled", "currentNumberScheduled", "numberReady",
-                                         "updatedNumberScheduled", "numberAvailable")]
+    node_selector = ((((o.get("spec") or {}).get("template") or {}).get("spec") or {}).get("nodeSelector")) or {}
+    shown = ",".join(f"{k}={v}" for k, v in sorted(node_selector.items())) if isinstance(node_selector, dict) else ""
+    return [*(_status_int(o, f) for f in ("desiredNumberScheduled", "currentNumberScheduled", "numberReady",
+                                          "updatedNumberScheduled", "numberAvailable")),
+            shown or "<none>", *_template_wide(o)]
 
 
 def _deployment_row(o: dict[str, Any]) -> list[Any]:
     spec = o.get("spec") or {}
     want = spec.get("replicas", 1) if isinstance(spec.get("replicas", 1), int) else 1
     return [f"{_status_int(o, 'readyReplicas')}/{want}", _status_int(o, "updatedReplicas"),
-            _status_int(o, "availableReplicas")]
+            _status_int(o, "availableReplicas"), *_template_wide(o)]
+
+
+def _template_wide(o: dict[str, Any]) -> list[Any]:
+    """The CONTAINERS, IMAGES and SELECTOR columns of ``-o wide`` for a workload."""
+    spec = o.get("spec") or {}
+    containers = [c for c in ((spec.get("template") or {}).get("spec") or {}).get("containers") or ()
+                  if isinstance(c, dict)]
+    selector = spec.get("selector") or {}
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    parts += [f"{e.get('key')} {str(e.get('operator', '')).lower()} ({','.join(e.get('values') or [])})"
+              for e in selector.get("matchExpressions") or () if isinstance(e, dict)]
+    return [",".join(str(c.get("name", "")) for c in containers), ",".join(str(c.get("image", "")) for c in containers),
+            ",".join(parts) or "<none>"]
+
+
+def _replica_set_row(o: dict[str, Any]) -> list[Any]:
+    spec = o.get("spec") or {}
+    want = spec.get("replicas", 1) if isinstance(spec.get("replicas", 1), int) else 1
+    return [want, _status_int(o, "replicas"), _status_int(o, "readyReplicas"), *_template_wide(o)]
+
+
+def _endpoints_row(o: dict[str, Any]) -> list[Any]:
+    """kubectl's formatEndpoints: ``ip:port`` over subsets, ports, addresses; at most 3, then ``+ N more...``."""
+    shown: list[str] = []
+    total = 0
+    for ss in o.get("subsets") or ():
+        addrs = [a.get("ip", "") for a in ss.get("addresses") or ()]
+        ports = [p.get("port") for p in ss.get("ports") or ()] or [None]
+        for port in ports:
+            for ip in addrs:
+                total += 1
+                if len(shown) < 3:
+                    shown.append(ip if port is None else f"{ip}:{port}")
+    if not shown:
+        return ["<none>"]
+    return [",".join(shown) + (f" + {total - 3} more..." if total > 3 else "")]
 
 
 def _pdb_row(o: dict[str, Any]) -> list[Any]:
@@ -182,9 +220,14 @@ COLUMNS: dict[str, tuple[list[Column], Callable[[dict[str, Any]], list[Any]]]] =
                _event_row),
     "secrets": ([("Type", "string", 0), ("Data", "integer", 0)], _secret_row),
     "daemonsets": ([("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
-                    ("Up-to-date", "integer", 0), ("Available", "integer", 0)], _daemon_set_row),
-    "deployments": ([("Ready", "string", 0), ("Up-to-date", "integer", 0), ("Available", "integer", 0)],
-                    _deployment_row),
+                    ("Up-to-date", "integer", 0), ("Available", "integer", 0), ("Node Selector", "string", 0),
+                    ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)], _daemon_set_row),
+    "deployments": ([("Ready", "string", 0), ("Up-to-date", "integer", 0), ("Available", "integer", 0),
+                     ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)], _deployment_row),
+    "replicasets": ([("Desired", "integer", 0), ("Current", "integer", 0), ("Ready", "integer", 0),
+                     ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)],
+                    _replica_set_row),
+    "endpoints": ([("Endpoints", "string", 0)], _endpoints_row),
     "poddisruptionbudgets": ([("Min Available", "string", 0), ("Max Unavailable", "string", 0),
                               ("Allowed Disruptions", "integer", 0)], _pdb_row),
 }

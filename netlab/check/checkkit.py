@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable
 
+from podnet.host.nsenter import exec_argv
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient, ApiError
 
@@ -65,7 +66,7 @@ def render_table(rows: Iterable[Row], widths: tuple[int, int, int] | None = (32,
 
 async def exec_in(netns: str, argv: list[str], timeout: float = 30.0) -> tuple[int, str, str]:
     p = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", netns, *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *exec_argv(netns, argv), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
     )
     try:

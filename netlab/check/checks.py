@@ -5,6 +5,9 @@ the label ``lab.podnet.io/check=e2e`` and deleted at the end, also on failure.
 Traffic comes from real pods (their netns, routes and resolv.conf) and from the
 outside host; what a server saw is reported by the pod server itself, so
 "source IP preserved" and "answered by pod X" are observed, not assumed.
+One row per node pair checks the backend that node's CNI daemon reports against the one
+the layout calls for (podnet.netlab.lab.backends) and sends a pod-to-pod connection across
+it; on a routed underlay with ``--backend host-gw`` the row expects no path across subnets.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from podnet.kube import resources as r
 from podnet.kube.client import ApiClient
 from podnet.netlab.check.checkkit import (Row, delete_quietly, getent, pod_netns_map, probe, ready_endpoints,
                                           wait_until)
+from podnet.netlab.lab import backends
 from podnet.netlab.lab import manifests as m
 from podnet.netlab.lab.bringup import UPSTREAM_NAMES, wait_pods_ready
 from podnet.netlab.lab.labstate import LabState
@@ -308,11 +312,40 @@ class Suite:
         return bool(ok), f"{src.name} -> {ip}:{SVC_PORT}: " + (
             f"{res['pod']} answered (saw {res['peer']})" if res.get("ok") else res.get("error", "?"))
 
+    async def node_pair(self, a, b) -> tuple[bool, str]:
+        """A pod on ``a`` to a pod on ``b``: the backend ``a``'s daemon reports, and whether the pod
+        answers with the client's IP kept; across subnets host-gw must NOT get through."""
+        want = backends.expected(self.plan, a, b)
+        if self.st.parts.get("cni", "").startswith("podnet"):
+            got = backends.reported_by(self.plan, a).get(b.name, "none reported")
+        else:  # the reference plugins: the lab itself added host-gw routes
+            want = got = "host-gw (routes by the lab)"
+        src = next((p for p in self.pods if p.node == a.name), None)
+        dst = next((p for p in self.pods if p.node == b.name), None)
+        if src is None or dst is None:
+            return None, f"skipped: needs an echo pod on {a.name} and on {b.name}"
+        blocked = want == "host-gw" and a.segment != b.segment
+        if blocked:  # no route can exist: a short look is enough
+            res = (await probe(src.netns, "tcp", dst.ip, m.ECHO_PORT, count=2, timeout=1.0))[-1]
+        else:
+            res = await self._until_ok(src.netns, "tcp", dst.ip, m.ECHO_PORT, 5)
+        seen = (f"{res['pod']} answered, saw {res['peer']}" + (" = client pod" if res["peer"] == src.ip else "")
+                if res.get("ok") else res.get("error", "?"))
+        crossed = bool(res.get("ok")) and res.get("pod") == dst.name and res.get("peer") == src.ip
+        return got == want and crossed != blocked, f"daemon on {a.name}: {got}; {src.name} -> {dst.name}: {seen}"
+
     # ------------------------------------------------------------------ run
 
     async def run(self) -> list[Row]:
         await self.row("pod->pod, same node", "the pod answers, sees the client pod IP", lambda: self.pod_to_pod(True))
         await self.row("pod->pod, across nodes", "the pod answers, sees the client pod IP", lambda: self.pod_to_pod(False))
+        for a, b in backends.pairs(self.plan):
+            where = "same subnet" if a.segment == b.segment else "across subnets"
+            want = backends.expected(self.plan, a, b)
+            outcome = ("no path (host-gw cannot cross the router)" if want == "host-gw" and a.segment != b.segment
+                       else "answers, client pod IP kept")
+            await self.row(f"n{a.index}->n{b.index} pod->pod, {where}", f"{want}; {outcome}",
+                           lambda a=a, b=b: self.node_pair(a, b))
         await self.row("pod->ClusterIP balanced", "every endpoint on every node answers", self.balanced, ("proxy",))
         for node in self.plan.nodes:
             await self.row(f"outside->NodePort {node.name}", "answered by an echo pod",

@@ -99,6 +99,8 @@ def check_netpol(name: str, out=None, keep: bool = False, patterns: list[str] | 
 
 
 def run(a: argparse.Namespace) -> int:
+    from podnet.netlab.lab.progress import quiet_api_discovery
+    quiet_api_discovery(a)
     if a.suite == "netpol":
         return check_netpol(a.name, keep=a.keep, patterns=a.case, via=a.via)
     return check(a.name, keep=a.keep, wide=a.wide)

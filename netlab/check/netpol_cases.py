@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from podnet.kube.names import NAMESPACE_NAME_LABEL
+
 __all__ = ["NAMESPACES", "PODS", "PORTS", "ALL", "NSNAME", "Case", "CASES", "Relabel", "UpdateCase",
            "UPDATE_CASES", "resolve", "sel"]
 
@@ -58,7 +60,7 @@ def sel(**labels: str) -> dict:
     return {"matchLabels": labels}
 
 
-NSNAME = "kubernetes.io/metadata.name"
+NSNAME = NAMESPACE_NAME_LABEL
 
 
 def _to(pod: str) -> Callable[[str, str], bool]:

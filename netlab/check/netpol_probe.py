@@ -13,6 +13,7 @@ import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from podnet.host.addr import split_hostport
 from podnet.netlab.check.probe import attempt_tcp, attempt_udp
 
 __all__ = ["probe_all", "main"]
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None, out=None) -> int:
         print("usage: netpol_probe TCP|UDP TIMEOUT HOST:PORT... (at most 256 targets)", file=sys.stderr)
         return 2
     timeout = min(max(float(args[1]), 0.05), 10.0)
-    targets = [(h, int(p)) for h, _, p in (a.rpartition(":") for a in args[2:])]
+    targets = [split_hostport(a) for a in args[2:]]
     out.write(json.dumps(probe_all(args[0], targets, timeout)) + "\n")
     out.flush()
     return 0

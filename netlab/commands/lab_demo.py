@@ -82,8 +82,11 @@ async def _app_and_picture(name: str, svg_path: Path, out, progress) -> None:
 def run(a: argparse.Namespace) -> int:
     from podnet.netlab.check.lab_check import check
     from podnet.netlab.lab.bringup import LabExists, up
-    from podnet.netlab.lab.progress import Progress
+    from podnet.netlab.lab.interrupt import Interrupted, shielded, signals_raise
+    from podnet.netlab.lab.progress import Progress, quiet_api_discovery
     from podnet.netlab.lab.teardown import down, leftovers
+
+    quiet_api_discovery(a)
 
     try:
         spec = spec_from_args(a)
@@ -93,18 +96,23 @@ def run(a: argparse.Namespace) -> int:
     out = sys.stdout
     rc = 1
     progress = Progress(out)
+    ours = []
     try:
-        up(spec, out, progress=progress)
-        asyncio.run(_app_and_picture(spec.name, svg_path, out, progress))
-        rc = check(spec.name, out, progress=progress)
+        with signals_raise():  # Ctrl-C and SIGTERM end the demo through the finally below
+            up(spec, out, progress=progress, claimed=lambda: ours.append(True))
+            asyncio.run(_app_and_picture(spec.name, svg_path, out, progress))
+            rc = check(spec.name, out, progress=progress)
     except LabExists as e:
         print(f"podnet lab demo: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(f"\npodnet lab demo: interrupted ({e})", file=sys.stderr)
+        rc = e.exit_status
     except Exception as e:  # noqa: BLE001
         print(f"podnet lab demo: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
     finally:
-        if not a.keep:
-            with progress.step(f"down: remove lab {spec.name!r}"):
+        if ours and not a.keep:
+            with shielded(), progress.step(f"down: remove lab {spec.name!r}"):
                 gone = down(spec.name)
             left = leftovers(spec.name)
             out.write(f"lab {spec.name!r} down: removed {gone.summary()}"

@@ -3,17 +3,32 @@
 Order, each step waiting for what the next one needs:
 
  1. validate + plan (nothing is created for a bad topology), refuse an existing lab;
- 2. the fabric (underlay bridge, nodes, outside and upstream hosts);
- 3. the API server (root 127.0.0.1:<ephemeral> for kubectl, <underlay .1>:6443 for nodes);
+ 2. the fabric (underlay bridge, nodes, outside and upstream hosts); meanwhile the static CNI shim of
+    podnet's image is compiled into ``<run-dir>/image`` (the kubelets' ``--image-dir``);
+ 3. the API server (root 127.0.0.1:<ephemeral> for kubectl, <underlay .1>:6443 for nodes), RBAC on
+    with only kube-apiserver's bootstrap roles;
  4. the upstream DNS (dnsmasq in the upstream netns, a few fixed names);
  5. one kubelet per node: registers its Node; wait for every node's pod CIDR;
- 6. per node: CNI (podnet-cni install + daemon, or the labelled reference-plugin
-    fallback), the proxy and the policy engine; routes to pod CIDRs on the underlay/upstream hosts;
- 7. kube-dns Service + the podnet-dns pod; the user's pods; wait until all are Ready;
+ 6. podnet installed from deploy/podnet.yaml (:mod:`.install`: the user's edits only) through the
+    API with the admin credential: ServiceAccounts, RBAC, ConfigMaps, the node DaemonSet, the
+    kube-dns Service; the DaemonSet controller puts one podnet-node pod on every node, whose init
+    container writes the CNI plugin and conflist the kubelet then uses, and whose containers (CNI
+    daemon, proxy, NetworkPolicy engine) run with the ``podnet-node`` ServiceAccount's
+    TokenRequest token; wait until each node's CNI daemon can serve an ADD (its /healthz names
+    the node's pod CIDR);
+ 7. the manifest's podnet-dns Deployment and the user's echo pods; wait until they are Ready, then
+    (up to ``NODE_READY_GRACE``) every node's podnet-node pod: one that is not is named in the
+    parts' status (a layout the CNI cannot route keeps the CNI daemon's readiness failing) and
+    ``lab check`` shows what does not work;
  8. kubeconfig + usage.
 
-On any failure, what was built stays for inspection and the message says to
-run ``podnet lab down``; ``up`` never half-removes a lab.
+podnet's daemons have no other start-up path: what runs is what the manifest says. ``--cni
+reference`` points the kubelets at the reference bridge plugin and installs the manifest without
+its CNI containers (:func:`.install.without_cni`).
+
+:func:`up` itself never removes anything; the ``lab up`` verb (lab_up) rolls back
+what was built on a failure, Ctrl-C or SIGTERM unless ``--retain``, as kind deletes a
+failed cluster.
 """
 
 from __future__ import annotations
@@ -24,18 +39,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient, ApiError, TRANSPORT_ERRORS
 from podnet.host import procs
-from podnet.host.netns import list_netns, run
-from podnet.netlab.lab import credentials, fabric, labstate, manifests, parts
+from podnet.host.netns import list_netns
+from podnet.host.nsenter import exec_argv
+from podnet.netlab.lab import credentials, fabric, install, labstate, manifests, parts
 from podnet.netlab.lab.labstate import LabState
 from podnet.netlab.lab.progress import Progress
 from podnet.netlab.lab.topology import LabPlan, LabSpec, plan as make_plan
 
-__all__ = ["up", "LabExists", "wait_pods_ready", "UPSTREAM_NAMES"]
+__all__ = ["up", "LabExists", "wait_pods_ready", "wait_installed", "UPSTREAM_NAMES"]
+
+NODE_READY_GRACE = 30.0
+"""Seconds the node pods get to be Ready once the DNS and echo pods are (they started before them)."""
 
 # Names the lab's upstream DNS answers (no traffic ever leaves the machine).
 UPSTREAM_NAMES = {"example.org": "203.0.113.10", "outside.lab": None, "www.example.net": "203.0.113.20"}
@@ -73,7 +92,7 @@ def start_apiserver(p: LabPlan) -> int:
         "--token-auth-file", str(credentials.token_file(p)), "--pod-log-dir", str(p.run_dir / "logs" / "pods"),
         "--tls-cert-file", str(credentials.serving_files(p)[0]),
         "--tls-private-key-file", str(credentials.serving_files(p)[1]),
-        "--rbac-file", str(credentials.rbac_manifest()),
+        "--rbac-file", str(credentials.bootstrap_rbac_file(p)),
     ])
     return int(_wait_file(port_file, 30, pid))
 
@@ -114,7 +133,6 @@ async def wait_pods_ready(client: ApiClient, keys: list[tuple[str, str]], timeou
     """Wait until every (namespace, name) pod is Ready; raise naming the laggards (and failures)."""
     end = time.monotonic() + timeout
     want = set(keys)
-    last_report = 0.0
     while True:
         items, _ = await client.list(r.PODS)
         by = {(i["metadata"].get("namespace", "default"), i["metadata"]["name"]): i for i in items}
@@ -128,14 +146,13 @@ async def wait_pods_ready(client: ApiClient, keys: list[tuple[str, str]], timeou
                 failed[k] = st.get("message", "")
             if any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or ()):
                 ready[k] = pod
+        if progress:  # every change, up to "N/N pods ready"
+            progress.status(f"{len(ready)}/{len(want)} pods ready")
         if len(ready) == len(want):
             return ready
         if failed:
             raise RuntimeError("pods failed: " + "; ".join(f"{ns}/{n}: {m}" for (ns, n), m in sorted(failed.items())))
         now = time.monotonic()
-        if progress and now - last_report > 2:
-            progress.note(f"{len(ready)}/{len(want)} pods ready")
-            last_report = now
         if now > end:
             lag = sorted(f"{ns}/{n}" for ns, n in want - set(ready))
             raise TimeoutError(f"pods not ready after {timeout:.0f} s: {', '.join(lag[:10])}")
@@ -152,84 +169,37 @@ def _check_free(p: LabPlan) -> None:
         )
 
 
-def _setup_node_network(p: LabPlan, st: LabState, cidrs: dict[str, str], progress: Progress,
-                        cni: str = "podnet", proxy_min_sync: str = parts.PROXY_MIN_SYNC_PERIOD) -> None:
-    lab = p.spec.name
-    use_cni = cni == "podnet" and parts.usable("cni") and parts.usable("cni-daemon")
-    if cni == "reference":
-        st.parts["cni"] = "reference bridge+host-local plugins (asked for with --cni reference); routes by the lab"
-    else:
-        st.parts["cni"] = "podnet-cni" if use_cni else (
-            "FALLBACK: reference bridge+host-local plugins (podnet-cni install/daemon not usable); "
-            "routes to other nodes added by the lab")
-    installs: list[subprocess.Popen] = []
-    if not use_cni and cni == "podnet":
-        progress.note("CNI: podnet-cni is not usable -> FALLBACK to the reference bridge plugin (labelled)")
+def _reference_cni(p: LabPlan, cidrs: dict[str, str]) -> None:
+    """``--cni reference``: the reference bridge + host-local plugins in each node's own CNI dirs (the
+    kubelets exec them instead of the plugin the DaemonSet installs), and host-gw routes by the lab."""
     for n in p.nodes:
         np_ = parts.node_paths(p, n)
-        np_.socket.parent.mkdir(parents=True, exist_ok=True)
-        np_.data_dir.mkdir(parents=True, exist_ok=True)
-        if use_cni:
-            np_.bin_dir.mkdir(parents=True, exist_ok=True)
-            np_.conf_dir.mkdir(parents=True, exist_ok=True)
-            installs.append(subprocess.Popen(parts.cni_install_cmd(np_), stdout=subprocess.PIPE,
-                                             stderr=subprocess.STDOUT, text=True))
-            procs.spawn(p.run_dir, lab, f"cni-{n.name}", parts.cni_daemon_cmd(p, n, np_), netns=n.netns)
-        else:
-            np_.bin_dir.mkdir(parents=True, exist_ok=True)
-            np_.conf_dir.mkdir(parents=True, exist_ok=True)
-            for plugin in ("bridge", "host-local", "loopback"):
-                dst = np_.bin_dir / plugin
-                if not dst.exists():
-                    os.symlink(f"{parts.REFERENCE_CNI_DIR}/{plugin}", dst)
-            (np_.conf_dir / "10-pnl-fallback.conflist").write_text(parts.reference_conflist(cidrs[n.name], p, n))
-            routes = [f"route replace {cidrs[o.name]} via {o.ip}" for o in p.nodes if o.name != n.name]
-            fabric.batch(n.netns, routes)
-    # The proxies and policy engines need nothing from the CNI daemons: every daemon starts now and
-    # is waited for afterwards, so their start-up times overlap instead of adding up.
-    use_proxy = parts.usable("proxy")
-    if use_proxy:
-        for n in p.nodes:
-            procs.spawn(p.run_dir, lab, f"proxy-{n.name}", parts.proxy_cmd(p, n, proxy_min_sync), netns=n.netns)
-    use_policy = _spawn_policy(p, st, progress, proxy_min_sync)
-    for inst in installs:  # `podnet-cni install` per node, run in parallel
-        text, _ = inst.communicate(timeout=60)
-        if inst.returncode != 0:
-            raise RuntimeError(f"podnet-cni install failed: {text.strip()[-300:]}")
-    if use_cni:
-        for n in p.nodes:
-            _wait_file_exists(parts.node_paths(p, n).socket, 30, f"CNI daemon socket on {n.name}")
-    if use_proxy:
-        failed = [f"{n.name}: {err}" for n in p.nodes
-                  if (err := _wait_listening(p, f"proxy-{n.name}", n.netns, n.ip, 10256, 20))]
-        st.parts["proxy"] = "podnet-proxy" if not failed else "FAILED: podnet-proxy " + "; ".join(failed)
-        if failed:
-            progress.note("proxy: " + st.parts["proxy"])
-    else:
-        st.parts["proxy"] = "MISSING: podnet-proxy is not usable; Services are not routed"
-        progress.note("proxy: podnet-proxy is not usable -> Services will NOT be routed")
-    if use_policy:
-        _wait_policy(p, st, progress)
+        np_.bin_dir.mkdir(parents=True, exist_ok=True)
+        np_.conf_dir.mkdir(parents=True, exist_ok=True)
+        for plugin in ("bridge", "host-local", "loopback"):
+            dst = np_.bin_dir / plugin
+            if not dst.exists():
+                os.symlink(f"{parts.REFERENCE_CNI_DIR}/{plugin}", dst)
+        (np_.conf_dir / "10-pnl-fallback.conflist").write_text(parts.reference_conflist(cidrs[n.name], p, n))
+        fabric.batch(n.netns, [f"route replace {cidrs[o.name]} via {o.ip}" for o in p.nodes if o.name != n.name])
 
 
-def _spawn_policy(p: LabPlan, st: LabState, progress: Progress, min_sync: str) -> bool:
-    """podnet-policy on every node, beside the proxy; False (and the part marked missing) if unusable."""
-    if not parts.usable("policy"):
-        st.parts["policy"] = "MISSING: podnet-policy is not usable; NetworkPolicies are not enforced"
-        progress.note("policy: podnet-policy is not usable -> NetworkPolicies will NOT be enforced")
-        return False
-    for n in p.nodes:
-        procs.spawn(p.run_dir, p.spec.name, f"policy-{n.name}", parts.policy_cmd(p, n, min_sync), netns=n.netns)
-    return True
+def _start_image_build(p: LabPlan) -> subprocess.Popen:
+    """Build the files podnet's image has beyond the console scripts (the static CNI shim) into
+    ``<run-dir>/image``, in a process of its own (the lab does not import podnet.cni)."""
+    out = parts.image_dir(p) / parts.STATIC_SHIM
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-P", "-c", "import pathlib, sys; from podnet.cni.install import build_shim; "
+         "build_shim(pathlib.Path(sys.argv[1]), static=True)", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_policy(p: LabPlan, st: LabState, progress: Progress) -> None:
-    """Every policy engine is up once its health port listens."""
-    failed = [f"{n.name}: {err}" for n in p.nodes
-              if (err := _wait_listening(p, f"policy-{n.name}", n.netns, "127.0.0.1", parts.POLICY_HEALTH_PORT, 20))]
-    st.parts["policy"] = "podnet-policy" if not failed else "FAILED: podnet-policy " + "; ".join(failed)
-    if failed:
-        progress.note("policy: " + st.parts["policy"])
+def _finish_image_build(build: subprocess.Popen) -> None:
+    text, _ = build.communicate(timeout=120)
+    if build.returncode != 0:
+        raise RuntimeError("building the static CNI shim of podnet's image (needs gcc and libc6-dev): "
+                           + text.strip()[-300:])
 
 
 def _last_log_line(p: LabPlan, name: str) -> str:
@@ -252,25 +222,27 @@ def _wait_listening(p: LabPlan, name: str, netns: str, ip: str, port: int, timeo
     return f"not listening on {ip}:{port} after {timeout:.0f} s (log {p.run_dir / 'logs' / (name + '.log')})"
 
 
-def _wait_file_exists(path: Path, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > end:
-            raise TimeoutError(f"{what} ({path}) did not appear within {timeout:.0f} s")
-        time.sleep(0.05)
-
-
 def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0, cni: str = "podnet",
-       progress: Progress | None = None, proxy_min_sync: str = parts.PROXY_MIN_SYNC_PERIOD) -> LabState:
+       progress: Progress | None = None, proxy_min_sync: str = parts.PROXY_MIN_SYNC_PERIOD,
+       claimed: Callable[[], None] = lambda: None) -> LabState:
+    """Build the lab. ``claimed`` is called once the name is known to be free, before anything
+    is created: from then on a rollback (``teardown.down``) removes only what this call built."""
     p = make_plan(spec)  # raises TopologyError before anything exists
     _check_free(p)
     if os.geteuid() != 0:
         raise PermissionError("podnet lab up needs root (network namespaces)")
+    claimed()
     progress = progress or Progress(out)
     st = LabState(spec=spec, created=time.time())
     labstate.save(p.run_dir, st)
     p.data_dir.mkdir(parents=True, exist_ok=True)
-    with progress.step(f"fabric: underlay {spec.underlay}, {spec.nodes} nodes, outside and upstream hosts"):
+    layout = (f"{spec.layout} underlay {spec.underlay}" if spec.layout == "flat" else
+              f"{spec.layout} underlay: {len(p.segments)} subnets of {spec.underlay} behind {p.router_netns}")
+    st.parts["underlay"] = f"{layout}; CNI backend {spec.backend}"
+    # podnet's image files compile while the fabric and the API server come up (only the CNI
+    # install container needs them, so not for --cni reference)
+    image_build = _start_image_build(p) if cni == "podnet" else None
+    with progress.step(f"fabric: {layout}, {spec.nodes} node{'s' * (spec.nodes != 1)}, outside and upstream hosts"):
         fabric.build(p, progress.note)
     with progress.step("API server + controllers"):
         tokens = credentials.issue(p)
@@ -280,20 +252,21 @@ def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0,
                                   credentials.kubeconfig_text(spec.name, st.local_master, tokens["admin"],
                                                               credentials.ca_file(p).read_text()))
         progress.note(f"kubectl side: {st.local_master}; nodes: {p.master}")
-        if not fabric.wait_reachable(p.nodes[0].netns, p.apiserver_ip, p.apiserver_port, 15):
-            raise RuntimeError(f"API server not reachable from {p.nodes[0].netns} at {p.master}")
+        for n in p.nodes:  # routed layouts: through the router, from every segment
+            if not fabric.wait_reachable(n.netns, p.apiserver_ip, p.apiserver_port, 15):
+                raise RuntimeError(f"API server not reachable from {n.netns} at {p.master}")
     with progress.step("upstream DNS (dnsmasq) in " + p.upstream_netns):
         start_upstream_dns(p)
         err = _wait_listening(p, "upstream-dns", p.upstream_netns, p.upstream_ip, 53, 10)
         if err:
             raise RuntimeError(f"upstream DNS (dnsmasq): {err}")
-    asyncio.run(_up_api(p, st, progress, ready_timeout, cni, proxy_min_sync))
+    asyncio.run(_up_api(p, st, progress, ready_timeout, cni, proxy_min_sync, image_build))
     kc = p.run_dir / "kubeconfig"
     labstate.save(p.run_dir, st)
     out.write(
         f"\nlab {spec.name!r} is up in {progress.elapsed:.1f} s: {spec.nodes} node{'s' * (spec.nodes != 1)} x "
         f"{spec.pods_per_node} pod{'s' * (spec.pods_per_node != 1)}\n"
-        + "".join(f"  {k:6s}: {v}\n" for k, v in sorted(st.parts.items()))
+        + "".join(f"  {k:8s}: {v}\n" for k, v in sorted(st.parts.items()))
         + f"  kubectl: export KUBECONFIG={kc}; kubectl get pods -A -o wide\n"
         + f"  check:   podnet lab check --name {spec.name}\n"
         + f"  down:    podnet lab down --name {spec.name}\n"
@@ -301,46 +274,183 @@ def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0,
     return st
 
 
+def _is_ready(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or ())
+
+
+def _why_not_ready(pod: dict[str, Any]) -> str:
+    """One pod's lagging containers with their state, for a timeout message."""
+    st = pod.get("status") or {}
+    bad = []
+    for c in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or []):
+        state = c.get("state") or {}
+        if c.get("ready") or (state.get("terminated") or {}).get("reason") == "Completed":
+            continue
+        what = next(iter(state), "?")
+        reason = (state.get(what) or {}).get("reason", "")
+        bad.append(f"{c.get('name')}: {what}{' ' + reason if reason else ''} (restarts {c.get('restartCount', 0)})")
+    return f"{pod['metadata']['name']} on {(pod.get('spec') or {}).get('nodeName') or '-'} " \
+           f"{st.get('phase', '?')}{': ' + '; '.join(bad) if bad else ''}{' ' + st['message'] if st.get('message') else ''}"
+
+
+def _container_ready(pod: dict[str, Any], name: str) -> bool:
+    return any(c.get("name") == name and c.get("ready") for c in (pod.get("status") or {}).get("containerStatuses") or ())
+
+
+async def wait_installed(client: ApiClient, selector: str, want: int, timeout: float, what: str,
+                         progress: Progress | None = None, per_node: bool = False,
+                         container: str | None = None) -> list[dict[str, Any]]:
+    """Wait until ``want`` active pods of kube-system matching ``selector`` are Ready (``container``:
+    that container of theirs is ready; ``per_node``: on distinct nodes); raise naming the laggards
+    and their containers' states."""
+    end = time.monotonic() + timeout
+    last = ""
+    while True:
+        items, _ = await client.list(r.PODS, "kube-system", label_selector=selector)
+        active = [i for i in items if (i.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                  and not i["metadata"].get("deletionTimestamp")]
+        ready = [i for i in active if (_container_ready(i, container) if container else _is_ready(i))]
+        n_ready = len({(i.get("spec") or {}).get("nodeName") for i in ready}) if per_node else len(ready)
+        line = f"{what}: {n_ready}/{want} ready"
+        if progress and line != last:
+            progress.status(line)
+            last = line
+        if n_ready >= want:
+            return ready
+        if time.monotonic() > end:
+            lag = [_why_not_ready(i) for i in active if i not in ready] or [f"only {len(active)} pods exist"]
+            raise TimeoutError(f"{what}: {n_ready}/{want} ready after {timeout:.0f} s: " + " | ".join(lag[:6]))
+        await asyncio.sleep(0.2)
+
+
+_CNI_SERVING = (
+    "import json,sys,time,urllib.request,urllib.error\n"
+    "end=time.monotonic()+float(sys.argv[1])\n"
+    "while time.monotonic()<end:\n"
+    "  try:\n"
+    "    body=urllib.request.urlopen(sys.argv[2],timeout=1).read()\n"
+    "  except urllib.error.HTTPError as e: body=e.read()\n"
+    "  except OSError: body=b''\n"
+    "  try:\n"
+    "    if json.loads(body or b'{}').get('podCIDRs'): sys.exit(0)\n"
+    "  except ValueError: pass\n"
+    "  time.sleep(0.1)\n"
+    "sys.exit(1)\n"
+)
+
+
+async def _wait_cni_serving(p: LabPlan, timeout: float, progress: Progress) -> None:
+    """Wait until every node's CNI daemon can serve an ADD: its /healthz body (200 or 503) names the
+    node's pod CIDR, the one condition ADD needs (the readiness probe also wants the routes to every
+    other node, which a topology that cannot route between nodes never gets)."""
+    url = f"http://127.0.0.1:{parts.CNI_HEALTH_PORT}/healthz"
+    procs_ = [await asyncio.create_subprocess_exec(
+        *exec_argv(n.netns, ["python3", "-S", "-c", _CNI_SERVING, str(timeout), url]),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL) for n in p.nodes]
+    codes = await asyncio.gather(*(pr.wait() for pr in procs_))
+    late = [n.name for n, rc in zip(p.nodes, codes) if rc != 0]
+    if late:
+        raise TimeoutError(f"podnet-node cni-daemon serves no pod CIDR after {timeout:.0f} s on {', '.join(late)}")
+    progress.status(f"podnet-node cni-daemon: serving on {len(p.nodes)}/{len(p.nodes)} nodes")
+
+
+async def _node_pods_ready(client: ApiClient, p: LabPlan, timeout: float, progress: Progress) -> dict[str, str]:
+    """Wait up to ``timeout`` for every node's podnet-node pod to be Ready; return, per container
+    that is not ready somewhere, "NOT READY on <nodes>" ({} when all are). The lab is up either way
+    and says so: a layout the CNI cannot route keeps the CNI daemon's readiness failing."""
+    try:
+        await wait_installed(client, install.NODE_SELECTOR, len(p.nodes), timeout, "podnet-node pods", progress,
+                             per_node=True)
+        return {}
+    except TimeoutError as e:
+        progress.note(f"NOT READY: {e}")
+    items, _ = await client.list(r.PODS, "kube-system", label_selector=install.NODE_SELECTOR)
+    lagging: dict[str, list[str]] = {}
+    for n in p.nodes:
+        pod = next((i for i in items if (i.get("spec") or {}).get("nodeName") == n.name and
+                    (i.get("status") or {}).get("phase") not in ("Succeeded", "Failed")), None)
+        for c in install.NODE_CONTAINERS.values():
+            if pod is None or not _container_ready(pod, c):
+                lagging.setdefault(c, []).append(n.name)
+    return {c: f"NOT READY on {', '.join(nodes)}" for c, nodes in lagging.items()}
+
+
+def _kubelet_cmd(p: LabPlan, n: Any, cni: str) -> list[str]:
+    """One node's kubelet: podnet's CNI is whatever the node DaemonSet installs into the node's own
+    /opt/cni/bin and /etc/cni/net.d (seen by the plugin at its host paths); ``--cni reference``: the
+    lab's reference-plugin dirs."""
+    root = parts.node_root(p, n)
+    if cni == "reference":
+        np_ = parts.node_paths(p, n)
+        cni_args = ["--cni-bin-dir", str(np_.bin_dir), "--cni-conf-dir", str(np_.conf_dir)]
+    else:
+        cni_args = ["--cni-node-view", "--cni-bin-dir", str(root / "opt/cni/bin"),
+                    "--cni-conf-dir", str(root / "etc/cni/net.d")]
+    return _python() + [
+        "podnet.netlab.node.kubelet", "--netns", n.netns, "--node", n.name, "--node-ip", n.ip,
+        "--master", p.master, "--lab", p.spec.name, "--run-dir", str(p.run_dir), "--root-dir", str(root),
+        *cni_args, "--image-dir", str(parts.image_dir(p)), "--cluster-dns", p.dns_service_ip,
+        "--kubeconfig", str(credentials.kubeconfig_path(p, f"kubelet-{n.name}")),
+    ]
+
+
 async def _up_api(p: LabPlan, st: LabState, progress: Progress, ready_timeout: float, cni: str,
-                  proxy_min_sync: str) -> None:
+                  proxy_min_sync: str, image_build: subprocess.Popen | None) -> None:
     lab = p.spec.name
+    docs = install.lab_documents(
+        install.load(), cluster_cidr=p.spec.cluster_cidr, backend=p.spec.backend, api_host=p.apiserver_ip,
+        api_port=p.apiserver_port, dns_service_ip=p.dns_service_ip, upstream_dns=p.upstream_ip,
+        proxy_min_sync=proxy_min_sync)
+    if cni == "reference":
+        docs = install.without_cni(docs)
+    node_docs, dns_docs = install.staged(docs)
+    # pods can be wired once every node's CNI daemon serves (its init container installed the plugin
+    # first) or, with --cni reference, once the node pod runs (its proxy is ready); the rest of the
+    # node pod finishes starting meanwhile
+    first = install.NODE_CONTAINERS["proxy"]
     async with ApiClient.from_flags(kubeconfig=str(p.run_dir / "kubeconfig")) as client:
         with progress.step("kubelets: register nodes, wait for pod CIDRs"):
+            if image_build is not None:
+                _finish_image_build(image_build)
             for n in p.nodes:
-                np_ = parts.node_paths(p, n)
-                procs.spawn(p.run_dir, lab, f"kubelet-{n.name}", _python() + [
-                    "podnet.netlab.node.kubelet", "--netns", n.netns, "--node", n.name, "--node-ip", n.ip,
-                    "--master", p.master, "--lab", lab, "--run-dir", str(p.run_dir),
-                    "--cni-bin-dir", str(np_.bin_dir), "--cni-conf-dir", str(np_.conf_dir),
-                    "--cluster-dns", p.dns_service_ip,
-                    "--kubeconfig", str(credentials.kubeconfig_path(p, f"kubelet-{n.name}")),
-                ])
+                procs.spawn(p.run_dir, lab, f"kubelet-{n.name}", _kubelet_cmd(p, n, cni))
             st.pod_cidrs = await _wait_pod_cidrs(client, p, 30)
             labstate.save(p.run_dir, st)
             fabric.add_pod_cidr_routes(p, st.pod_cidrs)
             for n in p.nodes:
                 progress.note(f"{n.name}: {n.ip} pod CIDR {st.pod_cidrs[n.name]}")
-        with progress.step("node networking: CNI + proxy + policy on every node"):
-            _setup_node_network(p, st, st.pod_cidrs, progress, cni, proxy_min_sync)
-        labstate.save(p.run_dir, st)
-        keys = []
-        with progress.step("cluster DNS: kube-dns Service + podnet-dns pod"):
+        if cni == "reference":
+            _reference_cni(p, st.pod_cidrs)
+        how = f"from {install.MANIFEST.name} (DaemonSet {'/'.join(install.NODE_DAEMONSET)})"
+        ready_what = "every node's CNI daemon serving" if cni == "podnet" else f"the {first} container of every node Ready"
+        with progress.step(f"podnet: apply {install.MANIFEST.name}; {ready_what}"):
             await _ensure_namespace(client, "kube-system")
-            await client.create(r.SERVICES, manifests.dns_service(p.dns_service_ip), namespace="kube-system")
-            if parts.usable("dns"):
-                st.parts["dns"] = "podnet-dns"
-                await client.create(r.PODS, manifests.dns_pod(p.nodes[0].name, parts.dns_cmd(p)), namespace="kube-system")
-                keys.append(("kube-system", "podnet-dns"))
+            await install.apply(client, node_docs)
+            if cni == "podnet":
+                await _wait_cni_serving(p, ready_timeout, progress)
             else:
-                st.parts["dns"] = "MISSING: podnet-dns is not usable; names do not resolve"
-                progress.note("DNS: podnet-dns is not usable -> names will NOT resolve")
-        with progress.step(f"pods: {p.spec.pods_per_node} per node through CNI ADD, readiness to the API"):
+                await wait_installed(client, install.NODE_SELECTOR, len(p.nodes), ready_timeout,
+                                     f"podnet-node {first}", progress, per_node=True, container=first)
+        keys = []
+        with progress.step(f"podnet-dns Deployment, {p.spec.pods_per_node} echo pods per node; all Ready"):
+            await install.apply(client, dns_docs)
+            replicas = sum(int((d.get("spec") or {}).get("replicas", 1)) for d in dns_docs)
             for k in range(1, p.spec.pods_per_node + 1):
                 for n in p.nodes:
                     name = manifests.base_pod_name(n.index, k)
                     await client.create(r.PODS, manifests.pod(name, n.name, {"app": "echo"}), namespace="default")
                     keys.append(("default", name))
+            await wait_installed(client, install.DNS_SELECTOR, replicas, ready_timeout, "podnet-dns pods", progress)
+            st.parts["dns"] = f"podnet-dns from {install.MANIFEST.name} (Deployment {'/'.join(install.DNS_DEPLOYMENT)})"
             await wait_pods_ready(client, keys, ready_timeout, progress)
+            lagging = await _node_pods_ready(client, p, NODE_READY_GRACE, progress)
+            for part, container in install.NODE_CONTAINERS.items():
+                note = f"; {lagging[container]}" if container in lagging else ""
+                st.parts[part] = f"podnet-{part} {how}{note}"
+            if cni == "reference":
+                st.parts["cni"] = "reference bridge+host-local plugins (asked for with --cni reference); routes by the lab"
+            labstate.save(p.run_dir, st)
 
 
 async def _ensure_namespace(client: ApiClient, name: str) -> None:

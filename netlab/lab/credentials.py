@@ -7,21 +7,22 @@ on the underlay could be read by any pod on it, so the API server serves HTTPS o
 issued) and a serving certificate for 127.0.0.1, the underlay address and the
 ``kubernetes`` Service's names and ClusterIP. Every kubeconfig carries the CA.
 
-Identities: the user's admin (``kubernetes-admin`` in ``system:masters``, as kubeadm's
-admin.conf), one kubelet per node (``system:node:<node>`` in ``system:nodes``), the CNI
-daemon, the proxy and the NetworkPolicy engine of each node (deploy/'s ``podnet-node``
-ServiceAccount) and podnet-dns (its ``podnet-dns`` ServiceAccount). Each gets its own token,
-so a token read from one component's files names that component.
+Static identities: the user's admin (``kubernetes-admin`` in ``system:masters``, as kubeadm's
+admin.conf) and one kubelet per node (``system:node:<node>`` in ``system:nodes``), each with its
+own token, so a token read from one component's files names that component. podnet's daemons have
+none: they run as pods of deploy/podnet.yaml with its ServiceAccounts' TokenRequest tokens.
 
 Written under ``<run dir>/credentials/`` (directory 0700, files 0600, created with those
 modes so no other user can read them even for a moment): ``tokens.csv`` in kube-apiserver's
 static token file format for the API server, and one kubeconfig per identity. The user's
 kubeconfig (``<run dir>/kubeconfig``, 0600) carries the admin token.
 
-The API server authorises these identities with the RBAC documents of deploy/podnet.yaml
-itself (:func:`rbac_manifest`, shipped in the package as ``podnet/netlab/lab/podnet.yaml``, a
-symlink to deploy/podnet.yaml in the source tree that setuptools copies into the wheel), so
-every lab run proves the manifest's ClusterRoles grant what the daemons call.
+The API server starts with RBAC on and only kube-apiserver's bootstrap roles
+(:func:`bootstrap_rbac_file`, an empty document set); deploy/podnet.yaml's ClusterRoles and bindings
+arrive when the lab applies the manifest, so every lab run proves they grant what the daemons call.
+The kubelets (``system:node:<node>``) are authorised by the Node authorizer and NodeRestriction,
+each limited to its own Node, the pods bound to it and what they reference. Pods' service-account
+tokens are not made here: the kubelets request them through the TokenRequest API.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from typing import Sequence
 
 from podnet.netlab.lab.topology import LabPlan
 
-__all__ = ["Identity", "identities", "issue", "rbac_manifest", "token_file", "kubeconfig_path", "kubeconfig_text",
+__all__ = ["Identity", "identities", "issue", "rbac_manifest", "bootstrap_rbac_file", "token_file", "kubeconfig_path", "kubeconfig_text",
            "write_private", "make_pki", "ca_file", "serving_files", "kubernetes_service_ip"]
 
 SA_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated")
@@ -53,19 +54,24 @@ class Identity:
 
 
 def identities(p: LabPlan) -> list[Identity]:
-    out = [Identity("admin", "kubernetes-admin", ("system:masters",)),
-           Identity("dns", "system:serviceaccount:kube-system:podnet-dns", SA_GROUPS)]
+    out = [Identity("admin", "kubernetes-admin", ("system:masters",))]
     for n in p.nodes:
         out.append(Identity(f"kubelet-{n.name}", f"system:node:{n.name}", ("system:nodes",)))
-        out.append(Identity(f"cni-{n.name}", "system:serviceaccount:kube-system:podnet-node", SA_GROUPS))
-        out.append(Identity(f"proxy-{n.name}", "system:serviceaccount:kube-system:podnet-node", SA_GROUPS))
-        out.append(Identity(f"policy-{n.name}", "system:serviceaccount:kube-system:podnet-node", SA_GROUPS))
     return out
 
 
 def rbac_manifest() -> Path:
-    """deploy/podnet.yaml as installed with the package (its RBAC documents are the lab's policy)."""
+    """deploy/podnet.yaml as installed with the package."""
     return Path(__file__).with_name("podnet.yaml")
+
+
+def bootstrap_rbac_file(p: LabPlan) -> Path:
+    """The API server's ``--rbac-file``: no documents, so RBAC is on with the bootstrap roles only
+    (written here on first use)."""
+    f = _dir(p) / "rbac-bootstrap.yaml"
+    if not f.exists():
+        f.write_text("# RBAC on with kube-apiserver's bootstrap roles only; podnet's come with deploy/podnet.yaml\n")
+    return f
 
 
 def _dir(p: LabPlan) -> Path:

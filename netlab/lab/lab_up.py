@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from podnet.netlab.lab.topology import LabSpec, TopologyError, load_topology_file, validate
+from podnet.netlab.lab.progress import quiet_api_discovery
+from podnet.netlab.lab.topology import (BACKENDS, LAYOUTS, LabSpec, TopologyError, layout_of, load_topology_file,
+                                        validate)
 
 __all__ = ["add_arguments", "run", "spec_from_args", "add_topology_arguments"]
 
@@ -18,7 +20,13 @@ def add_topology_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pods-per-node", type=int, default=None, help=f"echo pods per node (default {d.pods_per_node})")
     p.add_argument("--cluster-cidr", default=None, help=f"pod network (default {d.cluster_cidr})")
     p.add_argument("--service-cidr", default=None, help=f"ClusterIP range (default {d.service_cidr})")
-    p.add_argument("--underlay", default=None, help=f"node network segment (default {d.underlay})")
+    p.add_argument("--underlay", default=None, metavar="LAYOUT|CIDR",
+                   help=f"node network: a layout, {'|'.join(LAYOUTS)} (default {d.layout}: one segment; routed: a "
+                   "subnet per node behind a router that knows no pod CIDR; mixed: n1+n2 on one subnet, the rest "
+                   f"on another), or its CIDR (default {d.underlay})")
+    p.add_argument("--underlay-cidr", default=None, metavar="CIDR", help=f"the underlay's range (default {d.underlay})")
+    p.add_argument("--backend", default=None, choices=BACKENDS,
+                   help=f"the CNI daemons' --backend (default {d.backend}: host-gw on one subnet, VXLAN across)")
     p.add_argument("--node-cidr-mask", type=int, default=None,
                    help=f"prefix length of each node's pod CIDR (default {d.node_cidr_mask})")
 
@@ -28,8 +36,13 @@ def spec_from_args(a: argparse.Namespace) -> LabSpec:
     spec = LabSpec()
     if a.topology:
         spec = LabSpec.from_mapping(load_topology_file(a.topology), spec)
-    flags = {k: getattr(a, k) for k in ("name", "nodes", "pods_per_node", "cluster_cidr", "service_cidr",
-                                         "underlay", "node_cidr_mask")}
+    flags = {k: getattr(a, k, None) for k in ("name", "nodes", "pods_per_node", "cluster_cidr", "service_cidr",
+                                               "node_cidr_mask", "backend")}
+    if getattr(a, "underlay", None):
+        key, value = layout_of(a.underlay)
+        flags[key] = value
+    if getattr(a, "underlay_cidr", None):
+        flags["underlay"] = a.underlay_cidr
     spec = LabSpec.from_mapping({k: v for k, v in flags.items() if v is not None}, spec)
     problems = validate(spec)
     if problems:
@@ -43,7 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cni", choices=("podnet", "reference"), default="podnet",
                    help="pod network: podnet-cni (default) or the reference bridge plugin (a comparison anchor)")
     p.add_argument("--proxy-min-sync-period", default="100ms",
-                   help="the proxies' --iptables-min-sync-period (kube-proxy's default is 1s; the lab's 100ms)")
+                   help="iptables.minSyncPeriod of the installed podnet-proxy ConfigMap (kube-proxy's default "
+                        "is 1s; the lab's 100ms)")
+    p.add_argument("--retain", action="store_true",
+                   help="keep what was built when up fails or is interrupted (Ctrl-C, SIGTERM); by default it is "
+                        "removed, as kind deletes a failed cluster")
 
 
 def report_topology_error(e: TopologyError, out=None) -> int:
@@ -54,23 +71,68 @@ def report_topology_error(e: TopologyError, out=None) -> int:
     return 2
 
 
+def rollback(name: str, why: str, out=None) -> None:
+    """Remove what a failed or interrupted ``up`` built (signals ignored meanwhile); one line says so."""
+    from podnet.netlab.lab.interrupt import shielded
+    from podnet.netlab.lab.teardown import down, leftovers
+    out = out or sys.stderr
+    with shielded():
+        out.write(f"podnet lab up: {why}; rolling back (use --retain to keep a failed lab) ...\n")
+        out.flush()
+        gone = down(name)
+        left = leftovers(name)
+    out.write(f"podnet lab up: removed {gone.summary()}" + (f"; STILL PRESENT: {', '.join(left)}" if left else "")
+              + "\n")
+
+
+def save_logs(name: str) -> str:
+    """Copy a failed lab's logs out of its run dir (which the rollback removes); return where."""
+    import shutil
+    import tempfile
+    from podnet.netlab.lab.topology import RUN_ROOT
+    src = RUN_ROOT / name / "logs"
+    if not src.is_dir():
+        return ""
+    dst = tempfile.mkdtemp(prefix=f"podnet-lab-{name}-logs-")
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    return dst
+
+
 def run(a: argparse.Namespace) -> int:
     from podnet.netlab.lab.bringup import LabExists, up
+    from podnet.netlab.lab.interrupt import Interrupted, signals_raise
     try:
         spec = spec_from_args(a)
     except TopologyError as e:
         return report_topology_error(e)
-    try:
-        up(spec, sys.stdout, ready_timeout=a.ready_timeout, cni=a.cni, proxy_min_sync=a.proxy_min_sync_period)
-    except LabExists as e:
-        print(f"podnet lab up: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\npodnet lab up: interrupted; clean up with: podnet lab down --name {spec.name}", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - the user gets one line and where to look
-        print(f"\npodnet lab up: FAILED: {type(e).__name__}: {e}\n"
-              f"  logs: /run/podnet/{spec.name}/logs/   clean up: podnet lab down --name {spec.name}",
-              file=sys.stderr)
-        return 1
+    quiet_api_discovery(a)
+    retain = getattr(a, "retain", False)
+    ours = []  # non-empty once up() has claimed the name: only then is there anything of ours to remove
+    with signals_raise():
+        try:
+            up(spec, sys.stdout, ready_timeout=a.ready_timeout, cni=a.cni, proxy_min_sync=a.proxy_min_sync_period,
+               claimed=lambda: ours.append(True))
+        except LabExists as e:
+            print(f"podnet lab up: {e}", file=sys.stderr)
+            return 1
+        except (Interrupted, KeyboardInterrupt) as e:
+            signum = e.signum if isinstance(e, Interrupted) else 2
+            why = f"interrupted ({'SIGINT' if signum == 2 else 'SIGTERM' if signum == 15 else signum})"
+            if ours and not retain:
+                rollback(spec.name, why)
+            elif ours:
+                print(f"\npodnet lab up: {why}; kept (--retain): remove with: podnet lab down --name {spec.name}",
+                      file=sys.stderr)
+            return 128 + signum
+        except Exception as e:  # noqa: BLE001 - the user gets one line and where to look
+            print(f"\npodnet lab up: FAILED: {type(e).__name__}: {e}", file=sys.stderr)
+            if ours and not retain:
+                logs = save_logs(spec.name)
+                if logs:
+                    print(f"  logs copied to {logs}", file=sys.stderr)
+                rollback(spec.name, "failed")
+            elif ours:
+                print(f"  logs: /run/podnet/{spec.name}/logs/   clean up: podnet lab down --name {spec.name}",
+                      file=sys.stderr)
+            return 1
     return 0

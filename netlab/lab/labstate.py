@@ -1,8 +1,8 @@
 """Where a lab keeps its state, and how the other verbs find a running lab.
 
 ``<run-dir>/lab.json`` holds the spec (so ``check``/``down`` re-derive the same
-plan), the API server's root-namespace port and which parts are real or a
-labelled fallback. It is written once ``up`` has built the fabric, so ``down``
+plan), the API server's root-namespace port and how each part runs (podnet's
+from deploy/podnet.yaml's workloads; the CNI may be the reference anchor). It is written once ``up`` has built the fabric, so ``down``
 can always find what to remove; ``down`` also works with no state file at all
 (sweep by prefix and by process marker).
 """
@@ -23,7 +23,7 @@ __all__ = ["LabState", "load", "save", "list_labs", "kubeconfig_text"]
 class LabState:
     spec: LabSpec
     api_port: int = 0
-    parts: dict[str, str] = field(default_factory=dict)   # part -> "podnet" | "fallback: ..." | "missing: ..."
+    parts: dict[str, str] = field(default_factory=dict)   # part -> "podnet-<part> from podnet.yaml (...)" | "reference ..."
     pod_cidrs: dict[str, str] = field(default_factory=dict)
     created: float = 0.0
 

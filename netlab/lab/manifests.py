@@ -1,8 +1,11 @@
-"""API objects the lab creates: pods, the kube-dns Service, and Services for checks and the demo.
+"""API objects the lab creates: the echo pods, and pods and Services for checks and the demo.
 
 Pure functions returning plain JSON dicts, shaped as a user would write them
-for a real cluster (pods are bound to a node with ``spec.nodeName``, as the
-lab has no scheduler).
+for a real cluster (pods are bound to a node with ``spec.nodeName``). podnet's
+own objects (the kube-dns Service, podnet-dns, the node DaemonSet) come from
+deploy/podnet.yaml (:mod:`.install`); :func:`dns_pod` and :func:`dns_service`
+are a single podnet-dns pod and a kube-dns Service as plain objects, for API
+tests.
 """
 
 from __future__ import annotations

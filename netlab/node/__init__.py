@@ -1,20 +1,34 @@
-"""A lab node's runtime: the kubelet, pod sandboxes, CNI execution, the pods' workload.
+"""A lab node's runtime: the kubelet, pod sandboxes, containers, CNI execution, the pods' workload.
 
 Data flow::
 
     kubelet.Kubelet (S; one process per node, entered into the node's netns with host.nsenter)
-        registers its Node (nodeInfo from hostinfo: the host's kernel, machine-id, boot_id),
-        lists+watches Pods bound to it (podnet.kube.client / watch)
-      --> sandbox.Sandbox (S) per Pod: netns + resolv.conf, CNI ADD, the container process; destroy
-          undoes exactly what was done, in reverse
-            cniexec (S): the conflist's plugin chain exec'd as libcni does (ADD in order, DEL reversed)
-            podserver (S; runs inside the pod's netns): TCP/UDP echo and HTTP, reporting the peer it saw
+        registers its Node (nodeInfo from hostinfo: the host's kernel, machine-id, boot_id);
+        a podnet.kube Informer keeps the Pods with spec.nodeName=<node> and calls observe()
+      --> podspec.parse (P): the Pod as frozen data (containers, env, probes, ports, volumes);
+          $(VAR) expansion and env resolution (downward API, ConfigMap/Secret keys) are pure
+      --> sandbox.Sandbox (S) per Pod: netns + resolv.conf and CNI ADD with hostPort
+          portMappings, or the node's netns for hostNetwork; destroy undoes it all in reverse
+            cniexec (S): the conflist's plugin chain exec'd as libcni does (ADD in order, DEL
+            reversed, runtimeConfig for declared capabilities)
+      --> volumes.materialise (S): hostPath under the node's own root, emptyDir, ConfigMap,
+          Secret, downwardAPI, projected (TokenRequest token, CA, namespace) as files
+      --> per container, in order (init containers first, each to completion):
+            images (P): what the image runs (podnet's console scripts, or the echo server
+            podserver on the declared ports)
+            launch (S; the container's own process): a private mount namespace, an overlay of
+            the host's / as its root, the volumes bound at their mountPaths, then exec
+            probes (S): startup, liveness, readiness from the spec; crash-loop back-off restarts
             podlogs: one log file per container instance, kubelet's /var/log/pods layout
-      --> the Pod's status (IPs, phase, Ready from its readiness target) patched back to the API server
+      --> the Pod's status (IPs, phase, conditions, container statuses) patched back
 
-Public surface: ``kubelet.Kubelet``/``kubelet.main`` (``python -P -m podnet.netlab.node.kubelet``),
-``kubelet.pod_command``, ``sandbox.Sandbox``, ``cniexec.add``/``delete``, ``podserver.PodServer``.
-Fakes: none; tests run real namespaces and the lab API server.
+Public surface: ``kubelet.Kubelet`` (``observe``, ``sync_once``, ``run``) and ``kubelet.main``
+(``python -P -m podnet.netlab.node.kubelet``), ``podspec.parse``/``expand``/``resolve_env``,
+``volumes.materialise``/``container_mounts``, ``images.argv``, ``sandbox.Sandbox``,
+``cniexec.add``/``delete``, ``podserver.PodServer``, ``launch.main`` (``python -P -m
+podnet.netlab.node.launch PLAN``).
+Fakes: none; tests fake a kubelet's process and API steps by subclassing, and run real
+namespaces with the lab API server (tests/lab/test_kubelet_netns.py).
 
 Import rule: podnet.kube, host and node itself; never apiserver (it is reached over HTTP), lab,
 check, picture or commands.

@@ -21,7 +21,9 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+from podnet.host.nsenter import exec_argv
 
 __all__ = ["CniError", "Network", "load_network", "plugin_config", "cni_env", "result_ips", "add", "delete"]
 
@@ -56,13 +58,20 @@ def load_network(conf_dir: Path) -> Network:
     return Network(raw["name"], raw.get("cniVersion", "0.4.0"), plugins, f)
 
 
-def plugin_config(net: Network, plugin: dict[str, Any], prev_result: dict[str, Any] | None) -> bytes:
-    """The JSON a plugin reads on stdin: its own config plus name, cniVersion, prevResult."""
+def plugin_config(net: Network, plugin: dict[str, Any], prev_result: dict[str, Any] | None,
+                  runtime_config: dict[str, Any] | None = None) -> bytes:
+    """The JSON a plugin reads on stdin: its own config plus name, cniVersion, prevResult, and
+    ``runtimeConfig`` holding each capability the plugin declares (``"capabilities":
+    {"portMappings": true}``) that the runtime has a value for, as libcni injects them."""
     conf = dict(plugin)
     conf["name"] = net.name
     conf["cniVersion"] = net.cni_version
     if prev_result is not None:
         conf["prevResult"] = prev_result
+    caps = plugin.get("capabilities") or {}
+    injected = {k: v for k, v in (runtime_config or {}).items() if caps.get(k) is True}
+    if injected:
+        conf["runtimeConfig"] = injected
     return json.dumps(conf).encode()
 
 
@@ -95,8 +104,9 @@ def result_ips(result: dict[str, Any]) -> list[str]:
     return out
 
 
-async def _exec(node_netns: str | None, binary: str, env: dict[str, str], stdin: bytes, timeout: float) -> tuple[int, bytes, bytes]:
-    argv = (["ip", "netns", "exec", node_netns] if node_netns else []) + [binary]
+async def _exec(node_netns: str | None, binary: str, env: dict[str, str], stdin: bytes,
+                timeout: float, prefix: Sequence[str] = ()) -> tuple[int, bytes, bytes]:
+    argv = exec_argv(node_netns, [*prefix, binary])
     p = await asyncio.create_subprocess_exec(
         *argv, env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -128,13 +138,16 @@ def _error(plugin: str, command: str, rc: int, out: bytes, err: bytes) -> CniErr
 async def add(
     net: Network, *, node_netns: str | None, cni_path: str, container_id: str, netns_path: str,
     pod_namespace: str, pod_name: str, ifname: str = "eth0", timeout: float = 30.0,
+    runtime_config: dict[str, Any] | None = None, prefix: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run ADD through the chain; return the final result."""
+    """Run ADD through the chain; return the final result. ``prefix``: argv every plugin is
+    exec'd through (the lab kubelet's node file-system view)."""
     env = cni_env("ADD", container_id, netns_path, ifname, cni_path, pod_namespace, pod_name)
     prev: dict[str, Any] | None = None
     for plugin in net.plugins:
         t = plugin["type"]
-        rc, out, err = await _exec(node_netns, _find(cni_path, t), env, plugin_config(net, plugin, prev), timeout)
+        stdin = plugin_config(net, plugin, prev, runtime_config)
+        rc, out, err = await _exec(node_netns, _find(cni_path, t), env, stdin, timeout, prefix)
         if rc != 0:
             raise _error(t, "ADD", rc, out, err)
         try:
@@ -147,7 +160,7 @@ async def add(
 async def delete(
     net: Network, *, node_netns: str | None, cni_path: str, container_id: str, netns_path: str,
     pod_namespace: str, pod_name: str, prev_result: dict[str, Any] | None, ifname: str = "eth0",
-    timeout: float = 30.0,
+    timeout: float = 30.0, runtime_config: dict[str, Any] | None = None, prefix: Sequence[str] = (),
 ) -> None:
     """Run DEL through the chain in reverse (best effort: every plugin runs; the first error is raised)."""
     env = cni_env("DEL", container_id, netns_path, ifname, cni_path, pod_namespace, pod_name)
@@ -155,7 +168,8 @@ async def delete(
     for plugin in reversed(net.plugins):
         t = plugin["type"]
         try:
-            rc, out, err = await _exec(node_netns, _find(cni_path, t), env, plugin_config(net, plugin, prev_result), timeout)
+            stdin = plugin_config(net, plugin, prev_result, runtime_config)
+            rc, out, err = await _exec(node_netns, _find(cni_path, t), env, stdin, timeout, prefix)
             if rc != 0:
                 raise _error(t, "DEL", rc, out, err)
         except CniError as e:

@@ -1,67 +1,86 @@
-"""The lab kubelet: runs the Pods bound to one node, as network namespaces.
+"""The lab kubelet: runs the Pods bound to one node as network namespaces and containers.
 
-One process per node, started by ``lab up`` inside the node's network
-namespace (entered with setns, so the root mount namespace and its
-``/var/run/netns`` stay visible). It plays the kubelet's part that networking
-depends on, in the order a real kubelet and runtime follow:
+One process per node, started by ``lab up`` inside the node's network namespace (entered with
+setns, so the root mount namespace and its ``/var/run/netns`` stay visible). In the order a real
+kubelet and runtime follow:
 
-1. register the Node (InternalIP, Hostname, Ready) as kubelet does;
-2. list+watch Pods; for each Pod with ``spec.nodeName`` == this node:
-   create the sandbox netns ``pnl-<node>-p<k>`` with its resolv.conf (named on the Pod
-   by the ``podnet.io/netns`` annotation), run CNI
-   ADD through the plugin chain from the conf dir (:mod:`podnet.netlab.node.cniexec`),
-   report ``status.podIP(s)``/``hostIP``/``phase Running``, start the
-   container (its ``command``+``args`` or, by default, the lab pod server) in
-   the netns, probe readiness from the node (``readinessProbe`` httpGet or
-   tcpSocket; default: TCP to the pod server's HTTP port) and report the
-   ``Ready`` condition;
-3. when a Pod is deleted (or gets a deletionTimestamp: graceful delete): stop its
-   process, CNI DEL, remove the netns, and confirm a graceful delete with grace 0;
-4. a container that exits by itself makes its pod not Ready at once; per
-   ``spec.restartPolicy`` (Always, the default; OnFailure; Never) it is restarted
-   in the same sandbox (same netns and IP, no new CNI ADD) after kubelet's
-   crash-loop back-off (10 s doubling to 300 s, reset after 10 min of running),
-   with ``restartCount``/``lastState.terminated``/``waiting: CrashLoopBackOff``
-   reported, or the pod ends Succeeded (exit 0) / Failed.
+1. register the Node (InternalIP, Hostname, Ready; nodeInfo from :mod:`.hostinfo`);
+2. keep the Pods bound to this node in a :class:`podnet.kube.informer.Informer` (a list+watch
+   with the field selector ``spec.nodeName=<node>``, kube's backoff); every add, update and
+   delete goes to :meth:`Kubelet.observe`, which makes one worker task per pod converge it;
+   :meth:`Kubelet.sync_once` is one finite list-and-converge step for tests;
+3. start a pod: the sandbox netns ``pnl-<node>-p<k>`` with its resolv.conf (named on the Pod by
+   the ``podnet.io/netns`` annotation) and CNI ADD with the pod's hostPorts as portMappings
+   (:mod:`.sandbox`), or the node's own netns for ``hostNetwork: true`` (no CNI); report the
+   IPs; write the volumes (:mod:`.volumes`); run the init containers one at a time, each to
+   completion, in order; then start every container. Each container is a process in its own
+   mount namespace (:mod:`.launch`) running what its spec and image say (:mod:`.images`), with
+   its /etc/resolv.conf per ``dnsPolicy`` and its env (:mod:`.podspec`: values, the downward
+   API, ConfigMap and Secret keys, envFrom, and
+   ``KUBERNETES_SERVICE_HOST``/``_PORT`` naming the API server this kubelet uses, so podnet's
+   in-cluster discovery works inside);
+4. probe each container as kubelet does (:mod:`.probes`): a startup probe first, then liveness
+   and readiness, from initialDelaySeconds every periodSeconds with the thresholds; a failed
+   startup or liveness probe kills the container; Ready is every container ready. One lab
+   deviation, for speed: until a readiness probe first passes it is tried every 100 ms, not
+   every periodSeconds, so a pod is Ready as soon as it answers (failures before the first pass
+   change nothing: the container starts not ready);
+5. a container that exits (or is killed) makes the pod not Ready at once; per
+   ``spec.restartPolicy`` (Always, the default; OnFailure; Never) it is restarted in the same
+   sandbox (same netns and IP, no CNI ADD) after kubelet's crash-loop back-off (10 s doubling to
+   300 s, reset after 10 min of running; ``--crashloop-backoff-base``/``-max`` scale it for a lab),
+   with ``restartCount``/``lastState.terminated``/``waiting: CrashLoopBackOff`` reported, or, once
+   no container will run again, the pod ends Succeeded (all exited 0) or Failed;
+6. when a Pod is deleted (or gets a deletionTimestamp): stop its containers, CNI DEL, remove the
+   netns and the pod's files, and confirm a graceful delete with grace 0.
 
-Pods are handled concurrently, each by one task; events for one pod are
-serialised by its task. State of each running pod is written to
-``<run-dir>/pods/<node>/<netns>.json`` so ``lab down`` can clean up after a crash; container
-output goes to kubelet's log layout under ``<run-dir>/logs/pods`` (:mod:`podnet.netlab.node.podlogs`),
+Where things live: the node's "host" file system for hostPath volumes is ``--root-dir``
+(default ``<run-dir>/nodes/<node>/root``); each pod's volumes and launch plans are under
+``<run-dir>/nodes/<node>/pods/<uid>``; each running pod's record is
+``<run-dir>/pods/<node>/<netns or host-uid>.json`` (read by ``lab check`` and ``lab draw``; a
+hostNetwork pod's names the node's netns, as its ``podnet.io/netns`` annotation does);
+container output goes to kubelet's log layout under ``<run-dir>/logs/pods`` (:mod:`.podlogs`),
 one file per container instance, which the API server's pods/log reads.
+
+Service-account tokens come from the TokenRequest API (``serviceaccounts/<sa>/token``, bound to
+the pod). Where it gives none (an API server without it, a missing ServiceAccount, a refusal),
+the token is read from ``--sa-token-dir`` (``<namespace>_<serviceaccount>.token``, written by
+whoever set the lab up), else the token file is empty and the container's API calls answer 401.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import hashlib
 import json
 import logging
 import os
-import shutil
-import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+from urllib.parse import urlsplit
 
+from podnet.host import loop as hostloop, procs
+from podnet.kube import objects as o
 from podnet.kube import resources as r
+from podnet.kube.backoff import Backoff
 from podnet.kube.client import ApiClient, ApiError, TRANSPORT_ERRORS
-from podnet.kube.watch import WatchExpired, watch_events
-from podnet.netlab.node import podlogs
+from podnet.kube.informer import Informer
+from podnet.netlab.node import images, podlogs, podspec, probes, volumes
+from podnet.kube.names import NETNS_ANNOTATION
 from podnet.netlab.node.hostinfo import system_info
-from podnet.netlab.node.sandbox import Sandbox
+from podnet.netlab.node.podspec import ConfigError, Container, PodSpec
+from podnet.netlab.node.sandbox import Sandbox, stop_process
 
 log = logging.getLogger("podnet.lab.kubelet")
 
-__all__ = ["Kubelet", "pod_command", "image_id", "container_status", "readiness_target", "node_object", "main"]
+__all__ = ["Kubelet", "BoundPod", "KUBELET_PODS", "ContainerRun", "PodRun", "image_id", "container_status",
+           "node_object", "main", "NETNS_ANNOTATION"]
 
-PODSERVER_HTTP = 8080
-NETNS_ANNOTATION = "podnet.io/netns"
-"""Names a running pod's network namespace; the lab API server's tables and exec answers read it."""
-_PODSERVER_FILE = str(Path(__file__).with_name("podserver.py"))
+FAST_PROBE = 0.1
+"""Seconds between readiness/startup attempts until the first pass (see the module docstring)."""
 
 
 def _now() -> str:
@@ -69,7 +88,6 @@ def _now() -> str:
 
 
 def node_object(name: str, ip: str) -> dict[str, Any]:
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -77,87 +95,123 @@ def node_object(name: str, ip: str) -> dict[str, Any]:
         "spec": {},
         "status": {
             "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": now}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": _now()}],
             "nodeInfo": system_info(),
         },
     }
 
 
-def pod_command(pod: dict[str, Any], python: str = sys.executable) -> list[str]:
-    """What runs in the pod: the first container's command+args, else the lab pod server."""
-    containers = (pod.get("spec") or {}).get("containers") or [{}]
-    c = containers[0]
-    if c.get("command"):
-        return [str(x) for x in c["command"]] + [str(x) for x in c.get("args") or ()]
-    return [python, "-P", "-m", "podnet.netlab.node.podserver", "--name", pod["metadata"]["name"]]
+# ---------------------------------------------------------------- the informer's view of a Pod
 
 
-def image_id(pod: dict[str, Any], python: str = sys.executable) -> str:
-    """``containerStatuses[].imageID``: the content digest of what the container actually runs.
+@dataclass(frozen=True)
+class BoundPod:
+    """A Pod as the kubelet's informer keeps it: validated at kube's boundary (``parse_pod``),
+    with the raw object for the spec. Two values are equal when the kubelet would do the same
+    thing for both (same uid, spec and deletion state), so status-only updates are dropped."""
 
-    The lab pulls no image: the container runs the lab pod server module or its ``command``'s
-    executable from the host, so the ID is ``podnet-lab://<file>@sha256:<digest of that file>``
-    (kubelet's form is ``<repository>@sha256:<digest>``). An executable not found on PATH gives
-    ``podnet-lab://<command>`` with no digest.
-    """
-    cmd = pod_command(pod, python)
-    if cmd[0] == python and cmd[1:4] == ["-P", "-m", "podnet.netlab.node.podserver"]:
-        path = _PODSERVER_FILE
-    else:
-        found = shutil.which(cmd[0])
-        if found is None:
-            return f"podnet-lab://{cmd[0]}"
-        path = os.path.realpath(found)
-    try:
-        return f"podnet-lab://{path}@sha256:{_sha256(path)}"
-    except OSError:
-        return f"podnet-lab://{path}"
+    key: str
+    uid: str
+    deleting: bool
+    fingerprint: str
+    raw: Mapping[str, Any] = field(compare=False, hash=False)
 
 
-@functools.lru_cache(maxsize=256)
-def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def parse_bound_pod(raw: Mapping[str, Any]) -> BoundPod:
+    p = o.parse_pod(raw)
+    return BoundPod(p.key, p.uid, p.deleting, json.dumps(raw.get("spec") or {}, sort_keys=True), raw)
 
 
-def _sha256(path: str) -> str:
-    st = os.stat(path)
-    return _sha256_cached(path, st.st_mtime_ns, st.st_size)
+KUBELET_PODS = r.Resource("/api/v1", "pods", "Pod", True, parse_bound_pod)
 
 
-def container_status(pod: dict[str, Any], container_id: str, *, ready: bool, started: bool, restart_count: int,
+# ---------------------------------------------------------------- per-container and per-pod state
+
+
+@dataclass
+class ContainerRun:
+    c: Container
+    init: bool = False
+    proc: Any = None
+    restart_count: int = 0
+    backoff: float = 0.0                 # the last crash-loop back-off delay (0: none yet)
+    started_at: float = 0.0              # clock() when the current instance started
+    state: dict[str, Any] = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_terminated: dict[str, Any] | None = None
+    ready: bool = False
+    started: bool = False                # the startup probe passed (or there is none)
+
+
+@dataclass
+class PodRun:
+    spec: PodSpec
+    sb: Sandbox
+    runs: dict[str, ContainerRun]
+    phase: str = "Pending"
+    start_time: str = ""
+    ready_since: str = ""
+    initialized: bool = False
+    message: str = ""
+    dirs: dict[str, Path] = field(default_factory=dict)
+    task: asyncio.Task | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def ready(self) -> bool:
+        return self.phase == "Running" and all(cr.ready for cr in self.runs.values() if not cr.init)
+
+
+def image_id(pod: Mapping[str, Any]) -> str:
+    """``imageID`` of the pod's first container (see :func:`podnet.netlab.node.images.image_id`)."""
+    return images.image_id(podspec.parse(pod).containers[0])
+
+
+def _container_status(cr: ContainerRun, sandbox_id: str) -> dict[str, Any]:
+    """One entry of ``containerStatuses``; containerID names the instance (sandbox, container, restart)."""
+    st = {"name": cr.c.name, "image": cr.c.image or "podnet/podserver:lab", "imageID": images.image_id(cr.c),
+          "containerID": f"podnet-lab://{sandbox_id}-{cr.c.name}-{cr.restart_count}", "ready": cr.ready,
+          "started": "running" in cr.state and cr.started, "restartCount": cr.restart_count,
+          "state": cr.state}
+    if cr.last_terminated:
+        st["lastState"] = {"terminated": cr.last_terminated}
+    return st
+
+
+def container_status(pod: Mapping[str, Any], container_id: str, *, ready: bool, started: bool, restart_count: int,
                      **extra: Any) -> dict[str, Any]:
     """One ``containerStatuses`` entry of the pod's first container, with every field the API marks
     required (name, image, imageID, ready, restartCount) plus containerID and started."""
-    c = ((pod.get("spec") or {}).get("containers") or [{}])[0]
-    st = {"name": c.get("name", "main"), "image": c.get("image", "podnet-lab"), "imageID": image_id(pod),
+    c = podspec.parse(pod).containers[0]
+    st = {"name": c.name, "image": c.image or "podnet-lab", "imageID": images.image_id(c),
           "containerID": f"podnet-lab://{container_id}", "ready": ready, "started": started,
           "restartCount": restart_count}
     st.update(extra)
     return st
 
 
-def readiness_target(pod: dict[str, Any]) -> tuple[str, int, str] | None:
-    """(kind, port, path) of the readiness probe; kind is 'http' or 'tcp'; None: ready when started."""
-    containers = (pod.get("spec") or {}).get("containers") or [{}]
-    c = containers[0]
-    probe = c.get("readinessProbe")
-    if probe:
-        named = {p.get("name"): p.get("containerPort") for p in c.get("ports") or () if p.get("name")}
-        for kind, key in (("http", "httpGet"), ("tcp", "tcpSocket")):
-            if key in probe:
-                port = probe[key].get("port")
-                port = named.get(port, port) if isinstance(port, str) else port
-                return kind, int(port), probe[key].get("path", "/")
-        return None
-    if not c.get("command"):
-        return "tcp", PODSERVER_HTTP, "/"
-    return None
+def pod_status(pr: PodRun, host_ip: str) -> dict[str, Any]:
+    """The Pod's ``status`` from the kubelet's state of it."""
+    ready = pr.ready
+    cond = lambda t, ok, since="": {"type": t, "status": "True" if ok else "False",  # noqa: E731
+                                    **({"lastTransitionTime": since} if since else {})}
+    containers_ready = all(cr.ready for cr in pr.runs.values() if not cr.init)
+    st: dict[str, Any] = {
+        "phase": pr.phase, "hostIP": host_ip, "hostIPs": [{"ip": host_ip}],
+        "podIP": pr.sb.ips[0] if pr.sb.ips else None, "podIPs": [{"ip": ip} for ip in pr.sb.ips],
+        "startTime": pr.start_time,
+        "conditions": [cond("PodScheduled", True), cond("Initialized", pr.initialized),
+                       cond("ContainersReady", containers_ready), cond("Ready", ready, pr.ready_since)],
+        "containerStatuses": [_container_status(cr, pr.sb.container_id) for cr in pr.runs.values() if not cr.init],
+    }
+    inits = [_container_status(cr, pr.sb.container_id) for cr in pr.runs.values() if cr.init]
+    if inits:
+        st["initContainerStatuses"] = inits
+    if pr.message:
+        st["message"] = pr.message
+    return st
 
 
+# ---------------------------------------------------------------- the kubelet
 
 
 class Kubelet:
@@ -166,19 +220,49 @@ class Kubelet:
     def __init__(self, client: ApiClient, node: str, node_ip: str, *, lab: str, run_dir: Path,
                  cni_bin_dir: str, cni_conf_dir: str, cluster_dns: str = "10.96.0.10",
                  backoff_base: float = 10.0, backoff_max: float = 300.0, backoff_reset: float = 600.0,
-                 clock=time.monotonic, sleep=asyncio.sleep) -> None:
+                 root_dir: Path | None = None, ca_file: Path | None = None, sa_token_dir: Path | None = None,
+                 api_url: str = "", image_dir: Path | None = None, node_netns: str | None = None,
+                 cni_node_view: bool = False, clock=time.monotonic, sleep=asyncio.sleep, python: str = sys.executable,
+                 informer: Informer | None = None) -> None:
         self.client, self.node, self.node_ip, self.lab = client, node, node_ip, lab
-        self.run_dir = run_dir
-        self.state_dir = run_dir / "pods" / node
-        self.log_root = run_dir / "logs" / "pods"
+        self.run_dir = Path(run_dir)
+        self.state_dir = self.run_dir / "pods" / node
+        self.log_root = self.run_dir / "logs" / "pods"
+        self.node_dir = self.run_dir / "nodes" / node
+        self.root_dir = Path(root_dir) if root_dir else self.node_dir / "root"
         self.cni_path, self.cni_conf_dir = cni_bin_dir, Path(cni_conf_dir)
         self.cluster_dns = cluster_dns
+        self.ca_file, self.sa_token_dir = ca_file, sa_token_dir
+        self.api_url = api_url or (client.server if client is not None else "")
+        self.python = python
+        self.image_dir = image_dir
+        self.node_netns = node_netns
+        self.cni_node_view = cni_node_view
+        self.host_dirs: dict[str, Path] = {}
+        """hostPath directory -> where it lives under the node's root, for every one created so far."""
         self.pods: dict[str, Sandbox] = {}
+        self.runs: dict[str, PodRun] = {}
         self.tasks: dict[str, asyncio.Task] = {}
         self.wanted: dict[str, dict[str, Any]] = {}
         self.used_index: set[int] = set()
         self.backoff_base, self.backoff_max, self.backoff_reset = backoff_base, backoff_max, backoff_reset
         self.clock, self.sleep = clock, sleep
+        self.informer = informer if informer is not None or client is None else Informer(
+            client, KUBELET_PODS, field_selector=f"spec.nodeName={node}",
+            backoff=Backoff(initial=0.2, maximum=5.0))
+        if self.informer is not None:
+            self.informer.add_handler(on_add=self._on_add, on_update=self._on_update, on_delete=self._on_delete)
+
+    # ------------------------------------------------------------------ informer handlers
+
+    def _on_add(self, p: BoundPod) -> None:
+        self.observe(dict(p.raw) if self._mine(p.raw) else None, p.key)
+
+    def _on_update(self, old: BoundPod, new: BoundPod) -> None:
+        self.observe(dict(new.raw) if self._mine(new.raw) else None, new.key)
+
+    def _on_delete(self, p: BoundPod) -> None:
+        self.observe(None, p.key)
 
     # ------------------------------------------------------------------ node
 
@@ -191,6 +275,87 @@ class Kubelet:
                 raise
             await self.client.patch(r.NODES, self.node, {"status": obj["status"]})
         log.info("node %s registered (InternalIP %s)", self.node, self.node_ip)
+
+    # ------------------------------------------------------------------ API reads and writes
+
+    async def _patch_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
+        try:
+            await self.client.patch(r.PODS, name, {"status": status}, ns, subresource="status")
+        except ApiError as e:
+            if not e.is_not_found:
+                raise
+
+    async def _report(self, pr: PodRun) -> None:
+        """Patch the pod's status from ``pr`` (one patch at a time per pod); transport and API
+        errors are logged, never raised: the next change reports again."""
+        if self.runs.get(pr.spec.key) is not pr:
+            return
+        async with pr.lock:
+            try:
+                await self._patch_status(pr.spec.namespace, pr.spec.name, pod_status(pr, self.node_ip))
+            except (ApiError, *TRANSPORT_ERRORS) as e:
+                log.warning("pod %s: cannot report status: %s", pr.spec.key, e)
+
+    async def _annotate_netns(self, ns: str, name: str, netns: str) -> None:
+        """Name the pod's network namespace on the Pod (``kubectl get pods -o wide`` shows it)."""
+        try:
+            await self.client.patch(r.PODS, name, {"metadata": {"annotations": {NETNS_ANNOTATION: netns}}}, ns)
+        except ApiError as e:
+            if not e.is_not_found:
+                raise
+
+    async def _get(self, plural: str, ns: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.client.request("GET", f"/api/v1/namespaces/{ns}/{plural}/{name}")
+        except ApiError as e:
+            if e.is_not_found:
+                return None
+            raise
+
+    async def config_map(self, ns: str, name: str) -> dict[str, str] | None:
+        obj = await self._get("configmaps", ns, name)
+        return None if obj is None else {k: str(v) for k, v in (obj.get("data") or {}).items()}
+
+    async def secret(self, ns: str, name: str) -> dict[str, str] | None:
+        obj = await self._get("secrets", ns, name)
+        return None if obj is None else volumes.decode_secret(obj)
+
+    async def token(self, spec: PodSpec, audience: str, expiration: int) -> str:
+        """A token for the pod's ServiceAccount from the TokenRequest API, bound to the pod; the
+        documented fallback (``--sa-token-dir``) where the API does not serve it."""
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": [audience] if audience else [], "expirationSeconds": expiration,
+                         "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": spec.name, "uid": spec.uid}}}
+        path = f"/api/v1/namespaces/{spec.namespace}/serviceaccounts/{spec.service_account}/token"
+        try:
+            answer = await self.client.request("POST", path, body=body)
+            token = str((answer.get("status") or {}).get("token") or "")
+            if token:
+                return token
+            why = "the TokenRequest answer holds no token"
+        except ApiError as e:
+            why = f"TokenRequest answered {e}"
+        if self.sa_token_dir is not None:
+            f = Path(self.sa_token_dir) / f"{spec.namespace}_{spec.service_account}.token"
+            if f.is_file():
+                log.info("pod %s: %s; using %s", spec.key, why, f)
+                return f.read_text().strip()
+        log.warning("pod %s: %s and no token file: empty service-account token", spec.key, why)
+        return ""
+
+    def _sources(self) -> volumes.Sources:
+        return volumes.Sources(self.config_map, self.secret, self.token, self.ca_file)
+
+    def service_env(self) -> dict[str, str]:
+        """``KUBERNETES_SERVICE_HOST``/``_PORT`` (and the docker-link forms kubelet also sets)
+        naming the API server this kubelet talks to."""
+        u = urlsplit(self.api_url)
+        if not u.hostname:
+            return {}
+        port = str(u.port or (443 if u.scheme == "https" else 80))
+        host = u.hostname
+        return {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port,
+                "KUBERNETES_SERVICE_PORT_HTTPS": port, "KUBERNETES_PORT": f"tcp://{host}:{port}"}
 
     # ------------------------------------------------------------------ pod lifecycle
 
@@ -208,146 +373,290 @@ class Kubelet:
             f"nameserver {self.cluster_dns}\noptions ndots:5\n"
         )
 
-    async def _patch_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
-        try:
-            await self.client.patch(r.PODS, name, {"status": status}, ns, subresource="status")
-        except ApiError as e:
-            if not e.is_not_found:
-                raise
-
-    async def _annotate_netns(self, ns: str, name: str, netns: str) -> None:
-        """Name the pod's network namespace on the Pod (``kubectl get pods -o wide`` shows it)."""
-        try:
-            await self.client.patch(r.PODS, name, {"metadata": {"annotations": {NETNS_ANNOTATION: netns}}}, ns)
-        except ApiError as e:
-            if not e.is_not_found:
-                raise
+    def new_sandbox(self, spec: PodSpec) -> Sandbox:
+        netns = None if spec.host_network else self._netns_name()
+        cid = f"pnl{spec.uid.replace('-', '')[:20] or (netns or spec.name)}"
+        return Sandbox(spec.key, spec.uid, netns, cid, pod_dir=self.node_dir / "pods" / (spec.uid or spec.name))
 
     async def start_pod(self, pod: dict[str, Any]) -> None:
-        """Sandbox, CNI ADD, report IPs, start the container, probe, report Ready."""
-        meta = pod["metadata"]
-        ns, name, uid = meta.get("namespace", "default"), meta["name"], meta.get("uid", "")
-        key = f"{ns}/{name}"
-        netns = self._netns_name()
-        sb = Sandbox(key, uid, netns, f"pnl{uid.replace('-', '')[:20] or netns}")
-        self.pods[key] = sb
+        """Sandbox, CNI ADD, report IPs, volumes; then the containers run under :meth:`_run_pod`."""
+        spec = podspec.parse(pod)
+        sb = self.new_sandbox(spec)
+        pr = PodRun(spec, sb, {c.name: ContainerRun(c, init=True) for c in spec.init_containers}
+                    | {c.name: ContainerRun(c) for c in spec.containers}, start_time=_now())
+        self.pods[spec.key] = sb
+        self.runs[spec.key] = pr
         t0 = time.monotonic()
-        sb.create(self.resolv_conf(ns))
+        sb.create(self.resolv_conf(spec.namespace))
         self._save(sb)
-        await self._annotate_netns(ns, name, netns)
-        await sb.attach(self.cni_path, self.cni_conf_dir)
+        if sb.netns is None and self.node_netns:
+            await self._annotate_netns(spec.namespace, spec.name, self.node_netns)
+        if sb.netns is not None:
+            await self._annotate_netns(spec.namespace, spec.name, sb.netns)
+            ports = [{"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol.lower(),
+                      **({"hostIP": p.host_ip} if p.host_ip else {})} for p in spec.host_ports()]
+            await sb.attach(self.cni_path, self.cni_conf_dir, {"portMappings": ports} if ports else None,
+                            self._cni_prefix())
+        else:
+            sb.ips = [self.node_ip]
         self._save(sb)
-        log.info("pod %s: netns %s ips %s (CNI ADD %.0f ms)", key, netns, sb.ips, (time.monotonic() - t0) * 1000)
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        await self._patch_status(ns, name, {
-            "phase": "Running", "hostIP": self.node_ip, "hostIPs": [{"ip": self.node_ip}],
-            "podIP": sb.ips[0] if sb.ips else None, "podIPs": [{"ip": ip} for ip in sb.ips],
-            "startTime": started,
-            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": started},
-                           {"type": "PodScheduled", "status": "True"}],
-        })
-        await self._start_container(pod, sb)
-        await self._probe_and_report(key, sb, pod, t0)
-        sb.monitor = asyncio.create_task(self._monitor(key, sb, pod))
+        log.info("pod %s: netns %s ips %s (sandbox %.0f ms)", spec.key, sb.netns or "<node>", sb.ips,
+                 (time.monotonic() - t0) * 1000)
+        await self._report(pr)
+        facts = podspec.pod_facts(spec, self.node_ip, sb.ips)
+        assert sb.pod_dir is not None
+        pr.dirs = await volumes.materialise(spec, sb.pod_dir, self.root_dir, self._sources(), facts)
+        for name, v in spec.volumes:
+            hp = v.get("hostPath")
+            if isinstance(hp, Mapping) and pr.dirs.get(name, Path("/")).is_relative_to(self.root_dir):
+                self.host_dirs[os.path.normpath("/" + str(hp.get("path", "/")).lstrip("/"))] = pr.dirs[name]
+        pr.task = asyncio.create_task(self._run_pod(pr))
 
-    async def _start_container(self, pod: dict[str, Any], sb: Sandbox) -> None:
-        ns, name = sb.namespace_name
-        c = ((pod.get("spec") or {}).get("containers") or [{}])[0]
-        log_path = podlogs.container_log(self.log_root, ns, name, sb.uid, c.get("name", "main"), sb.restart_count)
-        await sb.start(pod_command(pod), log_path)
-        sb.started_at = self.clock()
-        self._save(sb)
+    def _cni_prefix(self) -> tuple[str, ...]:
+        """With ``cni_node_view``, CNI plugins run through :mod:`.launch` seeing the node's own
+        hostPath directories at their host paths (the plugin a DaemonSet installed into its
+        /opt/cni/bin finds its daemon's socket at /run/podnet/cni.sock, as on a real node), and
+        the real /run/netns; without it, as they are."""
+        if not self.cni_node_view:
+            return ()
+        mounts = [{"source": str(p), "target": host} for host, p in sorted(self.host_dirs.items()) if p.is_dir()]
+        mounts.append({"source": "/run/netns", "target": "/run/netns"})
+        plan_path = self.node_dir / "cni-view.json"
+        plan_path.parent.mkdir(parents=True, exist_ok=True)
+        (self.node_dir / "cni-scratch").mkdir(exist_ok=True)
+        tmp = plan_path.with_name(plan_path.name + ".tmp")  # renamed: a plugin starting now never reads half a file
+        tmp.write_text(json.dumps({"scratch": str(self.node_dir / "cni-scratch"), "mounts": mounts}))
+        tmp.replace(plan_path)
+        return (self.python, "-P", "-m", "podnet.netlab.node.launch", str(plan_path))
 
-    def _container_status(self, pod: dict[str, Any], sb: Sandbox, ready: bool, **extra: Any) -> list[dict[str, Any]]:
-        return [container_status(pod, sb.container_id, ready=ready,
-                                 started=sb.proc is not None and sb.proc.returncode is None,
-                                 restart_count=sb.restart_count, **extra)]
+    async def _refresh_tokens(self, pr: PodRun) -> None:
+        """Renew the pod's service-account tokens while it runs (see :func:`volumes.refresh_period`)."""
+        period = volumes.refresh_period(pr.spec)
+        while period is not None:
+            await asyncio.sleep(period)
+            try:
+                await volumes.refresh_tokens(pr.spec, pr.dirs, self._sources())
+            except (OSError, ApiError, *TRANSPORT_ERRORS) as e:
+                log.warning("pod %s: renewing tokens: %s", pr.spec.key, e)
 
-    async def _probe_and_report(self, key: str, sb: Sandbox, pod: dict[str, Any], t0: float) -> None:
-        ns, name = sb.namespace_name
-        await sb.wait_ready(readiness_target(pod))
-        # The moment Ready turned true (second precision, as metav1.Time): the EndpointSlice
-        # controller takes its last-change-trigger-time from it.
-        became_ready = _now()
-        await self._patch_status(ns, name, {
-            "phase": "Running",
-            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": became_ready},
-                           {"type": "ContainersReady", "status": "True"}, {"type": "PodScheduled", "status": "True"}],
-            "containerStatuses": self._container_status(
-                pod, sb, True, state={"running": {"startedAt": became_ready}}, **self._last_state(sb)),
-        })
-        sb.ready = True
-        log.info("pod %s ready after %.0f ms", key, (time.monotonic() - t0) * 1000)
+    async def _run_pod(self, pr: PodRun) -> None:
+        """Init containers in order, each to completion; then every container, each supervised."""
+        refresher = asyncio.create_task(self._refresh_tokens(pr))
+        try:
+            for cr in [cr for cr in pr.runs.values() if cr.init]:
+                if not await self._supervise(pr, cr):
+                    pr.phase, pr.message = "Failed", f"init container {cr.c.name} failed"
+                    await self._report(pr)
+                    return
+            pr.initialized, pr.phase = True, "Running"
+            results = await asyncio.gather(*(self._supervise(pr, cr) for cr in pr.runs.values() if not cr.init))
+            pr.phase = "Succeeded" if all(results) else "Failed"
+            await self._report(pr)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one bad pod must not stop the node
+            log.exception("pod %s: %s", pr.spec.key, e)
+        finally:
+            refresher.cancel()
+
+    def next_backoff(self, cr: ContainerRun) -> float:
+        """kubelet's crash-loop back-off: base, doubling to the max; reset after a long enough run."""
+        ran = self.clock() - cr.started_at
+        if cr.backoff <= 0 or ran >= self.backoff_reset:
+            cr.backoff = self.backoff_base
+        else:
+            cr.backoff = min(cr.backoff * 2, self.backoff_max)
+        return cr.backoff
+
+    async def _env(self, pr: PodRun, c: Container) -> dict[str, str]:
+        cms: dict[str, Any] = {}
+        secrets: dict[str, Any] = {}
+        for e in c.env_from:
+            target, fetch = (cms, self.config_map) if e.source == "configMap" else (secrets, self.secret)
+            target[e.name] = await fetch(pr.spec.namespace, e.name)
+        for e in c.env:
+            if e.source in ("configMap", "secret"):
+                target, fetch = (cms, self.config_map) if e.source == "configMap" else (secrets, self.secret)
+                if e.ref_name not in target:
+                    target[e.ref_name] = await fetch(pr.spec.namespace, e.ref_name)
+        facts = podspec.pod_facts(pr.spec, self.node_ip, pr.sb.ips)
+        env = podspec.resolve_env(c, facts, cms, secrets, self.service_env())
+        env.setdefault("PATH", images.path_env(c.image, self.python))
+        env.setdefault("HOSTNAME", pr.spec.name)
+        env.setdefault("HOME", "/root")
+        if procs.LAB_ENV in os.environ:  # the lab's process marker: ``lab down`` finds every container
+            env[procs.LAB_ENV] = os.environ[procs.LAB_ENV]
+        return env
+
+    async def launch_plan(self, pr: PodRun, cr: ContainerRun) -> dict[str, Any]:
+        """What :mod:`podnet.netlab.node.launch` needs to start one instance of ``cr``."""
+        c = cr.c
+        env = await self._env(pr, c)
+        argv = images.argv(c, podspec.command_line(c, env), pr.spec.name, self.python)
+        assert pr.sb.pod_dir is not None
+        resolv = self._resolv_file(pr)
+        layer = str(self.image_dir) if self.image_dir and images.is_podnet_image(c.image) else ""
+        return {"scratch": str(pr.sb.pod_dir / "containers" / c.name / "scratch"),
+                "mounts": volumes.container_mounts(pr.spec, c, pr.dirs, resolv),
+                "argv": argv, "env": env, "workingDir": c.working_dir, "imageLayer": layer}
+
+    def _resolv_file(self, pr: PodRun) -> Path | None:
+        """The container's /etc/resolv.conf per ``dnsPolicy``: cluster DNS for ClusterFirst
+        (hostNetwork pods: only with ClusterFirstWithHostNet), else the machine's own (None)."""
+        spec = pr.spec
+        cluster = spec.dns_policy == "ClusterFirstWithHostNet" or (
+            spec.dns_policy == "ClusterFirst" and not spec.host_network)
+        if not cluster:
+            return None
+        if pr.sb.resolv_conf is not None:
+            return pr.sb.resolv_conf
+        assert pr.sb.pod_dir is not None
+        f = pr.sb.pod_dir / "resolv.conf"
+        if not f.exists():
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(self.resolv_conf(spec.namespace))
+        return f
+
+    async def start_container(self, pr: PodRun, cr: ContainerRun) -> Any:
+        """Start one instance of ``cr``; returns its process."""
+        plan = await self.launch_plan(pr, cr)
+        ns, name = pr.sb.namespace_name
+        log_path = podlogs.container_log(self.log_root, ns, name, pr.sb.uid, cr.c.name, cr.restart_count)
+        assert pr.sb.pod_dir is not None
+        plan_path = pr.sb.pod_dir / "containers" / cr.c.name / f"plan-{cr.restart_count}.json"
+        return await pr.sb.start_container(cr.c.name, plan, plan_path, log_path, self.python)
+
+    async def _supervise(self, pr: PodRun, cr: ContainerRun) -> bool:
+        """Run ``cr`` until no restart is due; True when it finally exited 0. An init container
+        returns at its first exit 0; a container with restartPolicy Always never returns by itself."""
+        policy = pr.spec.restart_policy
+        key = pr.spec.key
+        while True:
+            try:
+                cr.proc = await self.start_container(pr, cr)
+                cr.started_at = self.clock()
+                cr.state = {"running": {"startedAt": _now()}}
+                cr.started = cr.c.startup is None
+                cr.ready = cr.started and self._readiness(cr) is None and not cr.init
+                self._save(pr.sb)
+                await self._report(pr)
+                probing = None if cr.init else asyncio.create_task(self._probe(pr, cr))
+                try:
+                    rc = await cr.proc.wait()
+                finally:
+                    if probing is not None:
+                        probing.cancel()
+            except (ConfigError, ValueError, OSError, ApiError, *TRANSPORT_ERRORS) as e:
+                config = isinstance(e, (ConfigError, ValueError))
+                reason = "CreateContainerConfigError" if config else "RunContainerError"
+                log.warning("pod %s: container %s: %s", key, cr.c.name, e)
+                cr.state = {"waiting": {"reason": reason, "message": str(e)[:500]}}
+                cr.ready = False
+                await self._report(pr)
+                await self.sleep(self.next_backoff(cr))
+                if self.runs.get(key) is not pr:
+                    return False
+                continue
+            if self.runs.get(key) is not pr:
+                return rc == 0  # we stopped it
+            cr.ready, cr.started = False, False
+            log.warning("pod %s: container %s exited with %s", key, cr.c.name, rc)
+            term = {"exitCode": rc, "reason": "Completed" if rc == 0 else "Error", "finishedAt": _now()}
+            if cr.init and rc == 0:
+                cr.state = {"terminated": term}
+                await self._report(pr)
+                return True
+            restart = policy == "Always" and not cr.init or policy != "Never" and rc != 0
+            if not restart:
+                cr.state = {"terminated": term}
+                if pr.phase == "Running" and pr.ready_since:
+                    pr.ready_since = _now()
+                await self._report(pr)
+                return rc == 0
+            delay = self.next_backoff(cr)
+            cr.last_terminated = term
+            cr.state = {"waiting": {"reason": "CrashLoopBackOff",
+                                    "message": f"back-off {delay:g}s restarting failed container={cr.c.name}"}}
+            self._ready_changed(pr)
+            await self._report(pr)
+            await self.sleep(delay)
+            if self.runs.get(key) is not pr:
+                return False  # deleted while backing off
+            cr.restart_count += 1
+            log.info("pod %s: restarting %s (restart %d) after %.1f s", key, cr.c.name, cr.restart_count, delay)
 
     @staticmethod
-    def _last_state(sb: Sandbox) -> dict[str, Any]:
-        last = sb.last_terminated
-        return {"lastState": {"terminated": last}} if last else {}
+    def _readiness(cr: ContainerRun):
+        return cr.c.readiness or images.implicit_readiness(cr.c)
 
-    def next_backoff(self, sb: Sandbox) -> float:
-        """kubelet's crash-loop back-off: base, doubling to the max; reset after a long enough run."""
-        ran = self.clock() - sb.started_at
-        if sb.backoff <= 0 or ran >= self.backoff_reset:
-            sb.backoff = self.backoff_base
-        else:
-            sb.backoff = min(sb.backoff * 2, self.backoff_max)
-        return sb.backoff
+    def _ready_changed(self, pr: PodRun) -> None:
+        pr.ready_since = _now()
 
-    async def _monitor(self, key: str, sb: Sandbox, pod: dict[str, Any]) -> None:
-        """Watch the container; on exit report not Ready at once, then restart it per ``restartPolicy``
-        in the same sandbox (same netns and IP, no CNI ADD) after the crash-loop back-off."""
-        policy = (pod.get("spec") or {}).get("restartPolicy") or "Always"
-        ns, name = key.split("/", 1)
-        while True:
-            assert sb.proc is not None
-            rc = await sb.proc.wait()
-            if self.pods.get(key) is not sb:
-                return  # we stopped it
-            sb.ready = False
-            log.warning("pod %s: container exited with %s", key, rc)
-            term = {"exitCode": rc, "reason": "Completed" if rc == 0 else "Error", "finishedAt": _now()}
-            restart = policy == "Always" or (policy == "OnFailure" and rc != 0)
-            try:
-                if not restart:
-                    await self._patch_status(ns, name, {
-                        "phase": "Succeeded" if rc == 0 else "Failed", "message": f"container exited with {rc}",
-                        "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": _now()},
-                                       {"type": "ContainersReady", "status": "False"},
-                                       {"type": "PodScheduled", "status": "True"}],
-                        "containerStatuses": self._container_status(pod, sb, False, state={"terminated": term}),
-                    })
-                    return
-                delay = self.next_backoff(sb)
-                sb.last_terminated = term
-                await self._patch_status(ns, name, {
-                    "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": _now()},
-                                   {"type": "ContainersReady", "status": "False"},
-                                   {"type": "PodScheduled", "status": "True"}],
-                    "containerStatuses": self._container_status(
-                        pod, sb, False, state={"waiting": {"reason": "CrashLoopBackOff", "message":
-                                               f"back-off {delay:g}s restarting failed container"}},
-                        lastState={"terminated": term}),
-                })
-            except (ApiError, *TRANSPORT_ERRORS) as e:
-                log.warning("pod %s: cannot report the exit: %s", key, e)
-                if not restart:
-                    return
-            await self.sleep(delay)
-            if self.pods.get(key) is not sb:
-                return  # deleted while backing off
-            sb.restart_count += 1
-            log.info("pod %s: restarting the container (restart %d) after %.1f s", key, sb.restart_count, delay)
-            try:
-                await self._start_container(pod, sb)
-            except OSError as e:  # cannot even start it: the old exit status stands, back off again
-                log.warning("pod %s: restart failed: %s", key, e)
-                continue
-            try:
-                await self._probe_and_report(key, sb, pod, time.monotonic())
-            except (RuntimeError, TimeoutError) as e:
-                log.warning("pod %s: not ready after restart: %s", key, e)
-            except (ApiError, *TRANSPORT_ERRORS) as e:
-                log.warning("pod %s: cannot report ready: %s", key, e)
+    async def _probe(self, pr: PodRun, cr: ContainerRun) -> None:
+        """Startup, then liveness and readiness, for one running container instance."""
+        proc, c = cr.proc, cr.c
+        ip = pr.sb.ips[0] if pr.sb.ips else "127.0.0.1"
+
+        if c.startup is not None:
+            p = c.startup
+            st = probes.ProbeState(p, result=False)
+            if p.initial_delay:
+                await asyncio.sleep(p.initial_delay)
+            while proc.returncode is None and st.failures < p.failure_threshold and not st.result:
+                passed = await probes.attempt(p, c.port_number(p.port), ip, proc.pid)
+                st.record(passed)
+                if not st.result and st.failures < p.failure_threshold:
+                    await asyncio.sleep(p.period)
+            if proc.returncode is not None:
+                return
+            if not st.result:
+                log.warning("pod %s: container %s failed its startup probe; killing it", pr.spec.key, c.name)
+                await stop_process(proc)
+                return
+            cr.started = True
+            if self._readiness(cr) is None:
+                cr.ready = True
+                self._ready_changed(pr)
+            await self._report(pr)
+        tasks = []
+        if c.liveness is not None:
+            tasks.append(asyncio.create_task(self._liveness(pr, cr, ip)))
+        readiness = self._readiness(cr)
+        if readiness is not None:
+            tasks.append(asyncio.create_task(self._readiness_loop(pr, cr, readiness, ip)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def _liveness(self, pr: PodRun, cr: ContainerRun, ip: str) -> None:
+        p, proc = cr.c.liveness, cr.proc
+        assert p is not None
+        state = probes.ProbeState(p, result=True)
+        if p.initial_delay:
+            await asyncio.sleep(p.initial_delay)
+        while proc.returncode is None:
+            if state.record(await probes.attempt(p, cr.c.port_number(p.port), ip, proc.pid)) and not state.result:
+                log.warning("pod %s: container %s failed its liveness probe; killing it", pr.spec.key, cr.c.name)
+                await stop_process(proc)
+                return
+            await asyncio.sleep(p.period)
+
+    async def _readiness_loop(self, pr: PodRun, cr: ContainerRun, p: podspec.Probe, ip: str) -> None:
+        proc = cr.proc
+        state = probes.ProbeState(p, result=False)
+        if p.initial_delay:
+            await asyncio.sleep(p.initial_delay)
+        passed_once = False
+        while proc.returncode is None:
+            passed = await probes.attempt(p, cr.c.port_number(p.port), ip, proc.pid)
+            passed_once = passed_once or passed
+            if state.record(passed) and proc.returncode is None:
+                cr.ready = state.result
+                self._ready_changed(pr)
+                await self._report(pr)
+            await asyncio.sleep(FAST_PROBE if not passed_once else p.period)
 
     async def _confirm_delete(self, pod: dict[str, Any]) -> None:
         """After a graceful delete, tell the API the pod is gone (as kubelet does, with grace 0)."""
@@ -361,26 +670,37 @@ class Kubelet:
                 log.warning("pod %s: confirming the delete: %s", meta["name"], e)
 
     async def stop_pod(self, key: str) -> None:
-        """Undo the sandbox (process, CNI DEL, netns), forget the pod."""
+        """Undo the sandbox (containers, CNI DEL, netns, files), forget the pod."""
         sb = self.pods.pop(key, None)
+        pr = self.runs.pop(key, None)
         if sb is None:
             return
-        if sb.monitor is not None and sb.monitor is not asyncio.current_task():
-            sb.monitor.cancel()  # also cancels a restart waiting in back-off
+        if pr is not None and pr.task is not None and pr.task is not asyncio.current_task():
+            pr.task.cancel()  # also cancels a restart waiting in back-off
             try:
-                await sb.monitor
+                await pr.task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
-        for problem in await sb.destroy():
+        grace = pr.spec.grace_period if pr is not None else 2.0
+        for problem in await sb.destroy(grace):
             log.warning("pod %s: %s", key, problem)
-        (self.state_dir / f"{sb.netns}.json").unlink(missing_ok=True)
+        (self.state_dir / f"{self._record_name(sb)}.json").unlink(missing_ok=True)
         podlogs.remove_pod(self.log_root, *sb.namespace_name, sb.uid)
-        self.used_index.discard(int(sb.netns.rsplit("-p", 1)[1]))
-        log.info("pod %s stopped (netns %s removed)", key, sb.netns)
+        if sb.netns is not None:
+            self.used_index.discard(int(sb.netns.rsplit("-p", 1)[1]))
+        log.info("pod %s stopped (netns %s removed)", key, sb.netns or "<node>")
+
+    @staticmethod
+    def _record_name(sb: Sandbox) -> str:
+        return sb.netns or f"host-{sb.uid or sb.key.replace('/', '_')}"
 
     def _save(self, sb: Sandbox) -> None:
+        """The pod's record; a hostNetwork pod's ``netns`` is the node's own (``hostNetwork``: true)."""
+        rec = sb.record()
+        if sb.netns is None:
+            rec.update(netns=self.node_netns, hostNetwork=True)
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / f"{sb.netns}.json").write_text(json.dumps(sb.record()))
+        (self.state_dir / f"{self._record_name(sb)}.json").write_text(json.dumps(rec))
 
     # ------------------------------------------------------------------ reconcile
 
@@ -415,8 +735,8 @@ class Kubelet:
             self.tasks.pop(key, None)
 
     def observe(self, pod: dict[str, Any] | None, key: str) -> None:
-        """One step of the watch loop: record the wanted state of pod ``key`` (None: gone) and make sure
-        one worker task converges it; a worker already running for ``key`` picks up the new state."""
+        """Record the wanted state of pod ``key`` (None: gone) and make sure one worker task
+        converges it; a worker already running for ``key`` picks up the new state."""
         if pod is None:
             self.wanted.pop(key, None)
         else:
@@ -424,40 +744,24 @@ class Kubelet:
         if key not in self.tasks:
             self.tasks[key] = asyncio.create_task(self._pod_worker(key))
 
-    def _mine(self, pod: dict[str, Any]) -> bool:
+    def _mine(self, pod: Mapping[str, Any]) -> bool:
+        """Bound to this node (the field selector already says so; a server that ignored it
+        must not make this kubelet run another node's pods)."""
         return (pod.get("spec") or {}).get("nodeName") == self.node
 
+    async def sync_once(self) -> None:
+        """One finite step: list this node's Pods into the informer (its handlers call
+        :meth:`observe`), then wait until every pod worker has converged."""
+        assert self.informer is not None
+        items, rv = await self.client.list(r.PODS, field_selector=f"spec.nodeName={self.node}")
+        await self.informer.replace(items, rv)
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks.values()), return_exceptions=True)
+
     async def run(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                items, rv = await self.client.list(r.PODS)
-                seen = set()
-                for p in items:
-                    if self._mine(p):
-                        key = f"{p['metadata'].get('namespace', 'default')}/{p['metadata']['name']}"
-                        seen.add(key)
-                        self.observe(p, key)
-                for key in list(self.wanted):
-                    if key not in seen:
-                        self.observe(None, key)
-                backoff = 0.2
-                while True:
-                    async for ev in watch_events(self.client, r.PODS, resource_version=rv, inactivity_timeout=120):
-                        rv = ev.resource_version or rv
-                        if ev.type == "BOOKMARK":
-                            continue
-                        p = ev.object
-                        if not self._mine(p):
-                            continue
-                        key = f"{p['metadata'].get('namespace', 'default')}/{p['metadata']['name']}"
-                        self.observe(None if ev.type == "DELETED" else p, key)
-            except WatchExpired:
-                continue
-            except (ApiError, *TRANSPORT_ERRORS) as e:
-                log.warning("pods watch: %s; retrying in %.1f s", e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        """List and watch this node's Pods forever (the informer's loop)."""
+        assert self.informer is not None
+        await self.informer.run()
 
     async def shutdown(self) -> None:
         """Stop watching. Like a real kubelet, leave running pods alone (``lab down`` removes them)."""
@@ -468,12 +772,15 @@ class Kubelet:
 async def _amain(a: argparse.Namespace) -> None:
     client = ApiClient.from_flags(master=a.master, kubeconfig=a.kubeconfig)
     k = Kubelet(client, a.node, a.node_ip, lab=a.lab, run_dir=Path(a.run_dir),
-                cni_bin_dir=a.cni_bin_dir, cni_conf_dir=a.cni_conf_dir, cluster_dns=a.cluster_dns)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    for attempt in range(100):
+                cni_bin_dir=a.cni_bin_dir, cni_conf_dir=a.cni_conf_dir, cluster_dns=a.cluster_dns,
+                backoff_base=a.crashloop_backoff_base, backoff_max=a.crashloop_backoff_max,
+                root_dir=Path(a.root_dir) if a.root_dir else None,
+                ca_file=Path(a.ca_file) if a.ca_file else None,
+                sa_token_dir=Path(a.sa_token_dir) if a.sa_token_dir else None, api_url=a.master,
+                image_dir=Path(a.image_dir) if a.image_dir else None, node_netns=a.netns,
+                cni_node_view=a.cni_node_view)
+    stop = hostloop.stop_on_signals()
+    for _ in range(100):
         try:
             await k.register()
             break
@@ -499,12 +806,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cni-bin-dir", required=True)
     ap.add_argument("--cni-conf-dir", required=True)
     ap.add_argument("--cluster-dns", default="10.96.0.10")
+    ap.add_argument("--root-dir", help="the node's own root for hostPath volumes (default <run-dir>/nodes/<node>/root)")
+    ap.add_argument("--ca-file", help="ca.crt of service-account volumes (the lab CA); default: the kubeconfig's CA "
+                                      "file when it names one")
+    ap.add_argument("--sa-token-dir", help="service-account tokens <ns>_<sa>.token, used where the API server "
+                                           "does not serve TokenRequest")
+    ap.add_argument("--image-dir", help="files podnet's image has and the host lacks (usr/lib/podnet/...), laid "
+                                        "over the host's / for containers of localhost/podnet:*")
+    ap.add_argument("--cni-node-view", action="store_true",
+                    help="exec CNI plugins seeing the node's hostPath directories at their host paths "
+                         "(for a CNI that a DaemonSet installs; pass --cni-bin-dir/--cni-conf-dir under --root-dir)")
+    ap.add_argument("--crashloop-backoff-base", type=float, default=10.0,
+                    help="first crash-loop back-off in seconds (kubelet: 10)")
+    ap.add_argument("--crashloop-backoff-max", type=float, default=300.0,
+                    help="longest crash-loop back-off in seconds (kubelet: 300)")
     a = ap.parse_args(argv)
+    if not a.ca_file and a.kubeconfig:
+        guess = Path(a.kubeconfig).with_name("ca.crt")
+        a.ca_file = str(guess) if guess.is_file() else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if a.netns:
         from podnet.host.nsenter import enter
         enter(a.netns)
-    asyncio.run(_amain(a))
+    hostloop.run(_amain(a))
     return 0
 
 

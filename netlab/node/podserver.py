@@ -13,6 +13,9 @@ source address the pod saw (the point of every service-proxy check):
 - HTTP (``--http``, default 8080): ``GET /`` answers the pod name and a newline;
   ``GET /client`` answers ``<peer-ip> <peer-port>``; ``GET /healthz`` answers ``ok``.
 
+Each flag may be repeated; given any port flag, the server listens on exactly the ports given
+(``--http 80`` alone: HTTP on 80 and nothing else), else on the defaults above.
+
 Guarantees: one event loop, no threads; a slow or broken client never blocks
 others; SIGTERM stops the server at once.
 """
@@ -25,7 +28,7 @@ import signal
 import socket
 import sys
 
-__all__ = ["PodServer", "echo_reply", "http_reply", "main"]
+__all__ = ["PodServer", "echo_reply", "http_reply", "listeners", "main"]
 
 
 def echo_reply(pod: str, peer: tuple, payload: bytes) -> bytes:
@@ -124,24 +127,38 @@ class PodServer:
             self._udp.close()
 
 
+def listeners(tcp: list[int] | None, udp: list[int] | None, http: list[int] | None) -> list[tuple[int | None, ...]]:
+    """(tcp, udp, http) port triples, one per :class:`PodServer`: with no port flag at all the usual
+    ports (TCP and UDP echo 9000, HTTP 8080); otherwise exactly the ports given."""
+    if tcp is None and udp is None and http is None:
+        return [(9000, 9000, 8080)]
+    t, u, h = list(tcp or ()), list(udp or ()), list(http or ())
+    n = max(len(t), len(u), len(h))
+    pad = lambda xs: xs + [None] * (n - len(xs))  # noqa: E731
+    return list(zip(pad(t), pad(u), pad(h)))
+
+
 async def _serve(args: argparse.Namespace) -> None:
-    server = await PodServer(args.name, args.host, args.tcp, args.udp, args.http).start()
+    servers = [await PodServer(args.name, args.host, t, u, h).start()
+               for t, u, h in listeners(args.tcp, args.udp, args.http)]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"podserver {args.name}: tcp {server.tcp_port} udp {server.udp_port} http {server.http_port}", flush=True)
+    for s in servers:
+        print(f"podserver {args.name}: tcp {s.tcp_port} udp {s.udp_port} http {s.http_port}", flush=True)
     await stop.wait()
-    server.close()
+    for s in servers:
+        s.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="podserver", description=__doc__.splitlines()[0])
     ap.add_argument("--name", required=True, help="pod name reported in every reply")
     ap.add_argument("--host", default="0.0.0.0")
-    ap.add_argument("--tcp", type=int, default=9000)
-    ap.add_argument("--udp", type=int, default=9000)
-    ap.add_argument("--http", type=int, default=8080)
+    ap.add_argument("--tcp", type=int, action="append", help="TCP echo port (repeatable)")
+    ap.add_argument("--udp", type=int, action="append", help="UDP echo port (repeatable)")
+    ap.add_argument("--http", type=int, action="append", help="HTTP port (repeatable)")
     asyncio.run(_serve(ap.parse_args(argv)))
     return 0
 

@@ -2,7 +2,8 @@
 
 Data flow::
 
-    snapshot.collect (S: API objects through podnet.kube.client, node routes through ``ip netns exec``)
+    snapshot.collect (S: API objects through podnet.kube.client, node routes through ``ip netns exec``,
+                      the backend per node pair from the CNI daemons' logs via lab.backends)
       --> svg.Topology (P: plain data) --> svg.render (P: deterministic SVG text, every text escaped)
 
 Public surface: ``snapshot.collect``, ``svg.Topology`` and its views, ``svg.render``. Fakes: none;

@@ -3,10 +3,12 @@
 :class:`Topology` is plain data (collected from a running lab by
 :mod:`podnet.netlab.picture.snapshot`); :func:`render` lays it out:
 
-- top: the Services (name, type, ClusterIP, ports/NodePorts, ready endpoints);
-- middle: one box per node with its underlay IP, pod CIDR, pods (name, IP,
-  ready or not) and the routes it has to other nodes' pod CIDRs;
-- bottom: the underlay segment with the API server, outside and upstream hosts.
+- top: the Services (name, type, ClusterIP, ports/NodePorts, ready endpoints) and, under
+  each, the pods that back it (● ready, ○ not ready);
+- middle: one box per node with its underlay IP and subnet, pod CIDR, pods (name, IP,
+  ready or not, and the pod's network namespace), the backend it uses to each other node
+  (host-gw or vxlan, as its CNI daemon reports) and its routes to other nodes' pod CIDRs;
+- bottom: the underlay (its layout) with the router, API server, outside and upstream hosts.
 
 Every text is XML-escaped; the output is deterministic for equal input.
 """
@@ -27,6 +29,7 @@ class PodView:
     ip: str
     ready: bool
     namespace: str = "default"
+    netns: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class NodeView:
     pod_cidr: str
     pods: tuple[PodView, ...] = ()
     routes: tuple[tuple[str, str], ...] = ()   # (destination CIDR, via)
+    peers: tuple[tuple[str, str], ...] = ()    # (other node, "host-gw" | "vxlan" | "?")
+    subnet: str = ""                           # the node's underlay subnet
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class ServiceView:
     cluster_ip: str
     ports: str
     endpoints: int
+    backends: tuple[tuple[str, bool], ...] = ()   # (namespace/pod backing it, ready)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Topology:
     services: tuple[ServiceView, ...] = ()
     hosts: tuple[HostView, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    layout: str = "flat"
 
 
 def _text(x: float, y: float, s: str, cls: str = "", anchor: str = "start") -> str:
@@ -73,7 +80,14 @@ def _text(x: float, y: float, s: str, cls: str = "", anchor: str = "start") -> s
 
 
 def _node_height(n: NodeView) -> int:
-    return 4 * LINE + 12 + LINE * (len(n.pods) + 1) + LINE * (len(n.routes) + 1) + 12
+    return (4 * LINE + 12 + LINE * (2 * len(n.pods) + 1) + LINE * (len(n.peers) + 1) + 6
+            + LINE * (len(n.routes) + 1) + 12)
+
+
+def _backed_by(s: ServiceView) -> str:
+    if not s.backends:
+        return "no pods"
+    return "pods: " + ", ".join(f"{'●' if ok else '○'} {name.removeprefix('default/')}" for name, ok in s.backends)
 
 
 def render(t: Topology) -> str:
@@ -88,10 +102,13 @@ def render(t: Topology) -> str:
     # services
     out.append(_text(MARGIN, y, f"Services ({len(t.services)})", "h"))
     y += 6
-    for i, s in enumerate(t.services):
-        out.append(_text(MARGIN, y + LINE * (i + 1),
-                         f"{s.name}  {s.type}  {s.cluster_ip or '-'}  {s.ports}  → {s.endpoints} ready", "svc"))
-    y += LINE * (len(t.services) + 1) + 14
+    for s in t.services:
+        y += LINE
+        out.append(_text(MARGIN, y, f"{s.name}  {s.type}  {s.cluster_ip or '-'}  {s.ports}  → {s.endpoints} ready",
+                         "svc"))
+        y += LINE
+        out.append(_text(MARGIN + 24, y, "↳ " + _backed_by(s), "small"))
+    y += LINE + 14
     # nodes
     top = y
     node_h = max((_node_height(n) for n in t.nodes), default=60)
@@ -103,7 +120,7 @@ def render(t: Topology) -> str:
         ly = top + LINE + 2
         out.append(_text(x + 10, ly, n.name, "h"))
         ly += LINE
-        out.append(_text(x + 10, ly, f"eth0 {n.ip}", "sub"))
+        out.append(_text(x + 10, ly, f"eth0 {n.ip}" + (f" · subnet {n.subnet}" if n.subnet else ""), "sub"))
         ly += LINE
         out.append(_text(x + 10, ly, f"pod CIDR {n.pod_cidr}", "sub"))
         ly += LINE + 6
@@ -114,6 +131,13 @@ def render(t: Topology) -> str:
             label = p.name if p.namespace == "default" else f"{p.namespace}/{p.name}"
             out.append(_text(x + 14, ly, f"{mark} {label}", "pod" if p.ready else "pod notready"))
             out.append(_text(x + NODE_W - 10, ly, p.ip or "-", "ip", "end"))
+            ly += LINE
+            out.append(_text(x + 28, ly, f"netns {p.netns or '?'}", "small"))
+        ly += LINE + 6
+        out.append(_text(x + 10, ly, f"to other nodes ({len(n.peers)})", "small"))
+        for peer, backend in n.peers:
+            ly += LINE
+            out.append(_text(x + 14, ly, f"→ {peer}: {backend}", "backend " + backend.replace("?", "unknown")))
         ly += LINE + 6
         out.append(_text(x + 10, ly, f"routes ({len(n.routes)})", "small"))
         for dst, via in n.routes:
@@ -122,7 +146,8 @@ def render(t: Topology) -> str:
     y = top + node_h + 40
     # underlay
     out.append(f'<line x1="{MARGIN}" y1="{y}" x2="{width - MARGIN}" y2="{y}" class="wire"/>')
-    out.append(_text(width - MARGIN, y - 6, f"underlay {t.underlay} (bridge)", "small", "end"))
+    kind = "one bridge" if t.layout == "flat" else f"{t.layout}: subnets joined by a router that knows no pod CIDR"
+    out.append(_text(width - MARGIN, y - 6, f"underlay {t.underlay} ({kind})", "small", "end"))
     for cx in centers:
         out.append(f'<line x1="{cx:.0f}" y1="{top + node_h}" x2="{cx:.0f}" y2="{y}" class="wire"/>')
     hw = 250
@@ -141,7 +166,7 @@ def render(t: Topology) -> str:
         "text{font-family:DejaVu Sans Mono,monospace;font-size:12px;fill:#222}"
         ".title{font-size:18px;font-weight:bold}.h{font-weight:bold}.sub{fill:#555}"
         ".small{font-size:11px;fill:#555}.svc{fill:#14532d}.ip{fill:#1e3a8a}.route{fill:#7c2d12;font-size:11px}"
-        ".notready{fill:#999}.node{fill:#f1f5f9;stroke:#334155;stroke-width:1.5}"
+        ".notready{fill:#999}.host-gw{fill:#166534}.vxlan{fill:#6b21a8}.unknown{fill:#999}.node{fill:#f1f5f9;stroke:#334155;stroke-width:1.5}"
         ".host{fill:#fefce8;stroke:#a16207}.wire{stroke:#334155;stroke-width:2}"
     )
     return (

@@ -195,7 +195,7 @@ def test_annotation_patch_publishes_vtep_and_removes_absent_family():
 
 def test_fake_implements_the_protocol():
     members = [(n, f) for n, f in inspect.getmembers(overlay.OverlayOps, inspect.isfunction) if not n.startswith("_")]
-    assert len(members) == 12
+    assert len(members) == 15
     for name, fn in members:
         fake = getattr(FakeOverlayOps, name)
         assert list(inspect.signature(fake).parameters) == list(inspect.signature(fn).parameters), name
@@ -332,3 +332,65 @@ def test_vtep_collision_goes_to_the_older_node(created_b, created_c, kept):
     loser = "c" if kept == "b" else "b"
     assert p.ignored == ((loser, "ipv4", "duplicate-vtep-mac"),)
     assert {x[0] for x in p.backends} == {kept}
+
+
+OLD, NEW = "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z"
+
+
+def claimant(name, created, mac, ip, n):
+    return node(name, [f"10.244.{n}.0/24"], [f"192.168.2.{10 + n}"], created=created, mac=mac, ip=ip)
+
+
+@pytest.mark.parametrize(("peers", "holders", "kept", "ignored"), [
+    pytest.param([claimant("b", OLD, MAC_C, "192.168.2.11", 1), claimant("c", NEW, MAC_C, "192.168.2.12", 2)],
+                 {(4, "mac", MAC_C): "c"}, {"c"}, {("b", "ipv4", "duplicate-vtep-mac")},
+                 id="holder-keeps-the-mac-against-an-older-node"),
+    pytest.param([claimant("b", OLD, MAC_B, "192.168.2.12", 1), claimant("c", NEW, MAC_C, "192.168.2.12", 2)],
+                 {(4, "ip", "192.168.2.12"): "c"}, {"c"}, {("b", "ipv4", "duplicate-public-ip")},
+                 id="holder-keeps-the-address-against-an-older-node"),
+    pytest.param([claimant("b", NEW, MAC_C, "192.168.2.11", 1), claimant("c", NEW, MAC_C, "192.168.2.12", 2)],
+                 {(4, "mac", MAC_C): "c"}, {"c"}, {("b", "ipv4", "duplicate-vtep-mac")},
+                 id="same-second-holder-beats-the-name-order"),
+    pytest.param([claimant("b", OLD, MAC_C, "192.168.2.11", 1), claimant("c", NEW, MAC_C, "192.168.2.12", 2)],
+                 {}, {"b"}, {("c", "ipv4", "duplicate-vtep-mac")}, id="fresh-start-the-older-node"),
+    pytest.param([claimant("b", NEW, MAC_C, "192.168.2.11", 1), claimant("c", NEW, MAC_C, "192.168.2.12", 2)],
+                 {}, {"b"}, {("c", "ipv4", "duplicate-vtep-mac")}, id="fresh-start-same-second-the-name"),
+    pytest.param([claimant("b", OLD, MAC_C, "192.168.2.11", 1), claimant("c", NEW, MAC_C, "192.168.2.12", 2)],
+                 {(4, "mac", MAC_C): "gone"}, {"b"}, {("c", "ipv4", "duplicate-vtep-mac")},
+                 id="holder-deleted-falls-back-to-age"),
+    pytest.param([claimant("b", OLD, MAC_C, "192.168.2.11", 1), claimant("c", NEW, MAC_C, "192.168.2.12", 2)],
+                 {(4, "mac", MAC_B): "c"}, {"b"}, {("c", "ipv4", "duplicate-vtep-mac")},
+                 id="holder-of-another-mac-falls-back-to-age"),
+    pytest.param([claimant("c", NEW, MAC_SELF, "192.168.2.12", 2)], {(4, "mac", MAC_SELF): "c"}, set(),
+                 {("c", "ipv4", "duplicate-vtep-mac")}, id="this-nodes-own-vtep-beats-any-holder"),
+    pytest.param([claimant("b", OLD, MAC_C, "192.168.2.11", 1), claimant("c", NEW, MAC_C, "192.168.2.12", 2),
+                  claimant("d", NEW, MAC_D, "192.168.2.12", 3)],
+                 {(4, "mac", MAC_C): "c", (4, "ip", "192.168.2.12"): "d"}, {"d"},
+                 {("b", "ipv4", "duplicate-vtep-mac"), ("c", "ipv4", "duplicate-public-ip")},
+                 id="mac-holder-loses-an-address-another-node-holds"),
+])
+def test_vtep_collision_keeps_the_current_owner(peers, holders, kept, ignored):
+    p = overlay.plan(Config("vxlan"), [SELF, *peers], "a", ["10.244.0.0/24"], HOST, VTEPS, holders)
+    assert set(p.ignored) == ignored
+    assert {x[0] for x in p.backends} == kept
+    assert {name for _, name in p.holders} == kept  # the winners are the holders of the next plan
+
+
+def test_plan_holders_name_every_claim_kept():
+    p = overlay.plan(Config("vxlan"), [SELF, claimant("c", NEW, MAC_C, "192.168.2.12", 2)], "a",
+                     ["10.244.0.0/24"], HOST, VTEPS)
+    assert p.holders == (((4, "ip", "192.168.2.12"), "c"), ((4, "mac", MAC_C), "c"))
+
+
+def test_overlay_keeps_the_programmed_owner_until_a_restart():
+    cfg, ops = Config("vxlan"), FakeOverlayOps(HOST)
+    owner = claimant("c", NEW, MAC_C, "192.168.2.12", 2)
+    older_copy = claimant("b", OLD, MAC_C, "192.168.2.11", 1)
+    o = overlay.Overlay(cfg, ops)
+    o.prepare([SELF, owner], "a", ["10.244.0.0/24"])
+    p = o.prepare([SELF, owner, older_copy], "a", ["10.244.0.0/24"])
+    assert p.ignored == (("b", "ipv4", "duplicate-vtep-mac"),)
+    assert Fdb("podnet.vxlan", MAC_C, "192.168.2.12") in p.fdbs
+    restarted = overlay.Overlay(cfg, ops).prepare([SELF, owner, older_copy], "a", ["10.244.0.0/24"])
+    assert restarted.ignored == (("c", "ipv4", "duplicate-vtep-mac"),)  # no current owner: the older Node
+    assert Fdb("podnet.vxlan", MAC_C, "192.168.2.11") in restarted.fdbs

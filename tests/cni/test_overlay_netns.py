@@ -464,3 +464,90 @@ async def test_dual_stack_pods_over_an_ipv4_only_underlay(pool, make_node):
     finally:
         await client.close()
         await api.stop()
+
+
+BULK = r"""
+import hashlib, socket, sys
+mode, addr = sys.argv[1], sys.argv[2]
+size = 1 << 20
+if mode == "serve":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((addr, 8082)); s.listen(1)
+    s.settimeout(30)
+    print("ready", flush=True)
+    c, peer = s.accept(); c.settimeout(30)
+    h, n = hashlib.sha256(), 0
+    while n < size:
+        b = c.recv(65536)
+        if not b:
+            break
+        h.update(b); n += len(b)
+    c.sendall(f"{n} {h.hexdigest()}".encode()); c.close()
+else:
+    payload = bytes(i % 251 for i in range(size))
+    c = socket.create_connection((addr, 8082), timeout=30)
+    c.sendall(payload); c.shutdown(socket.SHUT_WR)
+    print(c.recv(200).decode(), hashlib.sha256(payload).hexdigest())
+"""
+
+
+async def test_node_sends_from_its_pod_cidr_over_vxlan_and_tcp_crosses_a_smaller_mtu_hop(pool, make_node):
+    """The node's own traffic to a remote pod over VXLAN leaves from the VXLAN device's address (its pod CIDR's
+    network address, a /32), so the reply needs no route to the node's underlay address from the pod's side;
+    and a 1 MiB TCP transfer pod->pod crosses a router hop whose route MTU (1400) is below the underlay's:
+    the kernel's VXLAN outer header leaves DF unset, so the router fragments the outer packets (counted)."""
+    rt, ns = routed_underlay(pool)
+    extra = ["--master", f"http://{API_IP}:{API_PORT}", "--cluster-cidr", "10.244.0.0/16", "--route-interval", "0.5",
+             "--backend", "auto"]
+    sock = listening_socket(rt.name, API_IP, API_PORT)
+    api = await LabApiServer(cluster_cidr="10.244.0.0/16").start(["127.0.0.1:0"], sockets=[sock])
+    client = ApiClient.from_url(api.url)
+    try:
+        n = {k: make_node((), extra, ns=ns[k]) for k in ("n1", "n3")}
+        for k, node in n.items():
+            await client.create(overlay.NODES, {"metadata": {"name": node.ns.name}, "status": {
+                "addresses": [{"type": "InternalIP", "address": UNDERLAY[k][1]}]}})
+        for node in n.values():
+            await eventually(lambda: node.cni("STATUS", version="1.1.0")[0] == 0, "STATUS 0")
+        cidr = {k: (await client.get(overlay.NODES, node.ns.name))["spec"]["podCIDR"] for k, node in n.items()}
+        net1 = cidr["n1"].split("/")[0]
+        await eventually(lambda: routes(n["n1"]).get(cidr["n3"], "").endswith("dev podnet.vxlan onlink"),
+                         "n1 routes n3's pods over VXLAN")
+        await eventually(lambda: f"inet {net1}/32 " in n["n1"].ns.ip("-o", "-4", "addr", "show", "dev", "podnet.vxlan"),
+                         "n1's VXLAN device carries its pod CIDR's network address")
+        p1, p3 = pool.netns("p1"), pool.netns("p3")
+        code, r1 = await asyncio.to_thread(n["n1"].cni, "ADD", "c1", p1.path)
+        assert code == 0, r1
+        code, r3 = await asyncio.to_thread(n["n3"].cni, "ADD", "c3", p3.path)
+        assert code == 0, r3
+        ip1, ip3 = r1["ips"][0]["address"].split("/")[0], r3["ips"][0]["address"].split("/")[0]
+        # the node itself (not a pod) connects to the pod on n3: the pod sees n1's pod-CIDR address
+        assert await asyncio.to_thread(tcp_seen, p3, ip3, n["n1"].ns) == net1
+        # a deleted device address is put back by the periodic re-check
+        n["n1"].ns.ip("addr", "del", f"{net1}/32", "dev", "podnet.vxlan")
+        await eventually(lambda: f"inet {net1}/32 " in n["n1"].ns.ip("-o", "-4", "addr", "show", "dev", "podnet.vxlan"),
+                         "device address repaired")
+
+        # a smaller MTU on the router's path (a route MTU, which forwarding honours) between the two subnets
+        rt.ip("route", "replace", "192.168.78.0/24", "dev", "br2", "mtu", "1400")
+        rt.ip("route", "replace", "192.168.77.0/24", "dev", "br1", "mtu", "1400")
+        frags_before = ip_stat(rt, "FragCreates") + ip_stat(rt, "FragFails")
+        for a, b, ip_b in ((p1, p3, ip3), (p3, p1, ip1)):
+            srv = b.popen(sys.executable, "-P", "-c", BULK, "serve", ip_b, stdout=subprocess.PIPE, text=True)
+            try:
+                assert srv.stdout.readline().strip() == "ready"
+                out = (await asyncio.to_thread(a.run, sys.executable, "-P", "-c", BULK, "send", ip_b, timeout=60)).split()
+                assert len(out) == 3 and out[0] == str(1 << 20) and out[1] == out[2], out
+            finally:
+                srv.kill()
+                srv.wait()
+        # the full-size VXLAN packets really met the smaller hop (fragmented or refused there)
+        assert ip_stat(rt, "FragCreates") + ip_stat(rt, "FragFails") > frags_before
+    finally:
+        await client.close()
+        await api.stop()
+
+
+def ip_stat(ns, name: str) -> int:
+    """One counter of the ``Ip:`` line of /proc/net/snmp inside ``ns``."""
+    lines = [line.split() for line in ns.run("cat", "/proc/net/snmp").splitlines() if line.startswith("Ip:")]
+    return int(lines[1][lines[0].index(name)])

@@ -139,7 +139,8 @@ def engine_for(node):
 async def policy_node(make_node, tmp_path):
     """(node, engine, kernel): a node whose CNI daemon requires the handshake with the engine."""
     sock = str(tmp_path / "policy.sock")
-    node = make_node((CIDR,), extra=["--policy-socket", sock, "--policy-required"])
+    # a generous handshake timeout: the engine's restore may wait on the host-wide xtables lock
+    node = make_node((CIDR,), extra=["--policy-socket", sock, "--policy-required", "--policy-timeout", "20s"])
     engine, kernel, _ = engine_for(node)
     assert await engine.sync(), engine.last_error
     server = HandshakeServer(engine, sock)

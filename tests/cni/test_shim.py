@@ -154,5 +154,5 @@ def test_daemon_flags_accept_the_lab_invocation():
         "--socket", "/run/podnet/lab/n1/cni.sock", "--node-name", "n1", "--master", "http://10.0.0.1:6443",
         "--cluster-cidr", "10.244.0.0/16,fd00::/48", "--data-dir", "/var/lib/podnet/lab/n1",
         "--pod-cidr", "10.244.1.0/24", "--pod-cidr", "fd00:0:0:1::/64", "--masquerade", "--mtu", "1450"]))
-    assert o.cluster_cidr == ["10.244.0.0/16", "fd00::/48"] and o.pod_cidr == ["10.244.1.0/24", "fd00:0:0:1::/64"]
+    assert o.cluster_cidr == ("10.244.0.0/16", "fd00::/48") and o.pod_cidr == ("10.244.1.0/24", "fd00:0:0:1::/64")
     assert (o.masquerade, o.mtu, o.master) == (True, 1450, "http://10.0.0.1:6443")

@@ -1,8 +1,8 @@
 """`kubectl apply -f deploy/podnet.yaml` against the lab API server (HTTPS, an admin token, RBAC on):
 every document is created, listed, unchanged on re-apply, and removed by `kubectl delete -f`.
 
-The lab API server stores these objects as given: no DaemonSet or Deployment controller runs,
-so no Pods appear (the test checks the objects, not workloads)."""
+The lab API server's DaemonSet and Deployment controllers act on them (no kubelet runs here, so their
+pods stay Pending); the test checks the objects, not the workloads."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 from podnet.netlab.apiserver.authn import TokenAuthenticator, User
 from podnet.netlab.apiserver.authz import policy_from_yaml
 from podnet.netlab.apiserver.server import LabApiServer
-from podnet.netlab.lab.credentials import kubeconfig_text, make_pki, rbac_manifest
+from podnet.netlab.lab.credentials import kubeconfig_text, make_pki
 
 KUBECTL = os.environ.get("PODNET_TEST_KUBECTL") or shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(not KUBECTL, reason="kubectl not installed")
@@ -40,7 +40,7 @@ async def kubectl(tmp_path):
     make_pki(tmp_path, ["127.0.0.1"])
     async with LabApiServer(authenticator=TokenAuthenticator(ADMIN),
                             tls=(tmp_path / "apiserver.crt", tmp_path / "apiserver.key"),
-                            policy=policy_from_yaml(rbac_manifest().read_text())) as api:
+                            policy=policy_from_yaml("")) as api:  # RBAC on; only built-in roles are seeded
         kc = tmp_path / "admin.kubeconfig"
         kc.write_text(kubeconfig_text("t", api.url, "admin-tok", (tmp_path / "ca.crt").read_text()))
 

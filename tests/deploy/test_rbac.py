@@ -151,4 +151,7 @@ def test_the_scan_sees_every_kind_of_call(tmp_path):
 def test_the_policy_engine_needs_exactly_policies_pods_and_namespaces():
     calls = code_calls(("policy",))
     assert set(calls) == {(g, r, v) for g, r in (("networking.k8s.io", "networkpolicies"), ("", "pods"),
-                                                  ("", "namespaces")) for v in ("list", "watch")}
+                                                  ("", "namespaces"),
+                                                  ("policy.networking.k8s.io", "adminnetworkpolicies"),
+                                                  ("policy.networking.k8s.io", "baselineadminnetworkpolicies"))
+                          for v in ("list", "watch")}

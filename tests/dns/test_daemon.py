@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import aiohttp
 import dns.asyncquery
@@ -174,13 +175,13 @@ def test_cli_flags_used_by_netlab():
         "--health-listen", "0.0.0.0:8080", "--ready-listen", "0.0.0.0:8181", "--metrics-listen", "0.0.0.0:9153",
     ])
     assert o.master == "http://10.0.0.1:6443"
-    assert o.upstreams == [UpstreamAddr("10.0.0.2", 53)]
+    assert o.upstreams == (UpstreamAddr("10.0.0.2", 53),)
     assert (o.health_listen, o.ready_listen, o.metrics_listen) == ("0.0.0.0:8080", "0.0.0.0:8181", "0.0.0.0:9153")
 
 
 def test_cli_defaults():
     o = parse_args([])
-    assert (o.zone, o.listen, o.ttl, o.upstreams) == ("cluster.local", "0.0.0.0:53", 30, [])
+    assert (o.zone, o.listen, o.ttl, o.upstreams) == ("cluster.local", "0.0.0.0:53", 30, ())
 
 
 @pytest.mark.parametrize("argv", [["--ttl", "4000"], ["--upstream", "nonsense"]], ids=["ttl-range", "bad-upstream"])
@@ -216,7 +217,7 @@ async def test_unbuildable_object_is_left_out_and_others_still_answer(lab, caplo
 
 
 async def test_second_signal_stops_at_once(lab):
-    lab.daemon.opts.lameduck = 60
+    lab.daemon.opts = dataclasses.replace(lab.daemon.opts, lameduck=60)
     lab.daemon.begin_lameduck()
     assert not lab.daemon.stopping.is_set()
     lab.daemon.begin_lameduck()

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from podnet.netlab.node.kubelet import Kubelet
+from podnet.netlab.node import podspec
+from podnet.netlab.node.kubelet import ContainerRun, Kubelet, PodRun, pod_status
 from podnet.netlab.node.sandbox import Sandbox
 
 
@@ -131,22 +132,9 @@ class FakeProc:
         return self.returncode
 
 
-class FakeSandbox(Sandbox):
-    async def start(self, cmd, log_path):
-        self.proc = FakeProc(-1)  # never a real pid
-        self.procs.append(self.proc)
-
-    async def wait_ready(self, target, timeout=60.0):
-        return None
-
-    async def destroy(self):  # no signals, no netns: the process is fake
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.exit(-15)
-        return []
-
-
 class RestartKubelet(Kubelet):
-    """Real ``_monitor``/back-off; process and API faked; sleeps recorded and released by the test."""
+    """Real supervision, init ordering and back-off; processes, sandbox and API faked; sleeps
+    recorded and released by the test."""
 
     def __init__(self, tmp_path) -> None:
         self.now = 0.0
@@ -156,36 +144,59 @@ class RestartKubelet(Kubelet):
                          cni_conf_dir=tmp_path, backoff_base=1.0, backoff_max=8.0, backoff_reset=100.0,
                          clock=lambda: self.now, sleep=self._sleep)
         self.statuses: list[dict] = []
+        self.started: list[str] = []      # container names, in start order
+        self.procs: dict[str, list[FakeProc]] = {}
 
     async def _sleep(self, d):
         self.sleeps.append(d)
         self.wake.clear()
         await self.wake.wait()
 
-    async def _patch_status(self, ns, name, status):
-        self.statuses.append(status)
+    async def _report(self, pr):
+        if self.runs.get(pr.spec.key) is pr:
+            self.statuses.append(pod_status(pr, self.node_ip))
+
+    async def start_container(self, pr, cr):
+        self.started.append(cr.c.name)
+        proc = FakeProc(-1)  # never a real pid
+        self.procs.setdefault(cr.c.name, []).append(proc)
+        pr.sb.procs[cr.c.name] = proc
+        return proc
 
     async def start_pod(self, pod):
-        meta = pod["metadata"]
-        key = f"{meta['namespace']}/{meta['name']}"
-        sb = FakeSandbox(key, meta["uid"], self._netns_name(), "c", ips=["10.244.1.5"])
-        sb.procs = []
-        self.pods[key] = sb
-        await self._start_container(pod, sb)
-        await self._probe_and_report(key, sb, pod, 0.0)
-        sb.monitor = asyncio.create_task(self._monitor(key, sb, pod))
+        spec = podspec.parse(pod)
+        sb = Sandbox(spec.key, spec.uid, self._netns_name(), "c", ips=["10.244.1.5"])
+        sb.destroy = self._destroy(sb)
+        pr = PodRun(spec, sb, {c.name: ContainerRun(c, init=True) for c in spec.init_containers}
+                    | {c.name: ContainerRun(c) for c in spec.containers})
+        self.pods[spec.key] = sb
+        self.runs[spec.key] = pr
+        pr.task = asyncio.create_task(self._run_pod(pr))
+
+    @staticmethod
+    def _destroy(sb):
+        async def destroy(grace=2.0):  # no signals, no netns: the processes are fake
+            for p in sb.procs.values():
+                if p.returncode is None:
+                    p.exit(-15)
+            return []
+        return destroy
+
+    def proc(self, name: str = "main") -> FakeProc:
+        return self.procs[name][-1]
 
 
-
-def rpod(policy: str | None = None) -> dict:
+def rpod(policy: str | None = None, containers=None, init=None) -> dict:
     p = pod("a", "u1")
-    p["spec"]["containers"] = [{"name": "main", "image": "x"}]
+    p["spec"]["containers"] = containers or [{"name": "main", "image": "x", "command": ["run"]}]
+    if init:
+        p["spec"]["initContainers"] = init
     if policy:
         p["spec"]["restartPolicy"] = policy
     return p
 
 
-async def spin(cond, n: int = 200) -> None:
+async def spin(cond, n: int = 400) -> None:
     for _ in range(n):
         if cond():
             return
@@ -197,64 +208,71 @@ def ready_of(status: dict) -> str | None:
     return next((c["status"] for c in status.get("conditions") or () if c["type"] == "Ready"), None)
 
 
+def cstatus(status: dict, name: str = "main", init: bool = False) -> dict:
+    key = "initContainerStatuses" if init else "containerStatuses"
+    return next(c for c in status[key] if c["name"] == name)
+
+
 async def test_always_restarts_in_same_sandbox_with_backoff(tmp_path):
     k = RestartKubelet(tmp_path)
     k.observe(rpod(), A)
     await settle(k)
     sb = k.pods[A]
-    await spin(lambda: sb.monitor is not None)
-    assert ready_of(k.statuses[-1]) == "True" and k.statuses[-1]["containerStatuses"][0]["restartCount"] == 0
+    await spin(lambda: k.statuses and ready_of(k.statuses[-1]) == "True")
+    assert cstatus(k.statuses[-1])["restartCount"] == 0
     for n, want_delay in enumerate([1.0, 2.0, 4.0, 8.0, 8.0], start=1):
-        sb.proc.exit(1)
+        k.proc().exit(1)
         await spin(lambda: len(k.sleeps) == n)
         down = k.statuses[-1]
         assert ready_of(down) == "False"  # reported before the back-off
-        cs = down["containerStatuses"][0]
+        cs = cstatus(down)
         assert cs["state"]["waiting"]["reason"] == "CrashLoopBackOff"
         assert cs["lastState"]["terminated"]["exitCode"] == 1 and cs["lastState"]["terminated"]["reason"] == "Error"
         assert k.sleeps[-1] == want_delay
         k.wake.set()
         await spin(lambda: ready_of(k.statuses[-1]) == "True")
-        cs = k.statuses[-1]["containerStatuses"][0]
+        cs = cstatus(k.statuses[-1])
         assert cs["restartCount"] == n and "running" in cs["state"] and cs["lastState"]["terminated"]["exitCode"] == 1
-    assert k.pods[A] is sb and len(sb.procs) == 6  # same sandbox, one process per run
+    assert k.pods[A] is sb and len(k.procs["main"]) == 6  # same sandbox, one process per run
     k.now += 100.0  # ran long enough: the back-off starts over
-    sb.proc.exit(0)
+    k.proc().exit(0)
     await spin(lambda: len(k.sleeps) == 6)
     assert k.sleeps[-1] == 1.0
-    assert k.statuses[-1]["containerStatuses"][0]["lastState"]["terminated"]["reason"] == "Completed"
+    assert cstatus(k.statuses[-1])["lastState"]["terminated"]["reason"] == "Completed"
+    task = k.runs[A].task
     k.observe(None, A)
     await settle(k)
-    assert A not in k.pods and sb.monitor.done()
+    assert A not in k.pods and task.done()
 
 
-@pytest.mark.parametrize("policy,rc,phase", [("Never", 0, "Succeeded"), ("Never", 3, "Failed"),
-                                             ("OnFailure", 0, "Succeeded")])
+@pytest.mark.parametrize("policy,rc,phase", [
+    pytest.param("Never", 0, "Succeeded", id="never-ok"),
+    pytest.param("Never", 3, "Failed", id="never-failed"),
+    pytest.param("OnFailure", 0, "Succeeded", id="onfailure-ok"),
+])
 async def test_no_restart_policies(tmp_path, policy, rc, phase):
     k = RestartKubelet(tmp_path)
     k.observe(rpod(policy), A)
     await settle(k)
-    sb = k.pods[A]
-    await spin(lambda: sb.monitor is not None)
-    sb.proc.exit(rc)
-    await spin(lambda: sb.monitor.done())
+    await spin(lambda: "main" in k.procs)
+    k.proc().exit(rc)
+    await spin(lambda: k.runs[A].task.done())
     last = k.statuses[-1]
     assert last["phase"] == phase and ready_of(last) == "False"
-    assert last["containerStatuses"][0]["state"]["terminated"]["exitCode"] == rc
-    assert k.sleeps == [] and len(sb.procs) == 1
+    assert cstatus(last)["state"]["terminated"]["exitCode"] == rc
+    assert k.sleeps == [] and len(k.procs["main"]) == 1
 
 
 async def test_on_failure_restarts_nonzero(tmp_path):
     k = RestartKubelet(tmp_path)
     k.observe(rpod("OnFailure"), A)
     await settle(k)
-    sb = k.pods[A]
-    await spin(lambda: sb.monitor is not None)
-    sb.proc.exit(2)
+    await spin(lambda: "main" in k.procs)
+    k.proc().exit(2)
     await spin(lambda: len(k.sleeps) == 1)
     k.wake.set()
-    await spin(lambda: len(sb.procs) == 2)
-    assert sb.restart_count == 1
+    await spin(lambda: len(k.procs["main"]) == 2)
+    assert k.runs[A].runs["main"].restart_count == 1
     k.observe(None, A)
     await settle(k)
 
@@ -263,18 +281,79 @@ async def test_delete_during_backoff_cancels_restart(tmp_path):
     k = RestartKubelet(tmp_path)
     k.observe(rpod(), A)
     await settle(k)
-    sb = k.pods[A]
-    await spin(lambda: sb.monitor is not None)
-    sb.proc.exit(1)
+    await spin(lambda: "main" in k.procs)
+    task = k.runs[A].task
+    k.proc().exit(1)
     await spin(lambda: len(k.sleeps) == 1)
     k.observe(None, A)
     await settle(k)
-    await spin(lambda: sb.monitor.done())
-    assert sb.monitor.cancelled() and A not in k.pods
+    await spin(lambda: task.done())
+    assert task.cancelled() and A not in k.pods
     k.wake.set()
     for _ in range(20):
         await asyncio.sleep(0)
-    assert len(sb.procs) == 1 and sb.restart_count == 0  # never restarted
+    assert len(k.procs["main"]) == 1  # never restarted
+
+
+async def test_init_containers_run_in_order_to_completion_first(tmp_path):
+    k = RestartKubelet(tmp_path)
+    init = [{"name": "i1", "image": "x", "command": ["a"]}, {"name": "i2", "image": "x", "command": ["b"]}]
+    containers = [{"name": "c1", "image": "x", "command": ["c"]}, {"name": "c2", "image": "x", "command": ["d"]}]
+    k.observe(rpod(init=init, containers=containers), A)
+    await settle(k)
+    await spin(lambda: "i1" in k.procs)
+    assert k.started == ["i1"] and k.statuses[-1]["phase"] == "Pending"
+    k.proc("i1").exit(1)  # a failed init container is retried (restartPolicy Always) before i2 runs
+    await spin(lambda: len(k.sleeps) == 1)
+    k.wake.set()
+    await spin(lambda: len(k.procs["i1"]) == 2)
+    assert k.started == ["i1", "i1"]
+    k.proc("i1").exit(0)
+    await spin(lambda: "i2" in k.procs)
+    assert k.started == ["i1", "i1", "i2"]
+    k.proc("i2").exit(0)
+    await spin(lambda: "c1" in k.procs and "c2" in k.procs)
+    assert k.started[:3] == ["i1", "i1", "i2"] and sorted(k.started[3:]) == ["c1", "c2"]
+    last = k.statuses[-1]
+    assert last["phase"] == "Running" and ready_of(last) == "True"
+    assert cstatus(last, "i1", init=True)["state"]["terminated"]["reason"] == "Completed"
+    assert cstatus(last, "i1", init=True)["restartCount"] == 1
+    k.observe(None, A)
+    await settle(k)
+
+
+async def test_failed_init_container_with_never_fails_the_pod(tmp_path):
+    k = RestartKubelet(tmp_path)
+    k.observe(rpod("Never", init=[{"name": "i1", "image": "x", "command": ["a"]}]), A)
+    await settle(k)
+    await spin(lambda: "i1" in k.procs)
+    k.proc("i1").exit(4)
+    await spin(lambda: k.runs[A].task.done())
+    assert k.statuses[-1]["phase"] == "Failed" and "main" not in k.procs
+
+
+async def test_sync_once_lists_this_nodes_pods_through_the_informer(tmp_path):
+    class Client:
+        server = "https://192.168.77.1:6443"
+
+        def __init__(self):
+            self.calls = []
+
+        async def list(self, res, namespace=None, label_selector=None, field_selector=None, **kw):
+            self.calls.append((res.plural, field_selector))
+            return [pod("a", "u1"), pod("b", "u2")], "7"
+
+    client = Client()
+    k = FakeKubelet.__new__(FakeKubelet)
+    Kubelet.__init__(k, client, "n1", "192.168.77.11", lab="t", run_dir=tmp_path, cni_bin_dir="",
+                     cni_conf_dir=tmp_path)
+    k.ops, k.fail_start = [], False
+    await k.sync_once()
+    assert client.calls == [("pods", "spec.nodeName=n1")]
+    assert sorted(k.ops) == [("start", "default/a", "u1"), ("start", "default/b", "u2")]
+    assert k.informer.resource_version == "7"
+    assert k.service_env()["KUBERNETES_SERVICE_HOST"] == "192.168.77.1"
+    assert k.service_env()["KUBERNETES_SERVICE_PORT"] == "6443"
 
 
 # ---------------------------------------------------------------- status fields the official clients require
@@ -370,3 +449,50 @@ def test_netns_annotation_is_what_the_api_server_shows():
     from podnet.netlab.node.kubelet import NETNS_ANNOTATION as written
 
     assert written == shown == "podnet.io/netns"
+
+
+@pytest.mark.parametrize("policy,host_network,want", [
+    pytest.param(None, False, "netns", id="cluster-first"),
+    pytest.param("Default", False, None, id="default-node-resolver"),
+    pytest.param(None, True, None, id="host-network-cluster-first-is-default"),
+    pytest.param("ClusterFirstWithHostNet", True, "pod", id="cluster-first-with-host-net"),
+])
+def test_resolv_conf_follows_dns_policy(tmp_path, policy, host_network, want):
+    k = FakeKubelet(tmp_path)
+    p = pod("a", "u1")
+    p["spec"]["containers"] = [{"name": "main", "image": "x"}]
+    p["spec"]["hostNetwork"] = host_network
+    if policy:
+        p["spec"]["dnsPolicy"] = policy
+    spec = podspec.parse(p)
+    sb = Sandbox(spec.key, spec.uid, None if host_network else "pnl-n1-p9", "c", pod_dir=tmp_path / "pod")
+    got = k._resolv_file(PodRun(spec, sb, {}))
+    expected = {"netns": sb.resolv_conf, "pod": tmp_path / "pod/resolv.conf", None: None}[want]
+    assert got == expected
+    if want == "pod":
+        assert "nameserver 10.96.0.10" in got.read_text()
+
+
+async def test_config_error_waits_and_retries_then_starts(tmp_path):
+    k = RestartKubelet(tmp_path)
+    real_start = k.start_container
+    failures = [podspec.ConfigError('configmap "app" not found')]
+
+    async def start_container(pr, cr):
+        if failures:
+            raise failures.pop()
+        return await real_start(pr, cr)
+
+    k.start_container = start_container
+    k.observe(rpod(), A)
+    await settle(k)
+    await spin(lambda: len(k.sleeps) == 1)
+    waiting = cstatus(k.statuses[-1])["state"]["waiting"]
+    assert waiting == {"reason": "CreateContainerConfigError", "message": 'configmap "app" not found'}
+    assert ready_of(k.statuses[-1]) == "False"
+    k.wake.set()
+    await spin(lambda: ready_of(k.statuses[-1]) == "True")
+    cs = cstatus(k.statuses[-1])
+    assert "running" in cs["state"] and cs["restartCount"] == 0 and cs["containerID"].endswith("-main-0")
+    k.observe(None, A)
+    await settle(k)

@@ -1,4 +1,6 @@
-"""The CI end-to-end tests: up (2 nodes x 2 pods), check (every row passes), down, nothing left.
+"""The CI end-to-end tests: up (2 nodes x 2 pods) with podnet installed only from
+deploy/podnet.yaml, check (every row passes, no API call of podnet's daemons refused), down,
+nothing left.
 
 Also: kubectl against the lab's kubeconfig, ``down`` after a crash (every
 lab process SIGKILLed) leaving nothing behind, and a killed pod container
@@ -41,10 +43,36 @@ def lab():
         podnet("down", "--name", name, timeout=60)
 
 
+def _installed_from_manifest(lab: str, up_stdout: str) -> None:
+    """podnet runs only as deploy/podnet.yaml's workloads: every part says so, each node's CNI config
+    is the one the DaemonSet's install container wrote into the node's own /etc/cni/net.d, and
+    podnet's daemons are processes of the node pods' containers (no lab-spawned podnet process)."""
+    for part, how in (("cni", "podnet-cni from podnet.yaml (DaemonSet kube-system/podnet-node)"),
+                      ("proxy", "podnet-proxy from podnet.yaml (DaemonSet kube-system/podnet-node)"),
+                      ("policy", "podnet-policy from podnet.yaml (DaemonSet kube-system/podnet-node)"),
+                      ("dns", "podnet-dns from podnet.yaml (Deployment kube-system/podnet-dns)")):
+        assert f"  {part:8s}: {how}" in up_stdout, up_stdout
+    for n in (f"{lab}-n1", f"{lab}-n2"):
+        net_d = Path("/var/lib/podnet") / lab / "nodes" / n / "root/etc/cni/net.d"
+        assert [f.name for f in net_d.iterdir()] == ["10-podnet.conflist"]
+    spawned = {f.stem for f in (Path("/run/podnet") / lab / "pids").glob("*.pid")}
+    assert not {s for s in spawned if s.startswith(("cni-", "proxy-", "policy-", "dns"))}, spawned
+
+
+def _api_refusals(lab: str) -> list[str]:
+    """Lines of podnet's container logs that report an API call refused (401/403)."""
+    bad = []
+    for f in (Path("/run/podnet") / lab / "logs" / "pods").glob("kube-system_podnet-*/*/*.log"):
+        bad += [f"{f.parent.name}: {line}" for line in f.read_text(errors="replace").splitlines()
+                if "forbidden" in line.lower() or "unauthorized" in line.lower()]
+    return bad
+
+
 def test_up_check_down_leaves_nothing(lab, tmp_path):
     up = podnet("up", "--name", lab, "--nodes", "2", "--pods-per-node", "2")
     assert up.returncode == 0, up.stdout + up.stderr
     assert "is up" in up.stdout
+    _installed_from_manifest(lab, up.stdout)
 
     # kubectl with the kubeconfig lab up wrote: get, create, apply, delete
     kc = f"/run/podnet/{lab}/kubeconfig"
@@ -56,6 +84,10 @@ def test_up_check_down_leaves_nothing(lab, tmp_path):
         got = k("get", "pods", "-o", "json")
         assert got.returncode == 0, got.stderr
         assert len(json.loads(got.stdout)["items"]) == 4
+        ds = json.loads(k("-n", "kube-system", "get", "daemonset", "podnet-node", "-o", "json").stdout)
+        assert (ds["status"]["desiredNumberScheduled"], ds["status"]["numberReady"]) == (2, 2), ds["status"]
+        dep = json.loads(k("-n", "kube-system", "get", "deployment", "podnet-dns", "-o", "json").stdout)
+        assert dep["status"].get("readyReplicas") == dep["spec"]["replicas"], dep["status"]
         svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kc-test"},
                "spec": {"selector": {"app": "echo"}, "ports": [{"port": 80, "targetPort": 9000}]}}
         assert k("create", "-f", "-", stdin=json.dumps(svc)).returncode == 0
@@ -90,6 +122,8 @@ def test_up_check_down_leaves_nothing(lab, tmp_path):
     print(check.stdout)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "FAIL" not in check.stdout
+    # the daemons run with deploy/'s ServiceAccounts (TokenRequest tokens, RBAC on): nothing refused
+    assert _api_refusals(lab) == []
 
     down = podnet("down", "--name", lab, timeout=60)
     assert down.returncode == 0, down.stdout + down.stderr

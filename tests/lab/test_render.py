@@ -97,3 +97,43 @@ def test_check_table_wide_does_not_clip():
     rows = [Row("c", "e", "y" * 200, True, 0.1)]
     out = render_table(rows, None)
     assert "y" * 200 in out and "…" not in out
+
+
+def test_svg_shows_backends_per_pair_pods_per_service_and_pod_netns():
+    t = Topology(
+        lab="mx", underlay="192.168.77.0/24", cluster_cidr="10.244.0.0/16", service_cidr="10.96.0.0/12",
+        nodes=(
+            NodeView("mx-n1", "192.168.77.75", "10.244.0.0/24",
+                     (PodView("web-1", "10.244.0.5", True, netns="pnl-mx-n1-p1"),),
+                     peers=(("mx-n2", "host-gw"), ("mx-n3", "vxlan")), subnet="192.168.77.64/26"),
+            NodeView("mx-n3", "192.168.77.139", "10.244.2.0/24",
+                     (PodView("web-2", "10.244.2.5", False, netns="pnl-mx-n3-p1"),),
+                     peers=(("mx-n1", "vxlan"), ("mx-n2", "?")), subnet="192.168.77.128/26"),
+        ),
+        services=(ServiceView("default/web", "ClusterIP", "10.96.0.20", "80/TCP", 1,
+                              (("default/web-1", True), ("default/web-2", False))),
+                  ServiceView("default/empty", "ClusterIP", "10.96.0.21", "80/TCP", 0)),
+        hosts=(HostView("pnl-mx-rt", ".1 of 3 subnets", "router, no pod CIDRs"),),
+        layout="mixed",
+    )
+    svg = render(t)
+    all_text = "\n".join(texts(svg))
+    for needle in ["→ mx-n2: host-gw", "→ mx-n3: vxlan", "→ mx-n2: ?", "netns pnl-mx-n1-p1", "netns pnl-mx-n3-p1",
+                   "↳ pods: ● web-1, ○ web-2", "↳ no pods", "subnet 192.168.77.64/26",
+                   "mixed: subnets joined by a router that knows no pod CIDR", "router, no pod CIDRs"]:
+        assert needle in all_text, needle
+    root = ET.fromstring(svg)
+    classes = {e.get("class") for e in root.iter(f"{SVG_NS}text")}
+    assert {"backend host-gw", "backend vxlan", "backend unknown"} <= classes
+
+
+def test_draw_without_a_running_lab_is_one_line(capsys):
+    import argparse
+
+    from podnet.netlab.commands import lab_draw
+    ap = argparse.ArgumentParser()
+    lab_draw.add_arguments(ap)
+    assert lab_draw.run(ap.parse_args(["--lab", "nosuchlab9"])) == 1
+    err = capsys.readouterr().err
+    assert err == "podnet lab draw: no running lab 'nosuchlab9' (no /run/podnet/nosuchlab9/lab.json); start one with " \
+                  "podnet lab up\n"

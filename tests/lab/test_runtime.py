@@ -14,7 +14,9 @@ import pytest
 from podnet.host import procs
 from podnet.netlab.lab.manifests import dns_pod, pod
 from podnet.netlab.node import cniexec
-from podnet.netlab.node.kubelet import node_object, pod_command, readiness_target
+from podnet.netlab.node import images, podspec
+from podnet.netlab.node.kubelet import node_object
+from podnet.netlab.node.podspec import Probe
 
 
 def write_conf(d: Path, name: str, body: dict) -> None:
@@ -122,24 +124,37 @@ async def test_missing_plugin(tmp_path):
                           pod_namespace="d", pod_name="p")
 
 
+def _first(manifest: dict) -> podspec.Container:
+    return podspec.parse(manifest).containers[0]
+
+
 PROBES = [
-    ("default-podserver", pod("a", "n", {}), ("tcp", 8080, "/")),
-    ("http-named-port", dns_pod("n", ["podnet-dns"]), ("http", 8181, "/ready")),
-    ("command-no-probe", pod("a", "n", {}, command=["sleep", "1"]), None),
-    ("tcp-named", pod("a", "n", {}, readiness={"tcpSocket": {"port": "echo"}}), ("tcp", 9000, "/")),
+    pytest.param(pod("a", "n", {}), Probe("tcp", 8080, period=1.0), id="echo-image-implicit"),
+    pytest.param(dns_pod("n", ["podnet-dns"]), Probe("http", 8181, "/ready", period=1.0), id="http-from-spec"),
+    pytest.param(pod("a", "n", {}, command=["sleep", "1"]), None, id="command-no-probe"),
+    pytest.param(pod("a", "n", {}, readiness={"tcpSocket": {"port": "echo"}}), Probe("tcp", "echo"), id="tcp-named"),
 ]
 
 
-@pytest.mark.parametrize("manifest,want", [p[1:] for p in PROBES], ids=[p[0] for p in PROBES])
-def test_readiness_target(manifest, want):
-    assert readiness_target(manifest) == want
+@pytest.mark.parametrize("manifest,want", PROBES)
+def test_readiness_probe(manifest, want):
+    c = _first(manifest)
+    assert (c.readiness or images.implicit_readiness(c)) == want
 
 
-def test_pod_command():
-    assert pod_command(pod("web-1", "n", {}), python="/py") == ["/py", "-P", "-m", "podnet.netlab.node.podserver", "--name", "web-1"]
+def test_named_probe_port_resolves_to_the_container_port():
+    c = _first(pod("a", "n", {}, readiness={"tcpSocket": {"port": "echo"}}))
+    assert c.port_number("echo") == 9000 and c.port_number(81) == 81 and c.port_number("nope") is None
+
+
+def test_container_argv():
+    c = _first(pod("web-1", "n", {}))
+    assert images.argv(c, [], "web-1", python="/py") == ["/py", "-P", "-m", "podnet.netlab.node.podserver",
+                                                          "--name", "web-1"]
     m = pod("x", "n", {}, command=["podnet-dns", "--listen", "0.0.0.0:53"])
     m["spec"]["containers"][0]["args"] = ["-v"]
-    assert pod_command(m) == ["podnet-dns", "--listen", "0.0.0.0:53", "-v"]
+    c = _first(m)
+    assert images.argv(c, podspec.command_line(c, {}), "x") == ["podnet-dns", "--listen", "0.0.0.0:53", "-v"]
 
 
 def test_node_object_has_internal_ip_and_ready():

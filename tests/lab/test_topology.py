@@ -32,6 +32,14 @@ BAD = [
     ("overlaps-external-pool", dict(underlay="198.51.100.0/24"),
      "--underlay 198.51.100.0/24 overlaps the lab's external IP pool"),
     ("service-too-small", dict(service_cidr="10.96.0.0/30"), "too small"),
+    ("underlay-typo-hints-layouts", dict(underlay="routd"),
+     "--underlay 'routd' is not a CIDR: 'routd' does not appear to be an IPv4 or IPv6 network (--underlay also "
+     "takes a layout: flat, routed, mixed)"),
+    ("bad-layout", dict(layout="star"), "--underlay 'star': give a layout (flat, routed, mixed) or a CIDR"),
+    ("bad-backend", dict(backend="ipip"), "--backend 'ipip': give one of auto, host-gw, vxlan"),
+    ("mixed-too-few-nodes", dict(layout="mixed", nodes=2), "--underlay mixed needs at least 3 nodes"),
+    ("routed-subnets-too-small", dict(layout="routed", nodes=20),
+     "split into 21 subnets gives /29 subnets, too small"),
 ]
 
 
@@ -87,6 +95,10 @@ FILES = [
     ("toml", "t.toml", 'nodes = 4\npods-per-node = 25\nunderlay = "192.168.9.0/24"\n', dict(nodes=4, pods_per_node=25)),
     ("toml-lab-table", "t.toml", '[lab]\nname = "big"\nnodes = 3\n', dict(name="big", nodes=3)),
     ("json", "t.json", '{"nodes": 1, "cluster_cidr": "10.32.0.0/16"}', dict(nodes=1, cluster_cidr="10.32.0.0/16")),
+    ("toml-routed", "t.toml", 'underlay = "routed"\nbackend = "vxlan"\n', dict(layout="routed", backend="vxlan")),
+    ("toml-layout-and-cidr", "t.toml", 'underlay = "mixed"\nunderlay-cidr = "10.9.0.0/16"\nnodes = 3\n',
+     dict(layout="mixed", underlay="10.9.0.0/16")),
+    ("toml-layout-key", "t.toml", 'layout = "routed"\n', dict(layout="routed", underlay="192.168.77.0/24")),
 ]
 
 
@@ -132,3 +144,48 @@ def test_up_refuses_bad_topology_before_creating_anything(capsys, tmp_path):
     assert rc == 2
     err = capsys.readouterr().err
     assert "nothing was created" in err and "overlaps --service-cidr" in err
+
+
+FLAGS = [
+    pytest.param(["--underlay", "routed"], dict(layout="routed", underlay="192.168.77.0/24"), id="layout-word"),
+    pytest.param(["--underlay", "10.8.0.0/24"], dict(layout="flat", underlay="10.8.0.0/24"), id="cidr"),
+    pytest.param(["--underlay", "mixed", "--underlay-cidr", "10.8.0.0/16", "--nodes", "3", "--backend", "host-gw"],
+                 dict(layout="mixed", underlay="10.8.0.0/16", backend="host-gw"), id="both"),
+]
+
+
+@pytest.mark.parametrize("argv,expect", FLAGS)
+def test_underlay_and_backend_flags(argv, expect):
+    ap = argparse.ArgumentParser()
+    lab_up.add_arguments(ap)
+    spec = lab_up.spec_from_args(ap.parse_args(argv))
+    for k, v in expect.items():
+        assert getattr(spec, k) == v
+
+
+def test_plan_routed_puts_every_node_in_its_own_subnet_behind_the_router():
+    p = plan(LabSpec(name="r", nodes=2, layout="routed"))
+    assert p.router_netns == "pnl-r-rt" and p.routed
+    assert [s.cidr for s in p.segments] == ["192.168.77.0/26", "192.168.77.64/26", "192.168.77.128/26"]
+    assert [s.router_ip for s in p.segments] == ["192.168.77.1", "192.168.77.65", "192.168.77.129"]
+    assert (p.apiserver_ip, p.upstream_ip, p.outside_ip, p.services_gateway) == (
+        "192.168.77.2", "192.168.77.3", "192.168.77.4", "192.168.77.1")
+    assert [(n.ip, n.gateway, n.segment) for n in p.nodes] == [
+        ("192.168.77.75", "192.168.77.65", 1), ("192.168.77.139", "192.168.77.129", 2)]
+    names = [s.bridge for s in p.segments] + [s.router_if for s in p.segments]
+    assert all(len(i) <= IFNAMSIZ and i.startswith("pnl-") for i in names)
+
+
+def test_plan_mixed_shares_one_subnet_between_the_first_two_nodes():
+    p = plan(LabSpec(name="m", nodes=4, layout="mixed"))
+    assert [s.nodes for s in p.segments] == [(), ("m-n1", "m-n2"), ("m-n3", "m-n4")]
+    n1, n2, n3, n4 = p.nodes
+    assert n1.segment == n2.segment == 1 and n3.segment == n4.segment == 2
+    assert (n1.ip, n2.ip, n3.ip, n4.ip) == ("192.168.77.75", "192.168.77.76", "192.168.77.139", "192.168.77.140")
+
+
+def test_plan_flat_is_one_segment_without_router():
+    p = plan(LabSpec(name="f", nodes=2))
+    assert not p.routed and p.router_netns == "" and len(p.segments) == 1
+    assert p.segments[0].bridge == p.bridge == "pnl-br"
+    assert all(n.gateway == p.apiserver_ip for n in p.nodes)

@@ -1,5 +1,5 @@
 """RBAC decisions of the lab API server (pure): the manifest deploy/podnet.yaml's rules as the lab loads
-them, the built-in roles (system:masters, system:nodes, discovery), RBAC matching semantics, the verb
+them, the built-in roles (system:masters, discovery; system:node bound to no one), RBAC matching semantics, the verb
 mapping and kube-apiserver's 403 Status bodies."""
 
 from __future__ import annotations
@@ -75,15 +75,8 @@ def _a(user, groups, verb, group, resource, ns="", name="", sub=""):
     pytest.param(_a(ADMIN, MASTERS, "get", "", "secrets", ns="kube-system", name="s"), True, id="admin-secrets"),
     pytest.param(_a(ADMIN, MASTERS, "deletecollection", "apps", "deployments", ns="x"), True, id="admin-any-group"),
     pytest.param(_a("mallory", (), "list", "", "pods"), False, id="unbound-user"),
-    # the lab kubelet (built-in system:node rules)
-    pytest.param(_a(KUBELET, NODES, "create", "", "nodes"), True, id="kubelet-register"),
-    pytest.param(_a(KUBELET, NODES, "patch", "", "nodes", name="n1"), True, id="kubelet-patch-node"),
-    pytest.param(_a(KUBELET, NODES, "watch", "", "pods"), True, id="kubelet-watch-pods"),
-    pytest.param(_a(KUBELET, NODES, "patch", "", "pods", ns="default", name="p", sub="status"), True,
-                 id="kubelet-pod-status"),
-    pytest.param(_a(KUBELET, NODES, "delete", "", "pods", ns="default", name="p"), True, id="kubelet-confirm-delete"),
-    pytest.param(_a(KUBELET, NODES, "create", "", "services", ns="default"), False, id="kubelet-no-services"),
-    pytest.param(_a(KUBELET, NODES, "delete", "", "nodes", name="n1"), False, id="kubelet-no-delete-node"),
+    # kubelets: RBAC binds system:node to no one; the Node authorizer decides (test_authz_node.py)
+    pytest.param(_a(KUBELET, NODES, "watch", "", "pods"), False, id="kubelet-nothing-from-rbac"),
 ])
 def test_manifest_decisions(manifest_policy, attrs, allowed):
     assert authorize(manifest_policy, attrs).allowed is allowed

@@ -73,7 +73,8 @@ def _forbidden(message: str, details: dict) -> dict:
     pytest.param("dns-tok", "GET", "/api/v1/namespaces/default/services", None, "", 200, id="dns-list-services"),
     pytest.param("dns-tok", "GET", "/api/v1/pods", None, "", 403, id="dns-list-pods"),
     pytest.param("kubelet-tok", "GET", "/api/v1/pods", None, "", 200, id="kubelet-list-pods"),
-    pytest.param("kubelet-tok", "GET", "/api/v1/services", None, "", 403, id="kubelet-list-services"),
+    pytest.param("kubelet-tok", "GET", "/api/v1/services", None, "", 200, id="kubelet-list-services"),
+    pytest.param("kubelet-tok", "GET", "/apis/apps/v1/deployments", None, "", 403, id="kubelet-list-deployments"),
     pytest.param("admin-tok", "POST", "/api/v1/namespaces/default/pods", POD, "application/json", 201,
                  id="admin-create-pod"),
     pytest.param(None, "GET", "/api/v1/services", None, "", 401, id="anonymous"),
@@ -150,7 +151,6 @@ async def test_kubectl_with_a_component_kubeconfig(api, pki, tmp_path):
 
 
 @pytest.mark.parametrize("mode,rbac_file,error", [
-    pytest.param("RBAC", None, "--authorization-mode RBAC needs --rbac-file", id="rbac-without-file"),
     pytest.param("AlwaysAllow", "x.yaml", "--rbac-file needs --authorization-mode RBAC", id="file-without-rbac"),
 ])
 def test_flag_mismatch(mode, rbac_file, error):
@@ -160,6 +160,8 @@ def test_flag_mismatch(mode, rbac_file, error):
 
 def test_flags_build_the_policy():
     assert rbac_policy("AlwaysAllow", None) is None
+    assert rbac_policy("RBAC", None).documents == ()  # only the built-in roles are seeded
+    assert rbac_policy("Node,RBAC", None) is not None
     policy = rbac_policy("RBAC", str(rbac_manifest()))
     assert {"podnet-node", "podnet-dns"} <= set(policy.cluster_roles)
 

@@ -26,7 +26,7 @@ def issued(tmp_path_factory):
 def test_every_identity_has_its_own_token(issued):
     p, tokens = issued
     keys = {i.key for i in credentials.identities(p)}
-    assert keys == {"admin", "dns"} | {f"{c}-{n.name}" for n in p.nodes for c in ("kubelet", "cni", "proxy", "policy")}
+    assert keys == {"admin"} | {f"kubelet-{n.name}" for n in p.nodes}  # podnet's daemons: TokenRequest tokens
     assert set(tokens) == keys and len(set(tokens.values())) == len(keys)
     users = parse_token_file(credentials.token_file(p).read_text())
     assert {t: u.name for t, u in users.items()} == {tokens[i.key]: i.user for i in credentials.identities(p)}
@@ -45,7 +45,7 @@ def test_private_files_are_private(issued):
     assert not (d / "ca.key").exists()  # nothing else can ever be signed
 
 
-@pytest.mark.parametrize("key", ["dns", "kubelet-{n}", "cni-{n}", "proxy-{n}", "policy-{n}"])
+@pytest.mark.parametrize("key", ["kubelet-{n}"])
 def test_component_kubeconfigs(issued, key):
     p, tokens = issued
     key = key.format(n=p.nodes[0].name)

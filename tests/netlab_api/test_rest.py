@@ -177,7 +177,7 @@ async def test_json_patch(client):
 async def test_unsupported_patch_type_is_415(client):
     await client.create(r.SERVICES, svc("a"), namespace="default")
     with pytest.raises(ApiError) as e:
-        await client.patch(r.SERVICES, "a", {}, namespace="default", content_type="application/apply-patch+yaml")
+        await client.patch(r.SERVICES, "a", {}, namespace="default", content_type="application/x-unknown-patch+json")
     assert e.value.code == 415
 
 
@@ -360,7 +360,9 @@ async def test_health_and_discovery(lab_api):
         async with s.get(lab_api.url + "/apis") as resp:
             groups = (await resp.json())["groups"]
         assert [g["name"] for g in groups] == ["apps", "discovery.k8s.io", "networking.k8s.io", "policy",
-                                               "rbac.authorization.k8s.io"]
+                                               "policy.networking.k8s.io", "rbac.authorization.k8s.io"]
+        anp = next(g for g in groups if g["name"] == "policy.networking.k8s.io")
+        assert anp["preferredVersion"]["version"] == "v1alpha1"
         async with s.get(lab_api.url + "/apis/discovery.k8s.io/v1") as resp:
             assert (await resp.json())["resources"][0]["name"] == "endpointslices"
 

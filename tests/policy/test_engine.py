@@ -99,7 +99,7 @@ def test_durations(text, seconds):
 
 
 @pytest.mark.parametrize("argv", [
-    pytest.param(["--min-sync-period", "1h"], id="unsupported-unit"),
+    pytest.param(["--min-sync-period", "1d"], id="unsupported-unit"),
     pytest.param(["--ip-family", "5"], id="bad-family"),
     pytest.param(["--metrics-bind-address", "localhost"], id="no-port"),
 ])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from podnet.kube.adminnetpol import parse_admin_network_policy, parse_baseline_admin_network_policy
 from podnet.kube.netpol import parse_network_policy, parse_policy_pod
 from podnet.kube.objects import parse_namespace
 from podnet.kube.testing import FakeInformer
@@ -84,21 +85,29 @@ class Cluster:
         self.kernel = KernelRunner(4, "legacy", ["ip", "netns", "exec", lab["node"].name])
         self.engine = Engine([Programmer(self.kernel)], "node")
         self.pols, self.pods, self.nss = FakeInformer(), FakeInformer(), FakeInformer()
-        self.engine.attach(self.pols, self.pods, self.nss)
+        self.anps, self.banps = FakeInformer(), FakeInformer()
+        self.engine.attach(self.pols, self.pods, self.nss, self.anps, self.banps)
         self.nss.set(parse_namespace(raw_ns("x")))
         self.nss.set(parse_namespace(raw_ns("y", team="t")))
         self.nss.set(parse_namespace(raw_ns("z")))
         for name, ip in PODS.items():
             ns, pod = name.split("-")
             self.pods.set(parse_policy_pod(raw_pod(ns, pod, ip, node="node", labels={"pod": pod}, ports=PORTS)))
-        for i in (self.pols, self.pods, self.nss):
+        for i in (self.pols, self.pods, self.nss, self.anps, self.banps):
             i.synced()
 
-    async def apply(self, *policies: tuple[str, str, dict]) -> None:
-        for key in list(self.pols.store):
-            self.pols.delete(key)
+    async def apply(self, *policies: tuple[str, str, dict], admin: tuple[dict, ...] = ()) -> None:
+        """Replace every policy with ``policies`` (NetworkPolicies) and ``admin`` (raw ANP/BANP objects)."""
+        for inf in (self.pols, self.anps, self.banps):
+            for key in list(inf.store):
+                inf.delete(key)
         for ns, name, spec in policies:
             self.pols.set(parse_network_policy(raw_policy(ns, name, spec)))
+        for raw in admin:
+            if raw["metadata"]["name"] == "default" and "priority" not in raw["spec"]:
+                self.banps.set(parse_baseline_admin_network_policy(raw))
+            else:
+                self.anps.set(parse_admin_network_policy(raw))
         assert await self.engine.sync(), self.engine.last_error
 
 
@@ -173,6 +182,51 @@ async def test_established_connection_kept_when_a_deny_arrives(lab, cluster):
         hold.wait()
     assert res["error"] == "" and res["echoed"] == res["sent"] and res["sent"] >= 10, res
     assert not tcp(lab, "y-a", "x-a", 80)
+
+
+NS_Y = {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "y"}}}
+ALLOW_Y_TO_XA = ("x", "allow-y", {"podSelector": A, "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "t"}}}]}]})
+
+
+def _anp(action: str, *, ports: list | None = None) -> dict:
+    r: dict = {"action": action, "from": [NS_Y]}
+    if ports is not None:
+        r["ports"] = ports
+    return {"metadata": {"name": "admin"}, "spec": {"priority": 5, "subject": {"namespaces": {}}, "ingress": [r]}}
+
+
+def _banp_deny_y() -> dict:
+    return {"metadata": {"name": "default"}, "spec": {"subject": {"namespaces": {}}, "ingress": [
+        {"action": "Deny", "from": [NS_Y]}]}}
+
+
+async def test_admin_deny_overrides_a_networkpolicy_allow(lab, cluster):
+    await cluster.apply(ALLOW_Y_TO_XA)
+    assert tcp(lab, "y-a", "x-a", 80)
+    await cluster.apply(ALLOW_Y_TO_XA, admin=(_anp("Deny", ports=[{"portNumber": {"port": 80}}]),))
+    assert not tcp(lab, "y-a", "x-a", 80), "the ANP deny wins over the NetworkPolicy allow"
+    assert tcp(lab, "y-a", "x-a", 81), "the ANP rule names port 80 only"
+    assert udp(lab, "y-a", "x-a", 80), "the ANP rule names TCP (the default protocol): UDP 80 stays allowed"
+    assert tcp(lab, "z-a", "y-a", 80), "the ANP denies ingress from y only"
+
+
+async def test_admin_pass_defers_to_networkpolicy(lab, cluster):
+    await cluster.apply(ALLOW_Y_TO_XA, ("x", "deny-b", {"podSelector": {"matchLabels": {"pod": "b"}}, "ingress": []}),
+                        admin=(_anp("Pass"), _banp_deny_y()))
+    assert tcp(lab, "y-a", "x-a", 80), "passed, then allowed by x/a's NetworkPolicy"
+    assert not tcp(lab, "y-a", "x-b", 80), "passed, then denied by x/b's NetworkPolicy"
+    assert not tcp(lab, "y-a", "z-a", 80), "passed; no NetworkPolicy selects z/a: the baseline denies"
+    assert tcp(lab, "x-b", "z-a", 80), "the baseline denies from y only"
+
+
+async def test_baseline_deny_only_where_no_networkpolicy_selects(lab, cluster):
+    await cluster.apply(ALLOW_Y_TO_XA, admin=(_banp_deny_y(),))
+    assert tcp(lab, "y-a", "x-a", 80), "x/a has a NetworkPolicy: the baseline does not apply"
+    assert not tcp(lab, "y-a", "x-b", 80), "x/b has none: the baseline denies from y"
+    assert not udp(lab, "y-a", "z-a", 81)
+    assert tcp(lab, "z-a", "x-b", 80)
+    await cluster.apply()
+    assert tcp(lab, "y-a", "x-b", 80), "deleting the baseline reopens"
 
 
 def _node_rules(lab) -> str:

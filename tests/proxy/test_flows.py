@@ -1,14 +1,36 @@
-"""Packet-flow tables: services -> rendered rules -> FakeIptables -> tracer verdicts.
+"""Packet-flow tables, run against both proxy modes with the same expected outcomes.
 
-Each case names one behaviour of kube-proxy's iptables mode that podnet must match.
+iptables mode: services -> rendered restore text -> FakeIptables -> trace.Tracer.
+nftables mode: services -> rendered ``nft -f`` text -> FakeNft -> nft_trace.NftTracer.
+Each case names one behaviour of kube-proxy's iptables mode that podnet must match;
+:data:`NFT_DIFFERS` names the cases where the nftables mode differs on purpose, and why.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from podnet.proxy.testing import NODE, NODE_IP, ctx, ep, program, slice_, svc
+from podnet.proxy.nft_proxier import build as nft_build
+from podnet.proxy.nft_render import render_full as nft_render_full
+from podnet.proxy.nft_trace import NftTracer
+from podnet.proxy.testing import NODE, NODE_IP, FakeNft, ctx, ep, program, slice_, svc
 
 from podnet.proxy.trace import Packet
+
+MODES = ("iptables", "nftables")
+
+
+def program_mode(mode, services, slices, context=None):
+    """(tracer, text) for ``mode``: the rules rendered, loaded into that mode's fake, and a tracer over it."""
+    context = context or ctx()
+    if mode == "iptables":
+        _, tracer, text = program(services, slices, context)
+        return tracer, text
+    fake = FakeNft(context.family)
+    text = nft_render_full(nft_build(services, slices, context, NODE))
+    asyncio.run(fake.apply(text))
+    return NftTracer(fake.chains, fake.elements, context.node_ips), text
 
 CIP = "172.30.0.41"
 POD = "10.0.3.3"  # a pod in the cluster CIDR
@@ -83,25 +105,67 @@ CASES = [
 ]
 
 
+NFT_DIFFERS: dict[str, tuple[tuple[str, tuple[str, ...], bool], str]] = {
+    "hairpin-masqueraded": (
+        ("ACCEPT", ("10.0.1.1:80",), False),
+        "the nftables mode masquerades hairpin traffic only for this node's endpoints (one set of "
+        "endpoint pairs instead of a rule per endpoint chain): a client can only hairpin through an "
+        "endpoint on its own node, and 10.0.1.1 is on node-b; hairpin-local-endpoint-masqueraded "
+        "is the case that matters, and holds in both modes",
+    ),
+    "external-ip-no-endpoints-from-the-node": (
+        ("REJECT", (), False),
+        "the iptables mode checks externalIPs and load-balancer IPs without endpoints only on "
+        "INPUT and FORWARD (PODNET-EXTERNAL-SERVICES), so the node's own connection leaves "
+        "un-DNATed; the nftables mode checks every service IP on output too, as kube-proxy's "
+        "nftables mode does (@no-endpoint-services from filter-output), and refuses it at once",
+    ),
+}
+"""Case id -> (the nftables mode's outcome, why it differs on purpose)."""
+
+CASES += [
+    ("hairpin-local-endpoint-masqueraded", [svc()], [slice_(endpoints=[ep("10.0.1.1", node=NODE)])], {}, Packet("10.0.1.1", CIP, 80), "ACCEPT", ("10.0.1.1:80",), True),
+    ("external-ip-no-endpoints-from-the-node", [svc(externalIPs=[EXT_IP])], [], {}, Packet(NODE_IP, EXT_IP, 80, local_origin=True), "ACCEPT", (), False),
+    ("other-pod-to-local-endpoint-not-masqueraded", [svc()], [slice_(endpoints=[ep("10.0.1.1", node=NODE)])], {}, Packet(POD, CIP, 80), "ACCEPT", ("10.0.1.1:80",), False),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("services,slices,ctx_kw,pkt,verdict,endpoints,masq", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_packet_flow(services, slices, ctx_kw, pkt, verdict, endpoints, masq):
-    _, tracer, _ = program(services, slices, ctx(**ctx_kw))
+def test_packet_flow(request, mode, services, slices, ctx_kw, pkt, verdict, endpoints, masq):
+    case = request.node.callspec.id.rsplit("-", 1)[0]
+    tracer, _ = program_mode(mode, services, slices, ctx(**ctx_kw))
     r = tracer.trace(pkt)
-    assert (r.verdict, r.endpoints, r.masq) == (verdict, endpoints, masq)
+    want = (verdict, endpoints, masq)
+    if mode == "nftables" and case in NFT_DIFFERS:
+        want = NFT_DIFFERS[case][0]
+    assert (r.verdict, r.endpoints, r.masq) == want
 
 
-def test_session_affinity_sticks_and_records():
+def test_every_named_difference_is_a_case():
+    assert set(NFT_DIFFERS) <= {c[0] for c in CASES}
+
+
+@pytest.mark.parametrize("mode,remembers", [
+    pytest.param("iptables", "--rcheck --seconds 300 --reap", id="iptables"),
+    pytest.param("nftables", "flags dynamic,timeout ; timeout 300s ;", id="nftables"),
+])
+def test_session_affinity_sticks_and_records(mode, remembers):
     s = svc(sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 300}})
-    _, tracer, text = program([s], [slice_(endpoints=two)])
+    tracer, text = program_mode(mode, [s], [slice_(endpoints=two)])
     fresh = tracer.trace(Packet(POD, CIP, 80))
     assert fresh.endpoints == BOTH and len(fresh.recent_set) == 2
-    assert "--rcheck --seconds 300 --reap" in text
+    assert remembers in text
     remembered = next(name for name in fresh.recent_set)
     again = tracer.trace(Packet(POD, CIP, 80, recent=frozenset({remembered})))
     assert len(again.endpoints) == 1 and again.recent_set == (remembered,)
 
 
-def test_balancing_probabilities_are_uniform():
-    _, _, text = program([svc()], [slice_(endpoints=[ep(f"10.0.1.{i}") for i in range(1, 5)])])
-    probs = [ln.split("--probability ")[1].split()[0] for ln in text.splitlines() if "--probability" in ln]
-    assert probs == ["0.2500000000", "0.3333333333", "0.5000000000"]
+@pytest.mark.parametrize("mode,pattern,want", [
+    pytest.param("iptables", "--probability ", ["0.2500000000", "0.3333333333", "0.5000000000"], id="iptables"),
+    pytest.param("nftables", "numgen random mod ", ["4", "3", "2"], id="nftables"),
+])
+def test_balancing_probabilities_are_uniform(mode, pattern, want):
+    _, text = program_mode(mode, [svc()], [slice_(endpoints=[ep(f"10.0.1.{i}") for i in range(1, 5)])])
+    picks = [ln.split(pattern)[1].split()[0] for ln in text.splitlines() if pattern in ln]
+    assert picks == want

@@ -334,7 +334,7 @@ async def test_real_restore_failing_in_filter_after_nat_commit(lab, mode):
         assert not await daemon.sync_once()
         rep = daemon.proxier.last_reports[0]
         assert rep.committed == ("nat",) and rep.failed_table == "filter", rep
-        svc_chain = names.service_chain("ns/late:http", "TCP")
+        svc_chain = names.service_port_chains("ns/late:http", "TCP")[0]
         assert svc_chain in parse_save(lab["node"].run(fam.ipt._save)).chains["nat"]  # nat really was committed
         assert fam.need_full and fam.applied is None
         assert await daemon.sync_once()

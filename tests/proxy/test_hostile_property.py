@@ -127,7 +127,7 @@ def test_rendered_text_round_trips_through_real_restore(node, case):
     text = render_full(tables)
     planned = {t: set(chains) for t, chains in tables.items()}
     _lines_ok(text, planned)
-    good_chain = names.service_chain("ns/good:http", "TCP")
+    good_chain = names.service_port_chains("ns/good:http", "TCP")[0]
     assert good_chain in planned["nat"]  # the good Service is always programmed
     binary = f"{'ip6' if family == 6 else 'ip'}tables-{mode}-restore"
     rc = subprocess.run([*prefix, binary, "--test"], input=text, capture_output=True, text=True, timeout=60)

@@ -128,8 +128,8 @@ def test_affinity_uses_one_dynamic_set_per_endpoint():
     assert set(f.affinity_sets.values()) == {10800} and len(f.affinity_sets) == 2
     a1, a2 = sorted(f.affinity_sets, key=lambda s: f.chains[SVC][1].find(s) < 0)
     rules = f.chains[SVC]
-    assert rules[1] == f"ip saddr @{a1} meta l4proto tcp dnat to 10.0.1.1:8080"
-    assert rules[2] == f"ip saddr @{a2} meta l4proto tcp dnat to 10.0.1.2:8080"
+    assert rules[1] == f"ip saddr @{a1} update @{a1} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.1:8080"
+    assert rules[2] == f"ip saddr @{a2} update @{a2} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.2:8080"
     assert rules[3] == f"numgen random mod 2 == 0 update @{a1} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.1:8080"
     assert rules[4] == f"update @{a2} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.2:8080"
     text = render_full(st)
@@ -229,13 +229,14 @@ def test_full_render_is_deterministic_and_one_table():
 def test_fake_and_runner_implement_the_protocol():
     for impl in (FakeNft, NftRunner):
         assert isinstance(impl(4), Nft)
-        for name in ("apply", "count_rules"):
+        for name in ("apply", "apply_stream", "census"):
             assert inspect.signature(getattr(impl, name)).parameters.keys() == inspect.signature(getattr(Nft, name)).parameters.keys()
             assert inspect.iscoroutinefunction(getattr(impl, name))
 
 
-def daemon_with(fake, services, slices):
-    fam = NftFamilyProxier(fake, ctx(), NODE)
+def daemon_with(fake, services, slices, wall=lambda: 0.0):
+    """A daemon over one nftables family; ``wall`` is its clock (constant: every check affordable)."""
+    fam = NftFamilyProxier(fake, ctx(), NODE, wall=wall)
     d = Daemon(Config(hostname_override=NODE, healthz_bind_address="", metrics_bind_address=""), [fam])
     si, ei = FakeInformer(), FakeInformer()
     d.attach(si, ei)
@@ -397,3 +398,98 @@ def test_parse_names_reads_only_podnets_table():
     listing = "table ip podnet {\n\tchain a {\n\t}\n\tchain b {\n\t\ttype nat hook output priority -100; policy accept;\n\t}\n}\ntable ip other {\n\tchain c {\n\t}\n}\n"
     assert parse_names(listing, "podnet", "chain") == {"a", "b"}
     assert parse_names(listing, "other", "chain") == {"c"}
+
+
+@pytest.mark.parametrize("drop_invalid,want", [
+    pytest.param(True, ("ct state invalid drop", "ct state new jump service-endpoints-check",
+                        "meta mark & 0x4000 == 0x4000 accept", "ct state established,related accept"), id="drop-invalid"),
+    pytest.param(False, ("ct state new jump service-endpoints-check",
+                         "meta mark & 0x4000 == 0x4000 accept", "ct state established,related accept"), id="keep-invalid"),
+])
+def test_forward_chain_is_the_iptables_modes_forward_rules(drop_invalid, want):
+    from podnet.proxy.nft_rules import fixed_chains
+
+    assert fixed_chains(ctx(drop_invalid=drop_invalid))["filter-forward"] == want
+
+
+async def test_health_check_node_port_is_accepted_and_follows_the_service():
+    lb = svc(type="LoadBalancer", externalTrafficPolicy="Local", healthCheckNodePort=32000, ports=((80, "TCP", "http", 30080),))
+    st = build([lb], [], ctx(), NODE)
+    assert ("health-check-nodeports", "32000") in st.element_map()
+    fake = FakeNft()
+    await fake.apply(render_full(st))
+    assert fake.elements["health-check-nodeports"] == {"32000"}
+    assert "tcp dport @health-check-nodeports accept" in fake.chains["filter-input"]
+    await fake.apply(render_partial(build([], [], ctx(), NODE), st, {"ns/svc"}))
+    assert fake.elements["health-check-nodeports"] == set()
+
+
+class CountingNft(FakeNft):
+    """FakeNft that counts the census calls that dumped the table."""
+
+    dumps = 0
+
+    async def census(self, table, known_gen, sets, chains):
+        c = await super().census(table, known_gen, sets, chains)
+        self.dumps += c.chains is not None
+        return c
+
+
+async def test_unchanged_table_costs_one_generation_read_per_period():
+    fake = CountingNft()
+    services, slices = _services(3)
+    d, fam, si, ei = daemon_with(fake, services, slices)
+    assert await d.sync_once()
+    assert await fam.canary_ok() and fake.dumps == 1  # podnet's own write changed the generation: one dump
+    assert await fam.canary_ok() and await fam.canary_ok() and fake.dumps == 1
+
+
+@pytest.mark.parametrize("damage,full", [
+    pytest.param(lambda fake, svc: fake.flush_chain(svc), False, id="service-chain-flushed"),
+    pytest.param(lambda fake, svc: fake.chains.pop(svc), False, id="service-chain-deleted"),
+    pytest.param(lambda fake, svc: fake.chains[svc].append("drop"), False, id="rule-added-to-service-chain"),
+    pytest.param(lambda fake, svc: fake.elements[MAP_SERVICE_IPS].pop(), True, id="map-element-deleted"),
+    pytest.param(lambda fake, svc: fake.flush_chain("nat-prerouting"), True, id="base-chain-flushed"),
+    pytest.param(lambda fake, svc: fake.delete_table(), True, id="table-deleted"),
+])
+async def test_foreign_damage_found_in_one_period_and_repaired(damage, full):
+    fake = CountingNft()
+    services, slices = _services(4)
+    d, fam, si, ei = daemon_with(fake, services, slices)
+    assert await d.sync_once() and await fam.canary_ok()
+    svc2 = service_chain_names("ns/s2:http", "TCP")[0]
+    damage(fake, svc2)
+    fake.generation += 1
+    assert not await fam.canary_ok()
+    assert await d.sync_once()
+    assert d.proxier.last_reports[0].full == full
+    if not full:  # only the damaged chain was written
+        assert svc2 in fake.texts[-1] and all(
+            service_chain_names(f"ns/{o}:http", "TCP")[0] not in fake.texts[-1] for o in ("s1", "s3", "s4"))
+    want = FakeNft()
+    await want.apply(render_full(build(services, slices, ctx(), NODE)))
+    assert fake.chains == want.chains and fake.elements == want.elements
+    assert await fam.canary_ok()
+
+
+async def test_counting_every_chain_keeps_to_its_time_budget():
+    now = [0.0]
+    fake = CountingNft()
+    services, slices = _services(3)
+    d, fam, si, ei = daemon_with(fake, services, slices, wall=lambda: now[0])
+    assert await d.sync_once()
+    real_census = fake.census
+
+    async def slow_census(table, known_gen, sets, chains):
+        now[0] += 1.0  # every census takes one second
+        return await real_census(table, known_gen, sets, chains)
+
+    fake.census = slow_census
+    assert await fam.canary_ok()  # counted everything: next full count 1 s / CHECK_BUDGET later
+    svc1 = service_chain_names("ns/s1:http", "TCP")[0]
+    fake.flush_chain(svc1)
+    assert await fam.canary_ok()  # within the budget only the fixed chains and elements are counted
+    now[0] = fam.next_full_check
+    assert not await fam.canary_ok() and fam.repair == {svc1}
+    fake.delete_table()
+    assert not await fam.canary_ok() and fam.need_full  # a deleted table is seen by the cheap check too

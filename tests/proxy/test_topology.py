@@ -14,8 +14,10 @@ from podnet.kube.testing import FakeClock, FakeInformer
 from podnet.proxy.daemon import Config, Daemon
 from podnet.proxy.endpoints import categorize, use_topology
 from podnet.proxy.model import endpoints_by_port, service_ports, wants_topology
+from podnet.proxy.nft_proxier import NftFamilyProxier
+from podnet.proxy.nft_trace import NftTracer
 from podnet.proxy.proxier import FamilyProxier
-from podnet.proxy.testing import NODE, FakeIptables, ctx, ep, slice_, svc
+from podnet.proxy.testing import NODE, FakeIptables, FakeNft, ctx, ep, slice_, svc
 from podnet.proxy.trace import Packet, Tracer
 
 MODE = {"service.kubernetes.io/topology-mode": "Auto"}
@@ -224,13 +226,28 @@ def node(zone: str | None, name: str = NODE):
     return parse_node({"metadata": {"name": name, "labels": labels}})
 
 
-def _trace(fake: FakeIptables):
-    return Tracer(fake.tables, ("192.168.0.2",)).trace(Packet("10.0.3.3", "172.30.0.41", 80))
+def _trace(fake: FakeIptables | FakeNft):
+    pkt = Packet("10.0.3.3", "172.30.0.41", 80)
+    if isinstance(fake, FakeNft):
+        return NftTracer(fake.chains, fake.elements, ("192.168.0.2",)).trace(pkt)
+    return Tracer(fake.tables, ("192.168.0.2",)).trace(pkt)
 
 
-async def test_daemon_follows_node_zone_label():
+def _family(mode: str, context):
+    """(fake, family proxier) of ``mode``: the daemon tables below run against both proxy modes."""
+    if mode == "nftables":
+        fake = FakeNft()
+        return fake, NftFamilyProxier(fake, context, NODE)
     fake = FakeIptables()
-    fam = FamilyProxier(fake, ctx(), NODE)
+    return fake, FamilyProxier(fake, context, NODE)
+
+
+MODES = pytest.mark.parametrize("mode", ["iptables", "nftables"])
+
+
+@MODES
+async def test_daemon_follows_node_zone_label(mode):
+    fake, fam = _family(mode, ctx())
     d = Daemon(Config(hostname_override=NODE, healthz_bind_address="", metrics_bind_address=""), [fam], FakeClock())
     services, slices, nodes = FakeInformer(), FakeInformer(), FakeInformer()
     d.attach(services, slices, nodes)
@@ -249,7 +266,9 @@ async def test_daemon_follows_node_zone_label():
     await d.sync_once()
     assert _trace(fake).endpoints == IN_A
     rep = d.proxier.last_reports[0]
-    assert not rep.full and fake.restores[-1].count("-A PODNET-SEP-") == 0  # SEP chains exist already
+    assert not rep.full
+    if mode == "iptables":
+        assert fake.restores[-1].count("-A PODNET-SEP-") == 0  # SEP chains exist already
 
     n_before = len(requests)
     nodes.set(node(A))  # same labels: nothing to do
@@ -272,9 +291,9 @@ async def test_daemon_follows_node_zone_label():
     assert _trace(fake).endpoints == ALL3
 
 
-async def test_opt_in_and_hint_changes_resync():
-    fake = FakeIptables()
-    fam = FamilyProxier(fake, ctx(zone=A), NODE)
+@MODES
+async def test_opt_in_and_hint_changes_resync(mode):
+    fake, fam = _family(mode, ctx(zone=A))
     d = Daemon(Config(hostname_override=NODE, healthz_bind_address="", metrics_bind_address=""), [fam], FakeClock())
     services, slices = FakeInformer(), FakeInformer()
     d.attach(services, slices)

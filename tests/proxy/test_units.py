@@ -31,8 +31,8 @@ def test_hash_matches_kube_proxy(text, want):
 
 def test_chain_names_fit_iptables_limit():
     long = "n" * 63 + "/" + "s" * 63 + ":" + "p" * 15
-    made = [names.service_chain(long, "SCTP"), names.endpoint_chain(long, "UDP", "[fd00::1]:65535"),
-            names.firewall_chain(long, "TCP"), names.dispatch_chain("nat", names.SERVICES, "fd00::/124"),
+    made = [names.service_port_chains(long, "SCTP")[0], names.endpoint_chain(long, "UDP", "[fd00::1]:65535"),
+            names.service_port_chains(long, "TCP")[3], names.dispatch_chain("nat", names.SERVICES, "fd00::/124"),
             names.EXTERNAL_SERVICES, names.PROXY_FIREWALL]
     assert all(len(c) <= names.MAX_CHAIN_NAME and names.is_ours(c) for c in made)
 
