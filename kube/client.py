@@ -32,6 +32,7 @@ import asyncio
 import json
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Mapping
 
 import aiohttp
@@ -42,7 +43,7 @@ from podnet.kube.execauth import CredentialError
 from podnet.kube.kubeconfig import ClientConfig, resolve
 from podnet.kube.resources import Resource
 
-__all__ = ["ApiClient", "ApiError", "TRANSPORT_ERRORS", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "JSON_PATCH"]
+__all__ = ["ApiClient", "ApiError", "ListPage", "list_pages", "TRANSPORT_ERRORS", "MERGE_PATCH", "STRATEGIC_MERGE_PATCH", "JSON_PATCH"]
 
 log = logging.getLogger("podnet.kube.client")
 discovery_log = logging.getLogger("podnet.kube.discovery")
@@ -320,33 +321,14 @@ class ApiClient:
         If a continue token expires mid-way (410), the list restarts without
         paging, so the result is always one consistent snapshot.
         """
-        path = res.path(_ns(res, namespace))
-        base: dict[str, str] = {}
-        if label_selector:
-            base["labelSelector"] = label_selector
-        if field_selector:
-            base["fieldSelector"] = field_selector
         items: list[dict[str, Any]] = []
-        cont = ""
-        while True:
-            params = dict(base)
-            if limit:
-                params["limit"] = str(limit)
-            if cont:
-                params["continue"] = cont
-            try:
-                page = await self.request("GET", path, params=params)
-            except ApiError as e:
-                if e.is_gone and cont:
-                    log.info("list %s: continue token expired; listing without pages", res.plural)
-                    items, cont, limit = [], "", None
-                    continue
-                raise
-            items.extend(i for i in page.get("items") or () if isinstance(i, dict))
-            meta = page.get("metadata") or {}
-            cont = meta.get("continue") or ""
-            if not cont:
-                return items, str(meta.get("resourceVersion") or "")
+        async for page in list_pages(self, res, namespace, label_selector, field_selector, limit=limit):
+            if page.restarted:
+                items = []
+            items.extend(page.items)
+            if page.last:
+                return items, page.resource_version
+        raise AssertionError("list_pages ends with its last page")
 
     async def get(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
         return await self.request("GET", res.path(_ns(res, namespace), name))
@@ -379,6 +361,54 @@ class ApiClient:
 
     async def delete(self, res: Resource, name: str, namespace: str | None = None) -> dict[str, Any]:
         return await self.request("DELETE", res.path(_ns(res, namespace), name))
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """One page of a list: its objects; ``restarted``: the pages before it are void (a continue token
+    expired and the list began again without pages); ``last``: ``resource_version`` is the list's."""
+
+    items: list[dict[str, Any]]
+    restarted: bool
+    last: bool
+    resource_version: str
+
+
+async def list_pages(client: Any, res: Resource, namespace: str | None = None, label_selector: str | None = None,
+                     field_selector: str | None = None, *, limit: int | None = 500) -> AsyncIterator[ListPage]:
+    """The pages of one list through ``client.request`` (``limit``/``continue``), one decoded page alive
+    at a time. A continue token that expires mid-way (410) restarts the list without paging, so the
+    pages from the last ``restarted`` one on form one consistent snapshot."""
+    path = res.path(_ns(res, namespace))
+    base: dict[str, str] = {}
+    if label_selector:
+        base["labelSelector"] = label_selector
+    if field_selector:
+        base["fieldSelector"] = field_selector
+    cont, restarted = "", False
+    while True:
+        params = dict(base)
+        if limit:
+            params["limit"] = str(limit)
+        if cont:
+            params["continue"] = cont
+        try:
+            page = await client.request("GET", path, params=params)
+        except ApiError as e:
+            if e.is_gone and cont:
+                log.info("list %s: continue token expired; listing without pages", res.plural)
+                cont, limit, restarted = "", None, True
+                continue
+            raise
+        meta = page.get("metadata") or {}
+        cont = meta.get("continue") or ""
+        items = [i for i in page.get("items") or () if isinstance(i, dict)]
+        del page
+        yield ListPage(items, restarted, not cont, "" if cont else str(meta.get("resourceVersion") or ""))
+        del items
+        restarted = False
+        if not cont:
+            return
 
 
 def _with_kind(res: Resource, obj: Mapping[str, Any]) -> dict[str, Any]:

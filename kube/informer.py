@@ -49,7 +49,7 @@ from typing import Any, Callable, Iterable
 from prometheus_client import Counter
 
 from podnet.kube.backoff import DEFAULT, Backoff, decide
-from podnet.kube.client import TRANSPORT_ERRORS, ApiClient, ApiError
+from podnet.kube.client import TRANSPORT_ERRORS, ApiClient, ApiError, list_pages
 from podnet.kube.objects import object_key
 from podnet.kube.resources import Resource, convert
 from podnet.kube.watch import WatchEvent, WatchExpired, watch_events, watch_timeout_seconds
@@ -292,36 +292,14 @@ class Informer:
         continue token that expires mid-way (410) restarts the list without pages.
         """
         res = self.resource
-        path = res.path(self.namespace if res.namespaced else None)
-        base: dict[str, str] = {}
-        if self.label_selector:
-            base["labelSelector"] = self.label_selector
-        if self.field_selector:
-            base["fieldSelector"] = self.field_selector
         fresh: dict[str, Any] = {}
-        limit, cont = self._list_limit, ""
-        while True:
-            params = dict(base)
-            if limit:
-                params["limit"] = str(limit)
-            if cont:
-                params["continue"] = cont
-            try:
-                page = await self.client.request("GET", path, params=params)
-            except ApiError as e:
-                if e.is_gone and cont:
-                    log.info("list %s: continue token expired; listing without pages", res.plural)
-                    fresh, limit, cont = {}, None, ""
-                    continue
-                raise
-            meta = page.get("metadata") or {}
-            cont = meta.get("continue") or ""
-            items = page.get("items") or ()
-            del page
-            await self._convert_into(fresh, (i for i in items if isinstance(i, dict)))
-            del items
-            if not cont:
-                await self._apply_list(fresh, str(meta.get("resourceVersion") or ""))
+        async for page in list_pages(self.client, res, self.namespace if res.namespaced else None,
+                                     self.label_selector, self.field_selector, limit=self._list_limit):
+            if page.restarted:
+                fresh = {}
+            await self._convert_into(fresh, page.items)
+            if page.last:
+                await self._apply_list(fresh, page.resource_version)
                 return
 
     async def _watch_once(self) -> None:

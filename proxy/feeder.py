@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+from typing import AsyncIterator
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_SIZE = 1 << 20
@@ -127,3 +128,68 @@ class PipeFeeder:
     def abort(self) -> None:
         """Drop anything buffered and close at once."""
         self._transport.abort()
+
+
+async def stream_to_child(argv: list[str], chunks: AsyncIterator[str], what: str) -> tuple[int, str, bytes]:
+    """Run ``argv`` with ``chunks`` as its stdin, written while still produced: (exit status,
+    stderr, the bytes sent).
+
+    The child's stderr is drained all along (a chatty child never blocks). When the producer
+    raises (or is cancelled), the child is killed before it reads end-of-file, so a tool that
+    commits at end-of-file (iptables-restore, nft -f) never commits a half-written input, and
+    the error propagates. A child that stops reading early makes the producer stop
+    (``aclose``); a zero exit status then is reported as 1 with "``what`` stopped reading".
+    """
+    sent: list[bytes] = []
+    rfd, wfd = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=rfd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    except BaseException:
+        os.close(wfd)
+        raise
+    finally:
+        os.close(rfd)
+    assert proc.stderr is not None
+    errors = asyncio.ensure_future(proc.stderr.read())
+    try:
+        feeder = await PipeFeeder.open(wfd)
+    except BaseException:
+        os.close(wfd)
+        proc.kill()
+        await proc.wait()
+        errors.cancel()
+        raise
+    buf: list[str] = []
+    size = 0
+    try:
+        async for chunk in chunks:
+            buf.append(chunk)
+            size += len(chunk)
+            if size >= 1 << 15:
+                data = "".join(buf).encode()
+                sent.append(data)
+                feeder.put(data)
+                buf, size = [], 0
+                if feeder.full:
+                    await feeder.room()
+                if feeder.broken:  # the child exited early (an error): stop producing
+                    aclose = getattr(chunks, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
+                    break
+        data = "".join(buf).encode()
+        sent.append(data)
+        feeder.put(data)
+        await feeder.finish()
+    except BaseException:
+        proc.kill()  # never commit a half-written input
+        feeder.abort()
+        await proc.wait()
+        errors.cancel()
+        raise
+    err = (await errors).decode(errors="replace")
+    rc = await proc.wait()
+    if rc == 0 and feeder.broken:
+        rc, err = 1, f"{what} stopped reading before the end of its input"
+    return rc, err, b"".join(sent)

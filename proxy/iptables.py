@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol, Sequence
 
-from podnet.proxy.feeder import PipeFeeder
+from podnet.proxy.feeder import stream_to_child
 
 log = logging.getLogger("podnet.proxy")
 
@@ -195,64 +194,12 @@ class IptablesRunner:
         producer raises, the child is killed before it reads end-of-file, so a
         half-written input is never committed.
         """
-        sent: list[bytes] = []
         async with _WRITE_LOCK:
-            rfd, wfd = os.pipe()
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *self.prefix, self._restore, "--noflush", "--wait",
-                    stdin=rfd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-                )
-            except BaseException:
-                os.close(wfd)
-                raise
-            finally:
-                os.close(rfd)
-            assert proc.stderr is not None
-            errors = asyncio.ensure_future(proc.stderr.read())  # drained all along: a chatty child never blocks
-            try:
-                feeder = await PipeFeeder.open(wfd)
-            except BaseException:
-                os.close(wfd)
-                proc.kill()
-                await proc.wait()
-                errors.cancel()
-                raise
-            buf: list[str] = []
-            size = 0
-            try:
-                async for chunk in chunks:
-                    buf.append(chunk)
-                    size += len(chunk)
-                    if size >= 1 << 15:
-                        data = "".join(buf).encode()
-                        sent.append(data)
-                        feeder.put(data)
-                        buf, size = [], 0
-                        if feeder.full:
-                            await feeder.room()
-                        if feeder.broken:  # the child exited early (an error): stop producing
-                            aclose = getattr(chunks, "aclose", None)
-                            if aclose is not None:
-                                await aclose()
-                            break
-                data = "".join(buf).encode()
-                sent.append(data)
-                feeder.put(data)
-                await feeder.finish()
-            except BaseException:
-                proc.kill()  # never commit a half-written input
-                feeder.abort()
-                await proc.wait()
-                errors.cancel()
-                raise
-            err = (await errors).decode(errors="replace")
-            rc = await proc.wait()
-        if rc == 0 and feeder.broken:
-            rc, err = 1, "iptables-restore stopped reading before the end of its input"
+            rc, err, sent = await stream_to_child([*self.prefix, self._restore, "--noflush", "--wait"], chunks,
+                                                  "iptables-restore")
         if rc != 0:
             m = re.search(r"line:? (\d+)", err)
-            text = b"".join(sent).decode(errors="replace")
+            text = sent.decode(errors="replace")
             raise RestoreError(f"{self._restore}: exit {rc}: {err.strip()[:500]}", text, int(m.group(1)) if m else None)
 
     async def save(self) -> str:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from dataclasses import dataclass
 from typing import AsyncIterator, Protocol, Sequence, runtime_checkable
 
-from podnet.proxy.feeder import PipeFeeder
+from podnet.proxy.feeder import stream_to_child
 
 
 class NftError(RuntimeError):
@@ -81,65 +80,12 @@ class NftRunner:
             raise NftError(f"nft -f - exited {rc}: {err.decode(errors='replace')[:2000]}", text)
 
     async def apply_stream(self, chunks: AsyncIterator[str]) -> None:
-        """One ``nft -f -`` fed through an enlarged pipe (:class:`PipeFeeder`) while ``chunks`` is produced.
+        """One ``nft -f -`` fed through an enlarged pipe (:func:`~podnet.proxy.feeder.stream_to_child`) while ``chunks`` is produced.
         nft commits only after reading end-of-file, so when the producer raises, nft is killed before
         that and nothing is applied."""
-        sent: list[bytes] = []
-        rfd, wfd = os.pipe()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.prefix, self.binary, "-f", "-",
-                stdin=rfd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            )
-        except BaseException:
-            os.close(wfd)
-            raise
-        finally:
-            os.close(rfd)
-        assert proc.stderr is not None
-        errors = asyncio.ensure_future(proc.stderr.read())
-        try:
-            feeder = await PipeFeeder.open(wfd)
-        except BaseException:
-            os.close(wfd)
-            proc.kill()
-            await proc.wait()
-            errors.cancel()
-            raise
-        buf: list[str] = []
-        size = 0
-        try:
-            async for chunk in chunks:
-                buf.append(chunk)
-                size += len(chunk)
-                if size >= 1 << 15:
-                    data = "".join(buf).encode()
-                    sent.append(data)
-                    feeder.put(data)
-                    buf, size = [], 0
-                    if feeder.full:
-                        await feeder.room()
-                    if feeder.broken:  # nft exited early (an error): stop producing
-                        aclose = getattr(chunks, "aclose", None)
-                        if aclose is not None:
-                            await aclose()
-                        break
-            data = "".join(buf).encode()
-            sent.append(data)
-            feeder.put(data)
-            await feeder.finish()
-        except BaseException:
-            proc.kill()  # never commit a half-written input
-            feeder.abort()
-            await proc.wait()
-            errors.cancel()
-            raise
-        err = (await errors).decode(errors="replace")
-        rc = await proc.wait()
-        if rc == 0 and feeder.broken:
-            rc, err = 1, "nft stopped reading before the end of its input"
+        rc, err, sent = await stream_to_child([*self.prefix, self.binary, "-f", "-"], chunks, "nft")
         if rc != 0:
-            raise NftError(f"nft -f - exited {rc}: {err[:2000]}", b"".join(sent).decode(errors="replace"))
+            raise NftError(f"nft -f - exited {rc}: {err[:2000]}", sent.decode(errors="replace"))
 
     async def names(self, table: str) -> tuple[set[str], set[str]]:
         fam = "ip" if self.family == 4 else "ip6"
