@@ -87,7 +87,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--iptables-mode", choices=("auto", "legacy", "nft"), default="auto")
     p.add_argument("--metrics-bind-address", type=_hostport, default="127.0.0.1:9968")
     p.add_argument("--log-denied", action="store_true",
-                   help="a kernel LOG line (prefix: the pod's chain) per denied new connection, at most 10/s per pod")
+                   help="one log line per denied connection (pod, direction, 5-tuple), read from NFLOG group "
+                        "6874; at most 10 lines/s")
     p.add_argument("--cni-socket", default="", metavar="PATH",
                    help="serve the CNI handshake here (the CNI daemon's --policy-socket): a new pod's rules are in "
                         "the kernel before its ADD returns; '' disables")
@@ -140,6 +141,27 @@ async def _serve_metrics(addr: str, engine: Engine) -> HttpEndpoint | None:
     return endpoint
 
 
+def _start_denied_log(engine: Engine):
+    """The NFLOG reader writing denied-connection lines, or None (one warning) when the kernel
+    refuses the group: the rules and the denied-packet counters work without it."""
+    from podnet.policy.nflog import DeniedLog, NflogReader, describe_chain
+
+    def describe(chain: str) -> str:
+        for prog in engine.programmers:
+            if chain in prog.chain_pods:
+                return describe_chain(chain, prog.chain_pods)
+        return chain
+
+    reader = NflogReader(DeniedLog(describe=describe).add)
+    try:
+        reader.start()
+    except OSError as e:
+        log.warning("--log-denied: cannot read NFLOG group %d (%s): denied packets are counted, not logged",
+                    reader.group, e)
+        return None
+    return reader
+
+
 async def _run(opts: Options) -> int:
     kernels = await _kernels(opts)
     if opts.cleanup:
@@ -164,6 +186,7 @@ async def _run(opts: Options) -> int:
             await task
             return 0 if engine.syncs else 1
         endpoint = await _serve_metrics(opts.metrics_bind_address, engine)
+        denied_reader = _start_denied_log(engine) if opts.log_denied else None
         handshake = None
         if opts.cni_socket:
             from podnet.policy.handshake import HandshakeServer, api_fetcher
@@ -174,6 +197,8 @@ async def _run(opts: Options) -> int:
             log.info("podnet-policy on node %s: IPv%s", opts.node, opts.ip_family)
             await engine.run(stop)
         finally:
+            if denied_reader is not None:
+                denied_reader.close()
             if handshake is not None:
                 await handshake.close()
             if endpoint is not None:

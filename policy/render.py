@@ -12,7 +12,7 @@ Layout (filter table, one address family):
   ``PODNET-NP-I-*`` chain; ``PODNET-POL-INPUT`` only the egress part (a pod talking
   to the node's own addresses);
 - a pod chain RETURNs what one of its :class:`Allow` entries matches and ends in
-  ``DROP`` (after a rate-limited ``LOG`` with the chain as prefix, when asked): an isolated pod fails closed, and a packet must pass both the
+  ``DROP`` (after a rate-limited ``NFLOG`` to group ``NFLOG_GROUP`` with the chain as prefix, when asked): an isolated pod fails closed, and a packet must pass both the
   source's egress and the destination's ingress chain;
 - with AdminNetworkPolicy or BaselineAdminNetworkPolicy entries, a pod chain
   starts with the admin entries in order (Allow: ``RETURN``, Deny: ``DROP``,
@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from podnet.policy.model import AddressSet, AdminEntry, Allow, PodVerdict
+from podnet.policy.nflog import NFLOG_GROUP
 
 __all__ = ["Rendered", "SetSpec", "render", "set_name", "set_prefixes", "pod_chains", "stage_chains", "temp_name",
            "FORWARD", "INPUT",
@@ -153,7 +154,7 @@ def _set_spec(aset: AddressSet, family: int) -> SetSpec | None:
 
 _MISSING: Any = object()
 LOG_LIMIT = "-m limit --limit 10/second --limit-burst 20"
-"""At most 10 log lines a second per pod chain (bursts of 20): a flood never floods the log."""
+"""At most 10 logged packets a second per pod chain (bursts of 20): a flood never floods the log."""
 
 
 def _matches(chain: str, allow: Allow, direction: str, family: int, sets: dict[str, SetSpec],
@@ -184,13 +185,13 @@ def _matches(chain: str, allow: Allow, direction: str, family: int, sets: dict[s
 
 
 def _drop(chain: str, log_denied: bool, match: list[str] | None = None) -> list[str]:
-    """DROP (after a rate-limited LOG when asked); ``match``: the rules' ``-j DROP`` lines to prefix."""
+    """DROP (after a rate-limited NFLOG when asked); ``match``: the rules' ``-j DROP`` lines to prefix."""
     if match is None:
         match = [f"-A {chain} -j DROP"]
     out = []
     for line in match:
         if log_denied:
-            out.append(line.removesuffix(" -j DROP") + f" {LOG_LIMIT} -j LOG --log-prefix {chain}:")
+            out.append(line.removesuffix(" -j DROP") + f" {LOG_LIMIT} -j NFLOG --nflog-group {NFLOG_GROUP} --nflog-prefix {chain}:")
         out.append(line)
     return out
 
@@ -240,7 +241,8 @@ def _direction(chain: str, stage: str, admin: tuple[AdminEntry, ...], allows: tu
 def render(verdicts: Mapping[str, PodVerdict], family: int, stale_chains: tuple[str, ...] = (),
            log_denied: bool = False) -> Rendered:
     """The filter-table text for ``family`` (4 or 6); ``stale_chains`` are flushed and deleted.
-    ``log_denied``: a rate-limited kernel LOG line (prefix: the pod's chain) before each DROP."""
+    ``log_denied``: a rate-limited NFLOG copy of the packet (prefix: the pod's chain) before each DROP,
+    read by :mod:`podnet.policy.nflog`."""
     sets: dict[str, SetSpec] = {}
     cache: dict[str, SetSpec | None] = {}
     chains: list[str] = [FORWARD, INPUT]

@@ -53,7 +53,7 @@ class FakeKernel:
         self.hits: dict[tuple[str, int], int] = {}
         """(chain, rule index) -> packets, counted by :meth:`walk` as the kernel counts."""
         self.logged: list[tuple[str, str, str, str, int]] = []
-        """(chain, src, dst, proto, dport) for every LOG rule a walked packet hit."""
+        """(chain, src, dst, proto, dport) for every LOG or NFLOG rule a walked packet hit."""
         self.fail_next: str | None = None
 
     def _maybe_fail(self, what: str) -> None:
@@ -122,7 +122,7 @@ class FakeKernel:
                 if t[1] not in chains:
                     raise KernelError(f"iptables-restore line {n}: no chain {t[1]}")
                 target = t[t.index("-j" if "-j" in t else "-g") + 1]
-                if target not in ("RETURN", "DROP", "ACCEPT", "LOG") and target not in chains:
+                if target not in ("RETURN", "DROP", "ACCEPT", "LOG", "NFLOG") and target not in chains:
                     raise KernelError(f"iptables-restore line {n}: no chain {target}")
                 if "--match-set" in t and t[t.index("--match-set") + 1] not in self.sets:
                     raise KernelError(f"iptables-restore line {n}: no set")
@@ -217,7 +217,7 @@ class FakeKernel:
             if "-g" in rule:  # goto: the target's verdict is this chain's, RETURN included
                 return self.walk(rule[rule.index("-g") + 1], src, dst, proto, dport, established)
             target = rule[rule.index("-j") + 1]
-            if target == "LOG":
+            if target in ("LOG", "NFLOG"):
                 self.logged.append((chain, src, dst, proto, dport))
                 continue
             if target in ("DROP", "ACCEPT"):

@@ -21,10 +21,14 @@ Data flow (pure functions marked P; everything else works on the store's state):
         openapi (P)         /openapi/v3 documents (kubectl explain)
         accessreview        selfsubjectaccessreviews (kubectl auth can-i)
         selectors (P)       label and field selectors
-      --> registry          defaults, then services + allocators: ClusterIPs, NodePorts;
+      --> registry          defaults, the ServiceAccount admission plugin on Pod creates (serviceaccounts
+                            (P): serviceAccountName default, the kube-api-access-* projected volume), then
+                            services + allocators: ClusterIPs, NodePorts;
                             validation with podnet.kube.objects; two-phase (prepare, commit)
       --> apistore          resourceVersions, event history, watchers; optional state file
-            post-commit hooks: controllers (pod CIDRs; endpointslices (P) per Service), scheduler,
+            post-commit hooks: serviceaccounts (``default`` ServiceAccount and ``kube-root-ca.crt`` in
+            every namespace), controllers (pod CIDRs; endpointslices (P) per Service), scheduler
+            (with its ``Scheduled`` Events),
             appcontrollers: replicasets, deployments, daemonsets, endpoints (P each; workloads (P)
             their shared actions and helpers), garbage collection of owned ReplicaSets and Pods
       --> apiwatch          newline-delimited watch events, bookmarks; tables (P) for kubectl's as=Table

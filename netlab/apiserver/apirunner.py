@@ -35,7 +35,8 @@ async def _serve(a: argparse.Namespace) -> None:
                           node_cidr_mask=a.node_cidr_mask, pod_log_dir=a.pod_log_dir,
                           authenticator=TokenAuthenticator.from_file(a.token_auth_file),
                           tls=(a.tls_cert_file, a.tls_private_key_file),
-                          policy=policy_from_yaml(Path(a.rbac_file).read_text()) if a.rbac_file else None)
+                          policy=policy_from_yaml(Path(a.rbac_file).read_text()) if a.rbac_file else None,
+                          root_ca=_root_ca(a.root_ca_file, a.tls_cert_file))
     await server.start(["127.0.0.1:0"], sockets=[ul_sock])
     root_port = int(server.urls[0].rsplit(":", 1)[1])
     tmp = Path(a.port_file + ".tmp")
@@ -47,6 +48,12 @@ async def _serve(a: argparse.Namespace) -> None:
         await stop.wait()
     finally:
         await server.stop()
+
+
+def _root_ca(path: str | None, cert_file: str) -> str | None:
+    """The CA published as ``kube-root-ca.crt``: ``path``, else the ``ca.crt`` beside the serving certificate."""
+    p = Path(path) if path else Path(cert_file).with_name("ca.crt")
+    return p.read_text() if path or p.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="kube-apiserver's static token file; requests without one of its tokens get 401")
     ap.add_argument("--tls-cert-file", required=True, help="the HTTPS serving certificate (PEM)")
     ap.add_argument("--tls-private-key-file", required=True)
+    ap.add_argument("--root-ca-file", help="the CA published as every namespace's kube-root-ca.crt ConfigMap; "
+                                           "default: ca.crt beside --tls-cert-file, when present")
     ap.add_argument("--rbac-file", help="authorise with the RBAC documents of this manifest (deploy/podnet.yaml)")
     ap.add_argument("--pod-log-dir", help="the kubelets' pod log root (<run dir>/logs/pods) for pods/log")
     a = ap.parse_args(argv)

@@ -30,6 +30,7 @@ as core/v1 Events named ``<object>.<hex nanoseconds>``, as client-go's recorder 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import secrets
 import time
@@ -85,6 +86,8 @@ class WorkloadControllers:
         self.max_events = max_events
         self.trigger_times = TriggerTimeTracker()
         self.reconciles = 0
+        self.pod_admission: Callable[[dict[str, Any]], None] | None = None
+        """Mutating admission every Pod a controller creates passes (the server's ServiceAccount plugin)."""
 
     # ------------------------------------------------------------------ triggers
 
@@ -251,11 +254,13 @@ class WorkloadControllers:
 
     def _apply(self, a: Action) -> None:
         if isinstance(a, Create):
-            obj = dict(a.obj)
+            obj = copy.deepcopy(dict(a.obj)) if a.plural == "pods" and self.pod_admission else dict(a.obj)
             meta = dict(obj["metadata"])
             if not meta.get("name"):
                 meta["name"] = self._free_name(a.plural, meta.get("namespace", ""), meta.pop("generateName", ""))
             obj["metadata"] = meta
+            if a.plural == "pods" and self.pod_admission is not None:
+                self.pod_admission(obj)
             try:
                 created = self.store.create(a.plural, obj)
             except StatusError as e:
@@ -326,6 +331,11 @@ class WorkloadControllers:
             name = prefix[:58] + "".join(secrets.choice(_ALPHABET) for _ in range(5))
             if self.store.get(plural, ns, name) is None:
                 return name
+
+    def record(self, spec: EventSpec | None, name: str) -> None:
+        """Store ``spec`` as a core/v1 Event (``{name}`` in its message replaced by ``name``); the oldest
+        recorded Events go once more than ``max_events`` are kept."""
+        self._record(spec, name)
 
     def _record(self, spec: EventSpec | None, name: str) -> None:
         if spec is None:

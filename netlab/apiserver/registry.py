@@ -36,6 +36,7 @@ from typing import Any, Callable
 from podnet.kube.objects import InvalidObject
 from podnet.netlab.apiserver.apikinds import KINDS, Kind
 from podnet.netlab.apiserver.apistore import Store, StatusError, rfc3339
+from podnet.netlab.apiserver.serviceaccounts import admit_pod
 from podnet.netlab.apiserver.services import ServiceAllocator, invalid, quoted, service_allocations, validate_service_extra
 from podnet.netlab.apiserver.storedkinds import secret_from_string_data
 from podnet.netlab.apiserver.workloads import WORKLOAD_PLURALS, defaults as workload_defaults
@@ -59,6 +60,15 @@ class Registry:
         self.store = store
         self.services = ServiceAllocator(service_cidrs, node_ports)
         self._clock = clock or time.time
+        self.token_volumes = False
+        """Whether Pod creates get the ``kube-api-access-*`` volume (the server publishes ``kube-root-ca.crt``)."""
+
+    def admit_pod(self, pod: dict[str, Any]) -> None:
+        """The ServiceAccount admission plugin on a Pod about to be created (:func:`.serviceaccounts.admit_pod`)."""
+        spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+        sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        ns = (pod.get("metadata") or {}).get("namespace", "")
+        admit_pod(pod, self.store.get("serviceaccounts", ns, str(sa)), add_volume=self.token_volumes)
 
     # ------------------------------------------------------------------ startup
 
@@ -98,6 +108,8 @@ class Registry:
         for k in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation"):
             meta.pop(k, None)
         self._default(kind, obj)
+        if kind.plural == "pods":
+            self.admit_pod(obj)
         allocated: list[tuple[str, Any]] = []
         try:
             if kind.plural == "services":

@@ -12,6 +12,8 @@ controllers in :mod:`podnet.netlab.apiserver.controllers`. Guarantees:
   the Pod tolerates every NoSchedule/NoExecute taint of the Node (:mod:`.nodematch`); among feasible Nodes the one
   with the fewest bound, unfinished Pods wins, ties broken by name, so the
   outcome is deterministic;
+- each binding records kube-scheduler's Event (reason ``Scheduled``, ``Successfully assigned
+  <namespace>/<pod> to <node>``, from ``default-scheduler``);
 - a Pod with no feasible Node stays Pending with a ``PodScheduled=False``
   condition (reason ``Unschedulable``) and is retried whenever a Node is added
   or changes, as kube-scheduler requeues on Node events.
@@ -22,10 +24,11 @@ Not modelled: resources, preferred affinity, pod (anti-)affinity, topology sprea
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from podnet.netlab.apiserver.apistore import Event, Store
 from podnet.netlab.apiserver.nodematch import affinity_matches, untolerated_taint
+from podnet.netlab.apiserver.workloads import EventSpec
 
 __all__ = ["PodScheduler", "choose_node"]
 
@@ -73,6 +76,8 @@ class PodScheduler:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self.record: Callable[[EventSpec, str], None] | None = None
+        """Where the ``Scheduled`` Event of each binding goes (the server's event recorder)."""
 
     def resync(self) -> None:
         for pod in list(self.store.items("pods")):
@@ -112,4 +117,10 @@ class PodScheduler:
         status["conditions"] = [*others, {"type": "PodScheduled", "status": "True"}]
         self.store.update("pods", {**current, "spec": {**(current.get("spec") or {}), "nodeName": node},
                                    "status": status})
-        log.info("pod %s/%s: bound to %s", meta.get("namespace", "default"), meta["name"], node)
+        ns = meta.get("namespace", "default")
+        log.info("pod %s/%s: bound to %s", ns, meta["name"], node)
+        if self.record is not None:
+            involved = {"kind": "Pod", "apiVersion": "v1", "namespace": ns, "name": meta["name"],
+                        "uid": current["metadata"].get("uid", "")}
+            self.record(EventSpec(involved, "Scheduled", f"Successfully assigned {ns}/{meta['name']} to {node}",
+                                  "default-scheduler"), meta["name"])

@@ -62,6 +62,7 @@ from podnet.netlab.apiserver.controllers import EndpointSliceController, NodeCID
 from podnet.netlab.apiserver.podlogs import PodLogs
 from podnet.netlab.apiserver.registry import Registry, finish_graceful_delete
 from podnet.netlab.apiserver.scheduler import PodScheduler
+from podnet.netlab.apiserver.serviceaccounts import ServiceAccountController
 
 __all__ = ["LabApiServer", "add_arguments", "run", "parse_listen"]
 
@@ -96,13 +97,16 @@ class LabApiServer:
         tls: tuple[str | Path, str | Path] | None = None,
         policy: Policy | None = None,
         service_account_key: bytes | None = None,
+        root_ca: str | None = None,
     ) -> None:
         """``tls``: (certificate, private key) files to serve HTTPS with on every listener.
         ``policy``: turns on authorisation (needs ``authenticator``): its documents and the built-in roles
         are seeded into the store, and every request is then authorised by the Node authorizer and RBAC
         over the store's RBAC objects (so RBAC objects written through the API take effect), and every
         write passes NodeRestriction and RBAC escalation prevention.
-        ``service_account_key``: the key TokenRequest tokens are signed with (random if None)."""
+        ``service_account_key``: the key TokenRequest tokens are signed with (random if None).
+        ``root_ca``: the CA (PEM) published as every namespace's ``kube-root-ca.crt`` ConfigMap; with it, Pods
+        get the ``kube-api-access-*`` volume at create (:mod:`.serviceaccounts`)."""
         if policy is not None and authenticator is None:
             raise ValueError("RBAC authorisation needs an authenticator (--token-auth-file)")
         self.store = Store(history=history)
@@ -124,6 +128,10 @@ class LabApiServer:
         self.endpoint_slices = EndpointSliceController(self.store, max_endpoints_per_slice)
         self.scheduler = PodScheduler(self.store)
         self.workloads = WorkloadControllers(self.store)
+        self.service_accounts = ServiceAccountController(self.store, root_ca)
+        self.registry.token_volumes = root_ca is not None
+        self.workloads.pod_admission = self.registry.admit_pod
+        self.scheduler.record = self.workloads.record
         self._controllers = controllers
         self._kubernetes_service = kubernetes_service
         self._runner: web.AppRunner | None = None
@@ -148,6 +156,8 @@ class LabApiServer:
         if self._seed_documents is not None:
             rbac_seed(self.registry, self._seed_documents)
         if self._controllers:
+            self.service_accounts.resync()
+            self.store.hooks.append(self.service_accounts.hook)
             self.node_cidrs.resync()
             self.endpoint_slices.resync()
             self.scheduler.resync()
@@ -281,6 +291,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "default: a random key, so tokens do not survive a restart")
     p.add_argument("--tls-cert-file", metavar="FILE", help="serve HTTPS with this certificate (PEM)")
     p.add_argument("--tls-private-key-file", metavar="FILE", help="the private key of --tls-cert-file (PEM)")
+    p.add_argument("--root-ca-file", metavar="FILE",
+                   help="publish this CA (PEM) as every namespace's kube-root-ca.crt ConfigMap, and give Pods the "
+                        "kube-api-access-* projected volume at create (as kube-controller-manager's "
+                        "--root-ca-file and the ServiceAccount admission plugin do)")
     p.add_argument("--pod-log-dir", metavar="DIR",
                    help="serve pods/log from kubelet's /var/log/pods layout under DIR (a lab's <run dir>/logs/pods)")
     p.add_argument("--kubernetes-service", metavar="IP:PORT",
@@ -306,6 +320,7 @@ def server_from_args(args: argparse.Namespace) -> LabApiServer:
         tls=_tls_files(args.tls_cert_file, args.tls_private_key_file),
         policy=rbac_policy(args.authorization_mode, args.rbac_file),
         service_account_key=_signing_key(args.service_account_signing_key_file),
+        root_ca=Path(args.root_ca_file).read_text() if args.root_ca_file else None,
     )
 
 

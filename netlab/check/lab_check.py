@@ -1,7 +1,8 @@
 """``podnet lab check``: the end-to-end check table against a running lab (exit 1 if any row fails).
 
-``--suite netpol`` runs the upstream NetworkPolicy e2e model instead (:mod:`.netpol_suite`):
-each case's truth table, expected against observed, and exit 1 on any mismatch.
+``--suite netpol`` runs the upstream NetworkPolicy e2e model instead (:mod:`.netpol_suite`), then
+the AdminNetworkPolicy/BaselineAdminNetworkPolicy conformance cases on the same model: each case's
+truth table, expected against observed, and exit 1 on any mismatch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", action="store_true", help="keep the check's Services and pods afterwards")
     p.add_argument("--wide", action="store_true", help="do not clip the table's cells")
     p.add_argument("--suite", choices=("e2e", "netpol"), default="e2e",
-                   help="e2e: the data-plane check table (default); netpol: the upstream NetworkPolicy model")
+                   help="e2e: the data-plane check table (default); netpol: the upstream NetworkPolicy model and the "
+                        "AdminNetworkPolicy conformance cases")
     p.add_argument("--case", action="append", default=[], metavar="REGEX",
                    help="netpol: run only the cases whose id matches (repeatable; default all)")
     p.add_argument("--via", choices=("service", "pod"), default="service",
@@ -82,7 +84,7 @@ def check_netpol(name: str, out=None, keep: bool = False, patterns: list[str] | 
         out.flush()
 
     try:
-        with progress.step(f"NetworkPolicy e2e model against lab {name!r}: {len(cases)} cases, via {via}"):
+        with progress.step(f"NetworkPolicy and AdminNetworkPolicy cases against lab {name!r}: {len(cases)} cases, via {via}"):
             results = asyncio.run(run_suite(plan, st, cases, via=via, keep=keep, on_result=show, progress=progress))
     except Exception as e:  # noqa: BLE001 - e.g. the API server is gone: one line, not a traceback
         print(f"podnet lab check: cannot run the netpol suite against lab {name!r}: {type(e).__name__}: {e}\n"

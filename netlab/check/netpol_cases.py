@@ -16,7 +16,7 @@ netpol``). Guarantees: data only, no I/O, no podnet imports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from podnet.kube.names import NAMESPACE_NAME_LABEL
@@ -40,6 +40,9 @@ class Case:
     port: int
     expected: Callable[[str, str], bool]
     """(from pod, to pod) -> allowed; pods are ``ns/name``."""
+    admin: list[dict] = field(default_factory=list)
+    """Raw AdminNetworkPolicy / BaselineAdminNetworkPolicy objects (cluster-scoped; ``kind``,
+    ``metadata.name``, ``spec``) created beside the NetworkPolicies; ``{ns/pod}`` fields as above."""
 
 
 def resolve(policies: list[tuple[str, dict]], ip_of: Mapping[str, str]) -> list[tuple[str, dict]]:

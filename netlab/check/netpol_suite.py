@@ -10,9 +10,14 @@ its pod IP) and compares the observed truth table with the expected one. An upda
 judged twice: before and after its namespace or pod relabel (undone afterwards). A mismatch is probed
 once more before it counts, as upstream's ValidateOrFail does (its SECOND TRY).
 
+The AdminNetworkPolicy and BaselineAdminNetworkPolicy conformance cases of
+:mod:`.netpol_admin_cases` run the same way: their cluster-scoped objects are created through the
+lab API (labelled ``lab.podnet.io/suite``) beside the case's NetworkPolicies, and the engines must
+report all of them applied before the table is probed.
+
 SCTP cases are skipped: the lab pod server speaks TCP and UDP only. Everything the suite creates
 lives in x, y, z, which are deleted at the end (also on failure) unless ``keep``. Every wait and
-every probe is bounded.
+every probe is bounded. Admin objects the suite labelled are deleted at the start and the end.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from podnet.kube import resources as r
+from podnet.kube.adminnetpol import parse_admin_network_policy, parse_baseline_admin_network_policy
 from podnet.kube.client import ApiClient, ApiError
 from podnet.kube.netpol import NAMESPACE_NAME_LABEL, parse_network_policy
 from podnet.kube.resources import Resource
 from podnet.netlab.check.checkkit import delete_quietly, exec_in, pod_netns_map, ready_endpoints, wait_until
+from podnet.netlab.check.netpol_admin_cases import ADMIN_CASES
 from podnet.netlab.check.netpol_cases import (ALL, CASES, NAMESPACES, PORTS, UPDATE_CASES, Case, Relabel,
                                                UpdateCase, resolve)
 from podnet.netlab.lab import manifests as m
@@ -38,10 +45,18 @@ from podnet.netlab.lab.labstate import LabState
 from podnet.netlab.lab.parts import POLICY_HEALTH_PORT
 from podnet.netlab.lab.topology import LabPlan
 
-__all__ = ["CaseResult", "run_suite", "render_case", "select_cases", "NETWORK_POLICIES"]
+__all__ = ["CaseResult", "run_suite", "render_case", "select_cases", "NETWORK_POLICIES", "ADMIN_NETWORK_POLICIES",
+           "BASELINE_ADMIN_NETWORK_POLICIES"]
 
 NETWORK_POLICIES = Resource("/apis/networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True,
                             parse_network_policy)
+ADMIN_API = "/apis/policy.networking.k8s.io/v1alpha1"
+ADMIN_NETWORK_POLICIES = Resource(ADMIN_API, "adminnetworkpolicies", "AdminNetworkPolicy", False,
+                                  parse_admin_network_policy)
+BASELINE_ADMIN_NETWORK_POLICIES = Resource(ADMIN_API, "baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy",
+                                           False, parse_baseline_admin_network_policy)
+ADMIN_KINDS = {"AdminNetworkPolicy": ADMIN_NETWORK_POLICIES,
+               "BaselineAdminNetworkPolicy": BASELINE_ADMIN_NETWORK_POLICIES}
 SUITE_LABEL = "lab.podnet.io/suite"
 PROTOCOLS = ("TCP", "UDP")
 HEALTH_PORT = 8080
@@ -83,9 +98,9 @@ class CaseResult:
 
 
 def select_cases(patterns: Sequence[str] = ()) -> list[Case | UpdateCase]:
-    """The cases (then the update cases) whose id matches any of ``patterns`` (full-match
-    regexes); all when none given."""
-    every: list[Case | UpdateCase] = [*CASES, *UPDATE_CASES]
+    """The cases, the update cases, then the admin cases whose id matches any of ``patterns``
+    (full-match regexes); all when none given."""
+    every: list[Case | UpdateCase] = [*CASES, *UPDATE_CASES, *ADMIN_CASES]
     if not patterns:
         return every
     return [c for c in every if any(re.fullmatch(p, c.id) for p in patterns)]
@@ -172,6 +187,15 @@ class NetpolModel:
                 raise TimeoutError(f"Service {ns}/s-{ns}-{name} has no ready endpoint after 30 s")
 
     async def cleanup(self) -> None:
+        for res in ADMIN_KINDS.values():
+            try:
+                items, _ = await self.client.list(res, None, label_selector=f"{SUITE_LABEL}=netpol")
+            except ApiError as e:
+                if e.is_not_found:
+                    continue
+                raise
+            for i in items:
+                await delete_quietly(self.client, res, i["metadata"]["name"], None)
         for ns in NAMESPACES:
             for res in (NETWORK_POLICIES, r.SERVICES, r.PODS):
                 try:
@@ -222,14 +246,22 @@ class NetpolModel:
             return seen if all(s == count for s in seen) else None
         return await wait_until(done, SYNC_TIMEOUT, 0.1) or await self.applied_policies()
 
-    async def _create(self, case: Case, names: list[tuple[str, str]]) -> None:
-        """Create the case's policies, recording each in ``names`` as it exists (for the cleanup)."""
+    async def _create(self, case: Case, names: list[tuple[Resource, str | None, str]]) -> None:
+        """Create the case's admin objects and policies, recording each in ``names`` as it exists
+        (for the cleanup)."""
+        for _, raw in resolve([("", a) for a in case.admin], self.pod_ip):
+            res = ADMIN_KINDS[raw["kind"]]
+            name = raw["metadata"]["name"]
+            await self.client.create(res, {"apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": raw["kind"],
+                                           "metadata": {"name": name, "labels": {SUITE_LABEL: "netpol"}},
+                                           "spec": raw["spec"]})
+            names.append((res, None, name))
         for i, (ns, spec) in enumerate(resolve(case.policies, self.pod_ip)):
             name = f"{case.id.split('/')[0][:50]}-{i}"
             await self.client.create(NETWORK_POLICIES, {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                                                         "metadata": {"name": name, "namespace": ns}, "spec": spec},
                                      namespace=ns)
-            names.append((ns, name))
+            names.append((NETWORK_POLICIES, ns, name))
 
     async def _judge(self, res: CaseResult) -> None:
         """Probe the whole table into ``res`` (a second round on any mismatch)."""
@@ -260,7 +292,7 @@ class NetpolModel:
                 res.skipped = f"{case.protocol}: the lab pod server serves TCP and UDP only"
             return results
         t0 = time.monotonic()
-        names: list[tuple[str, str]] = []
+        names: list[tuple[Resource, str | None, str]] = []
         relabeled = False
         current = results[0]
         try:
@@ -280,8 +312,8 @@ class NetpolModel:
         finally:
             if relabeled:
                 await self._relabel(case.relabel, undo=True)
-            for ns, name in names:
-                await delete_quietly(self.client, NETWORK_POLICIES, name, ns)
+            for res_kind, ns, name in names:
+                await delete_quietly(self.client, res_kind, name, ns)
             await self.wait_applied(0)
             current.seconds = time.monotonic() - t0
         for res in results[results.index(current) + 1:]:

@@ -12,7 +12,9 @@ Data flow::
             cniexec (S): the conflist's plugin chain exec'd as libcni does (ADD in order, DEL
             reversed, runtimeConfig for declared capabilities)
       --> volumes.materialise (S): hostPath under the node's own root, emptyDir, ConfigMap,
-          Secret, downwardAPI, projected (TokenRequest token, CA, namespace) as files
+          Secret, downwardAPI, projected (TokenRequest token, CA, namespace) as files, written
+          as kubelet's AtomicWriter does (``..data`` symlink swap); volumes.refresh (S) re-syncs them
+          while the pod runs, so changed ConfigMaps and Secrets reach it
       --> per container, in order (init containers first, each to completion):
             images (P): what the image runs (podnet's console scripts, or the echo server
             podserver on the declared ports)
@@ -21,6 +23,8 @@ Data flow::
             probes (S): startup, liveness, readiness from the spec; crash-loop back-off restarts
             podlogs: one log file per container instance, kubelet's /var/log/pods layout
       --> the Pod's status (IPs, phase, conditions, container statuses) patched back
+      --> events.Recorder (S): kubelet's Events (Pulled, Created, Started, Killing, BackOff,
+          Unhealthy) posted without blocking, rate-limited per pod
 
 Public surface: ``kubelet.Kubelet`` (``observe``, ``sync_once``, ``run``) and ``kubelet.main``
 (``python -P -m podnet.netlab.node.kubelet``), ``podspec.parse``/``expand``/``resolve_env``,

@@ -34,6 +34,13 @@ kubelet and runtime follow:
 6. when a Pod is deleted (or gets a deletionTimestamp): stop its containers, CNI DEL, remove the
    netns and the pod's files, and confirm a graceful delete with grace 0.
 
+Along the way it records kubelet's Events on the Pod (:mod:`.events`: Pulled, Created, Started,
+Killing, BackOff, Unhealthy), rate-limited per pod, so ``kubectl describe pod`` shows its life;
+readiness failures are recorded only after the probe first passed (before that the lab probes
+every 100 ms, see 4.). While a pod runs, its configMap/secret/downwardAPI/projected volumes are
+synced every ``volume_sync_period`` seconds (:func:`.volumes.refresh`), tokens renewed at 80 % of
+their life.
+
 Where things live: the node's "host" file system for hostPath volumes is ``--root-dir``
 (default ``<run-dir>/nodes/<node>/root``); each pod's volumes and launch plans are under
 ``<run-dir>/nodes/<node>/pods/<uid>``; each running pod's record is
@@ -68,7 +75,7 @@ from podnet.kube import resources as r
 from podnet.kube.backoff import Backoff
 from podnet.kube.client import ApiClient, ApiError, TRANSPORT_ERRORS
 from podnet.kube.informer import Informer
-from podnet.netlab.node import images, podlogs, podspec, probes, volumes
+from podnet.netlab.node import events, images, podlogs, podspec, probes, volumes
 from podnet.kube.names import NETNS_ANNOTATION
 from podnet.netlab.node.hostinfo import system_info
 from podnet.netlab.node.podspec import ConfigError, Container, PodSpec
@@ -238,6 +245,10 @@ class Kubelet:
         self.image_dir = image_dir
         self.node_netns = node_netns
         self.cni_node_view = cni_node_view
+        self.volume_sync_period = 10.0
+        """Seconds between syncs of a running pod's configMap/secret/downwardAPI/projected volumes."""
+        self.events = events.Recorder(self._post_event, node)
+        """kubelet's Events about its pods (:mod:`.events`)."""
         self.host_dirs: dict[str, Path] = {}
         """hostPath directory -> where it lives under the node's root, for every one created so far."""
         self.pods: dict[str, Sandbox] = {}
@@ -295,6 +306,15 @@ class Kubelet:
                 await self._patch_status(pr.spec.namespace, pr.spec.name, pod_status(pr, self.node_ip))
             except (ApiError, *TRANSPORT_ERRORS) as e:
                 log.warning("pod %s: cannot report status: %s", pr.spec.key, e)
+
+    async def _post_event(self, body: dict[str, Any]) -> None:
+        await self.client.request("POST", f"/api/v1/namespaces/{body['metadata']['namespace']}/events", body=body)
+
+    def _event(self, pr: PodRun, reason: str, message: str, cr: ContainerRun | None = None,
+               type_: str = "Normal") -> None:
+        ref = {"namespace": pr.spec.namespace, "name": pr.spec.name, "uid": pr.spec.uid}
+        self.events.record(ref, reason, message, type_=type_,
+                           path=events.field_path(cr.c.name, cr.init) if cr is not None else "")
 
     async def _annotate_netns(self, ns: str, name: str, netns: str) -> None:
         """Name the pod's network namespace on the Pod (``kubectl get pods -o wide`` shows it)."""
@@ -429,19 +449,30 @@ class Kubelet:
         tmp.replace(plan_path)
         return (self.python, "-P", "-m", "podnet.netlab.node.launch", str(plan_path))
 
-    async def _refresh_tokens(self, pr: PodRun) -> None:
-        """Renew the pod's service-account tokens while it runs (see :func:`volumes.refresh_period`)."""
-        period = volumes.refresh_period(pr.spec)
-        while period is not None:
-            await asyncio.sleep(period)
+    async def _sync_volumes(self, pr: PodRun) -> None:
+        """kubelet's periodic volume sync while the pod runs: every ``volume_sync_period`` seconds the
+        pod's configMap, secret, downwardAPI and projected volumes are rewritten from the objects as they
+        are now (atomically, only when they changed); tokens are renewed once 80 % of their life has
+        passed (:func:`volumes.refresh_period`)."""
+        renew_every = volumes.refresh_period(pr.spec)
+        issued = self.clock()
+        while True:
+            await asyncio.sleep(self.volume_sync_period)
+            renew = renew_every is not None and self.clock() - issued >= renew_every
             try:
-                await volumes.refresh_tokens(pr.spec, pr.dirs, self._sources())
-            except (OSError, ApiError, *TRANSPORT_ERRORS) as e:
-                log.warning("pod %s: renewing tokens: %s", pr.spec.key, e)
+                facts = podspec.pod_facts(pr.spec, self.node_ip, pr.sb.ips)
+                changed = await volumes.refresh(pr.spec, pr.dirs, self._sources(), facts, renew_tokens=renew)
+            except (OSError, ApiError, ConfigError, *TRANSPORT_ERRORS) as e:
+                log.warning("pod %s: syncing volumes: %s", pr.spec.key, e)
+                continue
+            if renew:
+                issued = self.clock()
+            if changed:
+                log.info("pod %s: volumes updated: %s", pr.spec.key, ", ".join(changed))
 
     async def _run_pod(self, pr: PodRun) -> None:
         """Init containers in order, each to completion; then every container, each supervised."""
-        refresher = asyncio.create_task(self._refresh_tokens(pr))
+        refresher = asyncio.create_task(self._sync_volumes(pr))
         try:
             for cr in [cr for cr in pr.runs.values() if cr.init]:
                 if not await self._supervise(pr, cr):
@@ -533,7 +564,10 @@ class Kubelet:
         key = pr.spec.key
         while True:
             try:
+                self._event(pr, "Pulled", f'Container image "{cr.c.image}" already present on machine', cr)
                 cr.proc = await self.start_container(pr, cr)
+                self._event(pr, "Created", f"Created container: {cr.c.name}", cr)
+                self._event(pr, "Started", f"Started container {cr.c.name}", cr)
                 cr.started_at = self.clock()
                 cr.state = {"running": {"startedAt": _now()}}
                 cr.started = cr.c.startup is None
@@ -579,6 +613,8 @@ class Kubelet:
                                     "message": f"back-off {delay:g}s restarting failed container={cr.c.name}"}}
             self._ready_changed(pr)
             await self._report(pr)
+            self._event(pr, "BackOff", f"Back-off restarting failed container {cr.c.name} in pod "
+                                       f"{pr.spec.name}_{pr.spec.namespace}({pr.spec.uid})", cr, "Warning")
             await self.sleep(delay)
             if self.runs.get(key) is not pr:
                 return False  # deleted while backing off
@@ -611,6 +647,9 @@ class Kubelet:
                 return
             if not st.result:
                 log.warning("pod %s: container %s failed its startup probe; killing it", pr.spec.key, c.name)
+                self._event(pr, "Unhealthy", "Startup probe failed: no success within the failure threshold", cr,
+                            "Warning")
+                self._event(pr, "Killing", f"Container {c.name} failed startup probe, will be restarted", cr)
                 await stop_process(proc)
                 return
             cr.started = True
@@ -639,6 +678,9 @@ class Kubelet:
         while proc.returncode is None:
             if state.record(await probes.attempt(p, cr.c.port_number(p.port), ip, proc.pid)) and not state.result:
                 log.warning("pod %s: container %s failed its liveness probe; killing it", pr.spec.key, cr.c.name)
+                self._event(pr, "Unhealthy", f"Liveness probe failed: {p.failure_threshold} consecutive failures",
+                            cr, "Warning")
+                self._event(pr, "Killing", f"Container {cr.c.name} failed liveness probe, will be restarted", cr)
                 await stop_process(proc)
                 return
             await asyncio.sleep(p.period)
@@ -651,6 +693,8 @@ class Kubelet:
         passed_once = False
         while proc.returncode is None:
             passed = await probes.attempt(p, cr.c.port_number(p.port), ip, proc.pid)
+            if passed_once and not passed and proc.returncode is None:
+                self._event(pr, "Unhealthy", "Readiness probe failed: the probe did not succeed", cr, "Warning")
             passed_once = passed_once or passed
             if state.record(passed) and proc.returncode is None:
                 cr.ready = state.result
@@ -682,6 +726,11 @@ class Kubelet:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         grace = pr.spec.grace_period if pr is not None else 2.0
+        if pr is not None:
+            for cr in pr.runs.values():
+                if cr.proc is not None and cr.proc.returncode is None:
+                    self._event(pr, "Killing", f"Stopping container {cr.c.name}", cr)
+            self.events.forget(pr.spec.uid)
         for problem in await sb.destroy(grace):
             log.warning("pod %s: %s", key, problem)
         (self.state_dir / f"{self._record_name(sb)}.json").unlink(missing_ok=True)
@@ -767,6 +816,7 @@ class Kubelet:
         """Stop watching. Like a real kubelet, leave running pods alone (``lab down`` removes them)."""
         for t in list(self.tasks.values()):
             t.cancel()
+        await self.events.drain(timeout=1.0)
 
 
 async def _amain(a: argparse.Namespace) -> None:

@@ -15,13 +15,15 @@ Where volumes live (``<pod dir>`` is ``<run-dir>/pods/<node>/<pod uid>``):
   Directory, File, Socket, CharDevice and BlockDevice must exist as that, "" checks nothing;
 - ``emptyDir``: ``<pod dir>/volumes/<name>`` (disk; ``medium: Memory`` alike);
 - ``configMap``, ``secret``, ``downwardAPI`` and ``projected`` (serviceAccountToken, configMap,
-  secret, downwardAPI sources): files written once, when the pod starts, under
-  ``<pod dir>/volumes/<name>`` -- every key, or the ``items`` (key -> path) -- mode 0644 (0600 for
-  secrets and tokens). They are not refreshed when the object changes (kubelet refreshes them
-  within a minute; the lab does not, tokens apart);
-- tokens (projected serviceAccountToken sources and the service-account volume's) are
-  rewritten every 80 % of their lifetime while the pod runs (:func:`refresh_tokens`), as kubelet
-  renews them;
+  secret, downwardAPI sources): files under ``<pod dir>/volumes/<name>`` -- every key, or the
+  ``items`` (key -> path) -- mode 0644 (0600 for secrets and tokens), written as kubelet's
+  AtomicWriter writes them (:func:`write_atomic`: a ``..data`` symlink swapped in one rename, each
+  name a symlink into it), when the pod starts and again by :func:`refresh` while it runs (the
+  kubelet's periodic volume sync), so a changed ConfigMap or Secret reaches a running pod and a
+  reader never sees half an update;
+- tokens (projected serviceAccountToken sources and the service-account volume's) are kept by
+  :func:`refresh` and requested anew once 80 % of their lifetime has passed (:func:`refresh_period`),
+  as kubelet renews them;
 - the service-account volume: unless ``automountServiceAccountToken: false`` or a container
   already mounts ``/var/run/secrets/kubernetes.io/serviceaccount``, every container gets there
   ``token`` (from the TokenRequest API, bound to the pod), ``ca.crt`` (the lab CA) and
@@ -38,13 +40,15 @@ import base64
 import os
 import shutil
 import stat
+import tempfile
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
 
 from podnet.netlab.node.podspec import ConfigError, Container, PodSpec
 
 __all__ = ["KERNEL_SHARED", "SA_MOUNT", "SA_VOLUME", "host_path", "container_mounts", "materialise", "Sources",
-           "token_sources", "refresh_period", "refresh_tokens", "decode_secret"]
+           "token_sources", "refresh_period", "refresh", "write_atomic", "decode_secret"]
 
 KERNEL_SHARED = ("/lib/modules", "/run/xtables.lock", "/var/run/netns", "/run/netns")
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -117,19 +121,18 @@ def _check_type(p: Path, kind: str) -> None:
             raise ConfigError(f"hostPath type check failed: {p} is not a {kind}")
 
 
-def _write(d: Path, rel: str, data: bytes, mode: int) -> None:
+Files = dict[str, tuple[bytes, int]]
+"""A volume's content: relative path -> (bytes, mode)."""
+
+
+def _write(d: Files, rel: str, data: bytes, mode: int) -> None:
     rel = os.path.normpath(rel)
-    if rel.startswith("..") or os.path.isabs(rel):
+    if rel.startswith("..") or os.path.isabs(rel) or rel == ".":
         raise ConfigError(f"volume item path {rel!r} leaves the volume")
-    f = d / rel
-    f.parent.mkdir(parents=True, exist_ok=True)
-    tmp = f.with_name(f".{f.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(mode)
-    os.replace(tmp, f)  # a reader sees the old file or the new one, never half of one
+    d[rel] = (data, mode)
 
 
-def _items(d: Path, data: Mapping[str, bytes], items: Any, mode: int, what: str, optional: bool) -> None:
+def _items(d: Files, data: Mapping[str, bytes], items: Any, mode: int, what: str, optional: bool) -> None:
     if items:
         for it in items:
             key, path = str(it.get("key", "")), str(it.get("path") or it.get("key", ""))
@@ -153,12 +156,110 @@ async def _object(fetch: Callable[[str, str], Awaitable[Mapping[str, str] | None
     return {k: v.encode() if isinstance(v, str) else bytes(v) for k, v in data.items()}
 
 
-async def _downward(d: Path, items: Any, facts: Mapping[str, str]) -> None:
+async def _downward(d: Files, items: Any, facts: Mapping[str, str]) -> None:
     for it in items or ():
         fp = str((it.get("fieldRef") or {}).get("fieldPath", ""))
         if fp not in facts:
             raise ConfigError(f"downwardAPI: unsupported fieldPath {fp!r}")
         _write(d, str(it.get("path", "")), facts[fp].encode(), 0o644)
+
+
+DATA_DIR = "..data"
+
+
+def _current(d: Path) -> Files | None:
+    """What the volume at ``d`` holds now (None when it was never written atomically)."""
+    link = d / DATA_DIR
+    if not link.is_symlink():
+        return None
+    root = d / os.readlink(link)
+    out: Files = {}
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            f = Path(dirpath) / n
+            out[str(f.relative_to(root))] = (f.read_bytes(), f.stat().st_mode & 0o777)
+    return out
+
+
+def write_atomic(d: Path, files: Files) -> bool:
+    """Make ``d`` hold exactly ``files``, as kubelet's AtomicWriter does: the content goes into a new
+    hidden directory ``..<time>``, the symlink ``..data_tmp`` pointing at it is renamed over ``..data``
+    (one atomic step: a reader sees the old set of files or the new one, never a mix), each top-level
+    name is a symlink ``name -> ..data/name``, and names no longer present and the old directory go.
+    Returns False (and touches nothing) when ``d`` already holds ``files``."""
+    d.mkdir(parents=True, exist_ok=True)
+    if _current(d) == files:
+        return False
+    old = d / os.readlink(d / DATA_DIR) if (d / DATA_DIR).is_symlink() else None
+    ts = Path(tempfile.mkdtemp(prefix=time.strftime("..%Y_%m_%d_%H_%M_%S."), dir=d))
+    for rel, (data, mode) in files.items():
+        f = ts / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+        f.chmod(mode)
+    ts.chmod(0o755)
+    tmp_link = d / "..data_tmp"
+    if tmp_link.is_symlink() or tmp_link.exists():
+        tmp_link.unlink()
+    os.symlink(ts.name, tmp_link)
+    os.replace(tmp_link, d / DATA_DIR)
+    top = {rel.split("/", 1)[0] for rel in files}
+    for name in top:
+        link = d / name
+        if not link.is_symlink():
+            if link.is_dir():
+                shutil.rmtree(link)
+            elif link.exists():
+                link.unlink()
+            os.symlink(f"{DATA_DIR}/{name}", link)
+    for entry in d.iterdir():
+        if not entry.name.startswith("..") and entry.name not in top:
+            if entry.is_symlink() or entry.is_file():
+                entry.unlink()
+            elif entry.is_dir():
+                shutil.rmtree(entry)
+    if old is not None and old.resolve() != ts.resolve():
+        shutil.rmtree(old, ignore_errors=True)
+    return True
+
+
+def _content_volume(v: Mapping[str, Any]) -> bool:
+    return any(isinstance(v.get(k), Mapping) for k in ("configMap", "secret", "downwardAPI", "projected"))
+
+
+async def _volume_files(spec: PodSpec, v: Mapping[str, Any], src: Sources, facts: Mapping[str, str],
+                        tokens: Mapping[str, bytes] | None) -> Files:
+    """The files of a configMap, secret, downwardAPI or projected volume. ``tokens``: token bytes to
+    reuse by path (a token is requested only for paths not in it)."""
+    d: Files = {}
+    if isinstance(v.get("configMap"), Mapping):
+        cm = v["configMap"]
+        opt = bool(cm.get("optional", False))
+        data = await _object(src.config_map, spec.namespace, str(cm.get("name", "")), opt, "configmap")
+        if data is not None:
+            _items(d, data, cm.get("items"), 0o644, f"configmap {cm.get('name')}", opt)
+    elif isinstance(v.get("secret"), Mapping):
+        s = v["secret"]
+        opt = bool(s.get("optional", False))
+        data = await _object(src.secret, spec.namespace, str(s.get("secretName", "")), opt, "secret")
+        if data is not None:
+            _items(d, data, s.get("items"), 0o600, f"secret {s.get('secretName')}", opt)
+    elif isinstance(v.get("downwardAPI"), Mapping):
+        await _downward(d, v["downwardAPI"].get("items"), facts)
+    elif isinstance(v.get("projected"), Mapping):
+        for source in v["projected"].get("sources") or ():
+            await _projected(d, spec, source, src, facts, tokens)
+    return d
+
+
+async def _sa_files(spec: PodSpec, src: Sources, facts: Mapping[str, str], tokens: Mapping[str, bytes] | None
+                    ) -> Files:
+    d: Files = {}
+    await _projected(d, spec, {"serviceAccountToken": DEFAULT_TOKEN}, src, facts, tokens)
+    if src.ca_file is not None:
+        _write(d, "ca.crt", src.ca_file.read_bytes(), 0o644)
+    _write(d, "namespace", spec.namespace.encode(), 0o644)
+    return d
 
 
 async def materialise(spec: PodSpec, pod_dir: Path, node_root: Path, src: Sources, facts: Mapping[str, str]
@@ -183,43 +284,48 @@ async def materialise(spec: PodSpec, pod_dir: Path, node_root: Path, src: Source
         dirs[name] = d
         if "emptyDir" in v:
             continue
-        if isinstance(v.get("configMap"), Mapping):
-            cm = v["configMap"]
-            opt = bool(cm.get("optional", False))
-            data = await _object(src.config_map, spec.namespace, str(cm.get("name", "")), opt, "configmap")
-            if data is not None:
-                _items(d, data, cm.get("items"), 0o644, f"configmap {cm.get('name')}", opt)
-        elif isinstance(v.get("secret"), Mapping):
-            s = v["secret"]
-            opt = bool(s.get("optional", False))
-            data = await _object(src.secret, spec.namespace, str(s.get("secretName", "")), opt, "secret")
-            if data is not None:
-                _items(d, data, s.get("items"), 0o600, f"secret {s.get('secretName')}", opt)
-        elif isinstance(v.get("downwardAPI"), Mapping):
-            await _downward(d, v["downwardAPI"].get("items"), facts)
-        elif isinstance(v.get("projected"), Mapping):
-            for source in v["projected"].get("sources") or ():
-                await _projected(d, spec, source, src, facts)
-        else:
+        if not _content_volume(v):
             raise ConfigError(f"volume {name!r}: unsupported volume type ({', '.join(k for k in v if k != 'name')})")
+        write_atomic(d, await _volume_files(spec, v, src, facts, None))
     if wants_sa_volume(spec):
         d = vroot / SA_VOLUME
         shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-        await _projected(d, spec, {"serviceAccountToken": DEFAULT_TOKEN}, src, facts)
-        if src.ca_file is not None:
-            _write(d, "ca.crt", src.ca_file.read_bytes(), 0o644)
-        _write(d, "namespace", spec.namespace.encode(), 0o644)
+        write_atomic(d, await _sa_files(spec, src, facts, None))
         dirs[SA_VOLUME] = d
     return dirs
 
 
-async def _projected(d: Path, spec: PodSpec, source: Mapping[str, Any], src: Sources, facts: Mapping[str, str]
-                     ) -> None:
+async def refresh(spec: PodSpec, dirs: Mapping[str, Path], src: Sources, facts: Mapping[str, str], *,
+                  renew_tokens: bool) -> list[str]:
+    """Rewrite every configMap, secret, downwardAPI and projected volume (and the service-account
+    volume) of a running pod from the objects as they are now, with :func:`write_atomic` -- kubelet's
+    periodic volume sync. Tokens are kept unless ``renew_tokens`` (then every token is requested
+    anew). Returns the names of the volumes whose content changed."""
+    changed = []
+    wanted = [(n, v) for n, v in spec.volumes if _content_volume(v)]
+    if wants_sa_volume(spec):
+        wanted.append((SA_VOLUME, None))
+    for name, v in wanted:
+        if name not in dirs:
+            continue
+        kept = None if renew_tokens else {k: b for k, (b, _) in (_current(dirs[name]) or {}).items()}
+        files = await (_sa_files(spec, src, facts, kept) if v is None else _volume_files(spec, v, src, facts, kept))
+        if write_atomic(dirs[name], files):
+            changed.append(name)
+    return changed
+
+
+async def _projected(d: Files, spec: PodSpec, source: Mapping[str, Any], src: Sources, facts: Mapping[str, str],
+                     tokens: Mapping[str, bytes] | None = None) -> None:
     if isinstance(source.get("serviceAccountToken"), Mapping):
         t = source["serviceAccountToken"]
+        path = str(t.get("path", "token"))
+        rel = os.path.normpath(path)
+        if tokens is not None and rel in tokens:
+            _write(d, path, tokens[rel], 0o600)
+            return
         token = await src.token(spec, str(t.get("audience") or ""), int(t.get("expirationSeconds") or 3607))
-        _write(d, str(t.get("path", "token")), token.encode(), 0o600)
+        _write(d, path, token.encode(), 0o600)
     elif isinstance(source.get("configMap"), Mapping):
         cm = source["configMap"]
         opt = bool(cm.get("optional", False))
@@ -253,18 +359,10 @@ def token_sources(spec: PodSpec) -> list[tuple[str, Mapping[str, Any]]]:
 
 
 def refresh_period(spec: PodSpec) -> float | None:
-    """Seconds between token rewrites: 80 % of the shortest token lifetime, as kubelet renews
+    """Seconds between token renewals: 80 % of the shortest token lifetime, as kubelet renews
     a projected token once 80 % of its life has passed; None without tokens."""
     lives = [int(t.get("expirationSeconds") or 3607) for _, t in token_sources(spec)]
     return 0.8 * min(lives) if lives else None
-
-
-async def refresh_tokens(spec: PodSpec, dirs: Mapping[str, Path], src: Sources) -> None:
-    """Write a fresh token into every token file of the pod (atomically: rename over the old)."""
-    for name, t in token_sources(spec):
-        if name in dirs:
-            token = await src.token(spec, str(t.get("audience") or ""), int(t.get("expirationSeconds") or 3607))
-            _write(dirs[name], str(t.get("path", "token")), token.encode(), 0o600)
 
 
 def decode_secret(obj: Mapping[str, Any]) -> dict[str, str]:

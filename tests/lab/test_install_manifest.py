@@ -18,7 +18,7 @@ from podnet.kube.kubeconfig import ClientConfig
 from podnet.netlab.apiserver.authn import TokenAuthenticator, User
 from podnet.netlab.apiserver.authz import policy_from_yaml
 from podnet.netlab.apiserver.server import LabApiServer
-from podnet.netlab.lab import install
+from podnet.netlab.lab import install, parts
 from podnet.netlab.lab.credentials import make_pki
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "podnet.yaml"
@@ -161,3 +161,14 @@ def test_without_cni_drops_only_the_node_pods_cni_containers():
     assert [c["name"] for c in spec["containers"]] == ["proxy", "policy"]
     changed = {_key(d) for d, e in zip(docs, out) if d != e}
     assert changed == {("DaemonSet", "podnet-node")}
+
+
+@pytest.mark.parametrize("container,flag", [
+    pytest.param("cni-daemon", f"--health-listen=0.0.0.0:{parts.CNI_HEALTH_PORT}", id="cni-health"),
+    pytest.param("policy", f"--metrics-bind-address=127.0.0.1:{parts.POLICY_HEALTH_PORT}", id="policy-health"),
+])
+def test_the_labs_health_ports_are_the_manifests(container, flag):
+    """lab up polls the CNI daemon's /healthz, lab check the policy engine's, where the manifest serves them."""
+    ds = next(d for d in install.load() if _key(d) == ("DaemonSet", "podnet-node"))
+    (c,) = [c for c in ds["spec"]["template"]["spec"]["containers"] if c["name"] == container]
+    assert flag in c["command"]

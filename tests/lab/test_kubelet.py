@@ -496,3 +496,29 @@ async def test_config_error_waits_and_retries_then_starts(tmp_path):
     assert "running" in cs["state"] and cs["restartCount"] == 0 and cs["containerID"].endswith("-main-0")
     k.observe(None, A)
     await settle(k)
+
+
+async def test_crash_loop_records_kubelets_events(tmp_path):
+    k = RestartKubelet(tmp_path)
+    posted: list[dict] = []
+
+    async def post(body):
+        posted.append(body)
+
+    k.events.post = post
+    k.observe(rpod(), A)
+    await settle(k)
+    await spin(lambda: k.statuses and ready_of(k.statuses[-1]) == "True")
+    k.proc().exit(1)
+    await spin(lambda: len(k.sleeps) == 1)
+    k.wake.set()
+    await spin(lambda: ready_of(k.statuses[-1]) == "True")
+    await k.events.drain()
+    got = [(e["reason"], e["type"], e["message"]) for e in posted]
+    start = [("Pulled", "Normal", 'Container image "x" already present on machine'),
+             ("Created", "Normal", "Created container: main"), ("Started", "Normal", "Started container main")]
+    assert got == [*start, ("BackOff", "Warning", "Back-off restarting failed container main in pod a_default(u1)"),
+                   *start]
+    assert {e["involvedObject"]["fieldPath"] for e in posted} == {"spec.containers{main}"}
+    k.observe(None, A)
+    await settle(k)

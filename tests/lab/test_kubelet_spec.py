@@ -4,6 +4,7 @@ thresholds, the CNI runtimeConfig, the launcher's mount choices."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -265,9 +266,60 @@ async def test_tokens_are_renewed_at_80_percent_of_their_life(tmp_path):
 
     src = volumes.Sources(None, None, token, None)
     dirs = {"tok": tmp_path / "tok", volumes.SA_VOLUME: tmp_path / "sa"}
-    for d in dirs.values():
-        d.mkdir()
-    await volumes.refresh_tokens(spec, dirs, src)
-    await volumes.refresh_tokens(spec, dirs, src)
+    facts = podspec.pod_facts(spec, "h", [])
+    assert await volumes.refresh(spec, dirs, src, facts, renew_tokens=True) == ["tok", volumes.SA_VOLUME]
+    assert await volumes.refresh(spec, dirs, src, facts, renew_tokens=False) == []  # tokens kept
+    assert await volumes.refresh(spec, dirs, src, facts, renew_tokens=True) == ["tok", volumes.SA_VOLUME]
     assert ((tmp_path / "tok/t").read_text(), (tmp_path / "sa/token").read_text()) == ("token-2", "token-3")
-    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["t"]  # no temporary file left behind
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir() if not p.name.startswith("..")) == ["t"]
+    assert len([p for p in (tmp_path / "tok").iterdir() if p.name.startswith("..") and p.is_dir()
+                and not p.is_symlink()]) == 1  # the old generation is gone
+
+
+def _generations(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir() if p.name.startswith("..") and p.is_dir() and not p.is_symlink())
+
+
+def test_write_atomic_swaps_the_data_link_and_keeps_only_what_is_wanted(tmp_path):
+    d = tmp_path / "v"
+    assert volumes.write_atomic(d, {"a": (b"1", 0o644), "sub/b": (b"2", 0o600)}) is True
+    first = _generations(d)
+    assert os.readlink(d / "..data") == first[0]
+    assert os.readlink(d / "a") == "..data/a" and os.readlink(d / "sub") == "..data/sub"
+    assert (d / "sub/b").read_text() == "2" and (d / "sub/b").stat().st_mode & 0o777 == 0o600
+    assert volumes.write_atomic(d, {"a": (b"1", 0o644), "sub/b": (b"2", 0o600)}) is False  # unchanged: untouched
+    assert _generations(d) == first
+    assert volumes.write_atomic(d, {"a": (b"new", 0o644), "c": (b"3", 0o644)}) is True
+    assert (d / "a").read_text() == "new" and (d / "c").read_text() == "3"
+    assert not (d / "sub").exists() and not (d / "sub").is_symlink()  # a name no longer wanted goes
+    assert len(_generations(d)) == 1 and _generations(d) != first
+    assert not (d / "..data_tmp").exists()
+
+
+async def test_refresh_follows_configmap_and_secret_changes(tmp_path):
+    spec = podspec.parse(_pod({"image": "x"}, automountServiceAccountToken=False, volumes=[
+        {"name": "cfg", "configMap": {"name": "app"}},
+        {"name": "sec", "secret": {"secretName": "creds"}},
+        {"name": "mix", "projected": {"sources": [{"configMap": {"name": "app", "items": [{"key": "a", "path": "a"}]}},
+                                                  {"secret": {"name": "creds"}}]}}]))
+    objects = {"app": {"a": "1", "b": "2"}, "creds": {"pw": "old"}}
+
+    async def fetch(ns, name):
+        return objects.get(name)
+
+    src = volumes.Sources(fetch, fetch, None, None)
+    facts = podspec.pod_facts(spec, "h", [])
+    dirs = await volumes.materialise(spec, tmp_path / "pod", tmp_path / "root", src, facts)
+    # what a container holds open through the symlinks sees the swap
+    assert (dirs["cfg"] / "a").read_text() == "1" and (dirs["mix"] / "pw").read_text() == "old"
+    assert await volumes.refresh(spec, dirs, src, facts, renew_tokens=False) == []
+    objects["app"] = {"a": "changed"}
+    objects["creds"] = {"pw": "new"}
+    assert await volumes.refresh(spec, dirs, src, facts, renew_tokens=False) == ["cfg", "sec", "mix"]
+    assert (dirs["cfg"] / "a").read_text() == "changed" and not (dirs["cfg"] / "b").exists()
+    assert (dirs["sec"] / "pw").read_text() == "new"
+    assert ((dirs["mix"] / "a").read_text(), (dirs["mix"] / "pw").read_text()) == ("changed", "new")
+    del objects["app"]
+    with pytest.raises(podspec.ConfigError, match='configmap "app" not found'):
+        await volumes.refresh(spec, dirs, src, facts, renew_tokens=False)
+    assert (dirs["cfg"] / "a").read_text() == "changed"  # a failed sync leaves the volume as it was

@@ -9,14 +9,17 @@ import json
 
 import pytest
 
-from podnet.netlab.check import netpol_cases, netpol_probe
+from podnet.netlab.check import netpol_admin_cases, netpol_cases, netpol_probe
 from podnet.netlab.check.netpol_suite import CaseResult, render_case, select_cases
 from podnet.netlab.lab import install, parts
 from podnet.netlab.node.podserver import PodServer
 
 
 @pytest.mark.parametrize("patterns, want", [
-    pytest.param([], len(netpol_cases.CASES) + len(netpol_cases.UPDATE_CASES), id="none-means-all"),
+    pytest.param([], len(netpol_cases.CASES) + len(netpol_cases.UPDATE_CASES) + len(netpol_admin_cases.ADMIN_CASES),
+                 id="none-means-all"),
+    pytest.param(["(b)?anp-.*|integration-.*"], len(netpol_admin_cases.ADMIN_CASES), id="admin-cases"),
+    pytest.param(["banp-.*"], 4, id="banp-cases"),
     pytest.param(["allow-ingress-from-updated-.*"], 2, id="update-cases"),
     pytest.param(["default-deny-ingress"], 1, id="exact-id"),
     pytest.param(["default-deny"], 0, id="full-match-not-prefix"),
@@ -52,8 +55,24 @@ def test_resolve_of_an_unknown_pod_raises():
 
 def test_every_ipblock_case_names_only_model_pods():
     fields = {p: "10.0.0.1" for p in netpol_cases.ALL}
-    for c in netpol_cases.CASES:
+    for c in [*netpol_cases.CASES, *netpol_admin_cases.ADMIN_CASES]:
         netpol_cases.resolve(c.policies, fields)  # a KeyError names a pod outside the model
+        netpol_cases.resolve([("", a) for a in c.admin], fields)
+
+
+def test_admin_cases_are_unique_and_their_objects_are_valid():
+    from podnet.kube.adminnetpol import parse_admin_network_policy, parse_baseline_admin_network_policy
+    every = [c.id for c in [*netpol_cases.CASES, *netpol_cases.UPDATE_CASES, *netpol_admin_cases.ADMIN_CASES]]
+    assert len(every) == len(set(every))
+    fields = {p: "10.0.0.1" for p in netpol_cases.ALL}
+    kinds = {"AdminNetworkPolicy": parse_admin_network_policy,
+             "BaselineAdminNetworkPolicy": parse_baseline_admin_network_policy}
+    for c in netpol_admin_cases.ADMIN_CASES:
+        assert c.admin, c.id
+        names = [a["metadata"]["name"] for a in c.admin]
+        assert len(names) == len(set(names)), c.id  # one case's objects coexist in the cluster
+        for _, raw in netpol_cases.resolve([("", a) for a in c.admin], fields):
+            kinds[raw["kind"]](raw)  # raises on anything the lab API server would refuse
 
 
 @pytest.mark.parametrize("case", netpol_cases.UPDATE_CASES, ids=[u.id for u in netpol_cases.UPDATE_CASES])

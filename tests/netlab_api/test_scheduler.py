@@ -78,3 +78,16 @@ async def test_other_schedulers_pods_are_left_alone(client):
     await client.create(r.PODS, pod("custom", scheduler="my-scheduler"), namespace="default")
     got = await client.get(r.PODS, "custom", namespace="default")
     assert "nodeName" not in got["spec"]
+
+
+async def test_binding_records_schedulers_event(client):
+    await client.create(r.NODES, {"metadata": {"name": "n1"}})
+    await client.create(r.PODS, pod("web"), namespace="default")
+    await client.create(r.PODS, pod("pinned", node_name="n1"), namespace="default")
+    events = (await client.request("GET", "/api/v1/namespaces/default/events"))["items"]
+    got = [(e["involvedObject"]["name"], e["reason"], e["message"], e["source"]["component"], e["type"])
+           for e in events if e["reason"] == "Scheduled"]
+    assert got == [("web", "Scheduled", "Successfully assigned default/web to n1", "default-scheduler", "Normal")]
+    web = await client.get(r.PODS, "web", "default")
+    (ev,) = [e for e in events if e["reason"] == "Scheduled"]
+    assert ev["involvedObject"]["uid"] == web["metadata"]["uid"] and ev["involvedObject"]["kind"] == "Pod"

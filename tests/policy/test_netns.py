@@ -338,13 +338,35 @@ def test_ipv6_ipblock_and_pod_sets(lab):
     asyncio.run(scenario())
 
 
-async def test_log_denied_rule_and_denied_counter_on_a_real_kernel(lab, cluster):
-    cluster.engine.programmers = [Programmer(cluster.kernel, log_denied=True)]
+async def test_log_denied_nflog_line_and_denied_counter_on_a_real_kernel(lab, cluster):
+    """--log-denied: the denied datagrams reach the engine's NFLOG socket in the node namespace
+    with the pod's chain as prefix; one line per flow names the pod, direction and 5-tuple (the
+    probe's datagrams each come from their own socket); the DROP counters still feed the metric."""
+    from podnet.host.nsenter import made_inside
+    from podnet.policy.nflog import DeniedLog, NflogReader, describe_chain
+
+    prog = Programmer(cluster.kernel, log_denied=True)
+    cluster.engine.programmers = [prog]
     await cluster.apply(("x", "deny", {"podSelector": A, "ingress": []}))
-    assert '-j LOG --log-prefix "PODNET-NP-I-' in _node_rules(lab)  # iptables-save quotes the prefix
-    before = (await cluster.engine.collect_denied()).get("x/a", 0)
-    assert not udp(lab, "y-a", "x-a", 80)  # two datagrams, both dropped
-    assert (await cluster.engine.collect_denied())["x/a"] >= before + 2
+    assert '-j NFLOG --nflog-prefix "PODNET-NP-I-' in _node_rules(lab)  # iptables-save quotes the prefix
+    packets, lines = [], []
+    dlog = DeniedLog(lines.append, describe=lambda c: describe_chain(c, prog.chain_pods))
+    reader = NflogReader(lambda d: (packets.append(d), dlog.add(d)))
+    fd = os.open(lab["node"].path, os.O_RDONLY)
+    try:
+        made_inside(fd, reader.open)
+        before = (await cluster.engine.collect_denied()).get("x/a", 0)
+        assert not udp(lab, "y-a", "x-a", 80)  # two datagrams, both dropped
+        assert (await cluster.engine.collect_denied())["x/a"] >= before + 2
+        reader.read_ready()
+    finally:
+        reader.close()
+        os.close(fd)
+    mine = [d for d in packets if d.src == PODS["y-a"] and d.dst == PODS["x-a"]]
+    assert len(mine) >= 2, packets
+    assert {(d.prefix.startswith("PODNET-NP-I-"), d.protocol, d.dport) for d in mine} == {(True, "UDP", 80)}
+    assert sorted(lines) == sorted(f"denied ingress of x/a ({mine[0].prefix}) UDP {PODS['y-a']}:{sport} -> "
+                                   f"{PODS['x-a']}:80" for sport in {d.sport for d in mine})  # one per flow
 
 
 async def test_clusterip_judged_after_dnat_and_proxy_sync_keeps_policy_chains(lab, cluster):
