@@ -19,6 +19,8 @@ kubelet and runtime follow:
    API, ConfigMap and Secret keys, envFrom, and
    ``KUBERNETES_SERVICE_HOST``/``_PORT`` naming the API server this kubelet uses, so podnet's
    in-cluster discovery works inside);
+   A sandbox that cannot be made is torn down, recorded (FailedCreatePodSandBox) and retried
+   after 1 s doubling to 30 s while the pod stays Pending;
 4. probe each container as kubelet does (:mod:`.probes`): a startup probe first, then liveness
    and readiness, from initialDelaySeconds every periodSeconds with the thresholds; a failed
    startup or liveness probe kills the container; Ready is every container ready. One lab
@@ -247,6 +249,8 @@ class Kubelet:
         self.cni_node_view = cni_node_view
         self.volume_sync_period = 10.0
         """Seconds between syncs of a running pod's configMap/secret/downwardAPI/projected volumes."""
+        self.sandbox_backoff_base, self.sandbox_backoff_max = 1.0, 30.0
+        """Seconds before retrying a failed sandbox: doubling from base to max (:meth:`sandbox_retry_delay`)."""
         self.events = events.Recorder(self._post_event, node)
         """kubelet's Events about its pods (:mod:`.events`)."""
         self.host_dirs: dict[str, Path] = {}
@@ -753,8 +757,20 @@ class Kubelet:
 
     # ------------------------------------------------------------------ reconcile
 
+    def sandbox_retry_delay(self, failures: int) -> float:
+        """Seconds before another attempt after ``failures`` failed sandbox creations in a row:
+        1 s doubling to 30 s (kubelet's pod workers retry a failed sync with back-off too)."""
+        return min(self.sandbox_backoff_base * 2 ** (failures - 1), self.sandbox_backoff_max)
+
     async def _pod_worker(self, key: str) -> None:
-        """Converge one pod to what the API last said; returns when they agree."""
+        """Converge one pod to what the API last said; returns when they agree.
+
+        A sandbox that cannot be made (CNI ADD fails, ...) is torn down again, recorded as a
+        FailedCreatePodSandBox Event, the pod stays Pending with the error as its message, and the
+        worker retries after :meth:`sandbox_retry_delay`, as kubelet does: never a Failed pod for a
+        transient error (which a ReplicaSet would replace at once) and never a leaked netns.
+        """
+        failures = 0
         try:
             while True:
                 want = self.wanted.get(key)
@@ -773,13 +789,21 @@ class Kubelet:
                     return
                 try:
                     await self.start_pod(want)
+                    failures = 0
                 except Exception as e:  # noqa: BLE001 - one bad pod must not stop the node
-                    log.error("pod %s failed to start: %s", key, e)
+                    failures += 1
+                    delay = self.sandbox_retry_delay(failures)
+                    log.error("pod %s: failed to create the pod sandbox (retry in %.1f s): %s", key, delay, e)
+                    await self.stop_pod(key)  # CNI DEL, netns, files: a failed attempt leaves nothing behind
                     ns, name = key.split("/", 1)
+                    self.events.record({"namespace": ns, "name": name, "uid": want["metadata"].get("uid", "")},
+                                       "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e}"[:1000],
+                                       type_="Warning")
                     try:
-                        await self._patch_status(ns, name, {"phase": "Failed", "message": str(e)[:500]})
+                        await self._patch_status(ns, name, {"phase": "Pending", "message": str(e)[:500]})
                     except (ApiError, *TRANSPORT_ERRORS):
                         pass
+                    await self.sleep(delay)
         finally:
             self.tasks.pop(key, None)
 

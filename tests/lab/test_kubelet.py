@@ -14,7 +14,7 @@ from podnet.netlab.node.sandbox import Sandbox
 class FakeKubelet(Kubelet):
     """Records runtime operations instead of creating namespaces and processes."""
 
-    def __init__(self, tmp_path, fail_start: bool = False) -> None:
+    def __init__(self, tmp_path, fail_start: int = 0) -> None:
         super().__init__(None, "n1", "192.168.77.11", lab="t", run_dir=tmp_path, cni_bin_dir="", cni_conf_dir=tmp_path)
         self.ops: list[tuple] = []
         self.fail_start = fail_start
@@ -26,6 +26,7 @@ class FakeKubelet(Kubelet):
         self.pods[key] = Sandbox(key, meta["uid"], self._netns_name(), "c")
         await asyncio.sleep(0)
         if self.fail_start:
+            self.fail_start -= 1
             raise RuntimeError("CNI ADD failed")
 
     async def stop_pod(self, key):
@@ -85,14 +86,44 @@ async def test_reconcile(tmp_path, events, want):
     assert k.ops == want
 
 
-async def test_failed_start_is_reported_once_and_not_retried(tmp_path):
-    k = FakeKubelet(tmp_path, fail_start=True)
+async def test_failed_sandbox_is_torn_down_and_retried_with_backoff(tmp_path):
+    k = FakeKubelet(tmp_path, fail_start=2)
+    slept: list[float] = []
+
+    async def sleep(s):
+        slept.append(s)
+        await asyncio.sleep(0)
+
+    k.sleep = sleep
     k.observe(pod("a", "u1"), A)
     await settle(k)
-    assert k.ops == [("start", A, "u1"), ("status", "a", "Failed")]
-    k.observe(pod("a", "u1"), A)  # a later no-op update does not retry
+    failed = [("start", A, "u1"), ("stop", A, "u1"), ("status", "a", "Pending")]
+    assert k.ops == failed + failed + [("start", A, "u1")]
+    assert slept == [1.0, 2.0] and len(k.used_index) == 1  # only the running sandbox holds an index
+
+
+@pytest.mark.parametrize(("failures", "delay"), [
+    pytest.param(1, 1.0, id="first"), pytest.param(3, 4.0, id="doubling"), pytest.param(9, 30.0, id="capped"),
+])
+def test_sandbox_retry_delay(tmp_path, failures, delay):
+    assert FakeKubelet(tmp_path).sandbox_retry_delay(failures) == delay
+
+
+async def test_pod_deleted_while_its_sandbox_retries_is_not_started_again(tmp_path):
+    k = FakeKubelet(tmp_path, fail_start=5)
+    gate = asyncio.Event()
+
+    async def sleep(s):
+        await gate.wait()
+
+    k.sleep = sleep
+    k.observe(pod("a", "u1"), A)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    k.observe(None, A)
+    gate.set()
     await settle(k)
-    assert k.ops == [("start", A, "u1"), ("status", "a", "Failed")]
+    assert k.ops == [("start", A, "u1"), ("stop", A, "u1"), ("status", "a", "Pending")]
 
 
 async def test_netns_index_is_lowest_free(tmp_path):
