@@ -13,7 +13,11 @@ Public surface:
 - :mod:`.serving`: ``HttpEndpoint``, health/ready/metrics paths on one aiohttp socket, the bound
   port public;
 - :mod:`.loop`: ``stop_on_signals`` (SIGTERM/SIGINT), ``run`` (uvloop when installed),
-  ``gc_paused``.
+  ``gc_paused``;
+- :mod:`.tools`: ``run_tool`` (a host tool from the event loop: status, stdout, stderr; killed
+  after a timeout);
+- :mod:`.xtables`: ``detect_mode`` (the iptables backend this node's rules live in, by
+  iptables-wrappers' rule), ``choose_mode``, ``HINT_CHAINS``.
 
 Data flow: none of its own; callers pass names, fds, addresses and handlers in. :mod:`.addr` is
 pure; the rest is the side-effect layer, acting only on namespaces, processes and sockets the

@@ -3,7 +3,8 @@
 It also owns the vocabulary every package imports instead of re-declaring it: label and
 annotation names (:mod:`.names`), the configuration error (:mod:`.errors`), Go durations and the
 one duration flag type (:mod:`.durations`), and the binaries' log/verbosity/version shape
-(:mod:`.logsetup`). Import rule: no other podnet package (tests/test_import_layers.py).
+(:mod:`.logsetup`). Import rule: no other podnet package but the host plumbing below it, ``podnet.host``
+(tests/test_import_layers.py).
 
 Test support for every package lives in :mod:`podnet.kube.testing` (the one ``FakeInformer`` and
 ``FakeClock``); each other package keeps its own fakes in its ``testing`` module, and product code

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from typing import Any, TextIO
 
+from podnet.host import loop as hostloop
 from podnet.kube import objects as o
 from podnet.kube import resources
 from podnet.kube.client import ApiClient
@@ -82,9 +82,7 @@ async def watch(args: argparse.Namespace, out: TextIO) -> int:
         inf.add_handler(on_add=lambda obj: emit("ADDED", obj), on_update=lambda _, new: emit("MODIFIED", new),
                         on_delete=lambda obj: emit("DELETED", obj))
         task = asyncio.create_task(inf.run())
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, done.set)
+        hostloop.stop_on_signals(done.set)
         await done.wait()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

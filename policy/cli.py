@@ -110,7 +110,7 @@ def options_from(args: argparse.Namespace) -> Options:
 async def _kernels(opts: Options, prefix: Sequence[str] = ()) -> list[KernelRunner]:
     mode = opts.iptables_mode
     if mode == "auto":
-        from podnet.proxy.iptables import detect_mode
+        from podnet.host.xtables import detect_mode
 
         mode = await detect_mode(prefix)
     families = (4, 6) if opts.ip_family == "dual" else (int(opts.ip_family),)

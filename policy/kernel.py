@@ -14,7 +14,7 @@ from __future__ import annotations
 import shlex
 from typing import Protocol, Sequence
 
-from podnet.proxy.iptables import run_tool
+from podnet.host.tools import run_tool
 
 __all__ = ["Kernel", "KernelRunner", "KernelError"]
 

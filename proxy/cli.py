@@ -271,7 +271,7 @@ async def _serve(cfg: Config, once: bool, cleanup_kube_proxy: bool = False, oom_
 async def iptables_problem(prefix: Sequence[str] = ()) -> str | None:
     """None when this process can read the nat table with the backend it would write; else one
     line naming the problem (missing privileges, missing iptables)."""
-    from podnet.proxy.iptables import detect_mode
+    from podnet.host.xtables import detect_mode
 
     try:
         mode = await detect_mode(prefix)
@@ -311,7 +311,8 @@ def _kube_proxy_cleaner(families: list[Any]):
         for fam in families:
             ipt = getattr(fam, "ipt", None)
             if ipt is None:  # nftables mode: kube-proxy's iptables chains are still iptables'
-                from podnet.proxy.iptables import IptablesRunner, detect_mode
+                from podnet.host.xtables import detect_mode
+                from podnet.proxy.iptables import IptablesRunner
 
                 ipt = IptablesRunner(fam.ctx.family, await detect_mode())
             n = await cleanup_kube_proxy(ipt)

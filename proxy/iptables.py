@@ -19,12 +19,12 @@ import re
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol, Sequence
 
+from podnet.host.tools import run_tool
 from podnet.proxy.feeder import stream_to_child
 
 log = logging.getLogger("podnet.proxy")
 
 _WRITE_LOCK = asyncio.Lock()
-HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY", "PODNET-CANARY")
 
 
 class RestoreError(RuntimeError):
@@ -123,44 +123,6 @@ class Iptables(Protocol):
     async def chains(self, table: str) -> set[str]: ...
     async def has_chain(self, table: str, chain: str) -> bool: ...
     async def chain_rules(self, table: str, chain: str) -> list[str] | None: ...
-
-
-def choose_mode(nft_save: str, legacy_save: str) -> str:
-    """iptables-wrappers' rule: a hint chain decides; else more rules wins; default nft."""
-    for mode, text in (("nft", nft_save), ("legacy", legacy_save)):
-        if any(f":{h} " in text or f":{h}\n" in text for h in HINT_CHAINS):
-            return mode
-    count = lambda t: sum(1 for ln in t.splitlines() if ln.startswith("-A"))  # noqa: E731
-    return "legacy" if count(legacy_save) > count(nft_save) else "nft"
-
-
-async def run_tool(argv: Sequence[str], stdin: str | None = None, timeout: float = 120) -> tuple[int, str, str]:
-    """Run a host tool; (exit status, stdout, stderr), status 124 and the process killed after ``timeout``."""
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin is not None else None), timeout)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return 124, "", f"{argv[0]} timed out after {timeout}s"
-    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
-
-
-async def detect_mode(prefix: Sequence[str] = ()) -> str:
-    """Which backend this node's rules live in: 'nft' or 'legacy'."""
-    outs = []
-    for argv in (["iptables-nft-save", "-t", "mangle"], ["ip6tables-nft-save", "-t", "mangle"], ["iptables-legacy-save"], ["ip6tables-legacy-save"]):
-        try:
-            rc, out, _ = await run_tool([*prefix, *argv], timeout=30)
-        except FileNotFoundError:
-            rc, out = 1, ""
-        outs.append(out if rc == 0 else "")
-    return choose_mode(outs[0] + outs[1], outs[2] + outs[3])
 
 
 class IptablesRunner:

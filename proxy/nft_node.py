@@ -62,7 +62,8 @@ async def remove_tables(families: Sequence[int] = (4, 6), prefix: Sequence[str] 
 async def remove_iptables_rules(prefix: Sequence[str] = ()) -> None:
     """The iptables mode's PODNET- chains, in whichever iptables backend has them."""
     from podnet.proxy.cleanup import cleanup
-    from podnet.proxy.iptables import IptablesRunner, detect_mode
+    from podnet.host.xtables import detect_mode
+    from podnet.proxy.iptables import IptablesRunner
 
     try:
         mode = await detect_mode(prefix)

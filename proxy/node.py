@@ -17,7 +17,9 @@ from typing import Any, Awaitable, Callable
 from podnet.proxy import nodeports
 from podnet.proxy.conntrack import ConntrackTool, Reconciler
 from podnet.proxy.daemon import Config
-from podnet.proxy.iptables import IptablesRunner, detect_mode, run_tool
+from podnet.host.tools import run_tool
+from podnet.host.xtables import detect_mode
+from podnet.proxy.iptables import IptablesRunner
 from podnet.proxy.model import cidr_family
 from podnet.proxy.proxier import FamilyProxier
 from podnet.proxy.rules import NodeContext

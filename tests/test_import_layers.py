@@ -48,13 +48,11 @@ class Rule:
 
 
 RULES = [
-    pytest.param(Rule("podnet.kube", ("podnet.kube",)), id="kube-imports-no-other-podnet-package"),
+    pytest.param(Rule("podnet.kube", ("podnet.kube", HOST)), id="kube-imports-only-host"),
     pytest.param(Rule("podnet.cni", ("podnet.cni", "podnet.kube", HOST)), id="cni-imports-only-kube-and-host"),
     pytest.param(Rule("podnet.proxy", ("podnet.proxy", "podnet.kube", HOST)), id="proxy-imports-only-kube-and-host"),
     pytest.param(Rule("podnet.dns", ("podnet.dns", "podnet.kube", HOST)), id="dns-imports-only-kube-and-host"),
-    # policy shares the proxy's iptables tooling (backend detection, running a tool), nothing else of proxy
-    pytest.param(Rule("podnet.policy", ("podnet.policy", "podnet.kube", HOST, "podnet.proxy.iptables")),
-                 id="policy-imports-kube-host-and-proxy-iptables"),
+    pytest.param(Rule("podnet.policy", ("podnet.policy", "podnet.kube", HOST)), id="policy-imports-only-kube-and-host"),
     pytest.param(Rule("podnet.netlab", (), exact=True), id="netlab-init-imports-nothing"),
     pytest.param(Rule(HOST, (HOST,), stdlib_only=True), id="host-imports-stdlib-and-runtime-dependencies-only"),
     pytest.param(Rule("podnet.netlab.apiserver", ("podnet.netlab.apiserver", "podnet.kube", HOST)),

@@ -28,7 +28,8 @@ from podnet.kube.testing import FakeInformer
 from podnet.host.netns import NetnsPool
 from podnet.proxy import names
 from podnet.proxy.daemon import Config, Daemon
-from podnet.proxy.iptables import IptablesRunner, detect_mode, drift, parse_save
+from podnet.host.xtables import detect_mode
+from podnet.proxy.iptables import IptablesRunner, drift, parse_save
 from podnet.proxy.proxier import FamilyProxier
 from podnet.proxy.rules import JUMPS, NodeContext
 from podnet.proxy.testing import NODE, ep, slice_, svc

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from podnet.host.netns import NetnsPool
 from podnet.proxy import guard, names
 from podnet.proxy.cleanup import cleanup
-from podnet.proxy.iptables import IptablesRunner, detect_mode, parse_save
+from podnet.host.xtables import detect_mode
+from podnet.proxy.iptables import IptablesRunner, parse_save
 from podnet.proxy.render import render_full
 from podnet.proxy.rules import JUMPS
 from podnet.proxy.snapshot import build

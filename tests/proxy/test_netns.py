@@ -21,7 +21,8 @@ from podnet.kube.testing import FakeInformer
 from podnet.host.netns import NetnsPool
 from podnet.proxy.conntrack import ConntrackTool, Reconciler
 from podnet.proxy.daemon import Config, Daemon
-from podnet.proxy.iptables import IptablesRunner, detect_mode
+from podnet.host.xtables import detect_mode
+from podnet.proxy.iptables import IptablesRunner
 from podnet.proxy.proxier import FamilyProxier
 from podnet.proxy.rules import NodeContext
 from podnet.proxy.testing import NODE, ep, slice_, svc

@@ -231,7 +231,8 @@ async def test_foreign_damage_found_and_repaired(lab, damage, full):
 
 
 async def test_switching_from_iptables_mode_removes_its_chains(lab):
-    from podnet.proxy.iptables import IptablesRunner, detect_mode
+    from podnet.host.xtables import detect_mode
+    from podnet.proxy.iptables import IptablesRunner
     from podnet.proxy.proxier import FamilyProxier
 
     prefix = ["ip", "netns", "exec", lab["node"].name]

@@ -10,7 +10,8 @@ import pytest
 from podnet.proxy import names
 from podnet.proxy.dispatch import build_tree
 from podnet.proxy.endpoints import categorize
-from podnet.proxy.iptables import RestoreError, choose_mode
+from podnet.host.xtables import choose_mode
+from podnet.proxy.iptables import RestoreError
 from podnet.proxy.model import EndpointInfo, ServicePortInfo, ServicePortName
 from podnet.proxy.render import plan, render
 from podnet.proxy.sync import Pacer
