@@ -38,6 +38,20 @@ Pod MTU: the underlay interface's MTU minus 50 bytes of encapsulation for an
 IPv4 underlay, 70 for IPv6 (outer IP + UDP + VXLAN + inner Ethernet), unless
 configured; with ``auto`` the overlay MTU applies to every pod, since any peer
 may be reached over VXLAN.
+
+Outer DF: the devices are created with ``df unset`` (``IFLA_VXLAN_DF`` 0, the
+kernel's default, as flannel leaves it), stated explicitly and read back, so a
+device whose DF mode was changed by hand is recreated. An IPv4 underlay router
+whose next hop is smaller than the node's interface therefore fragments the
+outer UDP packets. ``df inherit`` (inner DF copied out) is not used because the
+kernel does not complete path-MTU discovery for forwarded pod traffic through a
+routed (non-bridged) VXLAN device: the node learns the underlay PMTU from the
+router's ICMP and the VXLAN driver (``skb_tunnel_check_pmtu``) records the
+reduced MTU on the node's route to the remote pod, but it sends the ICMP
+"fragmentation needed" to the inner sender only when the device is a bridge port,
+and IPv4 forwarding ignores a learned PMTU unless ``net.ipv4.ip_forward_use_pmtu``
+is 1. Without that sysctl, a pod's full-size TCP segments are dropped on its own
+node and the connection stalls.
 """
 
 from __future__ import annotations
@@ -73,6 +87,9 @@ ANN_PUBLIC_IP = names.PUBLIC_IP_ANNOTATION
 DEVICE = {4: "podnet.vxlan", 6: "podnet.vxlan6"}
 OVERHEAD = {4: 50, 6: 70}
 DEFAULT_UNDERLAY_MTU = 1500
+DF_UNSET, DF_SET, DF_INHERIT = 0, 1, 2
+"""``IFLA_VXLAN_DF`` values (the outer header's DF bit: never, always, or the inner IPv4 DF bit, set for IPv6)."""
+DF_NAMES = {DF_UNSET: "unset", DF_SET: "set", DF_INHERIT: "inherit"}
 
 IGNORED = Gauge("podnet_cni_overlay_ignored_peers",
                 "Peer VTEPs ignored at the last sync because their annotations are invalid or collide.", ["reason"])
@@ -200,6 +217,8 @@ class Device:
     port: int
     local: str
     mtu: int
+    df: int = DF_UNSET
+    """The outer header's DF mode (``IFLA_VXLAN_DF``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,6 +488,7 @@ class LinkState:
     mtu: int
     up: bool
     mac: str
+    df: int = DF_UNSET
 
 
 class OverlayOps(Protocol):
@@ -507,7 +527,8 @@ def port_busy_message(dev: Device) -> str:
 
 def sync_devices(devices: Iterable[Device], ops: OverlayOps) -> DeviceResult:
     """Create, fix or recreate the VXLAN devices and remove podnet's devices no longer wanted; VNI,
-    port and local address cannot change on a live device, so a mismatch recreates it."""
+    port and local address cannot change on a live device, so a mismatch recreates it (as does a
+    DF mode or learning flag other than the wanted one)."""
     res = DeviceResult()
     have = ops.vxlan_links()
     want = {d.name: d for d in devices}
@@ -520,11 +541,13 @@ def sync_devices(devices: Iterable[Device], ops: OverlayOps) -> DeviceResult:
     for dev in want.values():
         try:
             st = have.get(dev.name)
-            if st is None or (st.vni, st.port, st.local, st.learning) != (dev.vni, dev.port, dev.local, False):
+            want_st = (dev.vni, dev.port, dev.local, False, dev.df)
+            if st is None or (st.vni, st.port, st.local, st.learning, st.df) != want_st:
                 if st is not None:
                     ops.delete_link(dev.name)
                 ops.create_vxlan(dev)
-                res.changes.append(f"{dev.name} created (vni {dev.vni}, port {dev.port}, local {dev.local})")
+                res.changes.append(f"{dev.name} created (vni {dev.vni}, port {dev.port}, local {dev.local}, "
+                                   f"df {DF_NAMES[dev.df]})")
                 st = ops.vxlan_links()[dev.name]
             if st.mtu != dev.mtu:
                 ops.set_mtu(dev.name, dev.mtu)
@@ -635,14 +658,15 @@ class KernelOverlayOps:
                 out[name] = LinkState(data.get("IFLA_VXLAN_ID") or 0, data.get("IFLA_VXLAN_PORT") or 0,
                                       data.get("IFLA_VXLAN_LOCAL") or data.get("IFLA_VXLAN_LOCAL6") or "",
                                       bool(data.get("IFLA_VXLAN_LEARNING")), link.get("mtu") or 0,
-                                      bool(link["flags"] & self.IFF_UP), link.get("address") or "")
+                                      bool(link["flags"] & self.IFF_UP), link.get("address") or "",
+                                      data.get("IFLA_VXLAN_DF") or DF_UNSET)
             return out
         return self._call(get)
 
     def create_vxlan(self, dev: Device) -> None:
         local = {"vxlan_local": dev.local} if dev.family == 4 else {"vxlan_local6": dev.local}
         self._call(lambda ipr: ipr.link("add", ifname=dev.name, kind="vxlan", vxlan_id=dev.vni, vxlan_port=dev.port,
-                                        vxlan_learning=0, mtu=dev.mtu, **local))
+                                        vxlan_learning=0, vxlan_df=dev.df, mtu=dev.mtu, **local))
 
     def _index(self, ipr, name: str) -> int:
         idx = ipr.link_lookup(ifname=name)

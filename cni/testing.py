@@ -89,7 +89,8 @@ class FakeOverlayOps:
     def create_vxlan(self, dev):
         if dev.name in self.links:
             raise OSError(errno.EEXIST, "exists")
-        self.links[dev.name] = overlay.LinkState(dev.vni, dev.port, dev.local, False, dev.mtu, False, next(self._macs))
+        self.links[dev.name] = overlay.LinkState(dev.vni, dev.port, dev.local, False, dev.mtu, False,
+                                                 next(self._macs), dev.df)
 
     def set_mtu(self, name, mtu):
         self._need(name)

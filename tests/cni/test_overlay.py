@@ -3,6 +3,7 @@ annotations; then applied through the fake netlink layer (podnet.cni.testing.Fak
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import inspect
 
@@ -213,7 +214,8 @@ def test_apply_creates_device_and_entries_idempotently():
     o, p, changes, errors = run_once(ops, Config("auto"), [SELF, SAME, FAR])
     assert errors == [] and set(ops.links) == {"podnet.vxlan", "podnet.vxlan6"}
     st = ops.links["podnet.vxlan"]
-    assert (st.vni, st.port, st.local, st.learning, st.mtu, st.up) == (1, 8472, "192.168.1.10", False, 1450, True)
+    assert (st.vni, st.port, st.local, st.learning, st.mtu, st.up, st.df) == (
+        1, 8472, "192.168.1.10", False, 1450, True, overlay.DF_UNSET)
     assert ops.neigh == {Neigh("podnet.vxlan", "10.244.2.0", MAC_C)}
     assert ops.fdb == {Fdb("podnet.vxlan", MAC_C, "192.168.2.12")}
     assert o.mtu == 1430
@@ -252,6 +254,23 @@ def test_changed_vni_recreates_the_device_and_host_gw_removes_it():
     assert (st.vni, st.port) == (7, 4789) and st.mac != old_mac and st.up
     run_once(ops, Config("host-gw"), [SELF, FAR])
     assert ops.links == {}
+
+
+@pytest.mark.parametrize("drift", [
+    pytest.param({"df": overlay.DF_INHERIT}, id="df-inherit"),
+    pytest.param({"df": overlay.DF_SET}, id="df-set"),
+    pytest.param({"learning": True}, id="learning-on"),
+])
+def test_a_device_changed_by_hand_is_recreated_with_outer_df_unset(drift):
+    ops = FakeOverlayOps(HOST)
+    run_once(ops, Config("auto"), [SELF, FAR])
+    old_mac = ops.links["podnet.vxlan"].mac
+    ops.links["podnet.vxlan"] = dataclasses.replace(ops.links["podnet.vxlan"], **drift)
+    _, _, changes, errors = run_once(ops, Config("auto"), [SELF, FAR])
+    st = ops.links["podnet.vxlan"]
+    assert errors == [] and (st.df, st.learning, st.up) == (overlay.DF_UNSET, False, True) and st.mac != old_mac
+    assert ops.neigh == {Neigh("podnet.vxlan", "10.244.2.0", MAC_C)}  # entries put back on the new device
+    assert ops.links["podnet.vxlan6"].df == overlay.DF_UNSET
 
 
 def test_port_taken_is_one_error_and_host_gw_peers_keep_their_routes(caplog):

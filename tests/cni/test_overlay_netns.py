@@ -139,6 +139,7 @@ def tcp_seen(server_ns, server_ip, client_ns, via: str = "", port: int = 8081) -
 UDP_PAIR = r"""
 import hashlib, socket, sys
 mode, addr, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+df = sys.argv[4:] != ["nodf"]
 fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
 if mode == "serve":
     s = socket.socket(fam, socket.SOCK_DGRAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -152,7 +153,8 @@ if mode == "serve":
 else:
     c = socket.socket(fam, socket.SOCK_DGRAM)
     if fam == socket.AF_INET:
-        c.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set, never fragmented
+        # IP_MTU_DISCOVER = IP_PMTUDISC_DO (DF set, never fragmented) or IP_PMTUDISC_DONT (DF clear)
+        c.setsockopt(socket.IPPROTO_IP, 10, 2 if df else 0)
     else:
         c.setsockopt(socket.IPPROTO_IPV6, 23, 2)  # IPV6_MTU_DISCOVER = IPV6_PMTUDISC_DO
     payload = bytes(i % 251 for i in range(size))
@@ -167,13 +169,15 @@ else:
 """
 
 
-def udp_seen(server_ns, server_ip, client_ns, size: int) -> tuple[str, int, bool]:
-    """(peer address the server saw, datagram length it got, payload intact) for one DF datagram."""
+def udp_seen(server_ns, server_ip, client_ns, size: int, df: bool = True) -> tuple[str, int, bool]:
+    """(peer address the server saw, datagram length it got, payload intact) for one datagram, DF set
+    unless ``df`` is False (IPv4 only)."""
     srv = server_ns.popen(sys.executable, "-P", "-c", UDP_PAIR, "serve", server_ip, str(size),
                           stdout=subprocess.PIPE, text=True)
     try:
         assert srv.stdout.readline().strip() == "ready"
-        out = client_ns.run(sys.executable, "-P", "-c", UDP_PAIR, "send", server_ip, str(size)).split()
+        out = client_ns.run(sys.executable, "-P", "-c", UDP_PAIR, "send", server_ip, str(size),
+                            *([] if df else ["nodf"])).split()
         assert len(out) == 4, out
         return out[0], int(out[1]), out[2] == out[3]
     finally:
@@ -469,12 +473,13 @@ async def test_dual_stack_pods_over_an_ipv4_only_underlay(pool, make_node):
 BULK = r"""
 import hashlib, socket, sys
 mode, addr = sys.argv[1], sys.argv[2]
+limit = float(sys.argv[3]) if len(sys.argv) > 3 else 30.0
 size = 1 << 20
 if mode == "serve":
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((addr, 8082)); s.listen(1)
-    s.settimeout(30)
+    s.settimeout(limit)
     print("ready", flush=True)
-    c, peer = s.accept(); c.settimeout(30)
+    c, peer = s.accept(); c.settimeout(limit)
     h, n = hashlib.sha256(), 0
     while n < size:
         b = c.recv(65536)
@@ -484,17 +489,37 @@ if mode == "serve":
     c.sendall(f"{n} {h.hexdigest()}".encode()); c.close()
 else:
     payload = bytes(i % 251 for i in range(size))
-    c = socket.create_connection((addr, 8082), timeout=30)
-    c.sendall(payload); c.shutdown(socket.SHUT_WR)
-    print(c.recv(200).decode(), hashlib.sha256(payload).hexdigest())
+    try:
+        c = socket.create_connection((addr, 8082), timeout=limit)
+        c.sendall(payload); c.shutdown(socket.SHUT_WR)
+        print(c.recv(200).decode(), hashlib.sha256(payload).hexdigest())
+    except TimeoutError:
+        print("timeout")
 """
+
+
+def bulk(a, b, ip_b: str, limit: float = 30.0) -> list[str]:
+    """A 1 MiB TCP transfer from netns ``a`` to a server on ``ip_b`` in ``b``: ``[bytes, sha256 got, sha256 sent]``
+    when it completes, ``["timeout"]`` when it stalls for ``limit`` seconds."""
+    srv = b.popen(sys.executable, "-P", "-c", BULK, "serve", ip_b, str(limit), stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        return a.run(sys.executable, "-P", "-c", BULK, "send", ip_b, str(limit), timeout=limit + 30).split()
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def vxlan_df(node_ns, dev: str = "podnet.vxlan") -> str:
+    return json.loads(node_ns.ip("-j", "-d", "link", "show", dev))[0]["linkinfo"]["info_data"].get("df", "")
 
 
 async def test_node_sends_from_its_pod_cidr_over_vxlan_and_tcp_crosses_a_smaller_mtu_hop(pool, make_node):
     """The node's own traffic to a remote pod over VXLAN leaves from the VXLAN device's address (its pod CIDR's
     network address, a /32), so the reply needs no route to the node's underlay address from the pod's side;
     and a 1 MiB TCP transfer pod->pod crosses a router hop whose route MTU (1400) is below the underlay's:
-    the kernel's VXLAN outer header leaves DF unset, so the router fragments the outer packets (counted)."""
+    podnet creates the VXLAN device with outer DF unset, so the router fragments the outer packets (counted),
+    UDP without DF crosses the same way, and a device whose DF mode was changed by hand is recreated."""
     rt, ns = routed_underlay(pool)
     extra = ["--master", f"http://{API_IP}:{API_PORT}", "--cluster-cidr", "10.244.0.0/16", "--route-interval", "0.5",
              "--backend", "auto"]
@@ -530,21 +555,88 @@ async def test_node_sends_from_its_pod_cidr_over_vxlan_and_tcp_crosses_a_smaller
         # a smaller MTU on the router's path (a route MTU, which forwarding honours) between the two subnets
         rt.ip("route", "replace", "192.168.78.0/24", "dev", "br2", "mtu", "1400")
         rt.ip("route", "replace", "192.168.77.0/24", "dev", "br1", "mtu", "1400")
+        assert vxlan_df(n["n1"].ns) == vxlan_df(n["n3"].ns) == "unset"
         frags_before = ip_stat(rt, "FragCreates") + ip_stat(rt, "FragFails")
         for a, b, ip_b in ((p1, p3, ip3), (p3, p1, ip1)):
-            srv = b.popen(sys.executable, "-P", "-c", BULK, "serve", ip_b, stdout=subprocess.PIPE, text=True)
-            try:
-                assert srv.stdout.readline().strip() == "ready"
-                out = (await asyncio.to_thread(a.run, sys.executable, "-P", "-c", BULK, "send", ip_b, timeout=60)).split()
-                assert len(out) == 3 and out[0] == str(1 << 20) and out[1] == out[2], out
-            finally:
-                srv.kill()
-                srv.wait()
+            out = await asyncio.to_thread(bulk, a, b, ip_b)
+            assert len(out) == 3 and out[0] == str(1 << 20) and out[1] == out[2], out
         # the full-size VXLAN packets really met the smaller hop (fragmented or refused there)
         assert ip_stat(rt, "FragCreates") + ip_stat(rt, "FragFails") > frags_before
+        # a full-size UDP datagram without DF crosses too, its outer packet fragmented by the router
+        created = ip_stat(rt, "FragCreates")
+        assert await asyncio.to_thread(udp_seen, p3, ip3, p1, 1450 - 28, False) == (ip1, 1450 - 28, True)
+        assert ip_stat(rt, "FragCreates") > created
+
+        # outer DF switched to "inherit" by hand (it black-holes pod TCP through this hop): the re-check
+        # recreates the device with DF unset, n3 follows its new VTEP MAC, and the transfer completes again
+        n["n1"].ns.ip("link", "set", "podnet.vxlan", "type", "vxlan", "df", "inherit")
+        await eventually(lambda: n["n1"].log().count("podnet.vxlan created") == 2 and vxlan_df(n["n1"].ns) == "unset",
+                         "device recreated with DF unset")
+        await eventually(lambda: {m for m, _ in fdbs(n["n3"])} == {vtep_mac(n["n1"])}, "n3 follows n1's new VTEP MAC")
+        await eventually(lambda: neighs(n["n1"]) and routes(n["n1"]).get(cidr["n3"], "").endswith("onlink"),
+                         "n1 entries over the recreated device")
+        out = await asyncio.to_thread(bulk, p1, p3, ip3)
+        assert len(out) == 3 and out[0] == str(1 << 20) and out[1] == out[2], out
     finally:
         await client.close()
         await api.stop()
+
+
+def hand_made_overlay(pool, df: str, forward_use_pmtu: str):
+    """podnet's VXLAN layout built by hand (no daemon) on :func:`routed_underlay` with a 1400-byte route MTU on
+    the router: nodes n1 and n3, VXLAN devices with outer DF ``df``, a pod per node (p1 10.244.1.2, p3 10.244.3.2,
+    pod MTU 1450) and ``net.ipv4.ip_forward_use_pmtu`` = ``forward_use_pmtu`` on both nodes."""
+    rt, ns = routed_underlay(pool)
+    rt.ip("route", "replace", "192.168.78.0/24", "dev", "br2", "mtu", "1400")
+    rt.ip("route", "replace", "192.168.77.0/24", "dev", "br1", "mtu", "1400")
+    pods = {}
+    for i, o in ((1, 3), (3, 1)):
+        node, local, remote = ns[f"n{i}"], UNDERLAY[f"n{i}"][1], UNDERLAY[f"n{o}"][1]
+        node.sysctl("net.ipv4.ip_forward", "1")
+        node.sysctl("net.ipv4.ip_forward_use_pmtu", forward_use_pmtu)
+        node.ip("link", "add", "podnet.vxlan", "type", "vxlan", "id", "1", "dstport", "8472", "local", local,
+                "nolearning", "df", df)
+        node.ip("link", "set", "podnet.vxlan", "address", f"02:00:00:00:00:0{i}", "mtu", "1450", "up")
+        node.ip("addr", "add", f"10.244.{i}.0/32", "dev", "podnet.vxlan")
+        node.ip("neigh", "replace", f"10.244.{o}.0", "lladdr", f"02:00:00:00:00:0{o}", "dev", "podnet.vxlan",
+                "nud", "permanent")
+        node.run("bridge", "fdb", "append", f"02:00:00:00:00:0{o}", "dev", "podnet.vxlan", "dst", remote)
+        node.ip("route", "add", f"10.244.{o}.0/24", "via", f"10.244.{o}.0", "dev", "podnet.vxlan", "onlink")
+        pod = pods[i] = pool.netns(f"p{i}")
+        pool.veth(pod, "eth0", node, f"veth{i}")
+        pod.ip("link", "set", "eth0", "mtu", "1450")
+        node.ip("link", "set", f"veth{i}", "mtu", "1450", "up")
+        node.ip("addr", "add", f"10.244.{i}.1/32", "dev", f"veth{i}")
+        node.ip("route", "add", f"10.244.{i}.2/32", "dev", f"veth{i}")
+        pod.ip("addr", "add", f"10.244.{i}.2/24", "dev", "eth0")
+        pod.ip("link", "set", "eth0", "up")
+        pod.ip("route", "add", "default", "via", f"10.244.{i}.1")
+    return rt, ns, pods
+
+
+def test_outer_df_inherit_completes_pmtu_discovery_only_when_forwarding_honours_the_learned_pmtu(pool):
+    """Why podnet keeps outer DF unset: with ``df inherit`` the node learns the underlay PMTU from the
+    router and the VXLAN driver records it on the node's route to the remote pod, but nothing tells the pod
+    (the driver answers the inner sender only on a bridged device) and IPv4 forwarding ignores a learned
+    PMTU unless ``net.ipv4.ip_forward_use_pmtu`` is 1: the pod's full-size TCP segments are dropped on its
+    own node and the transfer stalls. With the sysctl, the node answers the pod with "fragmentation needed"
+    (1350 = 1400 - 50), the pod's route learns it, the transfer completes and the router fragments nothing;
+    a UDP datagram without DF still crosses (fragmented before encapsulation on the node)."""
+    rt, ns, pods = hand_made_overlay(pool, "inherit", "0")
+    assert vxlan_df(ns["n1"]) == "inherit"
+    fails = ip_stat(ns["n1"], "FragFails")
+    assert bulk(pods[1], pods[3], "10.244.3.2", limit=4) == ["timeout"]
+    assert ip_stat(rt, "FragCreates") == 0 and ip_stat(ns["n1"], "FragFails") > fails  # dropped on n1, DF set
+    assert "mtu 1400" in ns["n1"].ip("route", "get", "192.168.78.13")  # the node did learn the underlay PMTU
+    assert "mtu" not in pods[1].ip("route", "get", "10.244.3.2")  # the pod never heard of it
+
+    rt, ns, pods = hand_made_overlay(pool, "inherit", "1")
+    out = bulk(pods[1], pods[3], "10.244.3.2")
+    assert len(out) == 3 and out[0] == str(1 << 20) and out[1] == out[2], out
+    assert ip_stat(rt, "FragCreates") == 0
+    assert "mtu 1350" in pods[1].ip("route", "get", "10.244.3.2")
+    assert "mtu 1400" in ns["n1"].ip("route", "get", "192.168.78.13")
+    assert udp_seen(pods[3], "10.244.3.2", pods[1], 1450 - 28, False) == ("10.244.1.2", 1450 - 28, True)
 
 
 def ip_stat(ns, name: str) -> int:
