@@ -149,7 +149,7 @@ case "$cmd" in
     PODNET_TEST_DEBS=1 setup
     # The pytest console script never puts the checkout root on sys.path,
     # so our dns/ folder cannot shadow dnspython's dns (never `python -m pytest`).
-    exec "$VENV/bin/pytest" "$@"
+    exec "$VENV/bin/pytest" --durations=30 "$@"
     ;;
   image)
     build_image

@@ -8,7 +8,8 @@ newline-delimited JSON events (see :mod:`podnet.netlab.apiserver.apiwatch`).
 With an authenticator (:mod:`podnet.netlab.apiserver.authn`) every request but the
 public-info paths needs a valid bearer token, else 401; with an authorizer as well
 (:mod:`podnet.netlab.apiserver.authz`, :mod:`podnet.netlab.apiserver.nodeauthz`) every such request
-must then be authorised, else 403, and every write admitted (:mod:`podnet.netlab.apiserver.admission`).
+must then be authorised, else 403, and every write admitted (:mod:`podnet.netlab.apiserver.admission`);
+allowed requests are recorded for ``GET /debug/podnet/rbac-usage`` (:mod:`podnet.netlab.apiserver.rbacusage`).
 ``serviceaccounts/NAME/token`` is the TokenRequest API (:mod:`podnet.netlab.apiserver.tokens`);
 ``application/apply-patch+yaml`` PATCHes are server-side apply (:mod:`podnet.netlab.apiserver.apply`),
 and other writes record their field manager in ``managedFields``; ``/openapi/v3`` comes from
@@ -42,7 +43,7 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from podnet.netlab.apiserver import accessreview, apikinds, authz, fieldvalidation, openapi, scale
+from podnet.netlab.apiserver import accessreview, apikinds, authz, fieldvalidation, openapi, rbacusage, scale
 from podnet.netlab.apiserver.admission import AdmissionRequest
 from podnet.netlab.apiserver.apikinds import BY_API_PATH, Kind
 from podnet.netlab.apiserver.apistore import StatusError, Store, Watcher
@@ -109,6 +110,9 @@ class ApiHandlers:
         """``request(ns, name, body) -> TokenRequest`` for serviceaccounts/NAME/token (:mod:`.tokens`)."""
         self.apply: Any = None
         """``apply(handlers, request, kind, ns, name, sub)`` for application/apply-patch+yaml (:mod:`.apply`)."""
+        self.rbac_usage: Any = None
+        """With RBAC: ``record(Attributes, Decision)`` for every allowed request and ``document()`` for
+        ``GET`` :data:`.rbacusage.PATH` (:mod:`.rbacusage`)."""
 
     # ------------------------------------------------------------------ routing
 
@@ -138,6 +142,8 @@ class ApiHandlers:
         request[USER] = user
         if user is not None and self.policy is not None and not _is_resource_path(path):
             self._authorize(authz.Attributes(user.name, user.groups, request.method.lower(), path=path))
+        if path == rbacusage.PATH and request.method == "GET" and self.rbac_usage is not None:
+            return _json(self.rbac_usage.document())
         if path == accessreview.PATH and request.method == "POST":
             return _json(accessreview.review(self.policy, user, await self._body(request)), 201)
         if path in ("/healthz", "/livez", "/readyz"):
@@ -199,6 +205,8 @@ class ApiHandlers:
         decision = self.policy.authorize(a)
         if not decision.allowed:
             raise _Forbidden(a, decision.reason)
+        if self.rbac_usage is not None:
+            self.rbac_usage.record(a, decision)
 
     def admit(self, request: web.Request, kind: Kind, operation: str, ns: str | None, name: str, sub: str | None,
               obj: Any, old: Any) -> None:
@@ -448,14 +456,16 @@ class ApiHandlers:
         try:
             if ctype == "application/merge-patch+json":
                 new = merge_patch(old, body)
-            elif ctype == "application/strategic-merge-patch+json":
+            elif ctype == "application/strategic-merge-patch+json" and not kind.custom_resource:
                 new = strategic_merge_patch(old, body)
             elif ctype == "application/json-patch+json":
                 new = json_patch(old, body)
             else:
-                raise StatusError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format; "
-                                  f"accepted media types include: application/json-patch+json, "
-                                  f"application/merge-patch+json, application/strategic-merge-patch+json")
+                accepted = ["application/json-patch+json", "application/merge-patch+json"]
+                accepted += [] if kind.custom_resource else ["application/strategic-merge-patch+json"]
+                accepted += ["application/apply-patch+yaml"] if self.apply is not None else []
+                raise StatusError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                                  "accepted media types include: " + ", ".join(accepted))
         except PatchError as e:
             raise StatusError(422, "Invalid", f"the patch could not be applied: {e}") from None
         if not isinstance(new, dict):

@@ -40,6 +40,9 @@ class Kind(Resource):
     short_names: tuple[str, ...] = ()
     has_status: bool = False
     singular: str = ""
+    custom_resource: bool = False
+    """A CustomResourceDefinition's kind on a real cluster: its PATCH takes JSON, merge and apply
+    patches but no strategic merge patch, as apiextensions-apiserver serves custom resources."""
 
     @classmethod
     def of(cls, r: Resource, short_names: tuple[str, ...] = (), has_status: bool = False,
@@ -68,9 +71,10 @@ KINDS: dict[str, Kind] = {
              False, "networkpolicy"),
         # The network-policy-api CRDs, cluster-scoped, validated as their OpenAPI schema and CEL rules.
         Kind("/apis/policy.networking.k8s.io/v1alpha1", "adminnetworkpolicies", "AdminNetworkPolicy", False,
-             parse_admin_network_policy, ("anp",), True, "adminnetworkpolicy"),
+             parse_admin_network_policy, ("anp",), True, "adminnetworkpolicy", custom_resource=True),
         Kind("/apis/policy.networking.k8s.io/v1alpha1", "baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy",
-             False, parse_baseline_admin_network_policy, ("banp",), True, "baselineadminnetworkpolicy"),
+             False, parse_baseline_admin_network_policy, ("banp",), True, "baselineadminnetworkpolicy",
+             custom_resource=True),
         # Validated by storedkinds; Endpoints and the apps/v1 kinds are kept by appcontrollers.
         Kind(CORE, "configmaps", "ConfigMap", True, validator("ConfigMap"), ("cm",), False, "configmap"),
         Kind(CORE, "secrets", "Secret", True, validator("Secret"), (), False, "secret"),

@@ -49,7 +49,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-__all__ = ["Attributes", "Rule", "Policy", "Decision", "Union", "policy_from_documents", "policy_from_yaml",
+__all__ = ["Attributes", "Rule", "Policy", "Decision", "Match", "Binding", "Subject", "Union", "policy_from_documents", "policy_from_yaml",
            "authorize", "forbidden_status", "resource_verb", "user_rules", "role_rules", "uncovered", "compact_string",
            "escalation_message", "rules_of", "AUTHENTICATED", "BUILTIN_DOCUMENTS", "NODE_RULES"]
 
@@ -139,9 +139,19 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class Match:
+    """Where an RBAC allow came from: the first binding (in policy order) that applies, and the index of
+    the first rule of its role that allows the request."""
+    binding: Binding
+    rule_index: int
+
+
+@dataclass(frozen=True)
 class Decision:
     allowed: bool
     reason: str
+    match: Match | None = None
+    """Set on an RBAC allow; None for a deny and for other authorizers' allows (the Node authorizer's)."""
 
 
 # --------------------------------------------------------------------------- documents -> policy
@@ -242,7 +252,8 @@ def policy_from_yaml(text: str) -> Policy:
 
 
 def authorize(policy: Policy, a: Attributes) -> Decision:
-    """Allowed by some binding that applies to the user and to the request's namespace, else denied."""
+    """Allowed by some binding that applies to the user and to the request's namespace, else denied; an
+    allow carries the :class:`Match` (binding, first allowing rule) for usage accounting."""
     groups = a.groups if AUTHENTICATED in a.groups else (*a.groups, AUTHENTICATED)
     for b in policy.bindings:
         if b.namespace and b.namespace != a.namespace:
@@ -251,10 +262,12 @@ def authorize(policy: Policy, a: Attributes) -> Decision:
             continue
         rules = (policy.cluster_roles.get(b.role_name) if b.role_kind == "ClusterRole"
                  else policy.roles.get((b.namespace, b.role_name)))
-        if rules and any(r.allows(a) for r in rules):
+        index = next((i for i, r in enumerate(rules or ()) if r.allows(a)), None)
+        if index is not None:
             kind = "RoleBinding" if b.namespace else "ClusterRoleBinding"
             where = f' of namespace "{b.namespace}"' if b.namespace else ""
-            return Decision(True, f'RBAC: allowed by {kind} "{b.name}"{where} to {b.role_kind} "{b.role_name}"')
+            return Decision(True, f'RBAC: allowed by {kind} "{b.name}"{where} to {b.role_kind} "{b.role_name}"',
+                            Match(b, index))
     return Decision(False, "")
 
 

@@ -10,7 +10,9 @@ TokenRequest API (:mod:`podnet.netlab.apiserver.tokens`); adding ``--authorizati
 (:mod:`podnet.netlab.apiserver.nodeauthz`) and RBAC over the stored Role, ClusterRole, RoleBinding
 and ClusterRoleBinding objects (:mod:`podnet.netlab.apiserver.rbacstore`; FILE's documents and the
 bootstrap roles are created at start), else 403, and admits every write through NodeRestriction
-and RBAC escalation prevention (:mod:`podnet.netlab.apiserver.admission`). Server-side apply
+and RBAC escalation prevention (:mod:`podnet.netlab.apiserver.admission`); every allowed request is
+counted against the RBAC rule that allowed it, and ``GET /debug/podnet/rbac-usage`` (RBAC: only the
+admin's ``*``) reports granted-but-never-used permissions (:mod:`podnet.netlab.apiserver.rbacusage`). Server-side apply
 (:mod:`podnet.netlab.apiserver.apply`) and OpenAPI v3 (:mod:`podnet.netlab.apiserver.openapi`)
 are always served. It speaks the real REST wire protocol (see
 :mod:`podnet.netlab.apiserver.apihandlers`), so podnet's daemons, kubectl and tests talk
@@ -56,6 +58,7 @@ from podnet.netlab.apiserver.authn import TokenAuthenticator, UnionAuthenticator
 from podnet.netlab.apiserver.authz import Policy, Union, policy_from_yaml
 from podnet.netlab.apiserver.nodeauthz import NodeAuthorizer
 from podnet.netlab.apiserver.rbacstore import StorePolicy
+from podnet.netlab.apiserver.rbacusage import RbacUsage
 from podnet.netlab.apiserver.rbacstore import seed as rbac_seed
 from podnet.netlab.apiserver.tokens import ServiceAccountTokens
 from podnet.netlab.apiserver.controllers import EndpointSliceController, NodeCIDRController
@@ -123,6 +126,7 @@ class LabApiServer:
             self.rbac = StorePolicy(self.store)
             self.handlers.policy = Union(NodeAuthorizer(self.store), self.rbac)
             self.handlers.admission = Admission(self.store, self.handlers.policy, self.rbac)
+            self.handlers.rbac_usage = RbacUsage(self.rbac)
         self.persister = Persister(self.store, state_path, persist_delay) if state_path else None
         self.node_cidrs = NodeCIDRController(self.store, CIDRAllocator(cluster_cidr, node_cidr_mask))
         self.endpoint_slices = EndpointSliceController(self.store, max_endpoints_per_slice)

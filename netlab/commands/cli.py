@@ -27,6 +27,8 @@ LAB_VERBS = {
     "down": ("podnet.netlab.lab.lab_down", "remove everything a lab created (works after a crash)"),
     "demo": ("podnet.netlab.commands.lab_demo", "up + sample app + check + topology picture + down"),
     "draw": ("podnet.netlab.commands.lab_draw", "draw a running lab as an SVG picture"),
+    "rbac-report": ("podnet.netlab.commands.lab_rbac_report",
+                    "RBAC permissions granted to a running lab's subjects and never used"),
 }
 TOOLS = {
     "watch": ("podnet.kube.watchcli", "list+watch a resource and print changes as they happen"),

@@ -26,18 +26,11 @@ def default_path(lab: str) -> Path:
 
 
 async def _draw(lab: str, args: argparse.Namespace) -> str:
-    from podnet.kube.client import ApiClient
-    from podnet.netlab.lab import labstate
-    from podnet.netlab.lab.progress import quiet_api_discovery
+    from podnet.netlab.commands.running import running_lab
     from podnet.netlab.picture import svg
     from podnet.netlab.picture.snapshot import collect
 
-    st = labstate.load(lab)
-    if st is None:
-        raise LookupError(f"no running lab {lab!r} (no /run/podnet/{lab}/lab.json); start one with podnet lab up")
-    quiet_api_discovery(args)
-    plan = st.plan()
-    async with ApiClient.from_flags(master=st.local_master, kubeconfig=str(plan.run_dir / "kubeconfig")) as client:
+    async with running_lab(lab, args) as (st, plan, client):
         return svg.render(await collect(plan, st, client))
 
 

@@ -227,23 +227,27 @@ def _content_volume(v: Mapping[str, Any]) -> bool:
     return any(isinstance(v.get(k), Mapping) for k in ("configMap", "secret", "downwardAPI", "projected"))
 
 
+async def _object_files(d: Files, spec: PodSpec, src: Sources, kind: str, ref: Mapping[str, Any],
+                        name_key: str) -> None:
+    """The files of one ConfigMap (0644) or Secret (0600) reference: a volume's or a projected source's
+    (they name the object under ``name_key``); an optional one that is missing gives none."""
+    opt = bool(ref.get("optional", False))
+    name = str(ref.get(name_key, ""))
+    fetch, mode = (src.config_map, 0o644) if kind == "configmap" else (src.secret, 0o600)
+    data = await _object(fetch, spec.namespace, name, opt, kind)
+    if data is not None:
+        _items(d, data, ref.get("items"), mode, f"{kind} {name}", opt)
+
+
 async def _volume_files(spec: PodSpec, v: Mapping[str, Any], src: Sources, facts: Mapping[str, str],
                         tokens: Mapping[str, bytes] | None) -> Files:
     """The files of a configMap, secret, downwardAPI or projected volume. ``tokens``: token bytes to
     reuse by path (a token is requested only for paths not in it)."""
     d: Files = {}
     if isinstance(v.get("configMap"), Mapping):
-        cm = v["configMap"]
-        opt = bool(cm.get("optional", False))
-        data = await _object(src.config_map, spec.namespace, str(cm.get("name", "")), opt, "configmap")
-        if data is not None:
-            _items(d, data, cm.get("items"), 0o644, f"configmap {cm.get('name')}", opt)
+        await _object_files(d, spec, src, "configmap", v["configMap"], "name")
     elif isinstance(v.get("secret"), Mapping):
-        s = v["secret"]
-        opt = bool(s.get("optional", False))
-        data = await _object(src.secret, spec.namespace, str(s.get("secretName", "")), opt, "secret")
-        if data is not None:
-            _items(d, data, s.get("items"), 0o600, f"secret {s.get('secretName')}", opt)
+        await _object_files(d, spec, src, "secret", v["secret"], "secretName")
     elif isinstance(v.get("downwardAPI"), Mapping):
         await _downward(d, v["downwardAPI"].get("items"), facts)
     elif isinstance(v.get("projected"), Mapping):
@@ -327,17 +331,9 @@ async def _projected(d: Files, spec: PodSpec, source: Mapping[str, Any], src: So
         token = await src.token(spec, str(t.get("audience") or ""), int(t.get("expirationSeconds") or 3607))
         _write(d, path, token.encode(), 0o600)
     elif isinstance(source.get("configMap"), Mapping):
-        cm = source["configMap"]
-        opt = bool(cm.get("optional", False))
-        data = await _object(src.config_map, spec.namespace, str(cm.get("name", "")), opt, "configmap")
-        if data is not None:
-            _items(d, data, cm.get("items"), 0o644, f"configmap {cm.get('name')}", opt)
+        await _object_files(d, spec, src, "configmap", source["configMap"], "name")
     elif isinstance(source.get("secret"), Mapping):
-        s = source["secret"]
-        opt = bool(s.get("optional", False))
-        data = await _object(src.secret, spec.namespace, str(s.get("name", "")), opt, "secret")
-        if data is not None:
-            _items(d, data, s.get("items"), 0o600, f"secret {s.get('name')}", opt)
+        await _object_files(d, spec, src, "secret", source["secret"], "name")
     elif isinstance(source.get("downwardAPI"), Mapping):
         await _downward(d, source["downwardAPI"].get("items"), facts)
 
