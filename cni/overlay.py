@@ -62,7 +62,7 @@ import logging
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from prometheus_client import Gauge
 
@@ -566,36 +566,30 @@ def sync_devices(devices: Iterable[Device], ops: OverlayOps) -> DeviceResult:
     return res
 
 
+def _converge(want: set, have: set, remove: Callable[[Any], None], add: Callable[[Any], None],
+              text: Callable[[Any], str], changes: list[str]) -> None:
+    """Remove what is there and not wanted, then add what is wanted and missing (sorted, so the
+    kernel sees the same order every time); each step noted in ``changes``."""
+    for x in sorted(have - want, key=str):
+        remove(x)
+        changes.append(f"{text(x)} removed")
+    for x in sorted(want - have, key=str):
+        add(x)
+        changes.append(text(x))
+
+
 def sync_entries(p: Plan, devices: Iterable[str], ops: OverlayOps) -> tuple[list[str], list[str]]:
     """Make the device addresses, permanent neighbours and FDB entries on ``devices`` equal ``p``'s;
     (changes, errors)."""
     changes, errors = [], []
     for dev in devices:
         try:
-            want_a = {a for a in p.addrs if a.dev == dev}
-            have_a = ops.addrs(dev)
-            for a in sorted(have_a - want_a, key=str):
-                ops.addr_del(a)
-                changes.append(f"addr {a.cidr} dev {dev} removed")
-            for a in sorted(want_a - have_a, key=str):
-                ops.addr_add(a)
-                changes.append(f"addr {a.cidr} dev {dev}")
-            want_n = {n for n in p.neighs if n.dev == dev}
-            have_n = ops.neighs(dev)
-            for n in sorted(have_n - want_n, key=str):
-                ops.neigh_del(n)
-                changes.append(f"neigh {n.ip} {n.mac} dev {dev} removed")
-            for n in sorted(want_n - have_n, key=str):
-                ops.neigh_replace(n)
-                changes.append(f"neigh {n.ip} {n.mac} dev {dev}")
-            want_f = {f for f in p.fdbs if f.dev == dev}
-            have_f = ops.fdbs(dev)
-            for f in sorted(have_f - want_f, key=str):
-                ops.fdb_del(f)
-                changes.append(f"fdb {f.mac} dst {f.dst} dev {dev} removed")
-            for f in sorted(want_f - have_f, key=str):
-                ops.fdb_replace(f)
-                changes.append(f"fdb {f.mac} dst {f.dst} dev {dev}")
+            _converge({a for a in p.addrs if a.dev == dev}, ops.addrs(dev), ops.addr_del, ops.addr_add,
+                      lambda a: f"addr {a.cidr} dev {dev}", changes)
+            _converge({n for n in p.neighs if n.dev == dev}, ops.neighs(dev), ops.neigh_del, ops.neigh_replace,
+                      lambda n: f"neigh {n.ip} {n.mac} dev {dev}", changes)
+            _converge({f for f in p.fdbs if f.dev == dev}, ops.fdbs(dev), ops.fdb_del, ops.fdb_replace,
+                      lambda f: f"fdb {f.mac} dst {f.dst} dev {dev}", changes)
         except OSError as e:
             errors.append(f"{dev} entries: {e.strerror or e}")
     return changes, errors
