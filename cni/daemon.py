@@ -31,6 +31,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -154,6 +155,7 @@ class Daemon:
         self._publishing: asyncio.Task | None = None
         self.nodes = None  # Informer once watching
         self._route_kick = asyncio.Event()
+        self._masquerade_done = False
         self._unroutable: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task] = []
         self.server: asyncio.AbstractServer | None = None
@@ -173,12 +175,23 @@ class Daemon:
         log.info("pod CIDRs %s", ", ".join(cidrs) or "(none)")
         self.plugin.set_pod_cidrs(cidrs)
         self.ensure_forwarding()
-        if cidrs:
-            try:
-                routes.apply_masquerade(list(cidrs), self.opts.cluster_cidr, self.opts.masquerade)
-            except Exception as e:  # noqa: BLE001
-                log.error("masquerade rules: %s", e)
+        self._masquerade_done = False
+        self.ensure_masquerade()
         self._route_kick.set()
+
+    def ensure_masquerade(self) -> None:
+        """The PODNET-MASQ rules for the pod CIDRs; a failed attempt (e.g. the iptables lock, or a
+        chain another writer removed between two steps) is retried with every route re-check until
+        it succeeds."""
+        if self._masquerade_done or not self.ready.pod_cidrs:
+            return
+        try:
+            routes.apply_masquerade(list(self.ready.pod_cidrs), self.opts.cluster_cidr, self.opts.masquerade)
+            self._masquerade_done = True
+        except subprocess.CalledProcessError as e:
+            log.error("masquerade rules (retried with the routes): %s: %s", e, (e.stderr or "").strip()[:300])
+        except Exception as e:  # noqa: BLE001 - retried with the routes
+            log.error("masquerade rules (retried with the routes): %s", e)
 
     def ensure_forwarding(self) -> None:
         """Set the forwarding sysctls the routed design needs, in the node namespace only."""
@@ -272,6 +285,7 @@ class Daemon:
 
     async def sync_routes_once(self) -> None:
         self.ensure_forwarding()  # re-checked (and restored) with the routes
+        self.ensure_masquerade()
         if self.nodes is not None and not self.nodes.has_synced:
             return
         nodes = self.nodes.list() if self.nodes is not None else []

@@ -89,9 +89,10 @@ def dispatch_chain(table: str, root: str, network: str) -> str:
     return "PODNET-DST-" + _hash(f"{table}/{root}/{network}")
 
 
-POLICY_PREFIXES = ("PODNET-POL-", "PODNET-NP-")
-"""Chains of the NetworkPolicy engine (podnet.policy): another writer's, never the proxy's."""
+OTHER_WRITERS = ("PODNET-POL-", "PODNET-NP-", "PODNET-MASQ")
+"""Chains of the NetworkPolicy engine (podnet.policy) and the CNI daemon's masquerade chain
+(podnet.cni.routes): another writer's, never the proxy's to sync, sweep or clean up."""
 
 
 def is_ours(chain: str) -> bool:
-    return chain.startswith(PREFIX) and not chain.startswith(POLICY_PREFIXES)
+    return chain.startswith(PREFIX) and not chain.startswith(OTHER_WRITERS)
