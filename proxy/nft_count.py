@@ -62,33 +62,6 @@ def _attr(kind: int, value: str) -> bytes:
     return raw + b"\0" * (-len(raw) % 4)
 
 
-def _dump_count(sock: socket.socket, family: int, table: str, chain: str, seq: int) -> int | None:
-    body = struct.pack("=BBH", NFPROTO[family], 0, 0) + _attr(NFTA_RULE_TABLE, table) + _attr(NFTA_RULE_CHAIN, chain)
-    mtype = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE
-    sock.send(struct.pack("=IHHII", 16 + len(body), mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
-    count = 0
-    while True:
-        data = sock.recv(1 << 20)
-        off = 0
-        while off + 16 <= len(data):
-            length, mtype, _flags, mseq, _pid = struct.unpack_from("=IHHII", data, off)
-            if length < 16:
-                raise OSError("short netlink message")
-            if mseq == seq:
-                if mtype == NLMSG_DONE:
-                    return count
-                if mtype == NLMSG_ERROR:
-                    (err,) = struct.unpack_from("=i", data, off + 16)
-                    if err == 0:
-                        return count
-                    if -err == errno.ENOENT:
-                        return None
-                    raise OSError(-err, os.strerror(-err))
-                if mtype & 0xFF == NFT_MSG_NEWRULE:
-                    count += 1
-            off += (length + 3) & ~3
-
-
 def _attrs(data: bytes, off: int, end: int):
     """(type without flags, value bytes) of the netlink attributes in ``data[off:end]``."""
     while off + 4 <= end:
@@ -123,6 +96,18 @@ def _request(sock: socket.socket, msg: int, flags: int, seq: int, family: int, a
                 if not flags & NLM_F_DUMP:
                     return
             off += (length + 3) & ~3
+
+
+def _dump_count(sock: socket.socket, family: int, table: str, chain: str, seq: int) -> int | None:
+    """Rules of one chain (None when it or the table is missing)."""
+    attrs = _attr(NFTA_RULE_TABLE, table) + _attr(NFTA_RULE_CHAIN, chain)
+    try:
+        return sum(1 for mtype, _ in _request(sock, NFT_MSG_GETRULE, NLM_F_DUMP, seq, family, attrs)
+                   if mtype == NFT_MSG_NEWRULE)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return None
+        raise
 
 
 def generation(sock: socket.socket, seq: int = 1) -> int:
