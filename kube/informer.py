@@ -54,7 +54,7 @@ from podnet.kube.objects import object_key
 from podnet.kube.resources import Resource, convert
 from podnet.kube.watch import WatchEvent, WatchExpired, watch_events, watch_timeout_seconds
 
-__all__ = ["Informer", "Handler", "raw_key"]
+__all__ = ["Informer", "StoreReader", "Handler", "raw_key"]
 
 REPLACE_CHUNK = 256
 """Objects converted or delivered between two yields to the event loop in :meth:`Informer.replace`."""
@@ -86,7 +86,54 @@ def raw_key(raw: dict[str, Any], namespaced: bool) -> str | None:
     return object_key(ns if namespaced else "", name)
 
 
-class Informer:
+class StoreReader:
+    """The read and handler surface every informer shape shares: a keyed store and handlers that, when
+    added after the first sync, get the store replayed as adds and then ``on_synced``.
+
+    Subclasses own how events arrive; they provide ``has_synced`` and ``_call_sync`` (how one handler
+    call is made and what happens when it raises)."""
+
+    _store: dict[str, Any]
+    _handlers: list[Handler]
+
+    @property
+    def has_synced(self) -> bool:
+        raise NotImplementedError
+
+    def get(self, key: str) -> Any | None:
+        """The object with key ``namespace/name`` (or ``name`` when cluster-scoped)."""
+        return self._store.get(key)
+
+    def list(self) -> list[Any]:
+        return list(self._store.values())
+
+    def keys(self) -> list[str]:
+        return list(self._store)
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def add_handler(
+        self,
+        on_add: Callable[[Any], Any] | None = None,
+        on_update: Callable[[Any, Any], Any] | None = None,
+        on_delete: Callable[[Any], Any] | None = None,
+        on_synced: Callable[[], Any] | None = None,
+    ) -> Handler:
+        h = Handler(on_add, on_update, on_delete, on_synced)
+        self._handlers.append(h)
+        if self.has_synced:
+            # Late handler: replay the store so it starts from the same picture.
+            for obj in list(self._store.values()):
+                self._call_sync(h.on_add, obj)
+            self._call_sync(h.on_synced)
+        return h
+
+    def _call_sync(self, fn: Callable[..., Any] | None, *args: Any) -> None:
+        raise NotImplementedError
+
+
+class Informer(StoreReader):
     def __init__(
         self,
         client: ApiClient,
@@ -142,36 +189,7 @@ class Informer:
         """The last resourceVersion seen (list, event or bookmark)."""
         return self._rv
 
-    def get(self, key: str) -> Any | None:
-        """The object with key ``namespace/name`` (or ``name`` when cluster-scoped)."""
-        return self._store.get(key)
-
-    def list(self) -> list[Any]:
-        return list(self._store.values())
-
-    def keys(self) -> list[str]:
-        return list(self._store)
-
-    def __len__(self) -> int:
-        return len(self._store)
-
     # ------------------------------------------------------------------ handlers
-
-    def add_handler(
-        self,
-        on_add: Callable[[Any], Any] | None = None,
-        on_update: Callable[[Any, Any], Any] | None = None,
-        on_delete: Callable[[Any], Any] | None = None,
-        on_synced: Callable[[], Any] | None = None,
-    ) -> Handler:
-        h = Handler(on_add, on_update, on_delete, on_synced)
-        self._handlers.append(h)
-        if self.has_synced:
-            # Late handler: replay the store so it starts from the same picture.
-            for obj in list(self._store.values()):
-                self._call_sync(h.on_add, obj)
-            self._call_sync(h.on_synced)
-        return h
 
     def _call_sync(self, fn: Callable[..., Any] | None, *args: Any) -> None:
         if fn is None:

@@ -2,9 +2,9 @@
 
 Pure and in memory; product code never imports this module (tests/test_fakes_protocols.py checks it).
 
-* :class:`FakeInformer` has the read and handler surface of :class:`podnet.kube.informer.Informer`
-  (``add_handler``, ``get``, ``list``, ``keys``, ``len``, ``has_synced``, ``wait_synced``, ``run``)
-  and is driven by hand: :meth:`FakeInformer.set` and :meth:`FakeInformer.delete` deliver one event at
+* :class:`FakeInformer` shares the read and handler surface of :class:`podnet.kube.informer.Informer`
+  (both are :class:`~podnet.kube.informer.StoreReader`: ``add_handler``, ``get``, ``list``, ``keys``,
+  ``len``; plus ``has_synced``, ``wait_synced``, ``run``) and is driven by hand: :meth:`FakeInformer.set` and :meth:`FakeInformer.delete` deliver one event at
   once; :meth:`FakeInformer.synced` delivers the objects given to the constructor as adds (the first
   list), then ``on_synced``, exactly once, as the real informer does.
 * :class:`FakeClock` is both clock shapes podnet injects: a callable returning seconds (``clock()``,
@@ -19,27 +19,32 @@ import asyncio
 import inspect
 from typing import Any, Callable, Iterable
 
-from podnet.kube.informer import Handler
+from podnet.kube.informer import StoreReader
 
 __all__ = ["FakeInformer", "FakeClock"]
 
 
-class FakeInformer:
+class FakeInformer(StoreReader):
     """An :class:`~podnet.kube.informer.Informer` driven by the test.
 
     Events are delivered synchronously to every handler in the order they were added; a handler
     that returns an awaitable has it scheduled on the running loop, as the real informer does for
-    replays. ``on_update`` is never called with ``old == new``; ``on_delete`` gets the stored value.
+    replays; a handler that raises fails the test (the real informer logs and counts it).
+    ``on_update`` is never called with ``old == new``; ``on_delete`` gets the stored value.
     """
 
     def __init__(self, objects: Iterable[Any] = ()) -> None:
-        self.store: dict[str, Any] = {o.key: o for o in objects}
-        self.handlers: list[Handler] = []
-        self._pending: list[str] = list(self.store)
+        self._store = {o.key: o for o in objects}
+        self._handlers = []
+        self._pending: list[str] = list(self._store)
         self._synced = False
         self._synced_event: asyncio.Event | None = None
 
-    # -- the Informer read side
+    @property
+    def store(self) -> dict[str, Any]:
+        """The stored objects by key (tests read it directly)."""
+        return self._store
+
     @property
     def has_synced(self) -> bool:
         return self._synced
@@ -51,32 +56,8 @@ class FakeInformer:
             self._synced_event = asyncio.Event()
         await self._synced_event.wait()
 
-    def get(self, key: str) -> Any | None:
-        return self.store.get(key)
-
-    def list(self) -> list[Any]:
-        return list(self.store.values())
-
-    def keys(self) -> list[str]:
-        return list(self.store)
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def add_handler(
-        self,
-        on_add: Callable[[Any], Any] | None = None,
-        on_update: Callable[[Any, Any], Any] | None = None,
-        on_delete: Callable[[Any], Any] | None = None,
-        on_synced: Callable[[], Any] | None = None,
-    ) -> Handler:
-        h = Handler(on_add, on_update, on_delete, on_synced)
-        self.handlers.append(h)
-        if self._synced:
-            for obj in list(self.store.values()):
-                _call(h.on_add, obj)
-            _call(h.on_synced)
-        return h
+    def _call_sync(self, fn: Callable[..., Any] | None, *args: Any) -> None:
+        _call(fn, *args)
 
     async def run(self) -> None:
         """Never returns (until cancelled): events come only from the test."""
@@ -85,8 +66,8 @@ class FakeInformer:
     # -- driving it
     def set(self, obj: Any) -> None:
         """Add or update ``obj`` under ``obj.key`` and notify (nothing when the value is unchanged)."""
-        old = self.store.get(obj.key)
-        self.store[obj.key] = obj
+        old = self._store.get(obj.key)
+        self._store[obj.key] = obj
         if obj.key in self._pending:
             return
         if old is None:
@@ -95,7 +76,7 @@ class FakeInformer:
             self._emit("on_update", old, obj)
 
     def delete(self, key: str) -> None:
-        old = self.store.pop(key, None)
+        old = self._store.pop(key, None)
         if key in self._pending:
             self._pending.remove(key)
             return
@@ -109,15 +90,15 @@ class FakeInformer:
             return
         pending, self._pending = self._pending, []
         for key in pending:
-            if key in self.store:
-                self._emit("on_add", self.store[key])
+            if key in self._store:
+                self._emit("on_add", self._store[key])
         self._synced = True
         if self._synced_event is not None:
             self._synced_event.set()
         self._emit("on_synced")
 
     def _emit(self, attr: str, *args: Any) -> None:
-        for h in list(self.handlers):
+        for h in list(self._handlers):
             _call(getattr(h, attr), *args)
 
 
