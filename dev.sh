@@ -80,12 +80,16 @@ setup() {
 # isolation fails on this machine). Chroot isolation runs RUN steps in the host's network
 # namespace and creates nothing there (podman's default bridge network, which would write rules
 # into the root namespace, is never used); no RUN step uses the network (pip --no-index, gcc).
-# The base tarballs are kept in the image work dir and reused; delete them to refresh.
+# One mmdebstrap run makes the build base; the runtime base is that tarball with the build-only
+# packages purged (apt autoremove, so exactly the runtime package set, the same files as an
+# mmdebstrap run of the runtime list would give, without a second download and unpack). The base
+# tarballs are kept in the image work dir and reused; delete them to refresh.
 # Environment: PODNET_IMAGE (tag, default localhost/podnet:<version>), PODNET_IMAGE_DIR (work dir,
 # default build/image), PODNET_IMAGE_STORE (a private podman store, default podman's own) and
 # PODNET_IMAGE_RUNROOT (its runroot, a short path).
 IMAGE_RUNTIME_DEBS=python3,iptables,ipset,conntrack,iproute2,kmod
-IMAGE_BUILD_DEBS=$IMAGE_RUNTIME_DEBS,python3-venv,gcc,libc6-dev
+IMAGE_BUILD_ONLY_DEBS=python3-venv,gcc,libc6-dev
+IMAGE_BUILD_DEBS=$IMAGE_RUNTIME_DEBS,$IMAGE_BUILD_ONLY_DEBS
 
 podman_cmd() {
   local args=(--runtime runc --cgroup-manager cgroupfs --events-backend file)
@@ -111,6 +115,33 @@ base_tarball() {  # $1 output, $2 package list
   mv "$1.tmp" "$1"
 }
 
+runtime_tarball() {  # $1 output, $2 the build base tarball
+  [ -s "$1" ] && return 0
+  if [ "$(id -u)" != 0 ]; then  # chroot needs root: make it from the package list instead
+    base_tarball "$1" "$IMAGE_RUNTIME_DEBS"
+    return 0
+  fi
+  echo "dev.sh: $1 ($2 without $IMAGE_BUILD_ONLY_DEBS)"
+  local root="$1.root"
+  rm -rf "$root" "$1.tmp"
+  mkdir "$root"
+  tar -C "$root" --numeric-owner -xf "$2"
+  # purge, not remove, and autoremove ignoring Suggests/Recommends: no dependency or conffile
+  # of a build-only package is left behind
+  if ! chroot "$root" apt-get purge -y -qq --autoremove -o APT::AutoRemove::SuggestsImportant=false \
+      -o APT::AutoRemove::RecommendsImportant=false ${IMAGE_BUILD_ONLY_DEBS//,/ } >"$root.log" 2>&1; then
+    cat "$root.log" >&2
+    exit 1
+  fi
+  rm -f "$root.log"
+  # what mmdebstrap's final cleanup leaves out too: apt's caches and the package logs
+  rm -rf "$root"/var/cache/apt/*.bin "$root"/var/cache/ldconfig/aux-cache "$root"/var/lib/apt/lists/auxfiles \
+    "$root"/var/log/alternatives.log "$root"/var/log/dpkg.log "$root"/var/log/apt/*
+  tar -C "$root" --numeric-owner -cf "$1.tmp" .
+  rm -rf "$root"
+  mv "$1.tmp" "$1"
+}
+
 build_image() {
   local dir=${PODNET_IMAGE_DIR:-$ROOT/build/image} version tag
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
@@ -120,8 +151,8 @@ build_image() {
   done
   [ -x "$VENV/bin/python" ] || setup_python  # builds the wheels
   mkdir -p "$dir"
-  base_tarball "$dir/base-runtime.tar" "$IMAGE_RUNTIME_DEBS"
   base_tarball "$dir/base-build.tar" "$IMAGE_BUILD_DEBS"
+  runtime_tarball "$dir/base-runtime.tar" "$dir/base-build.tar"
   podman_cmd import --quiet "$dir/base-runtime.tar" localhost/podnet-base:bookworm >/dev/null
   podman_cmd import --quiet "$dir/base-build.tar" localhost/podnet-build-base:bookworm >/dev/null
   # the build context: the C shim and wheels of podnet and its runtime dependencies, built here

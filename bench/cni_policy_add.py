@@ -1,6 +1,6 @@
 """CNI ADD time with the policy handshake against without, side by side in one run.
 
-    .venv/bin/python -P bench/cni_policy_add.py [--pods 40] [--peers 200] [--policies 20] [--out FILE]
+    .venv/bin/python -P bench/cni_policy_add.py [--pods 40] [--peers 200] [--policies 20] [--out FILE] [--shared-lock]
 
 Two node namespaces (prefix ``pnt-cnipol-bench-``), each with a podnet-cni daemon
 and the installed plugin (Python shim): node ``hs`` runs its daemon with
@@ -14,9 +14,13 @@ ADDed pod by pod interleaved (base, open, isolated) into fresh pod namespaces,
 each followed by an untimed DEL (which starts the engine's sync withdrawing the
 pod's rules; an ADD that arrives while that sync runs waits for it: the "open"
 ADD follows the base node's ADD and DEL, so it rarely does). "isolated": a default-deny policy selects the
-pod, so its chain and rules are written (one ``iptables-restore``) before ADD
-returns; "open": no policy selects it and no local pod's rule names it, so the
+pod, so its address goes into the pending sets (isolated) before the engine answers and its
+chain and rules are written (one ``iptables-restore``) right after; "open": no policy selects it and no local pod's rule names it, so the
 engine confirms without writing to the kernel.
+
+The bench's namespaces are its own, so its tools use a private xtables lock file
+(``XTABLES_LOCKFILE``, inherited by the daemon and the engine) and the ADDs are not timed
+waiting for other sessions' iptables runs on the host-wide lock; ``--shared-lock`` keeps the host's.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -143,6 +148,7 @@ def main() -> int:
     ap.add_argument("--out", default="")
     ap.add_argument("--worker", nargs=2, metavar=("BINARY", "CONF"))
     ap.add_argument("--engine", nargs=2, metavar=("SOCK", "NODE"))
+    ap.add_argument("--shared-lock", action="store_true")
     a = ap.parse_args()
     if a.worker:
         worker_main(*a.worker)
@@ -155,6 +161,8 @@ def main() -> int:
     from podnet.host.netns import NetnsPool
 
     tmp = Path(tempfile.mkdtemp(prefix="podnet-cnipol-bench-"))
+    if not a.shared_lock:
+        os.environ["XTABLES_LOCKFILE"] = str(tmp / "xtables.lock")
     pool = NetnsPool("pnt-cnipol-bench-")
     procs: list[subprocess.Popen] = []
     workers: dict[str, Worker] = {}

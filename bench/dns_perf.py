@@ -107,10 +107,11 @@ def free_port(host: str) -> int:
     raise RuntimeError("no free port")
 
 
-def start_podnet(n: int, workers: int = 1) -> tuple[subprocess.Popen, int, list[int]]:
+def start_podnet(n: int, workers: int = 1, udp: str = "batch") -> tuple[subprocess.Popen, int, list[int]]:
     """(process, port, pids of the processes that hold a table: the one process, or the workers)."""
     if workers == 1:
-        args = [sys.executable, "-P", str(HERE / "dns_static.py"), "--services", str(n), "--listen", f"{PODNET_ADDR}:0"]
+        args = [sys.executable, "-P", str(HERE / "dns_static.py"), "--services", str(n), "--listen", f"{PODNET_ADDR}:0",
+                "--udp", udp]
     else:
         args = [sys.executable, "-P", str(Path(__file__).resolve()), "--serve", "--services", str(n), "--workers", str(workers),
                 "--listen", f"{PODNET_ADDR}:0"]
@@ -188,6 +189,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rate", type=int, default=20000)
     ap.add_argument("--workers", default="1", help="comma-separated podnet-dns worker counts to run side by side (e.g. 1,2)")
+    ap.add_argument("--loop-anchor", action="store_true",
+                    help="also run one process answering one datagram per event-loop callback (the server before batching)")
     ap.add_argument("--clients", type=int, default=4,
                     help="dnsperf -c: source ports (SO_REUSEPORT spreads by source port, so a few clients can land unevenly)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -208,9 +211,12 @@ def main() -> int:
         qfile = tmp / "queries.txt"
         write_queries(a.services, qfile)
         podnets = {}
-        for w in worker_counts:
-            proc, port, pids = start_podnet(a.services, w)
-            podnets[f"podnet-dns {w}w"] = (proc, port, pids, {p: vm_hwm_kb(p) for p in pids})
+        variants = [(f"podnet-dns {w}w", w, "batch") for w in worker_counts]
+        if a.loop_anchor:
+            variants.append(("podnet-dns 1w loop", 1, "loop"))
+        for label, w, udp in variants:
+            proc, port, pids = start_podnet(a.services, w, udp)
+            podnets[label] = (proc, port, pids, {p: vm_hwm_kb(p) for p in pids})
         dm, dm_port = start_dnsmasq(a.services, tmp)
         servers = [(name, PODNET_ADDR, v[1]) for name, v in podnets.items()] + [("dnsmasq", DNSMASQ_ADDR, dm_port)]
         server_pids = {name: v[2] for name, v in podnets.items()} | {"dnsmasq": [dm.pid]}

@@ -65,11 +65,11 @@ async def build(n: int, one_shot: bool) -> Handler:
     return handler
 
 
-async def serve(n: int, listen: str, one_shot: bool) -> None:
+async def serve(n: int, listen: str, one_shot: bool, batch_udp: bool = True) -> None:
     handler = await build(n, one_shot)
     table = handler.table
     host, port = split_hostport(listen, 0)
-    server = DnsServer(handler, host, port)
+    server = DnsServer(handler, host, port, batch_udp=batch_udp)
     await server.start()
     # (no count of all names here: walking table.exists allocates, and VmHWM would include that)
     print(f"port={server.port} rss_kb={vm_hwm_kb()} entries={len(table.hot)} ents={len(table.ents)}", flush=True)
@@ -81,13 +81,15 @@ def main() -> int:
     p.add_argument("--services", type=int, default=10000)
     p.add_argument("--listen", default="127.0.0.1:0")
     p.add_argument("--no-uvloop", action="store_true")
+    p.add_argument("--udp", choices=("batch", "loop"), default="batch",
+                   help="batch: recvmmsg/sendmmsg (the default server); loop: one event-loop callback per datagram")
     p.add_argument("--one-shot", action="store_true", help="build with one snapshot.build + compile_table call")
     a = p.parse_args()
     if not a.no_uvloop:
         import uvloop
 
         uvloop.install()
-    asyncio.run(serve(a.services, a.listen, a.one_shot))
+    asyncio.run(serve(a.services, a.listen, a.one_shot, a.udp == "batch"))
     return 0
 
 

@@ -2,7 +2,7 @@
 processes cost while it comes up.
 
 Run as root: .venv/bin/python -P bench/lab_up.py [--reps N] [--nodes N --pods P] [--cni podnet|reference|both]
-                                                  [--keep]
+                                                  [--keep] [--name-prefix P] [--anchor-podnet PATH]
 Without --nodes, the 2x3 and 4x25 topologies with both CNIs (the table in bench/results/lab.md).
 Each run is a fresh lab (`up`, then `down`), measured from outside (process wall time) and split by
 the step times `up` prints. The anchor is the same lab with the reference bridge+host-local CNI
@@ -13,6 +13,10 @@ While `up` runs, a sampler reads every process the lab started (its marker in th
 CPU is the process's user+system time by the end of `up` (every process starts during `up`, so this
 is the CPU it spent coming up). ``--keep`` leaves the (last) lab running for bench/lab_netprog.py
 ``--lab`` and prints its name; remove it with `podnet lab down --name NAME`.
+
+``--anchor-podnet PATH``: the same topology and CNI is also brought up by another install's ``podnet``
+(e.g. a copy of an earlier tree in its own venv), in interleaved rounds (which of the two goes first
+alternates), and the table gets a row for it and the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -98,13 +102,13 @@ class Sampler(threading.Thread):
         return out
 
 
-def one(name: str, nodes: int, pods: int, cni: str, keep: bool = False) -> dict:
+def one(name: str, nodes: int, pods: int, cni: str, keep: bool = False, podnet: str = PODNET) -> dict:
     sampler = Sampler(name)
     load0 = os.getloadavg()[0]
     t0 = time.monotonic()
     sampler.start()
     try:
-        p = subprocess.run([PODNET, "lab", "up", "--name", name, "--nodes", str(nodes), "--pods-per-node", str(pods),
+        p = subprocess.run([podnet, "lab", "up", "--name", name, "--nodes", str(nodes), "--pods-per-node", str(pods),
                             "--cni", cni], capture_output=True, text=True, timeout=900)
         up = time.monotonic() - t0
     finally:
@@ -114,7 +118,7 @@ def one(name: str, nodes: int, pods: int, cni: str, keep: bool = False) -> dict:
     down, d = float("nan"), None
     if not keep or p.returncode != 0:
         t1 = time.monotonic()
-        d = subprocess.run([PODNET, "lab", "down", "--name", name], capture_output=True, text=True, timeout=300)
+        d = subprocess.run([podnet, "lab", "down", "--name", name], capture_output=True, text=True, timeout=300)
         down = time.monotonic() - t1
     if p.returncode != 0 or (d is not None and d.returncode != 0):
         raise SystemExit(f"lab up/down failed:\n{p.stdout}\n{p.stderr}\n{d and d.stdout}\n{d and d.stderr}")
@@ -145,22 +149,39 @@ def main() -> int:
     ap.add_argument("--pods", type=int, default=3, help="echo pods per node with --nodes (default 3)")
     ap.add_argument("--cni", choices=("podnet", "reference", "both"), default="both")
     ap.add_argument("--keep", action="store_true", help="leave the last lab running (for lab_netprog.py --lab)")
+    ap.add_argument("--name-prefix", default="bu", help="lab names start with this (default bu)")
+    ap.add_argument("--anchor-podnet", help="another install's podnet, run in interleaved rounds as the anchor")
     a = ap.parse_args()
     reps = max(1, min(a.reps, 20))
     topologies = [(a.nodes, a.pods)] if a.nodes else [(2, 3), (4, 25)]
     cnis = ("podnet", "reference") if a.cni == "both" else (a.cni,)
     rows = []
     last = None
+    load_before = os.getloadavg()
     for nodes, pods in topologies:
         for cni in cnis:
-            runs = []
+            runs, anchor = [], []
             for i in range(reps):
                 keep = a.keep and (nodes, pods, cni, i) == (*topologies[-1], cnis[-1], reps - 1)
-                runs.append(one(f"bu{nodes}x{pods}", nodes, pods, cni, keep))
-                last = f"bu{nodes}x{pods}" if keep else last
-            med = {k: statistics.median(r[k] for r in runs) for k in ("up", "down", "pods")}
-            rows.append((f"{nodes}x{pods}", cni, med, runs))
-            print(f"{nodes}x{pods} {cni}: up {med['up']:.2f} s", flush=True)
+                name = f"{a.name_prefix}{nodes}x{pods}"
+                order = ["anchor", "this"] if i % 2 or keep else ["this", "anchor"]
+                for who in order if a.anchor_podnet else ["this"]:
+                    if who == "this":
+                        runs.append(one(name, nodes, pods, cni, keep))
+                        last = name if keep else last
+                    else:
+                        anchor.append(one(name, nodes, pods, cni, podnet=a.anchor_podnet))
+            for label, rs in (("", runs), (" (anchor)", anchor)):
+                if rs:
+                    med = {k: statistics.median(r[k] for r in rs) for k in ("up", "down", "pods")}
+                    rows.append((f"{nodes}x{pods}", cni + label, med, rs))
+                    print(f"{nodes}x{pods} {cni}{label}: up {med['up']:.2f} s", flush=True)
+            if anchor:
+                mine = statistics.median(r["up"] for r in runs)
+                theirs = statistics.median(r["up"] for r in anchor)
+                print(f"{nodes}x{pods} {cni}: up this/anchor = {mine / theirs:.2f}", flush=True)
+    print(f"\nload average before: {' '.join(f'{x:.1f}' for x in load_before)}; "
+          f"after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"\n`podnet lab up` / `down` wall time, median of {reps} (fresh lab each run)\n")
     print("| topology | CNI | up (s) | pods step (s) | down (s) | up, each run (s) | load at start / max |")
     print("|---|---|---|---|---|---|---|")

@@ -17,6 +17,13 @@ Measured, interleaved per round so machine noise hits all three alike: iperf3 TC
 (``--seconds`` each) and sockperf UDP ping-pong latency (median of its per-message p50s). Plus the time
 from a Node object being created to the first packet from an existing pod reaching a pod on that node
 (its daemon already running: CIDR allocation, VTEP publication, peers' entries, the pod's ADD, the probe).
+
+Path-MTU discovery (``--pmtu-rounds``): the router then forwards at most 1400 bytes between the subnets,
+one byte-step smaller each round (1400, 1390, ...) so every round has something new to discover; each
+round a fresh pod on n1 (no cached path MTU) sends 4 MiB over TCP to the pod on n3, then sends 4 MiB
+again once it has learned: the first transfer includes the router's ICMP, the node's daemon noticing it
+and setting the route MTU, the pod's retransmission after the node's "fragmentation needed"; the
+difference of the two is what discovery cost.
 """
 
 from __future__ import annotations
@@ -194,6 +201,59 @@ async def wait(fn, what: str, timeout: float = 30.0):
     raise RuntimeError(f"timed out: {what}")
 
 
+SEND = r"""
+import socket, sys, time
+size = 4 << 20
+t0 = time.monotonic()
+c = socket.create_connection((sys.argv[1], 5202), timeout=60)
+c.sendall(bytes(size)); c.shutdown(socket.SHUT_WR)
+assert c.recv(100) == str(size).encode()
+print(f"{time.monotonic() - t0:.4f}")
+"""
+
+SINK = r"""
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], 5202)); s.listen(4)
+print("ready", flush=True)
+for _ in range(int(sys.argv[2])):
+    c, _peer = s.accept(); c.settimeout(60); n = 0
+    while (b := c.recv(1 << 16)):
+        n += len(b)
+    c.sendall(str(n).encode()); c.close()
+"""
+
+
+def route_mtu(ns: Netns, dst: str) -> str:
+    f = ns.ip("route", "get", dst).split()
+    return f[f.index("mtu") + 1] if "mtu" in f else "-"
+
+
+async def discovery(a: argparse.Namespace, pool: NetnsPool, rt: Netns, node1: "Node", pod3: Netns,
+                    ip3: str) -> list[str]:
+    """Per round: (first transfer s, second transfer s, hop MTU, the fresh pod's learned route MTU)."""
+    out = []
+    srv = pod3.popen(sys.executable, "-P", "-c", SINK, ip3, str(2 * a.pmtu_rounds), stdout=subprocess.PIPE,
+                     text=True)
+    try:
+        srv.stdout.readline()
+        for r in range(a.pmtu_rounds):
+            hop = 1400 - 10 * r
+            for net, br in (("192.168.78.0/24", "br2"), ("192.168.77.0/24", "br1")):
+                rt.ip("route", "replace", net, "dev", br, "mtu", "lock", str(hop))
+            pod = pool.netns(f"pmtu{r}")
+            code, res = node1.cni("ADD", f"pmtu{r}", pod.path)
+            assert code == 0, res
+            first = float(pod.run(sys.executable, "-P", "-c", SEND, ip3, timeout=120))
+            second = float(pod.run(sys.executable, "-P", "-c", SEND, ip3, timeout=120))
+            out.append((first, second, hop, route_mtu(pod, ip3)))
+            print(f"pmtu round {r + 1}: hop {hop}: {first:.3f} s then {second:.3f} s, pod learned "
+                  f"{out[-1][3]}", file=sys.stderr)
+    finally:
+        srv.kill()
+        srv.wait()
+    return out
+
+
 def pod_ip(res: dict) -> str:
     return res["ips"][0]["address"].split("/")[0]
 
@@ -203,6 +263,7 @@ async def run(a: argparse.Namespace) -> list[str]:
     tmp = Path(tempfile.mkdtemp(prefix="podnet-ovl-bench-"))
     nodes: dict[str, Node] = {}
     api = client = None
+    load_before = os.getloadavg()[0]
     try:
         rt, ns = fabric(pool)
         sock = listening_socket(rt.name, API_IP, API_PORT)
@@ -257,9 +318,11 @@ async def run(a: argparse.Namespace) -> list[str]:
             srv.kill()
             srv.wait()
         join_ms = (float(out) - t0) * 1000 if out else float("nan")
+        found = await discovery(a, pool, rt, nodes["n1"], pods["n3"], ips["n3"]) if a.pmtu_rounds else []
 
         fl = "floor: kernel VXLAN, static FDB (node n1 -> node n3)"
-        rows = [f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}: "
+        rows = [f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {load_before:.1f} before, "
+                f"{os.getloadavg()[0]:.1f} after: "
                 f"{a.rounds} rounds x {a.seconds:g} s per measurement, medians over rounds.", "",
                 "| path | TCP throughput Gbit/s (iperf3, 1 stream) | x floor | UDP ping-pong p50 us (sockperf) | x floor |",
                 "|---|---|---|---|---|"]
@@ -269,6 +332,14 @@ async def run(a: argparse.Namespace) -> list[str]:
                         f"{l_ / statistics.median(lat[fl]):.2f} |")
         rows += ["", f"Node join -> first pod packet across VXLAN: {join_ms:.0f} ms (Node created, CIDR allocated, "
                      "VTEP published, peers programmed, pod ADDed on the new node, probe every 5 ms from pod n1)."]
+        if found:
+            firsts, seconds = [f[0] for f in found], [f[1] for f in found]
+            rows += ["", f"Path-MTU discovery, {len(found)} rounds (router hop 1400, 1390, ... bytes; a fresh pod on n1 "
+                         "sends 4 MiB over TCP to the pod on n3, then 4 MiB again): first transfer median "
+                         f"{statistics.median(firsts):.3f} s (max {max(firsts):.3f}), once learned "
+                         f"{statistics.median(seconds):.3f} s: discovery cost "
+                         f"{statistics.median(f - s for f, s in zip(firsts, seconds)):.3f} s median; "
+                         "the pod learned " + ", ".join(f"{f[3]} (hop {f[2]})" for f in found) + "."]
         return rows
     finally:
         for n in nodes.values():
@@ -286,6 +357,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="")
+    ap.add_argument("--pmtu-rounds", type=int, default=5, help="path-MTU discovery rounds (0: none)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)

@@ -4,9 +4,11 @@
    then K times: one new policy arrives -> engine sync (compute + render + ipset restore +
    iptables-restore) returns, i.e. the rules are in the kernel. Real ipset and
    iptables-legacy in a node namespace; the informer hop is not included (in-process fakes).
-   Also one pod IP change (a peer-set swap, chains untouched). Two engines side by side, each
-   on its own node namespace, the same changes interleaved: full recompute (every local pod)
-   against incremental recompute (only the pods a change can affect).
+   Also one peer pod IP change (set members only, chains untouched). Three engines side by side,
+   each on its own node namespace, the same changes interleaved: full recompute (every local pod)
+   with set changes through ``ipset restore``; incremental recompute (only the pods a change can
+   affect; a peer's change refills the sets that name it) with member changes through ``ipset
+   restore``; the same with member changes over netlink (no exec).
 2. New-connection latency client -> server pod through the node, with: no policies; the 500
    policies as podnet writes them (ipsets); the same policies written as plain per-peer
    iptables rules without ipsets (the naive anchor). Interleaved rounds; medians of p50/p99.
@@ -17,7 +19,7 @@ samples. The bench's namespaces are its own, so it gives their tools a private l
 (``XTABLES_LOCKFILE``) and measures the engine rather than other sessions; ``--shared-lock``
 keeps the host's lock.
 
-Run: .venv/bin/python -P bench/policy_programming.py [K] [N] [--shared-lock]
+Run: .venv/bin/python -P bench/policy_programming.py [K] [N] [--shared-lock]   (N=0: no connection latency)
 """
 
 from __future__ import annotations
@@ -135,11 +137,14 @@ def q(values: list[float], frac: float) -> float:
 
 
 class Side:
-    """One engine (full or incremental recompute) with its own informers and node namespace."""
+    """One engine (full or incremental recompute; member changes over netlink or through ``ipset
+    restore``) with its own informers and node namespace."""
 
-    def __init__(self, p: NetnsPool, tag: str, incremental: bool, ns_objs, pod_objs, pol_objs) -> None:
+    def __init__(self, p: NetnsPool, tag: str, incremental: bool, netlink: bool, ns_objs, pod_objs, pol_objs) -> None:
         node = p.netns(f"prog-{tag}")
-        self.kernel = KernelRunner(4, "legacy", ["ip", "netns", "exec", node.name])
+        # a runner given only an exec prefix sends member changes through `ipset restore`
+        self.kernel = (KernelRunner(4, "legacy", netns=node.name) if netlink
+                       else KernelRunner(4, "legacy", ["ip", "netns", "exec", node.name]))
         self.eng = Engine([Programmer(self.kernel)], NODE, incremental=incremental)
         self.pols, self.pods, self.nss = FakeInformer(), FakeInformer(), FakeInformer()
         self.eng.attach(self.pols, self.pods, self.nss)
@@ -161,13 +166,13 @@ class Side:
 
 
 async def programming(p: NetnsPool, k: int) -> dict:
-    """The same changes to a full-recompute engine and an incremental one, interleaved (which goes
-    first alternates), each on its own node namespace."""
+    """The same changes to each engine, interleaved (the order rotates), each on its own node namespace."""
     ns_objs, pod_objs, pol_objs = objects()
-    sides = {"full": Side(p, "full", False, ns_objs, pod_objs, pol_objs),
-             "incremental": Side(p, "inc", True, ns_objs, pod_objs, pol_objs)}
+    sides = {"full, ipset exec": Side(p, "full", False, False, ns_objs, pod_objs, pol_objs),
+             "incremental, ipset exec": Side(p, "inc", True, False, ns_objs, pod_objs, pol_objs),
+             "incremental, netlink": Side(p, "nl", True, True, ns_objs, pod_objs, pol_objs)}
     first = {tag: await s.timed_sync() for tag, s in sides.items()}
-    snap = sides["full"].eng.snapshot()
+    snap = sides["full, ipset exec"].eng.snapshot()
     t = time.perf_counter()
     verdicts = compute(snap, NODE)
     compute_s = time.perf_counter() - t
@@ -179,19 +184,21 @@ async def programming(p: NetnsPool, k: int) -> dict:
         moved = pod_objs[11 + 10 * (i % 50)]
         pod = parse_policy_pod(raw_pod(moved.namespace, moved.name, f"10.3.{i // 250}.{i % 250 + 1}", node="other",
                                        labels=dict(moved.labels), ports=(("http", 80, "TCP"),)))
-        order = list(sides.values()) if i % 2 == 0 else list(reversed(sides.values()))
+        order = list(sides.values())
+        order = order[i % len(order):] + order[:i % len(order)]
         for s in order:
             s.pols.set(pol)
             s.create.append(await s.timed_sync())
         for s in order:
             s.pods.set(pod)
             s.churn.append(await s.timed_sync())
-    same = sides["incremental"].eng.verdicts == compute(sides["incremental"].eng.snapshot(), NODE) == \
-        sides["full"].eng.verdicts
+    engines = [s.eng for s in sides.values()]
+    same = all(e.verdicts == compute(e.snapshot(), NODE) == engines[0].verdicts for e in engines)
     return {"first_sync_s": first, "compute_s": compute_s, "rules": rendered.rules, "sets": len(rendered.sets),
             "isolated_local_pods": len(verdicts), "create": {t: s.create for t, s in sides.items()},
             "churn": {t: s.churn for t, s in sides.items()}, "same": same,
-            "text": rendered.iptables, "setspecs": rendered.sets}
+            "text": rendered.iptables,
+            "setspecs": {**rendered.sets, **{n: r.SetSpec(n, "hash:ip", 4, ()) for n in r.pending_sets(4)}}}
 
 
 def datapath(p: NetnsPool, prog: dict, n: int, rounds: int) -> dict:
@@ -227,23 +234,32 @@ def datapath(p: NetnsPool, prog: dict, n: int, rounds: int) -> dict:
                 "rules": shapes[t][1]} for t, v in res.items()}
 
 
+def load() -> str:
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
 def main(k: int, n: int, rounds: int = 5) -> None:
+    print(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load average", load())
     p = NetnsPool("pnt-pol-bench-")
     try:
         prog = asyncio.run(programming(p, k))
-        dp = datapath(p, prog, n, rounds)
+        print("load average after programming:", load(), flush=True)
+        dp = datapath(p, prog, n, rounds) if n else {}
     finally:
         p.close()
+    print("load average after:", load())
     ms = lambda v: f"{v * 1000:.1f} ms"  # noqa: E731
     print(f"cluster: {PODS} pods ({prog['isolated_local_pods']} isolated on this node), {POLICIES} policies, "
           f"{prog['rules']} rules, {prog['sets']} ipsets")
-    print(f"first full sync: {ms(prog['first_sync_s']['full'])} (pure compute alone {ms(prog['compute_s'])})")
-    for tag in ("full", "incremental"):
+    print(f"first full sync: {ms(prog['first_sync_s']['full, ipset exec'])} (pure compute alone {ms(prog['compute_s'])})")
+    for tag in prog["create"]:
         c, ch = prog["create"][tag], prog["churn"][tag]
-        print(f"{tag:>11} recompute: policy create -> in kernel ({k} samples): median {ms(statistics.median(c))}, "
+        print(f"{tag:>23}: policy create -> in kernel ({k} samples): median {ms(statistics.median(c))}, "
               f"p99 {ms(q(c, 0.99))}, max {ms(max(c))}; peer pod IP change: median {ms(statistics.median(ch))}, "
-              f"p99 {ms(q(ch, 0.99))}")
-    print(f"incremental verdicts equal a full compute at the end: {prog['same']}")
+              f"p99 {ms(q(ch, 0.99))}, max {ms(max(ch))}")
+    print(f"every engine's verdicts equal a full compute at the end: {prog['same']}")
+    if not dp:
+        return
     print(f"new TCP connection, medians over {rounds} interleaved rounds of {n}:")
     for tag, v in dp.items():
         print(f"  {tag:>7}: p50 {v['p50']:.1f} us  p99 {v['p99']:.1f} us  ({v['rules']} filter rules)")

@@ -1,7 +1,11 @@
 """nftables mode vs iptables mode: full sync and one endpoint change, side by side, in fresh namespaces.
 
 For N Services x 5 endpoints (default 10k):
+  bare nft -f       : the issue's bare shape for the same services (one named verdict map into chains of
+                      plain numgen rules, nothing else) loaded by nft -f: the anchor of the full sync
   nft full          : podnet nftables mode, informer state -> table in the kernel (compute, render, nft -f)
+  nft resync        : a later full sync of the same daemon (fragments cached, its table loaded: flushed
+                      and written again), as the periodic and the repairing full syncs run
   nft -f alone      : nft -f of the very same text
   legacy full       : podnet iptables mode full sync (iptables-legacy)
   legacy restore    : iptables-legacy-restore --noflush of podnet's iptables text alone
@@ -16,7 +20,10 @@ For N Services x 5 endpoints (default 10k):
                       counting every chain fits its time budget), the next sync rewrites that chain only
 Optional (slow, once each): PODNET_BENCH_IPT_NFT=1 adds iptables-nft-restore of podnet's iptables
 text; PODNET_BENCH_KP=1 adds nft -f of kube-proxy's nftables shape (numgen vmap + endpoint chains).
-PODNET_BENCH_REPS sets the repetitions (default 3); medians are printed, then every sample.
+PODNET_BENCH_REPS sets the repetitions (default 3); medians are printed (with their ratio to the bare
+shape of the same run), the load average before and after, the CPU seconds (user+sys of this process
+and its children, which load inflates far less than wall time) of the bare shape, the two full syncs
+and nft -f alone, then every sample.
 Run: .venv/bin/python -P bench/proxy_nft.py [N]
 """
 
@@ -30,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # bench/ only (never the checkout root)
-from proxy_lib import median, objects, pool, require_root, restore_seconds
+from proxy_lib import cpu_seconds, median, objects, pool, require_root, restore_seconds
 from proxy_sync import podnet_full, streamed_text
 
 from podnet.kube.testing import FakeInformer
@@ -74,9 +81,28 @@ async def nft_full(ns, services, slices, ctx):
     for s in slices:
         ei.set(s)
     si.synced(), ei.synced()
-    t = time.perf_counter()
+    c, t = cpu_seconds(), time.perf_counter()
     assert await d.sync_once()
-    return time.perf_counter() - t, d
+    return time.perf_counter() - t, cpu_seconds() - c, d
+
+
+def bare_shape(services, slices) -> str:
+    """The issue's bare shape for the same services: one named verdict map into one chain per service of
+    plain ``numgen random mod N == 0 ... dnat`` rules, and nothing else (no masquerade, no reject maps)."""
+    out = ["add table ip bare", "delete table ip bare", "table ip bare {",
+           "  map service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }",
+           "  chain services { ip daddr . meta l4proto . th dport vmap @service-ips ; }",
+           "  chain nat-prerouting { type nat hook prerouting priority dstnat ; policy accept ; jump services ; }"]
+    elements = []
+    for s, sl in zip(services, slices):
+        eps = [e.addresses[0] for e in sl.endpoints]
+        rules = [f"{'' if i == len(eps) - 1 else f'numgen random mod {len(eps) - i} == 0 '}meta l4proto tcp dnat to {a}:8080"
+                 for i, a in enumerate(eps)]
+        out.append(f"  chain service-{s.name} {{\n" + "".join(f"    {r}\n" for r in rules) + "  }")
+        elements.append(f"{s.cluster_ips[0]} . tcp . 80 : goto service-{s.name}")
+    out.append("}")
+    out.append(f"add element ip bare service-ips {{ {', '.join(elements)} }}")
+    return "\n".join(out) + "\n"
 
 
 def kube_proxy_shape(services, slices) -> str:
@@ -112,16 +138,31 @@ async def main(n: int):
     nft_text = render_full(build(services, slices, ctx, "node-a"))
     compute = time.perf_counter() - t
     ipt_text = await streamed_text(services, slices, ctx)
-    res: dict[str, list[float]] = {k: [] for k in ("nft full", "nft -f alone", "legacy full", "legacy restore",
+    bare_text = bare_shape(services, slices)
+    load_before = os.getloadavg()
+    res: dict[str, list[float]] = {k: [] for k in ("bare nft -f", "nft full", "nft resync", "nft -f alone", "legacy full", "legacy restore",
                                                    "nft change", "legacy change", "check, unchanged",
                                                    "check, dump", "dump in-process", "check + repair")}
+    cpu: dict[str, list[float]] = {k: [] for k in ("bare nft -f", "nft full", "nft resync", "nft -f alone")}
     for rep in range(REPS):
         p = pool()
         try:
             ns_n, ns_l = p.netns("n"), p.netns("l")
-            res["nft -f alone"].append(nft_seconds(p.netns("na"), nft_text))
-            dt, dn = await nft_full(ns_n, services, slices, ctx)
+            ns_b, ns_a = p.netns("b"), p.netns("na")
+            c = cpu_seconds()
+            res["bare nft -f"].append(nft_seconds(ns_b, bare_text))
+            cpu["bare nft -f"].append(cpu_seconds() - c)
+            c = cpu_seconds()
+            res["nft -f alone"].append(nft_seconds(ns_a, nft_text))
+            cpu["nft -f alone"].append(cpu_seconds() - c)
+            dt, dc, dn = await nft_full(ns_n, services, slices, ctx)
             res["nft full"].append(dt)
+            cpu["nft full"].append(dc)
+            dn.proxier.families[0].need_full = True  # a later full sync: fragments cached, the table loaded
+            c, t = cpu_seconds(), time.perf_counter()
+            assert await dn.sync_once() and dn.proxier.last_reports[0].full
+            res["nft resync"].append(time.perf_counter() - t)
+            cpu["nft resync"].append(cpu_seconds() - c)
             res["legacy restore"].append(restore_seconds(p.netns("la"), ipt_text))
             dt, dl, *_ = await podnet_full(ns_l, services, slices, ctx)
             res["legacy full"].append(dt)
@@ -154,10 +195,17 @@ async def main(n: int):
         finally:
             p.close()
     print(f"{n} services x 5 endpoints; nft text {nft_text.count(chr(10))} lines (compute+render {compute:.2f}s), "
-          f"iptables text {ipt_text.count(chr(10))} lines; {REPS} reps, medians:")
+          f"bare shape {bare_text.count(chr(10))} lines, iptables text {ipt_text.count(chr(10))} lines; {REPS} reps; "
+          f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after; medians:")
+    bare = median(res["bare nft -f"])
     for k, v in res.items():
-        print(f"  {k:>16}: {median(v):8.3f}s")
+        print(f"  {k:>16}: {median(v):8.3f}s  ({median(v) / bare:.2f}x bare)")
+    bare_cpu = median(cpu["bare nft -f"])
+    print("CPU seconds (user+sys of this process and its children; unlike wall time, not inflated by load):")
+    for k, v in cpu.items():
+        print(f"  {k:>16}: {median(v):8.3f}s  ({median(v) / bare_cpu:.2f}x bare)")
     print("samples: " + "; ".join(f"{k} " + " ".join(f"{x:.3f}" for x in v) for k, v in res.items()), flush=True)
+    print("cpu samples: " + "; ".join(f"{k} " + " ".join(f"{x:.3f}" for x in v) for k, v in cpu.items()), flush=True)
     # The slow anchors, once each, printed as they finish.
     if os.environ.get("PODNET_BENCH_KP") == "1":
         p = pool()

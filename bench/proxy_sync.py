@@ -11,15 +11,19 @@ For 1k and 10k Services x 5 endpoints (iptables-legacy, as the issue asks):
 Podnet and restore-alone alternate which goes first in each repetition; medians are printed,
 then every sample, the shape of both texts (lines, bytes, chains, rules, -m matches) and the
 machine's load before and after. PODNET_BENCH_REPS sets the repetitions (default 5).
-Run: .venv/bin/python -P bench/proxy_sync.py [sizes...] [--plot PATH]
+Run: .venv/bin/python -P bench/proxy_sync.py [sizes...] [--plot PATH] [--busy-core]
   --plot PATH: a PNG of full-sync seconds against services, podnet beside the kube-proxy-shaped
                restore (bench/plot.py; needs the bench extra, matplotlib)
+  --busy-core: one busy-looping child process (bounded: BUSY_SECONDS at most, stopped at the end)
+               runs through every measurement, so the second core is taken and podnet's Python
+               cannot hide behind the restore
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +41,13 @@ from podnet.proxy.snapshot import build
 from podnet.proxy.testing import FakeIptables, ep, slice_
 
 REPS = int(os.environ.get("PODNET_BENCH_REPS", "5"))
+BUSY_SECONDS = 1800
+BUSY_LOOP = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def busy_core(seconds: int = BUSY_SECONDS) -> subprocess.Popen:
+    """A child process spinning on one core for at most ``seconds`` (terminate it when done)."""
+    return subprocess.Popen([sys.executable, "-c", BUSY_LOOP.format(seconds=seconds)])
 
 
 async def podnet_full(ns, services, slices, ctx):
@@ -77,8 +88,18 @@ async def streamed_text(services, slices, ctx) -> str:
     return cap.text
 
 
-async def main(sizes, plot_path=None):
+async def main(sizes, plot_path=None, busy=False):
     require_root()
+    spinner = busy_core() if busy else None
+    try:
+        await measure(sizes, plot_path, busy)
+    finally:
+        if spinner is not None:
+            spinner.terminate()
+            spinner.wait()
+
+
+async def measure(sizes, plot_path, busy):
     load0 = os.getloadavg()
     started = time.time()
     ctx = NodeContext(cluster_cidrs=("10.128.0.0/9",), node_ips=("192.168.0.2",))
@@ -147,7 +168,7 @@ async def main(sizes, plot_path=None):
         print(f"{n:>8} text shape podnet: {mine}")
         print(f"{n:>8} text shape kube-proxy: {theirs}")
     print(f"load average before {load0[0]:.2f} {load0[1]:.2f}, after {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; "
-          f"{REPS} repetitions, {time.time() - started:.0f} s")
+          f"{REPS} repetitions, {time.time() - started:.0f} s" + ("; one core kept busy throughout" if busy else ""))
     if plot_path:
         plot_rows(plot_path, [(n, r) for n, r, *_ in rows], load0[0])
         print(f"plot: {plot_path}")
@@ -167,13 +188,15 @@ def plot_rows(path: str, rows: list[tuple[int, dict[str, float]]], load: float) 
            note=f"bench/proxy_sync.py --plot, fresh netns per run, load average {load:.1f} at start, shared 2-core VM")
 
 
-def _args(argv: list[str]) -> tuple[list[int], str | None]:
+def _args(argv: list[str]) -> tuple[list[int], str | None, bool]:
     plot_path = None
+    busy = "--busy-core" in argv
+    argv = [a for a in argv if a != "--busy-core"]
     if "--plot" in argv:
         i = argv.index("--plot")
         plot_path = argv[i + 1]
         argv = argv[:i] + argv[i + 2:]
-    return [int(a) for a in argv] or [1000, 10000], plot_path
+    return [int(a) for a in argv] or [1000, 10000], plot_path, busy
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ Data flow (pure modules marked P, side effects S)::
             types + version (P: results built as 1.1.0, converted down to the config's version)
         <-- stdout bytes + exit code
     Node informer (podnet.kube) --> overlay.plan (P: per peer host-gw or VXLAN routes, neighbours,
-        FDB entries) --> overlay / routes apply (S), re-checked periodically
+        FDB entries, route MTUs) --> overlay / routes apply (S), re-checked periodically
+    route exceptions + raw ICMP "too big" (pmtu, S) --> overlay.plan_path_mtus (P) --> route MTUs per peer
+    antispoof.restore_text (P: raw-table rpfilter jump per family) --> antispoof.ensure: apply + repair (S)
     health (S: /healthz, /livez, /metrics)      install (S: binary + conflist, write then rename)
 
 Host plumbing (entering a pod's namespace, the health endpoint's socket, signals) is

@@ -11,8 +11,9 @@ for what is serialised.
 
 Start-up order: open the IPAM store (a corrupt store is reported by every
 verb as error 5, and by STATUS as 50, instead of the daemon dying), set
-forwarding sysctls in the node namespace, reconcile IPAM with the veths that
-exist, then listen; the node's pod CIDR comes from ``--pod-cidr`` or from its
+forwarding sysctls and the anti-spoofing check (:mod:`podnet.cni.antispoof`) in
+the node namespace, reconcile IPAM with the veths that exist, then listen; the
+node's pod CIDR comes from ``--pod-cidr`` or from its
 Node object (watched with :class:`podnet.kube.informer.Informer`), and the
 routes to other nodes (host-gw or VXLAN per ``--backend``, see
 :mod:`podnet.cni.overlay`) are re-synced on every Node change and every
@@ -37,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from podnet.cni import health, netops, overlay, routes, skel
+from podnet.cni import antispoof, health, netops, overlay, pmtu, routes, skel
 from podnet.cni.ipam import Allocator
 from podnet.cni.ipam_store import SqliteStore
 from podnet.cni.plugin import KernelNetOps, Plugin, Readiness
@@ -72,6 +73,8 @@ class Options:
     backend: str = "auto"
     vni: int = overlay.DEFAULT_VNI
     vxlan_port: int = overlay.DEFAULT_PORT
+    vxlan_df: str = "inherit"
+    """The IPv4 VXLAN device's outer DF mode (:data:`podnet.cni.overlay.DF_MODES`)."""
     policy_socket: str = ""
     """The policy engine's handshake socket; '' = no handshake."""
     policy_required: bool = False
@@ -95,6 +98,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="VXLAN network identifier")
     p.add_argument("--vxlan-port", type=overlay.int_arg(1, 65535, "VXLAN port"), default=overlay.DEFAULT_PORT,
                    help=f"VXLAN UDP port ({overlay.DEFAULT_PORT} as flannel, {overlay.IANA_PORT} is IANA's)")
+    p.add_argument("--vxlan-df", choices=tuple(overlay.DF_MODES), default="inherit",
+                   help="outer DF of the IPv4 VXLAN device: inherit (a pod packet with DF is never fragmented; a "
+                        "smaller underlay hop is found by path-MTU discovery and pods are told) or unset (underlay "
+                        "routers fragment the outer packets, as flannel)")
     p.add_argument("--route-interval", type=duration_flag, default=10.0,
                    help="time between route re-checks (e.g. 10s; a bare number is seconds)")
     p.add_argument("--reconcile-interval", type=duration_flag, default=60.0,
@@ -122,6 +129,7 @@ def options_from(args: argparse.Namespace) -> Options:
                    args.reconcile_interval, health_listen=args.health_listen,
                    backend=getattr(args, "backend", "auto"), vni=getattr(args, "vni", overlay.DEFAULT_VNI),
                    vxlan_port=getattr(args, "vxlan_port", overlay.DEFAULT_PORT),
+                   vxlan_df=getattr(args, "vxlan_df", "inherit"),
                    policy_socket=getattr(args, "policy_socket", ""),
                    policy_required=getattr(args, "policy_required", False),
                    policy_timeout=getattr(args, "policy_timeout", 2.0))
@@ -149,13 +157,15 @@ class Daemon:
         self.plugin = Plugin(None, KernelNetOps(), self.pool, opts.mtu or overlay.DEFAULT_UNDERLAY_MTU, self.ready)
         if opts.policy_socket:
             self.plugin.policy = PolicyHook(opts.policy_socket, opts.policy_required, opts.policy_timeout)
-        self.overlay = overlay.Overlay(overlay.Config(opts.backend, opts.vni, opts.vxlan_port, opts.mtu),
-                                       overlay.KernelOverlayOps())
+        self.overlay = overlay.Overlay(overlay.Config(opts.backend, opts.vni, opts.vxlan_port, opts.mtu,
+                                                      overlay.DF_MODES[opts.vxlan_df]), overlay.KernelOverlayOps())
+        self.too_big = pmtu.TooBigWatch(opts.vxlan_port, lambda _got: self._route_kick.set())
         self.api = None  # the API client once watching Nodes (publishes this node's VTEP)
         self._publishing: asyncio.Task | None = None
         self.nodes = None  # Informer once watching
         self._route_kick = asyncio.Event()
         self._masquerade_done = False
+        self.antispoof_tables: antispoof.Tables = antispoof.KernelTables()
         self._unroutable: tuple[str, ...] = ()
         self._tasks: list[asyncio.Task] = []
         self.server: asyncio.AbstractServer | None = None
@@ -193,6 +203,23 @@ class Daemon:
         except Exception as e:  # noqa: BLE001 - retried with the routes
             log.error("masquerade rules (retried with the routes): %s", e)
 
+    def ensure_antispoof(self) -> None:
+        """The anti-spoofing check (:mod:`podnet.cni.antispoof`) for IPv4 and every pod CIDR family, in the
+        node namespace: read with every route re-check and rewritten when it is not as rendered; its drop
+        counter is exported as ``podnet_cni_spoofed_packets``. A failure is logged and retried on the next tick."""
+        families = {4} | {ipaddress.ip_network(c).version for c in self.ready.pod_cidrs}
+        for family in sorted(families):
+            try:
+                state = antispoof.ensure(self.antispoof_tables, family)
+            except subprocess.CalledProcessError as e:
+                log.error("IPv%d anti-spoofing rules (retried with the routes): %s: %s", family, e,
+                          (e.stderr or "").strip()[:300])
+                continue
+            except OSError as e:
+                log.error("IPv%d anti-spoofing rules (retried with the routes): %s", family, e)
+                continue
+            antispoof.SPOOFED.labels(str(family)).set(state.dropped)
+
     def ensure_forwarding(self) -> None:
         """Set the forwarding sysctls the routed design needs, in the node namespace only."""
         keys = ["net.ipv4.ip_forward"]
@@ -229,6 +256,7 @@ class Daemon:
         self.open_store()
         self.set_pod_cidrs(tuple(self.opts.pod_cidr))
         self.ensure_forwarding()
+        await asyncio.get_running_loop().run_in_executor(self.pool, self.ensure_antispoof)  # before any ADD
         released = await self.plugin.reconcile()
         if released:
             log.info("reconcile released %d stale reservation(s): %s", len(released), ", ".join(released))
@@ -239,6 +267,9 @@ class Daemon:
         os.chmod(sock, 0o600)
         if client is not None:
             self._tasks.append(asyncio.create_task(self.watch_nodes(client)))
+        if self.opts.backend != "host-gw":  # a smaller underlay path is re-read at once, not on the next tick
+            for e in self.too_big.start(asyncio.get_running_loop()):
+                log.warning("path-MTU notifications (%s): changes wait for the route re-check", e)
         self._tasks.append(asyncio.create_task(self.route_loop()))
         self._tasks.append(asyncio.create_task(self.reconcile_loop()))
         if self.health is not None:
@@ -286,10 +317,11 @@ class Daemon:
     async def sync_routes_once(self) -> None:
         self.ensure_forwarding()  # re-checked (and restored) with the routes
         self.ensure_masquerade()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.pool, self.ensure_antispoof)
         if self.nodes is not None and not self.nodes.has_synced:
             return
         nodes = self.nodes.list() if self.nodes is not None else []
-        loop = asyncio.get_running_loop()
         try:
             plan = await loop.run_in_executor(self.pool, self.overlay.prepare, nodes, self.opts.node_name,
                                               self.ready.pod_cidrs)
@@ -347,6 +379,7 @@ class Daemon:
     async def close(self) -> None:
         for t in self._tasks:
             t.cancel()
+        self.too_big.close()
         if self.server:
             self.server.close()
         if self.health is not None:

@@ -39,23 +39,22 @@ IPv4 underlay, 70 for IPv6 (outer IP + UDP + VXLAN + inner Ethernet), unless
 configured; with ``auto`` the overlay MTU applies to every pod, since any peer
 may be reached over VXLAN.
 
-Outer DF: the devices are created with ``df unset`` (``IFLA_VXLAN_DF`` 0, the
-kernel's default, as flannel leaves it), stated explicitly and read back, so a
-device whose DF mode was changed by hand is recreated. An IPv4 underlay router
-whose next hop is smaller than the node's interface therefore fragments the
-outer UDP packets. ``df inherit`` (inner DF copied out) is not used because the
-kernel does not complete path-MTU discovery for forwarded pod traffic through a
-routed (non-bridged) VXLAN device: the node learns the underlay PMTU from the
-router's ICMP and the VXLAN driver (``skb_tunnel_check_pmtu``) records the
-reduced MTU on the node's route to the remote pod, but it sends the ICMP
-"fragmentation needed" to the inner sender only when the device is a bridge port,
-and IPv4 forwarding ignores a learned PMTU unless ``net.ipv4.ip_forward_use_pmtu``
-is 1. Without that sysctl, a pod's full-size TCP segments are dropped on its own
-node and the connection stalls.
+Path MTU (:mod:`podnet.cni.pmtu`): an underlay hop smaller than the node's interface is found by
+path-MTU discovery of the outer packets. The IPv4 device is created with outer ``df inherit``
+(``--vxlan-df``; ``IFLA_VXLAN_DF`` 2: an inner packet with DF, which every IPv6 packet counts as,
+goes out with DF, so a smaller hop answers "fragmentation needed" instead of fragmenting it; an
+inner packet without DF still goes without, and a router may fragment it); outer IPv6 packets
+are never fragmented on the way. The node learns the peer's path MTU from that ICMP, and
+:func:`plan_path_mtus` gives every pod-CIDR route over that peer's VTEP the ``mtu`` metric
+``path MTU - encapsulation``, which forwarding honours: the node answers the pod's next oversized
+packet with the smaller MTU. ``--vxlan-df unset`` keeps flannel's way for IPv4 underlays (routers
+fragment the outer packets; nothing is learned, as before). The DF mode is stated explicitly and
+read back, so a device whose mode was changed by hand is recreated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import ipaddress
 import logging
@@ -66,7 +65,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from prometheus_client import Gauge
 
-from podnet.cni import routes, rtnl
+from podnet.cni import pmtu, routes, rtnl
 from podnet.cni.netops import HOST_PREFIX, node_netlink, node_rtnl
 from podnet.kube import goip, names
 from podnet.kube.objects import Node, parse_node as _parse_node
@@ -90,6 +89,8 @@ DEFAULT_UNDERLAY_MTU = 1500
 DF_UNSET, DF_SET, DF_INHERIT = 0, 1, 2
 """``IFLA_VXLAN_DF`` values (the outer header's DF bit: never, always, or the inner IPv4 DF bit, set for IPv6)."""
 DF_NAMES = {DF_UNSET: "unset", DF_SET: "set", DF_INHERIT: "inherit"}
+DF_MODES = {"inherit": DF_INHERIT, "unset": DF_UNSET}
+"""The outer DF modes ``--vxlan-df`` offers for the IPv4 device."""
 
 IGNORED = Gauge("podnet_cni_overlay_ignored_peers",
                 "Peer VTEPs ignored at the last sync because their annotations are invalid or collide.", ["reason"])
@@ -152,6 +153,8 @@ class Config:
     port: int = DEFAULT_PORT
     mtu: int = 0
     """Pod MTU; 0 = detect from the underlay interface."""
+    df: int = DF_INHERIT
+    """The IPv4 device's outer DF mode (one of :data:`DF_MODES`); the IPv6 device has none to set."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -162,6 +165,8 @@ class Config:
             raise ValueError(f"VXLAN port {self.port}: not in 1..65535")
         if self.mtu and not 576 <= self.mtu <= 65535:
             raise ValueError(f"MTU {self.mtu}: not in 576..65535")
+        if self.df not in DF_MODES.values():
+            raise ValueError(f"outer DF {self.df}: not one of {', '.join(DF_MODES)}")
 
 
 def int_arg(lo: int, hi: int, what: str):
@@ -244,7 +249,8 @@ def desired_devices(cfg: Config, own: Node | None, host: Host) -> tuple[Device, 
     for fam in (4, 6):
         u = local_underlay(own, host, fam)
         if u:
-            out.append(Device(DEVICE[fam], fam, cfg.vni, cfg.port, u[0], u[1].mtu - OVERHEAD[fam]))
+            out.append(Device(DEVICE[fam], fam, cfg.vni, cfg.port, u[0], u[1].mtu - OVERHEAD[fam],
+                              cfg.df if fam == 4 else DF_UNSET))
     return tuple(out)
 
 
@@ -372,6 +378,9 @@ class Plan:
     """``(claim, node)`` for every peer VTEP MAC and underlay address this plan accepts (whether the
     peer is reached over VXLAN or host-gw): the current owners :func:`plan` keeps on the next sync
     when another Node claims the same."""
+    vxlan_peers: tuple[tuple[str, int, str], ...] = ()
+    """``(pod CIDR, underlay family, peer underlay IP)`` for every route over a VXLAN device: whose
+    path MTU :func:`plan_path_mtus` reads."""
 
 
 Claim = tuple[int, str, str]
@@ -412,6 +421,7 @@ def plan(cfg: Config, nodes: Iterable[Node], self_name: str, own_cidrs: Iterable
     fdbs: set[Fdb] = set()
     backends: list[tuple[str, str, str]] = []
     ignored: list[tuple[str, str, str]] = []
+    vxlan_peers: list[tuple[str, int, str]] = []
 
     peers: dict[str, dict[int, Vtep]] = {}
     if cfg.backend != "host-gw":
@@ -469,11 +479,27 @@ def plan(cfg: Config, nodes: Iterable[Node], self_name: str, own_cidrs: Iterable
             neighs.add(Neigh(dev, gw, peer.mac))
             fdbs.add(Fdb(dev, peer.mac, peer.ip))
             backends.append((node.name, cidr, "vxlan"))
+            vxlan_peers.append((cidr, fam, peer.ip))
     kept = tuple(sorted(((fam, attr, getattr(v, attr)), name) for name, pv in peers.items()
                         for fam, v in pv.items() for attr in ("mac", "ip")))
     return Plan(routes.Desired(table, tuple(unroutable)), frozenset(neighs), frozenset(fdbs), tuple(backends),
                 tuple(sorted(set(ignored))),
-                device_addrs(own_cidrs, vteps) if cfg.backend != "host-gw" else frozenset(), kept)
+                device_addrs(own_cidrs, vteps) if cfg.backend != "host-gw" else frozenset(), kept,
+                tuple(vxlan_peers))
+
+
+def plan_path_mtus(p: Plan, path_mtus: Mapping[str, int], device_mtus: Mapping[int, int]) -> Plan:
+    """Pure. ``p`` with an ``mtu`` metric on every VXLAN route whose peer's underlay path MTU
+    (``path_mtus``: peer underlay IP -> the path MTU the node learned, absent or 0 = none) leaves less
+    than the device's MTU (``device_mtus``: by underlay family) for the pod packet
+    (:func:`podnet.cni.pmtu.route_mtu`)."""
+    mtus = {}
+    for cidr, fam, peer in p.vxlan_peers:
+        m = pmtu.route_mtu(path_mtus.get(peer, 0), OVERHEAD[fam], ipaddress.ip_network(cidr).version,
+                           device_mtus.get(fam, 0))
+        if m:
+            mtus[cidr] = m
+    return dataclasses.replace(p, routes=dataclasses.replace(p.routes, mtus=mtus))
 
 
 # --------------------------------------------------------------------------- apply
@@ -510,6 +536,9 @@ class OverlayOps(Protocol):
     def addrs(self, dev: str) -> set[Addr]: ...
     def addr_add(self, a: Addr) -> None: ...
     def addr_del(self, a: Addr) -> None: ...
+    def path_mtus(self, ips: list[str]) -> dict[str, int]:
+        """The path MTU the node learned toward each of ``ips`` (or its route's own ``mtu`` metric); 0 if none."""
+        ...
 
 
 @dataclass
@@ -722,6 +751,12 @@ class KernelOverlayOps:
         ip, plen = a.cidr.split("/")
         self._call(lambda ipr: ipr.addr("del", index=self._index(ipr, a.dev), address=ip, prefixlen=int(plen)))
 
+    def path_mtus(self, ips: list[str]) -> dict[str, int]:
+        """``ip route get <ip>`` for each, in one batch: the RTAX_MTU metric of each answer, a learned path MTU
+        (route exception) while it lasts; 0 where there is none or no route at all."""
+        got = node_rtnl().batch([rtnl.get_route(ip) for ip in ips]) if ips else []
+        return {ip: rtnl.parse_route(g).mtu if isinstance(g, bytes) else 0 for ip, g in zip(ips, got)}
+
 
 def _af(ip: str) -> int:
     return socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -744,6 +779,7 @@ class Overlay:
         self._ignored: tuple = ()
         self._summary = ""
         self._holders: dict[Claim, str] = {}
+        self._path_mtus: dict[str, int] = {}
 
     def prepare(self, nodes: list[Node], self_name: str, own_cidrs: Iterable[str]) -> Plan:
         """Bring the VXLAN devices in line, then compute the plan for the devices that are up; a
@@ -763,6 +799,7 @@ class Overlay:
         self.vteps = res.vteps
         p = plan(self.cfg, nodes, self_name, own_cidrs, host, self.vteps, self._holders)
         self._holders = dict(p.holders)  # the owners this daemon programs; kept on the next plan
+        p = self._with_path_mtus(p, {d.family: d.mtu for d in desired_devices(self.cfg, own, host)})
         if p.ignored != self._ignored:
             self._ignored = p.ignored
             for name, fam, why in p.ignored:
@@ -776,6 +813,21 @@ class Overlay:
             self._summary = summary
             log.info("backend %s: %s", self.cfg.backend, summary or "(no peers)")
         return p
+
+    def _with_path_mtus(self, p: Plan, device_mtus: Mapping[int, int]) -> Plan:
+        """``p`` with route MTUs from the path MTUs the node learned toward each peer VTEP; a change is
+        one log line."""
+        try:
+            learned = {ip: m for ip, m in self.ops.path_mtus(sorted({ip for _, _, ip in p.vxlan_peers})).items() if m}
+        except OSError as e:  # the routes keep their MTUs until the next re-check reads them
+            log.warning("reading the underlay path MTUs: %s", e)
+            learned = dict(self._path_mtus)
+        if learned != self._path_mtus:
+            gone = sorted(set(self._path_mtus) - set(learned))
+            log.info("underlay path MTU: %s", ", ".join([f"{ip} {m}" for ip, m in sorted(learned.items())] +
+                                                         [f"{ip} back to the interface's" for ip in gone]))
+            self._path_mtus = learned
+        return plan_path_mtus(p, learned, device_mtus)
 
     @property
     def errors(self) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ import errno
 import ipaddress
 import socket
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from podnet.cni import rtnl
@@ -56,6 +56,11 @@ class Desired:
     """``node: pod CIDR`` pairs that get no route because the node lists no address of the
     CIDR's family (e.g. an IPv6 pod CIDR on a node with only an IPv4 InternalIP) or, over
     VXLAN, because it or this node has no usable VTEP."""
+    mtus: dict[str, int] = field(default_factory=dict)
+    """pod CIDR -> the route's ``mtu`` metric, for routes that need one below their device's MTU (a smaller
+    underlay path to that peer); a CIDR not listed gets a route without one. IPv4 and IPv6 forwarding
+    both honour it: a forwarded packet over it with DF (every IPv6 packet) is answered with
+    "fragmentation needed" / "packet too big" carrying this MTU."""
 
 
 def desired_routes(nodes: Iterable[Node], self_name: str, own_cidrs: Iterable[str]) -> Desired:
@@ -83,8 +88,9 @@ def _family(cidr: str) -> int:
     return socket.AF_INET6 if ":" in cidr else socket.AF_INET
 
 
-def current_routes() -> dict[str, str]:
-    """podnet's routes to other nodes in the main table of the calling thread's netns: dst -> via.
+def current_routes() -> dict[str, tuple[str, int]]:
+    """podnet's routes to other nodes in the main table of the calling thread's netns: dst -> (via, mtu
+    metric or 0).
 
     Raw dumps (:mod:`podnet.cni.rtnl`) whose answers are decoded only when their protocol is
     podnet's: a node with 1000 pods has 1000 routes to pods that are skipped by one byte."""
@@ -100,13 +106,14 @@ def current_routes() -> dict[str, str]:
                     continue
                 dst = f"{r.dst or ('::' if fam == socket.AF_INET6 else '0.0.0.0')}/{r.dst_len}"
                 if r.type == 6:  # RTN_BLACKHOLE
-                    out[dst] = BLACKHOLE
+                    via = BLACKHOLE
                 elif r.flags & RTNH_F_ONLINK:
                     if names is None:
                         names = {link.index: link.name for link in map(rtnl.parse_link, nl.dump(rtnl.all_links()))}
-                    out[dst] = onlink(r.gateway, names.get(r.oif, "?"))
+                    via = onlink(r.gateway, names.get(r.oif, "?"))
                 else:
-                    out[dst] = r.gateway
+                    via = r.gateway
+                out[dst] = (via, r.mtu)
     return out
 
 
@@ -123,9 +130,12 @@ def sync(desired: Desired) -> list[str]:
     with IPRoute() as ipr:
         have = current_routes()
         for dst, via in desired.routes.items():
-            if have.get(dst) == via:
+            mtu = desired.mtus.get(dst, 0) if via != BLACKHOLE else 0
+            if have.get(dst) == (via, mtu):
                 continue
             kw = {"dst": dst, "family": _family(dst), "proto": RTPROT_PODNET_GW}
+            if mtu:
+                kw["metrics"] = {"mtu": mtu}
             gw, dev = _split(via)
             try:
                 if via == BLACKHOLE:
@@ -138,10 +148,10 @@ def sync(desired: Desired) -> list[str]:
                     ipr.route("replace", gateway=gw, oif=idx[0], flags=RTNH_F_ONLINK, **kw)
                 else:
                     ipr.route("replace", gateway=via, **kw)
-                changes.append(f"{dst} -> {via}")
+                changes.append(f"{dst} -> {via}" + (f" mtu {mtu}" if mtu else ""))
             except NetlinkError as e:
                 errors.append(f"{dst} via {via}: {e}")
-        for dst, via in have.items():
+        for dst, (via, _mtu) in have.items():
             if dst in desired.routes:
                 continue
             kw = {"dst": dst, "family": _family(dst), "proto": RTPROT_PODNET_GW}

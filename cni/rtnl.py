@@ -31,7 +31,8 @@ NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x300
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_LINKINFO, IFLA_NET_NS_FD = 1, 3, 4, 5, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
-RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_METRICS, RTA_TABLE = 1, 4, 5, 8, 15
+RTAX_MTU = 2
 IFF_UP = 0x1
 NLA_F_NESTED = 0x8000
 RT_TABLE_MAIN, RTN_UNICAST, RT_SCOPE_UNIVERSE, RT_SCOPE_LINK = 254, 1, 0, 253
@@ -134,6 +135,14 @@ def all_routes(family: int) -> Msg:
     return Msg(RTM_GETROUTE, NLM_F_REQUEST, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0))
 
 
+def get_route(dst: str) -> Msg:
+    """A GETROUTE for one destination (``ip route get``): the answer carries the route the kernel would
+    use, with a path MTU it learned for that destination (a route exception) as its RTAX_MTU metric."""
+    family, raw = _ip(dst)
+    return Msg(RTM_GETROUTE, NLM_F_REQUEST,
+               _RTMSG.pack(family, len(raw) * 8, 0, 0, 0, 0, 0, 0, 0) + attr(RTA_DST, raw))
+
+
 def attrs(body: bytes, off: int) -> dict[int, bytes]:
     """Top-level attributes from ``off`` on: type (without NLA_F_NESTED) -> payload; the last one wins."""
     out = {}
@@ -202,6 +211,8 @@ class Route:
     dst: str
     gateway: str
     oif: int
+    mtu: int = 0
+    """The RTAX_MTU metric (a route's own ``mtu``, or a learned path MTU in a GETROUTE answer); 0 if none."""
 
 
 def route_proto(body: bytes) -> int:
@@ -213,7 +224,8 @@ def parse_route(body: bytes) -> Route:
     family, dst_len, _src_len, _tos, table, proto, _scope, kind, flags = _RTMSG.unpack_from(body)
     a = attrs(body, _RTMSG.size)
     return Route(family, dst_len, _u32(a.get(RTA_TABLE)) or table, proto, kind, flags,
-                 _addr_text(a.get(RTA_DST)), _addr_text(a.get(RTA_GATEWAY)), _u32(a.get(RTA_OIF)))
+                 _addr_text(a.get(RTA_DST)), _addr_text(a.get(RTA_GATEWAY)), _u32(a.get(RTA_OIF)),
+                 _u32(attrs(a[RTA_METRICS], 0).get(RTAX_MTU)) if RTA_METRICS in a else 0)
 
 
 class Rtnl:

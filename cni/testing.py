@@ -1,7 +1,8 @@
 """The CNI package's fakes, shared by its tests and benchmarks (product code never imports this).
 
 :class:`FakeNetOps` implements :class:`podnet.cni.plugin.NetOps`, :class:`FakeOverlayOps`
-:class:`podnet.cni.overlay.OverlayOps` and :class:`MemoryStore` :class:`podnet.cni.ipam.Store`, all in
+:class:`podnet.cni.overlay.OverlayOps`, :class:`MemoryStore` :class:`podnet.cni.ipam.Store` and
+:class:`FakeRawTables` :class:`podnet.cni.antispoof.Tables`, all in
 memory; the real kernel implementations are tested in network namespaces.
 """
 
@@ -65,7 +66,8 @@ class FakeNetOps:
 
 class FakeOverlayOps:
     """In-memory :class:`podnet.cni.overlay.OverlayOps`: VXLAN devices, neighbours and FDB entries as
-    dicts; ``busy_ports`` makes bringing a device up on that port fail with EADDRINUSE, as the kernel does."""
+    dicts; ``busy_ports`` makes bringing a device up on that port fail with EADDRINUSE, as the kernel does;
+    ``learned_mtus`` holds the path MTU the node learned toward an underlay address (ICMP from a router)."""
 
     def __init__(self, host=None) -> None:
         self.host_state = host or overlay.Host()
@@ -74,6 +76,7 @@ class FakeOverlayOps:
         self.fdb: set = set()
         self.addr: set = set()
         self.busy_ports: set[int] = set()
+        self.learned_mtus: dict[str, int] = {}
         self._macs = iter(f"02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(1, 65536))
 
     def host(self):
@@ -142,6 +145,9 @@ class FakeOverlayOps:
     def fdb_del(self, f):
         self.fdb.discard(f)
 
+    def path_mtus(self, ips):
+        return {ip: self.learned_mtus.get(ip, 0) for ip in ips}
+
 
 class MemoryStore:
     """In-memory :class:`podnet.cni.ipam.Store`; ``fail_next`` simulates an I/O error."""
@@ -173,3 +179,45 @@ class MemoryStore:
 
     def close(self) -> None:
         pass
+
+
+class FakeRawTables:
+    """In-memory :class:`podnet.cni.antispoof.Tables`: the raw table of each family as ``[packets, rule]``
+    lists per chain, written by the subset of restore input the anti-spoofing check uses (a chain
+    declaration flushes it; ``-A``, ``-I <chain> 1``, ``-D``); ``fail_next`` makes the next restore raise."""
+
+    def __init__(self) -> None:
+        self.chains: dict[int, dict[str, list[list]]] = {4: {"PREROUTING": []}, 6: {"PREROUTING": []}}
+        self.restores = 0
+        self.fail_next: Exception | None = None
+
+    def save(self, family: int) -> str:
+        out = ["*raw"] + [f":{c} - [0:0]" for c in self.chains[family]]
+        out += [f"[{n}:{n * 100}] {rule}" for rules in self.chains[family].values() for n, rule in rules]
+        return "\n".join(out + ["COMMIT"]) + "\n"
+
+    def restore(self, family: int, text: str) -> None:
+        if self.fail_next:
+            e, self.fail_next = self.fail_next, None
+            raise e
+        self.restores += 1
+        chains = self.chains[family]
+        for line in text.splitlines():
+            if line.startswith(":"):
+                chains[line[1:].split()[0]] = []
+            elif line.startswith(("-A ", "-I ", "-D ")):
+                verb, chain, *rest = line.split()
+                if verb == "-I":
+                    rest = rest[1:]  # the position: always 1 here
+                rule = " ".join(["-A", chain, *rest])
+                if verb == "-A":
+                    chains[chain].append([0, rule])
+                elif verb == "-I":
+                    chains[chain].insert(0, [0, rule])
+                else:
+                    chains[chain].remove(next(r for r in chains[chain] if r[1] == rule))
+
+    def count(self, family: int, rule: str, packets: int) -> None:
+        """The kernel counted ``packets`` more on ``rule``."""
+        for r in (r for rules in self.chains[family].values() for r in rules if r[1] == rule):
+            r[0] += packets

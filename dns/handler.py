@@ -8,6 +8,12 @@ lower-cased name and type are in the compiled table and whose reply fits :func:`
 (512 bytes, and 10 times the query) is answered by concatenating the query's ID and question with
 the precompiled header and body.
 
+Negative replies (NXDOMAIN, NODATA) to plain UDP queries are remembered whole, up to
+``MAX_DENIALS`` of them, for as long as the table they were made from is served: a repeat of the
+query (any case, either RD bit) gets the same bytes and counts without the slow path; any table swap
+(every rebuild makes a new table) forgets them all. Queries with EDNS or other records always take
+the slow path.
+
 Address sets with several records (headless services) are served in rotating order, one step per
 reply, like the ``loadbalance`` plugin of the stock Corefile (round-robin instead of random).
 
@@ -49,6 +55,8 @@ without upstreams)."""
 PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x00"
 CNAME_KEY = struct.pack("!H", CNAME)
 MAX_CHASE = 8
+MAX_DENIALS = 10_000
+_DENIAL_HEADERS: dict[int, tuple[bytes, bytes]] = {}
 Reply = bytes | None | Awaitable[bytes | None]
 
 
@@ -62,6 +70,14 @@ class Handler:
         self.qtype = b""
         """The 2-byte query type of the last message answered (b"" if it had no readable question);
         the server reads it right after each call to label the duration metric."""
+        self._miss_key: bytes | None = None
+        """The table key of the last plain UDP query the fast path looked up and did not find."""
+        self._plain_key: bytes | None = None
+        """While the slow path answers a plain UDP query: its table key (its negative reply may be remembered)."""
+        self._denials: dict[bytes, tuple[tuple[bytes, bytes], bytes, int]] = {}
+        """Plain-query key -> (header after the ID by RD bit, body, rcode) of the negative replies
+        (NXDOMAIN, NODATA) made from ``_denials_of``, the table they are true for."""
+        self._denials_of: AnswerTable | None = None
 
     def swap(self, table: AnswerTable) -> None:
         """Install a new table; queries already being answered keep the one they started with."""
@@ -77,26 +93,59 @@ class Handler:
     def fast_udp(self, data: bytes) -> bytes | None:
         """The fast path alone: the reply (counted) for a plain query in the compiled table that fits
         UDP, else None (the caller then calls :meth:`answer_udp`, which answers everything else)."""
-        if data[4:12] == PLAIN_COUNTS and not data[2] & 0xF8 and not data[3] & 0x10:
-            z = data.find(0, 12)
-            if z > 0 and z + 5 == len(data) and data[z + 3] == 0 and data[z + 4] == 1:
-                qt = data[z + 1 : z + 3]
-                e = self.table.hot.get(data[12 : z + 1].lower() + qt)
-                if e is not None and e.fits_udp:
-                    self.stats.fast[qt] += 1
-                    self.qtype = qt
+        parts = self.fast_parts(data, 0, len(data))
+        if parts is None:
+            return None
+        qt = data[-4:-2]
+        self.stats.fast[qt] += 1
+        self.qtype = qt
+        return data[:2] + parts[0] + data[12:] + parts[1]
+
+    def fast_parts(self, buf, start: int, end: int) -> tuple[bytes, bytes] | None:
+        """For a plain query at ``buf[start:end]`` (any buffer with bytes' slicing, indexing and
+        ``find``) whose lower-cased name and type are in the table and whose reply fits UDP: (the
+        reply's 10 header bytes after the ID, the bytes after the question); else None. The reply
+        is the query's ID, these header bytes, the query's question as sent, then the body. Not
+        counted (the caller counts what it sends)."""
+        if end - start > 16 and buf[start + 4 : start + 12] == PLAIN_COUNTS and not buf[start + 2] & 0xF8 and not buf[start + 3] & 0x10:
+            z = buf.find(b"\0", start + 12, end)
+            if z + 5 == end and buf[z + 3] == 0 and buf[z + 4] == 1:
+                if buf[z + 1] == 0 and not 0x41 <= buf[z + 2] <= 0x5A:
+                    key = buf[start + 12 : end - 2].lower()  # the type's bytes are not letters: lower() keeps them
+                else:
+                    key = buf[start + 12 : z + 1].lower() + buf[z + 1 : z + 3]
+                e = self.table.hot.get(key)
+                if e is None:
+                    self._miss_key = key
+                elif e.fits_udp:
                     if e.rot:
                         self._turn += 1
-                        return data[:2] + e.hdr[data[2] & 1] + data[12:] + e.rot[self._turn % len(e.rot)]
-                    return data[:2] + e.hdr[data[2] & 1] + data[12:] + e.body
+                        return e.hdr[buf[start + 2] & 1], e.rot[self._turn % len(e.rot)]
+                    return e.hdr[buf[start + 2] & 1], e.body
         return None
 
     def answer_udp(self, data: bytes) -> Reply:
-        """UDP: the fast path, else the slow path with a 512-byte / EDNS limit."""
+        """UDP: the fast path, a negative reply already made for this plain query from this table, else
+        the slow path with a 512-byte / EDNS limit."""
+        self._miss_key = None
         reply = self.fast_udp(data)
         if reply is not None:
             return reply
-        return self.answer(data, udp=True)
+        key = self._miss_key
+        if key is not None and self._denials_of is self.table:
+            denial = self._denials.get(key)
+            if denial is not None:
+                hdrs, body, rcode = denial
+                qt = key[-2:]
+                self.stats.count_request(int.from_bytes(qt, "big"), True)
+                self.stats.count_response(rcode, KUBERNETES)
+                self.qtype = qt
+                return data[:2] + hdrs[data[2] & 1] + data[12:] + body
+        self._plain_key = key
+        try:
+            return self.answer(data, udp=True)
+        finally:
+            self._plain_key = None
 
     def answer(self, data: bytes, udp: bool) -> Reply:
         st = self.stats
@@ -284,7 +333,22 @@ class Handler:
             mname, rname, serial, *rest = soa.rdata
             soa = RR(zone, soa.rtype, soa.ttl, (names.join("ns.dns", zone), names.join("hostmaster", zone), serial, *rest))
         body = soa_authority(zone_offset, soa)
-        return self._assemble(q, flags_for(rcode), (0, 1, 0), body, (len(body),), limit, plugin=KUBERNETES)
+        reply = self._assemble(q, flags_for(rcode), (0, 1, 0), body, (len(body),), limit, plugin=KUBERNETES)
+        if (rcode == NOERROR or rcode == NXDOMAIN) and q.key == self._plain_key and len(reply) == 12 + len(q.question) + len(body):
+            self._remember_denial(q.key, table, rcode, body)
+        return reply
+
+    def _remember_denial(self, key: bytes, table: AnswerTable, rcode: int, body: bytes) -> None:
+        """Keep a plain query's whole negative reply (it depends on the key and the table only) until
+        the table is replaced; at most MAX_DENIALS of them (CoreDNS's denial cache holds 9,984)."""
+        if self._denials_of is not table:
+            self._denials, self._denials_of = {}, table
+        elif len(self._denials) >= MAX_DENIALS:
+            self._denials.clear()
+        hdrs = _DENIAL_HEADERS.get(rcode)
+        if hdrs is None:
+            hdrs = _DENIAL_HEADERS[rcode] = tuple(struct.pack("!HHHHH", flags_for(rcode) | rd, 1, 0, 1, 0) for rd in (0, RD))
+        self._denials[key] = (hdrs, body, rcode)
 
     def _reply(self, q: Query, rcode: int, limit: int, aa: bool = True) -> bytes:
         return self._assemble(q, flags_for(rcode, aa=aa), (0, 0, 0), b"", (), limit, ext_rcode=rcode >> 4)

@@ -9,7 +9,8 @@ block); dns/README.md lists every family and each deliberate difference.
 
 Per answered query the server makes one :meth:`Stats.answered` call: a duration observation by query
 type and two size counts (plain dict increments keyed by byte length, turned into histogram buckets
-only when scraped).
+only when scraped); fast-path UDP replies sent in one batch are counted together
+(:meth:`Stats.answered_fast_udp`).
 """
 
 from __future__ import annotations
@@ -123,6 +124,23 @@ class Stats:
         h.n += 1
         self._udp_req[request_len] += 1
         self._udp_resp[response_len] += 1
+
+    def answered_fast_udp(self, types: dict[bytes, int], sizes: dict[int, int], seconds: float) -> None:
+        """Fast-path UDP replies sent together: their count by 2-byte query type, their sizes as
+        ``request_len << 16 | response_len`` -> count, and the time from reading them to sending them
+        (each reply's duration)."""
+        bucket = bisect.bisect_left(BUCKETS, seconds)
+        fast, durations = self.fast, self.durations
+        for qtype, n in types.items():
+            fast[qtype] += n
+            h = durations[qtype]
+            h.counts[bucket] += n
+            h.total += seconds * n
+            h.n += n
+        req, resp = self._udp_req, self._udp_resp
+        for pair, n in sizes.items():
+            req[pair >> 16] += n
+            resp[pair & 0xFFFF] += n
 
     def answered(self, proto: str, qtype: bytes, request_len: int, response_len: int, seconds: float) -> None:
         """One reply sent: its duration (by query type) and the request and response sizes (by proto)."""

@@ -127,8 +127,15 @@ def to_wire(name: str) -> bytes:
     return bytes(out)
 
 
+_NEEDS_ESCAPE = re.compile(rb"[^\x21-\x2d\x2f-\x5b\x5d-\x7e]")
+"""A byte that text names write as \\DDD: '.', '\\', and everything outside 0x21-0x7E."""
+
+
 def from_wire_labels(labels: list[bytes]) -> str:
     """Dotted text for a list of raw labels; non-printable bytes are escaped as \\DDD (RFC 1035 5.1)."""
+    joined = b"".join(labels)
+    if _NEEDS_ESCAPE.search(joined) is None:
+        return b".".join(labels).decode("ascii")
     out = []
     for label in labels:
         s = []

@@ -1,10 +1,14 @@
 """asyncio UDP and TCP listeners on one address, answering through a :class:`~podnet.dns.handler.Handler`.
 
-UDP: every datagram first goes to the byte-level fast path of the handler's ``fast_handler`` (when
-it has one: a Handler, or a Corefile chain with one plain block), called directly, without the
-layers around it; anything it does not answer goes to ``answer_udp``. Bytes are sent at once,
-awaitables are run as tasks (forwarding) and their reply sent when ready. Handler exceptions are logged and counted, the
-datagram dropped; the listener itself never stops on bad input.
+UDP: datagrams are read up to 64 at a time with ``recvmmsg`` and their replies sent with one
+``sendmmsg`` (:mod:`podnet.dns.datagrams`; the event loop's datagram transport, one callback per
+datagram, where libc lacks them or with ``batch_udp=False``). Every datagram first goes to the
+byte-level fast path of the handler's ``fast_handler`` (when it has one: a Handler, or a Corefile
+chain with one plain block), called directly, without the layers around it, which writes the reply
+into the receive buffer; anything it does not answer goes to ``answer_udp``. Bytes are sent with the
+batch, awaitables are run as tasks (forwarding) and their reply sent alone when ready. A fast-path
+reply's duration is its batch's, from the read to the send. Handler exceptions are logged and
+counted, the datagram dropped; the listener itself never stops on bad input.
 
 TCP (RFC 7766): 2-byte length framing, pipelined queries answered as they complete (possibly out
 of order), ``max_pending`` unanswered queries per connection, and connections closed after ``idle``
@@ -31,7 +35,10 @@ import logging
 import socket
 import struct
 import time
+from collections import defaultdict
 
+from podnet.dns import datagrams
+from podnet.dns.datagrams import BatchSocket, DatagramBatch
 from podnet.dns.handler import Handler
 from podnet.host.addr import listen_address
 
@@ -46,6 +53,8 @@ def split_hostport(text: str, default_port: int = 53) -> tuple[str, int]:
 
 
 class _Udp(asyncio.DatagramProtocol):
+    """One datagram per callback through the event loop's transport (where batching is unavailable)."""
+
     def __init__(self, server: "DnsServer") -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
@@ -55,8 +64,8 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr) -> None:
         t0 = time.perf_counter()
-        handler = self.server.handler
-        fast = handler.fast_handler
+        server = self.server
+        fast = server.handler.fast_handler
         if fast is not None:
             # The byte-level fast path without the layers around it: a plain query in the table.
             try:
@@ -65,31 +74,70 @@ class _Udp(asyncio.DatagramProtocol):
                 reply = None
             if reply is not None:
                 self.transport.sendto(reply, addr)
-                self.server.stats.answered_udp(fast.qtype, len(data), len(reply), time.perf_counter() - t0)
+                server.stats.answered_udp(fast.qtype, len(data), len(reply), time.perf_counter() - t0)
                 return
-        handler.peer = addr  # the client, for handlers that log it (Corefile ``log``)
-        try:
-            reply = handler.answer_udp(data)
-        except Exception:  # noqa: BLE001 - a handler bug must never take the listener down
-            self.server.stats.errors += 1
-            log.exception("handler failed on a %d-byte datagram", len(data))
-            return
-        if reply is None:
-            return
-        if isinstance(reply, bytes):
+        reply = server.answer_slow_udp(data, addr, t0, self.transport.sendto)
+        if reply is not None:
             self.transport.sendto(reply, addr)
-            self.server.stats.answered_udp(handler.qtype, len(data), len(reply), time.perf_counter() - t0)
-            return
-        self.server.spawn(self._later(reply, addr, t0, handler.qtype, len(data)))
-
-    async def _later(self, aw, addr, t0: float, qtype: bytes, request_len: int) -> None:
-        reply = await aw
-        if reply is not None and self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(reply, addr)
-            self.server.stats.answered_udp(qtype, request_len, len(reply), time.perf_counter() - t0)
+            server.stats.answered_udp(server.handler.qtype, len(data), len(reply), time.perf_counter() - t0)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error: %s", exc)
+
+
+class _BatchedUdp:
+    """Datagrams read :data:`~podnet.dns.datagrams.BATCH` at a time when the socket is readable, and
+    their replies sent together (:mod:`podnet.dns.datagrams`); replies that come later (forwarding)
+    are sent one by one. At most ``rounds`` batches per wakeup, so TCP and HTTP keep their turns."""
+
+    def __init__(self, server: "DnsServer", batch: DatagramBatch, rounds: int = 8) -> None:
+        self.server = server
+        self.batch = batch
+        self.rounds = rounds
+
+    def send_later(self, reply: bytes, addr) -> None:
+        if not self.batch.send_one(reply, addr):
+            self.server.stats.dropped += 1
+
+    def drain(self) -> None:
+        b = self.batch
+        server = self.server
+        stats = server.stats
+        clock = time.perf_counter
+        for _ in range(self.rounds):
+            try:
+                n = b.receive()
+            except OSError as e:
+                log.debug("udp receive error: %s", e)
+                return
+            if not n:
+                return
+            t0 = clock()
+            handler = server.handler
+            fast = handler.fast_handler
+            types: defaultdict[bytes, int] = defaultdict(int)
+            sizes: defaultdict[int, int] = defaultdict(int)
+            rest = range(n)
+            if fast is not None:
+                # The byte-level fast path without the layers around it: plain queries in the table,
+                # answered in the receive buffer.
+                try:
+                    rest = b.answer_in_place(n, fast.fast_parts, types, sizes)
+                except Exception:  # noqa: BLE001 - a handler bug must never take the listener down
+                    log.exception("fast path failed")
+                    stats.errors += 1
+                    return
+            for i in rest:
+                data = b.data(i)
+                reply = server.answer_slow_udp(data, b.address(i), t0, self.send_later)
+                if reply is not None:
+                    b.reply(i, reply)
+                    stats.answered_udp(handler.qtype, len(data), len(reply), clock() - t0)
+            stats.dropped += b.flush()
+            if types:
+                stats.answered_fast_udp(types, sizes, clock() - t0)
+            if n < b.batch:
+                return
 
 
 class _Tcp(asyncio.Protocol):
@@ -205,8 +253,12 @@ class DnsServer:
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0, *, max_tcp: int = 256,
                  max_tcp_per_client: int = 32, max_pending: int = 64, idle: float = 10.0,
-                 sockets: tuple[socket.socket, socket.socket] | None = None, reuse_port: bool = False) -> None:
+                 sockets: tuple[socket.socket, socket.socket] | None = None, reuse_port: bool = False,
+                 batch_udp: bool = True) -> None:
         self.handler = handler
+        self.batch_udp = batch_udp and datagrams.available()
+        """Read and answer UDP with recvmmsg/sendmmsg (:mod:`podnet.dns.datagrams`) instead of one
+        event-loop callback per datagram."""
         self.reuse_port = reuse_port
         """Bind with SO_REUSEPORT: several processes (podnet.dns.workers) share the address, the kernel
         spreads datagrams and connections over them."""
@@ -219,6 +271,8 @@ class DnsServer:
         self.stats.family = "2" if ":" in host else "1"
         self._tasks: set[asyncio.Task] = set()
         self._udp: asyncio.DatagramTransport | None = None
+        self._batched: _BatchedUdp | None = None
+        self._udp_open = False
         self._tcp: asyncio.AbstractServer | None = None
         self._sockets = sockets
         """Pre-bound (udp, tcp) sockets, e.g. made inside another network namespace."""
@@ -264,6 +318,28 @@ class DnsServer:
     def errors(self) -> int:
         """Exceptions caught while answering (never expected; counted as coredns_panics_total)."""
         return self.stats.errors
+
+    def answer_slow_udp(self, data: bytes, addr, t0: float, send) -> bytes | None:
+        """Everything the fast path did not answer: the reply bytes to send now, or None (dropped, or
+        answered later through ``send(reply, addr)`` once an awaitable reply is ready)."""
+        handler = self.handler
+        handler.peer = addr  # the client, for handlers that log it (Corefile ``log``)
+        try:
+            reply = handler.answer_udp(data)
+        except Exception:  # noqa: BLE001 - a handler bug must never take the listener down
+            self.stats.errors += 1
+            log.exception("handler failed on a %d-byte datagram", len(data))
+            return None
+        if reply is None or isinstance(reply, bytes):
+            return reply
+        self.spawn(self._udp_later(reply, addr, t0, handler.qtype, len(data), send))
+        return None
+
+    async def _udp_later(self, aw, addr, t0: float, qtype: bytes, request_len: int, send) -> None:
+        reply = await aw
+        if reply is not None and self._udp_open:
+            send(reply, addr)
+            self.stats.answered_udp(qtype, request_len, len(reply), time.perf_counter() - t0)
 
     def spawn(self, coro) -> None:
         task = asyncio.ensure_future(coro)
@@ -315,13 +391,25 @@ class DnsServer:
 
     async def _serve(self, loop, udp_sock: socket.socket, tcp_sock: socket.socket) -> None:
         tcp_sock.listen(1024)
-        self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp_sock)
+        if self.batch_udp:
+            udp_sock.setblocking(False)
+            self._batched = _BatchedUdp(self, BatchSocket(udp_sock))
+            loop.add_reader(udp_sock.fileno(), self._batched.drain)
+        else:
+            self._udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), sock=udp_sock)
+        self._udp_open = True
         self._tcp = await loop.create_server(lambda: _Tcp(self), sock=tcp_sock)
         log.info("listening on %s:%d (udp+tcp)", self.host, self.port)
 
     async def stop(self) -> None:
+        self._udp_open = False
         if self._udp is not None:
             self._udp.close()
+        if self._batched is not None:
+            batch, self._batched = self._batched.batch, None
+            asyncio.get_running_loop().remove_reader(batch.fd)
+            batch.sock.close()
+            batch.close()
         if self._tcp is not None:
             self._tcp.close()
             for c in list(self.tcp_conns):

@@ -226,3 +226,62 @@ class UdpRelay:
     async def stop(self) -> None:
         if self._tr is not None:
             self._tr.close()
+
+
+class FakeDatagramBatch:
+    """:class:`podnet.dns.datagrams.DatagramBatch` over lists: ``incoming`` holds (payload, address)
+    datagrams, ``receive`` takes up to ``batch`` of them; every reply sent is appended to ``sent`` as
+    (payload, address). ``fail_sends`` replies are dropped (counted by ``flush``/refused by
+    ``send_one``) before any is sent, as a full send buffer would."""
+
+    def __init__(self, incoming: list[tuple[bytes, tuple]] | None = None, batch: int = 64, fail_sends: int = 0) -> None:
+        self.incoming = list(incoming or [])
+        self.batch = batch
+        self.fail_sends = fail_sends
+        self.sent: list[tuple[bytes, tuple]] = []
+        self._now: list[tuple[bytes, tuple]] = []
+        self._replies: dict[int, bytes] = {}
+
+    def receive(self) -> int:
+        self._now, self.incoming = self.incoming[: self.batch], self.incoming[self.batch :]
+        self._replies = {}
+        return len(self._now)
+
+    def data(self, i: int) -> bytes:
+        return self._now[i][0]
+
+    def address(self, i: int) -> tuple:
+        return self._now[i][1]
+
+    def reply(self, i: int, payload: bytes) -> None:
+        assert i not in self._replies, f"datagram {i} answered twice"
+        self._replies[i] = payload
+
+    def answer_in_place(self, n: int, parts, types, sizes) -> list[int]:
+        rest = []
+        for i in range(n):
+            data = self._now[i][0]
+            got = parts(data, 0, len(data))
+            if got is None:
+                rest.append(i)
+                continue
+            reply = data[:2] + got[0] + data[12:] + got[1]
+            self.reply(i, reply)
+            types[data[-4:-2]] += 1
+            sizes[len(data) << 16 | len(reply)] += 1
+        return rest
+
+    def flush(self) -> int:
+        dropped = 0
+        for i in sorted(self._replies):
+            if not self.send_one(self._replies[i], self._now[i][1]):
+                dropped += 1
+        self._replies = {}
+        return dropped
+
+    def send_one(self, payload: bytes, address: tuple) -> bool:
+        if self.fail_sends:
+            self.fail_sends -= 1
+            return False
+        self.sent.append((payload, address))
+        return True

@@ -17,7 +17,10 @@ Public surface:
 - :mod:`.tools`: ``run_tool`` (a host tool from the event loop: status, stdout, stderr; killed
   after a timeout);
 - :mod:`.xtables`: ``detect_mode`` (the iptables backend this node's rules live in, by
-  iptables-wrappers' rule), ``choose_mode``, ``HINT_CHAINS``.
+  iptables-wrappers' rule), ``choose_mode``, ``HINT_CHAINS``;
+- :mod:`.podman`: ``Store`` (which podman store holds podnet's image, and the flags this machine's
+  podman needs), ``save``/``load`` in a lab's run dir, ``lab_containers``/``remove_lab`` (every
+  container labelled with a lab's name).
 
 Data flow: none of its own; callers pass names, fds, addresses and handlers in. :mod:`.addr` is
 pure; the rest is the side-effect layer, acting only on namespaces, processes and sockets the

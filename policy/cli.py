@@ -36,6 +36,7 @@ from podnet.kube.durations import duration_flag, parse_flag_duration
 from podnet.kube.errors import ConfigError
 from podnet.policy.engine import Engine, admin_informers, real_informers
 from podnet.policy.kernel import KernelRunner
+from podnet.policy.nodes import node_informer
 from podnet.policy.programmer import Programmer, cleanup
 
 __all__ = ["main", "parser", "parse_duration", "Options", "options_from", "run"]
@@ -173,7 +174,8 @@ async def _run(opts: Options) -> int:
     async with ApiClient.from_flags(opts.master, opts.kubeconfig, user_agent="podnet-policy/0.1") as client:
         engine = Engine([Programmer(k, opts.log_denied) for k in kernels], opts.node,
                         min_sync_period=opts.min_sync_period, full_sync_period=opts.full_sync_period)
-        engine.attach(*real_informers(client), *await admin_informers(client))
+        admin = await admin_informers(client)
+        engine.attach(*real_informers(client), *admin, nodes=node_informer(client) if admin else None)
         stop = stop_on_signals()
         if opts.once:
             async def once() -> None:

@@ -7,7 +7,8 @@ log line).
 
 Handlers only mark the state dirty; :meth:`Engine.run` recomputes from the
 informers' frozen stores (incrementally, :mod:`.incremental`: only the local pods
-a change can affect; ``incremental=False`` recomputes every pod) and applies, at most once per ``min_sync_period``
+a change can affect; ``incremental=False`` recomputes every pod) and applies (when no
+verdict was recomputed, only the refilled sets' members), at most once per ``min_sync_period``
 (like the proxy's ``--min-sync-period``: a burst of events costs one sync),
 at least once per ``full_sync_period`` (which also re-reads the kernel, so a
 foreign flush is repaired), and never before every informer has synced (an
@@ -26,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -41,6 +42,9 @@ __all__ = ["Engine", "NETWORK_POLICIES", "POLICY_PODS", "ADMIN_NETWORK_POLICIES"
            "real_informers", "admin_informers"]
 
 log = logging.getLogger("podnet.policy")
+
+CONFIRM_YIELDS = 3
+"""Event-loop turns a sync gives up after ``confirm()``: enough for a handshake waiting on it to send its answer."""
 
 NETWORK_POLICIES = Resource("/apis/networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True, parse_network_policy)
 POLICY_PODS = Resource("/api/v1", "pods", "Pod", True, parse_policy_pod)
@@ -99,6 +103,7 @@ class Engine:
         self.full_sync_period = full_sync_period
         self._clock = clock
         self._informers: list[Any] = []
+        self._nodes: Any = None
         self._dirty = asyncio.Event()
         self._first_change: float | None = None
         self._last_sync = float("-inf")
@@ -109,9 +114,13 @@ class Engine:
         """Applied to the informer's pods in every snapshot (the CNI handshake's announced addresses)."""
         self._sync_lock = asyncio.Lock()
 
-    def attach(self, policies: Any, pods: Any, namespaces: Any, *admin: Any) -> None:
-        """``admin``: the AdminNetworkPolicy and BaselineAdminNetworkPolicy informers, when served."""
+    def attach(self, policies: Any, pods: Any, namespaces: Any, *admin: Any, nodes: Any = None) -> None:
+        """``admin``: the AdminNetworkPolicy and BaselineAdminNetworkPolicy informers, when served;
+        ``nodes``: the Nodes informer (:func:`podnet.policy.nodes.node_informer`, the admin ``nodes`` peers)."""
         self._informers = [policies, pods, namespaces, *admin]
+        self._nodes = nodes
+        if nodes is not None:
+            self._informers.append(nodes)
         for inf in self._informers:
             inf.add_handler(on_add=lambda _o: self.request(), on_update=lambda _o, _n: self.request(),
                             on_delete=lambda _o: self.request(), on_synced=self.request)
@@ -127,22 +136,31 @@ class Engine:
 
     def snapshot(self) -> Snapshot:
         policies, pods, namespaces, *admin = self._informers
+        if self._nodes is not None:
+            admin.remove(self._nodes)
         pod_list = tuple(pods.list())
         if self.overlay is not None:
             pod_list = self.overlay(pod_list)
         return Snapshot(tuple(policies.list()), pod_list, tuple(namespaces.list()),
-                        tuple(a for inf in admin for a in inf.list()))
+                        tuple(a for inf in admin for a in inf.list()),
+                        tuple(self._nodes.list()) if self._nodes is not None else ())
 
     def snapshot_pod(self, key: str) -> Any | None:
         """The pods informer's object for ``namespace/name``, or None."""
         return self._informers[1].get(key) if self._informers else None
 
-    async def sync(self) -> bool:
-        """One recompute + apply; True when every family applied. Syncs never overlap."""
-        async with self._sync_lock:
-            return await self._sync()
+    async def sync(self, pend: Collection[str] = (), confirm: Callable[[], None] | None = None) -> bool:
+        """One recompute + apply; True when every family applied. Syncs never overlap.
 
-    async def _sync(self) -> bool:
+        ``pend`` and ``confirm`` serve the CNI handshake: the pods ``pend`` names whose dispatch
+        rules are new wait in the pending sets (isolated) while the chains are written, and
+        ``confirm()`` is called once every family's sets and pending entries are in the kernel,
+        before the chains, or (after a resync, when whether the pending-set rules are in force is
+        not known) once the chains are; never when the sync fails before."""
+        async with self._sync_lock:
+            return await self._sync(pend, confirm)
+
+    async def _sync(self, pend: Collection[str] = (), confirm: Callable[[], None] | None = None) -> bool:
         if not self.synced:
             return False
         started = self._clock()
@@ -152,14 +170,32 @@ class Engine:
         verdicts = self._incremental.compute(snap) if self._incremental is not None else compute(snap, self.node_name)
         self.verdicts = verdicts
         ok = True
+        members_only = self._incremental is not None and self._incremental.last_recomputed == 0
+        staged = []
         for prog in self.programmers:
             try:
-                applied = await prog.apply(verdicts)
-                RULES.labels(str(prog.family)).set(applied.rules)
+                applied = await prog.apply_members(self._incremental.last_sets.values()) if members_only else None
+                if applied is None:
+                    staged.append((prog, await prog.prepare(verdicts, pend)))
+                else:
+                    RULES.labels(str(prog.family)).set(applied.rules)
             except Exception as e:  # noqa: BLE001 - the kernel said no: keep the old rules, retry later
                 ok = False
-                self.last_error = str(e)
-                log.error("IPv%d policy sync failed: %s", prog.family, e)
+                self._failed(prog, e)
+        if ok and confirm is not None and all(stage.isolated for _p, stage in staged):
+            confirm()
+            confirm = None
+            for _ in range(CONFIRM_YIELDS):  # let the confirmed answer go out before the restore's exec holds the loop
+                await asyncio.sleep(0)
+        for prog, stage in staged:
+            try:
+                applied = await prog.commit(stage)
+                RULES.labels(str(prog.family)).set(applied.rules)
+            except Exception as e:  # noqa: BLE001 - as above
+                ok = False
+                self._failed(prog, e)
+        if ok and confirm is not None:
+            confirm()
         done = self._clock()
         self._last_sync = done
         POLICIES.set(len(snap.policies) + len(snap.admin))
@@ -175,6 +211,10 @@ class Engine:
             if self._first_change is None:
                 self._first_change = first if first is not None else done
         return ok
+
+    def _failed(self, prog: Programmer, e: Exception) -> None:
+        self.last_error = str(e)
+        log.error("IPv%d policy sync failed: %s", prog.family, e)
 
     async def collect_denied(self) -> dict[str, int]:
         """Refresh ``podnet_policy_denied_packets`` from the kernel's counters; pod key -> packets."""

@@ -23,9 +23,15 @@ most :data:`MAX_LINE` bytes):
 ``add`` (sent by the CNI daemon after IPAM and *before* the veth and its host
 route exist; rules match on the pod's address, so they can precede it): the
 engine records the addresses for that pod, recomputes and applies, and answers
-``ok`` only after every address family's rules and sets are in the kernel: the
-pod's own chains when a policy isolates it, and its address in every peer set
-it belongs to. A pod the informer does not hold yet is fetched from the API
+``ok`` once every address family has the pod's isolation and its address in
+every peer set it belongs to: when its own chains are not in the kernel yet, its
+address first goes into the pending sets (new connections to it, or from it, are
+dropped in each direction a policy judges; a netlink write, no exec), the answer
+is sent, and the ``iptables-restore`` writing its chains and allow rules follows in
+the same sync, after which the pending entries are removed. A pod therefore
+starts isolated and is never open; its allowed peers reach it a few milliseconds
+after the answer (if that restore fails, it stays isolated until a later sync
+writes its chains). A pod the informer does not hold yet is fetched from the API
 once (when a fetcher is configured); still unknown: ``unknown``, and the CNI
 decides (fail-closed: retry later; otherwise proceed). Not synced yet, or the
 kernel refused: ``error``. Concurrent ADDs share syncs: one sync that starts
@@ -290,8 +296,17 @@ class HandshakeServer:
             if self._done >= mine:
                 return Reply(OK)
             upto = self._gen
-            ok = await self.engine.sync()
-            if ok:
+            confirmed = asyncio.get_running_loop().create_future()
+
+            def confirm() -> None:
+                if not confirmed.done():
+                    confirmed.set_result(True)
+
+            sync = asyncio.ensure_future(self.engine.sync(tuple(self.announced.added), confirm))
+            self._background.add(sync)
+            sync.add_done_callback(self._background.discard)
+            await asyncio.wait({confirmed, sync}, return_when=asyncio.FIRST_COMPLETED)
+            if confirmed.done() or sync.result():
                 self._done = upto
                 return Reply(OK)
             return Reply(ERROR, f"policy sync failed: {self.engine.last_error or 'not synced'}")

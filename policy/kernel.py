@@ -6,14 +6,18 @@ as the proxy detects it), optionally under a prefix such as
 ``ip netns exec NS``; :class:`podnet.policy.testing.FakeKernel` implements the
 same protocol in memory. A restore is all-or-nothing per tool invocation:
 a failed ``ipset restore`` or ``iptables-restore`` raises :class:`KernelError`
-and the previous state stays in force.
+and the previous state stays in force. Member changes of existing sets
+(:meth:`Kernel.ipset_update`) go over netfilter netlink (:mod:`.ipsetnl`), no exec:
+deletions first, so an address leaves a set before any other enters it.
 """
 
 from __future__ import annotations
 
 import shlex
-from typing import Protocol, Sequence
+import os
+from typing import Any, Protocol, Sequence
 
+from podnet.host.nsenter import made_inside, netns_path
 from podnet.host.tools import run_tool
 
 __all__ = ["Kernel", "KernelRunner", "KernelError"]
@@ -27,6 +31,7 @@ class Kernel(Protocol):
     family: int
 
     async def ipset_restore(self, text: str) -> None: ...
+    async def ipset_update(self, dels: Sequence[tuple[str, str]], adds: Sequence[tuple[str, str]]) -> None: ...
     async def ipset_destroy(self, name: str) -> None: ...
     async def ipset_names(self) -> set[str]: ...
     async def iptables_restore(self, text: str) -> None: ...
@@ -37,11 +42,15 @@ class Kernel(Protocol):
 
 
 class KernelRunner:
-    """Real tools for one family and iptables backend (``mode``: 'legacy' or 'nft')."""
+    """Real tools for one family and iptables backend (``mode``: 'legacy' or 'nft'), in the named
+    network namespace ``netns`` (None: the process's own), each tool exec'd under ``prefix``."""
 
-    def __init__(self, family: int = 4, mode: str = "legacy", prefix: Sequence[str] = ()) -> None:
+    def __init__(self, family: int = 4, mode: str = "legacy", prefix: Sequence[str] = (),
+                 netns: str | None = None) -> None:
         self.family = family
-        self.prefix = list(prefix)
+        self.netns = netns
+        self.prefix = (["ip", "netns", "exec", netns] if netns else []) + list(prefix)
+        self._netlink: Any = None
         base = "iptables" if family == 4 else "ip6tables"
         self._iptables = f"{base}-{mode}"
         self._restore = f"{base}-{mode}-restore"
@@ -55,6 +64,28 @@ class KernelRunner:
 
     async def ipset_restore(self, text: str) -> None:
         await self._run(["ipset", "restore"], text)
+
+    async def ipset_update(self, dels: Sequence[tuple[str, str]], adds: Sequence[tuple[str, str]]) -> None:
+        """Over netlink in ``netns``; a runner with only a ``prefix`` (its namespace unknown to this
+        process) sends the same changes through ``ipset restore``."""
+        if not dels and not adds:
+            return
+        if self.prefix and self.netns is None:
+            lines = [f"del {n} {m} -exist" for n, m in dels] + [f"add {n} {m} -exist" for n, m in adds]
+            await self.ipset_restore("\n".join(lines) + "\n")
+            return
+        if self._netlink is None:
+            from podnet.policy.ipsetnl import IpsetSocket
+
+            if self.netns is None:
+                self._netlink = IpsetSocket()
+            else:
+                fd = os.open(netns_path(self.netns), os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    self._netlink = made_inside(fd, IpsetSocket)
+                finally:
+                    os.close(fd)
+        self._netlink.update(dels, adds)
 
     async def ipset_destroy(self, name: str) -> None:
         await self._run(["ipset", "destroy", name])

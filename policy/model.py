@@ -40,12 +40,15 @@ verdict (sigs.k8s.io/network-policy-api ``apis/v1alpha1``):
   apply): the first match decides; no match allows.
 
 An admin peer matches pods as a NetworkPolicy peer with a namespaceSelector does
-(hostNetwork and finished pods excluded); ``networks`` are CIDR sets. A named
+(hostNetwork and finished pods excluded); ``networks`` are CIDR sets; an egress
+``nodes`` peer is the InternalIP addresses of the Nodes (``Snapshot.nodes``) its
+selector matches, one set per selector (``nodes|<selector>``: node churn changes
+its members, not the rules; no node matched: a set that matches nothing). A named
 port has no protocol in these APIs: it matches the container port of that name
-whatever its protocol. ``nodes`` peers are not implemented and, like a peer kind
-of a newer API version, fail closed as the API asks of a peer an implementation
-does not understand: a rule with one matches nothing when it is an Allow, and
-everything (as a Deny) when it is a Deny or Pass.
+whatever its protocol. A peer kind of a newer API version fails closed, as the
+API asks of a peer an implementation does not understand: a rule with one
+matches nothing when it is an Allow, and everything (as a Deny) when it is a
+Deny or Pass.
 
 :func:`allowed` evaluates the result for one packet, the reference for the
 renderer and for truth-table tests.
@@ -60,10 +63,12 @@ from typing import Container, Iterable, Mapping
 
 from podnet.kube import goip
 from podnet.kube.adminnetpol import ADMIN, BASELINE, AdminPolicy, AdminRule
-from podnet.kube.netpol import NAMESPACE_NAME_LABEL, IPBlock, NetworkPolicy, Peer, PolicyPod, PolicyPort, Rule
+from podnet.kube.netpol import NAMESPACE_NAME_LABEL, IPBlock, NetworkPolicy, Peer, PolicyPod, PolicyPort, Rule, Selector
 from podnet.kube.objects import Namespace
+from podnet.policy.nodes import PolicyNode
 
-__all__ = ["PortRange", "AddressSet", "Allow", "AdminEntry", "PodVerdict", "Snapshot", "compute", "allowed"]
+__all__ = ["PortRange", "AddressSet", "Allow", "AdminEntry", "PodVerdict", "Snapshot", "compute", "allowed",
+           "peer_identity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +168,8 @@ class Snapshot:
     namespaces: tuple[Namespace, ...]
     admin: tuple[AdminPolicy, ...] = ()
     """AdminNetworkPolicies and the BaselineAdminNetworkPolicy."""
+    nodes: tuple[PolicyNode, ...] = ()
+    """The cluster's Nodes (the peers of admin ``nodes`` rules)."""
 
 
 def _in_cidr(ip: str, cidr: str) -> bool:
@@ -196,6 +203,7 @@ class _Index:
         self.by_ns: dict[str, list[PolicyPod]] = defaultdict(list)
         for p in self.peers:
             self.by_ns[p.namespace].append(p)
+        self.nodes = [(dict(n.labels), n.ips) for n in snap.nodes]
         self._cache: dict[str, tuple[PolicyPod, ...]] = {}
         self._sets: dict[str, AddressSet] = {}
         self._idents: dict[tuple[str, Peer], str] = {}
@@ -230,12 +238,21 @@ class _Index:
             hit = self._sets[ident] = AddressSet(ident, _ips(pods))
         return hit
 
+    def node_set(self, selector: Selector) -> AddressSet:
+        """The InternalIP addresses of the nodes ``selector`` matches, named by the selector."""
+        ident = f"nodes|{selector!r}"
+        hit = self._sets.get(ident)
+        if hit is None:
+            ips = sorted({ip for labels, node_ips in self.nodes if selector.matches(labels) for ip in node_ips})
+            hit = self._sets[ident] = AddressSet(ident, tuple(ips))
+        return hit
+
     def select(self, policy_ns: str, peer: Peer) -> tuple[str, tuple[PolicyPod, ...]]:
         """(identity, pods) for a selector peer."""
         scope = policy_ns if peer.namespace_selector is None else "*"
         ident = self._idents.get((scope, peer))
         if ident is None:
-            ident = self._idents[(scope, peer)] = f"pods|{scope}|{peer.pod_selector!r}|{peer.namespace_selector!r}"
+            ident = self._idents[(scope, peer)] = peer_identity(policy_ns, peer)
         hit = self._cache.get(ident)
         if hit is None:
             if peer.namespace_selector is None:
@@ -359,21 +376,26 @@ _DENY_ALL = Allow(None, None)
 
 @dataclass(frozen=True, slots=True)
 class _Converted:
-    """An admin rule as a NetworkPolicy rule (``rule`` None: fail closed, matches everything)."""
+    """An admin rule as a NetworkPolicy rule (``rule`` None: fail closed, matches everything) plus
+    the selectors of its ``nodes`` peers (``rule.peers`` holds the other peers; none: only nodes)."""
 
     action: str
     rule: Rule | None
+    nodes: tuple[Selector, ...] = ()
 
 
 def _convert(rule: AdminRule) -> _Converted | None:
     """The admin rule in NetworkPolicy terms, or None when it can match nothing."""
-    if any(p.node_selector is not None or p.unknown for p in rule.peers):
+    if any(p.unknown for p in rule.peers):
         # Fail closed, as the API asks for a peer an implementation does not understand.
         return None if rule.action == "Allow" else _Converted("Deny", None)
     peers: list[Peer] = []
+    nodes: list[Selector] = []
     for p in rule.peers:
         if p.networks:
             peers += [Peer(ip_block=IPBlock(c)) for c in p.networks]
+        elif p.node_selector is not None:
+            nodes.append(p.node_selector)
         else:
             peers.append(Peer(p.pod_selector, p.namespace_selector))
     ports: list[PolicyPort] = []
@@ -382,7 +404,19 @@ def _convert(rule: AdminRule) -> _Converted | None:
             ports += [PolicyPort(proto, name=ap.name) for proto in _PROTOCOLS]
         else:
             ports.append(PolicyPort(ap.protocol, ap.lo, ap.hi if ap.hi != ap.lo else None))
-    return _Converted(rule.action, Rule(tuple(ports), tuple(peers)))
+    return _Converted(rule.action, Rule(tuple(ports), tuple(peers)), tuple(dict.fromkeys(nodes)))
+
+
+def _node_allows(c: _Converted, idx: _Index) -> list[Allow]:
+    """The allows of a converted rule's ``nodes`` peers: numeric ports only (the API refuses named
+    ports beside a ``nodes`` peer; a rule whose ports are all named opens nothing on nodes)."""
+    if not c.nodes or c.rule is None:
+        return []
+    ranges, _named = idx.ports(c.rule)
+    if c.rule.ports and not ranges:
+        return []
+    ports = tuple(dict.fromkeys(ranges)) if c.rule.ports else None
+    return [Allow(idx.node_set(sel), ports) for sel in c.nodes]
 
 
 def _converted(pol: AdminPolicy) -> tuple[list[_Converted], list[_Converted]]:
@@ -398,11 +432,13 @@ def _entries(pod: PolicyPod, rules: Iterable[_Converted], ingress: bool, idx: _I
         if c.rule is None:
             allows: tuple[Allow, ...] = (_DENY_ALL,)
         elif ingress:
-            allows = _unique(_ingress_rule(pod, "", c.rule, idx))
+            own = _ingress_rule(pod, "", c.rule, idx) if c.rule.peers or not c.nodes else []
+            allows = _unique(own + _node_allows(c, idx))
         else:
             hit = idx.egress.get(id(c.rule))
             if hit is None:
-                hit = idx.egress[id(c.rule)] = list(_unique(_egress_rule("", c.rule, idx)))
+                own = _egress_rule("", c.rule, idx) if c.rule.peers or not c.nodes else []
+                hit = idx.egress[id(c.rule)] = list(_unique(own + _node_allows(c, idx)))
             allows = tuple(hit)
         for a in allows:
             out.append(AdminEntry(c.action, a))
@@ -413,6 +449,13 @@ def _entries(pod: PolicyPod, rules: Iterable[_Converted], ingress: bool, idx: _I
 
 def _subject_matches(pol: AdminPolicy, ns_labels: Mapping[str, str], pod_labels: Mapping[str, str]) -> bool:
     return pol.subject_namespaces.matches(ns_labels) and (pol.subject_pods is None or pol.subject_pods.matches(pod_labels))
+
+
+def peer_identity(policy_ns: str, peer: Peer) -> str:
+    """The name of the address set a selector peer of a policy in ``policy_ns`` (``""``: a cluster-scoped
+    policy) selects: its scope and selectors, never its members."""
+    scope = policy_ns if peer.namespace_selector is None else "*"
+    return f"pods|{scope}|{peer.pod_selector!r}|{peer.namespace_selector!r}"
 
 
 def compute(snap: Snapshot, node_name: str | None, only: Container[str] | None = None) -> dict[str, PodVerdict]:

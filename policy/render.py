@@ -9,8 +9,9 @@ Layout (filter table, one address family):
   either: what follows in the built-in chain decides as before);
 - ``PODNET-POL-FORWARD`` sends packets *from* an egress-isolated local pod to its
   ``PODNET-NP-E-*`` chain, then packets *to* an ingress-isolated local pod to its
-  ``PODNET-NP-I-*`` chain; ``PODNET-POL-INPUT`` only the egress part (a pod talking
-  to the node's own addresses);
+  ``PODNET-NP-I-*`` chain, and last drops packets from (to) an address in the pending
+  egress (ingress) set (:func:`pending_sets`); ``PODNET-POL-INPUT`` only the egress part
+  (a pod talking to the node's own addresses);
 - a pod chain RETURNs what one of its :class:`Allow` entries matches and ends in
   ``DROP`` (after a rate-limited ``NFLOG`` to group ``NFLOG_GROUP`` with the chain as prefix, when asked): an isolated pod fails closed, and a packet must pass both the
   source's egress and the destination's ingress chain;
@@ -46,7 +47,7 @@ from typing import Any, Mapping
 from podnet.policy.model import AddressSet, AdminEntry, Allow, PodVerdict
 from podnet.policy.nflog import NFLOG_GROUP
 
-__all__ = ["Rendered", "SetSpec", "render", "set_name", "set_prefixes", "pod_chains", "stage_chains", "temp_name",
+__all__ = ["Rendered", "SetSpec", "render", "address_set_spec", "pending_sets", "set_name", "set_prefixes", "pod_chains", "stage_chains", "temp_name",
            "FORWARD", "INPUT",
            "JUMPS", "CHAIN_PREFIXES", "SET_PREFIX", "TEMP_PREFIX", "UnsafeValue"]
 
@@ -87,6 +88,14 @@ def set_name(identity: str, family: int) -> str:
 
 def temp_name(name: str) -> str:
     return TEMP_PREFIX + name.removeprefix(SET_PREFIX)
+
+
+def pending_sets(family: int) -> tuple[str, str]:
+    """(ingress, egress) ``hash:ip`` sets of pods whose own chains are still being written: the dispatch
+    chains drop new connections to (from) their addresses, so a new pod starts isolated and its allow
+    rules follow. The programmer creates them and alone changes their members."""
+    prefix = set_prefixes(family)[0]
+    return prefix + "PENDING-I", prefix + "PENDING-E"
 
 
 def pod_chains(key: str) -> tuple[str, str]:
@@ -136,6 +145,12 @@ def _block_members(cidr: str, family: int) -> tuple[str, ...]:
     if cidr.endswith("/0"):
         return ("0.0.0.0/1", "128.0.0.0/1") if family == 4 else ("::/1", "8000::/1")
     return (cidr,)
+
+
+def address_set_spec(aset: AddressSet, family: int) -> SetSpec | None:
+    """The ipset holding ``aset`` in ``family`` exactly as :func:`render` writes it (None: ``aset`` is of
+    the other family)."""
+    return _set_spec(aset, family)
 
 
 def _set_spec(aset: AddressSet, family: int) -> SetSpec | None:
@@ -275,6 +290,10 @@ def render(verdicts: Mapping[str, PodVerdict], family: int, stale_chains: tuple[
             body += rules
             for ip in ips:
                 fwd_i.append(f"-A {FORWARD} -d {ip}{suffix} -j {ich}")
+    pend_i, pend_e = pending_sets(family)
+    fwd_i += _drop(FORWARD, log_denied, [f"-A {FORWARD} -m set --match-set {pend_e} src -j DROP",
+                                         f"-A {FORWARD} -m set --match-set {pend_i} dst -j DROP"])
+    inp += _drop(INPUT, log_denied, [f"-A {INPUT} -m set --match-set {pend_e} src -j DROP"])
     want = set(chains)
     stale = sorted(c for c in stale_chains if c not in want and c.startswith(CHAIN_PREFIXES))
     lines = ["*filter"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import shlex
-from typing import Any
+from typing import Any, Sequence
 
 from podnet.policy.kernel import KernelError
 
@@ -93,6 +93,18 @@ class FakeKernel:
             else:
                 raise KernelError(f"ipset line {n}: unknown command {op}")
         self.sets = sets
+
+    async def ipset_update(self, dels: Sequence[tuple[str, str]], adds: Sequence[tuple[str, str]]) -> None:
+        self._maybe_fail("ipset_update")
+        for name, _m in (*dels, *adds):
+            if name not in self.sets:
+                raise KernelError(f"ipset netlink: set {name}: No such file or directory")
+        for name, m in dels:
+            if m in self.sets[name][1]:
+                self.sets[name][1].remove(m)
+        for name, m in adds:
+            if m not in self.sets[name][1]:
+                self.sets[name][1].append(m)
 
     def _set_used(self, name: str) -> bool:
         return any(f"--match-set {name} " in rule for rules in self.chains.values() for rule in rules)

@@ -49,3 +49,9 @@ CHANGE_TO_PROGRAMMED = Histogram(
     ["ip_family"], buckets=_NP_BUCKETS,
 )
 CANARY_LOST = Counter("podnet_proxy_canary_lost_total", "Foreign flushes of podnet tables detected (canary chain or its rule missing)", ["table", "ip_family"])
+# nftables mode. kube-proxy's nftables mode publishes no rule counts (its design notes: a map lookup costs the
+# same at any size), so these are podnet's own, named after the iptables mode's rule-count gauges.
+NFT_SYNC_FAILURES = Counter("kubeproxy_sync_proxy_rules_nftables_sync_failures_total", "Cumulative proxy nftables sync failures", ["ip_family"])
+NFT_OBJECTS = Gauge("podnet_proxy_sync_proxy_rules_nftables_objects", "Chains, rules, maps and sets in podnet's nftables table after the last sync", ["type", "ip_family"])
+NFT_ELEMENTS = Gauge("podnet_proxy_sync_proxy_rules_nftables_elements", "Elements of each named map and set of podnet's nftables table after the last sync", ["set", "ip_family"])
+NFT_RULES_LAST = Gauge("podnet_proxy_sync_proxy_rules_nftables_last", "Rules written to podnet's nftables table by the last sync", ["ip_family"])

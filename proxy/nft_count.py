@@ -21,14 +21,22 @@ the kernel answers EBUSY.)
 
 Run as ``python -m podnet.proxy.nft_count census FAMILY TABLE KNOWN_GEN SET...``
 (so a command prefix such as ``ip netns exec NS`` applies) with
-the chains to count on stdin (one per line) it prints ``{"gen": g}`` when ``g``
-equals KNOWN_GEN, else ``{"gen": g, "chains": {chain: rules}, "elements": {set:
-count or null}}`` (a missing chain counts 0 rules).
+the chains to count on stdin (one per line; ``+chain`` to digest it too) it prints
+``{"gen": g}`` when ``g`` equals KNOWN_GEN, else ``{"gen": g, "chains": {chain:
+rules}, "elements": {set: count or null}, "digests": {chain: hex}}`` (a missing
+chain counts 0 rules).
+
+A chain's content digest (:func:`_dump`) hashes the kernel's encoding of its
+rules' expressions in order: it changes when a rule is replaced by another,
+even one of the same count; it cannot be computed from podnet's text, so the
+proxier learns each chain's digest from the kernel after writing the chain and
+compares later reads with it.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import socket
@@ -53,6 +61,10 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NFTA_RULE_TABLE = 1
 NFTA_RULE_CHAIN = 2
+NFTA_RULE_EXPRESSIONS = 4
+NFTA_RULE_USERDATA = 7
+DIGEST_PREFIX = "+"
+"""A chain line on the census's stdin starting with this is counted and digested (see :func:`census`)."""
 NFPROTO = {4: 2, 6: 10}
 
 
@@ -98,16 +110,29 @@ def _request(sock: socket.socket, msg: int, flags: int, seq: int, family: int, a
             off += (length + 3) & ~3
 
 
-def _dump_count(sock: socket.socket, family: int, table: str, chain: str, seq: int) -> int | None:
-    """Rules of one chain (None when it or the table is missing)."""
+def _dump(sock: socket.socket, family: int, table: str, chain: str, seq: int, digest) -> tuple[int, str] | None:
+    """(rules, content digest) of one chain; None when it or the table is missing. With ``digest``
+    (a hashlib object) every rule's expressions and user data, in rule order, are fed to it: the
+    kernel's own encoding of what the rule does, without its handle or position, so two dumps of
+    the same rules give the same digest and a rule replaced by any other gives another."""
     attrs = _attr(NFTA_RULE_TABLE, table) + _attr(NFTA_RULE_CHAIN, chain)
+    count = 0
     try:
-        return sum(1 for mtype, _ in _request(sock, NFT_MSG_GETRULE, NLM_F_DUMP, seq, family, attrs)
-                   if mtype == NFT_MSG_NEWRULE)
+        for mtype, msg in _request(sock, NFT_MSG_GETRULE, NLM_F_DUMP, seq, family, attrs):
+            if mtype != NFT_MSG_NEWRULE:
+                continue
+            count += 1
+            if digest is not None:
+                for atype, value in _attrs(msg, 20, len(msg)):
+                    if atype in (NFTA_RULE_EXPRESSIONS, NFTA_RULE_USERDATA):
+                        digest.update(struct.pack("=HI", atype, len(value)))
+                        digest.update(value)
+                digest.update(b"\n")
     except OSError as e:
         if e.errno == errno.ENOENT:
             return None
         raise
+    return count, digest.hexdigest() if digest is not None else ""
 
 
 def generation(sock: socket.socket, seq: int = 1) -> int:
@@ -137,8 +162,10 @@ def element_count(sock: socket.socket, family: int, table: str, name: str, seq: 
     return count
 
 
-def census(family: int, table: str, known_gen: int | None, sets: list[str], chains: list[str]) -> dict:
-    """See the module docstring."""
+def census(family: int, table: str, known_gen: int | None, sets: list[str], chains: list[str],
+           digest: frozenset[str] | set[str] = frozenset()) -> dict:
+    """See the module docstring. Chains also in ``digest`` get a content digest (see :func:`_dump`)
+    under ``"digests"`` ('' for a missing chain)."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
         sock.bind((0, 0))
         gen = generation(sock)
@@ -146,8 +173,14 @@ def census(family: int, table: str, known_gen: int | None, sets: list[str], chai
             return {"gen": gen}
         elements = {s: element_count(sock, family, table, s, 3 + i) for i, s in enumerate(sets)}
         seq = 3 + len(sets)
-        counts = {c: _dump_count(sock, family, table, c, seq + i) or 0 for i, c in enumerate(chains)}
-        return {"gen": gen, "chains": counts, "elements": elements}
+        counts: dict[str, int] = {}
+        digests: dict[str, str] = {}
+        for i, c in enumerate(chains):
+            found = _dump(sock, family, table, c, seq + i, hashlib.blake2b(digest_size=16) if c in digest else None)
+            counts[c] = found[0] if found else 0
+            if c in digest:
+                digests[c] = found[1] if found else ""
+        return {"gen": gen, "chains": counts, "elements": elements, "digests": digests}
 
 
 def main(argv: list[str]) -> int:
@@ -155,8 +188,10 @@ def main(argv: list[str]) -> int:
         print("usage: python -m podnet.proxy.nft_count census FAMILY TABLE KNOWN_GEN|- SET... < chains", file=sys.stderr)
         return 2
     family, table, known, *sets = argv[1:]
-    chains = [line for line in sys.stdin.read().split("\n") if line]
-    print(json.dumps(census(int(family), table, int(known) if known.isdigit() else None, sets, chains)))
+    lines = [line for line in sys.stdin.read().split("\n") if line]
+    chains = [line.removeprefix(DIGEST_PREFIX) for line in lines]
+    digest = {line[len(DIGEST_PREFIX):] for line in lines if line.startswith(DIGEST_PREFIX)}
+    print(json.dumps(census(int(family), table, int(known) if known.isdigit() else None, sets, chains, digest)))
     return 0
 
 

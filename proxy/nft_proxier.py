@@ -27,9 +27,17 @@ fragment cache per service key, same SyncReport). Guarantees:
   affordable period counts everything (a flushed service chain). Damage to service chains alone (a flushed or deleted ``svc-*``)
   is repaired by the next sync rewriting just those chains; anything else (a
   deleted or flushed table, a fixed or base chain, lost map elements) forces a
-  full sync. Either way the repair lands within one sync period. A change that
-  keeps every count (a rule replaced by another) is not seen until the next
-  full sync;
+  full sync. Either way the repair lands within one sync period;
+* a change that keeps every count (a rule replaced by another) is found by
+  content digests (nft_count): the first census that counts every chain
+  after podnet wrote a chain learns the kernel's digest of it, and each such
+  census also digests the next ``DIGEST_SLICE`` chains in rotation, so every
+  chain is compared within ceil(chains / DIGEST_SLICE) of them (10 at 10k
+  services) and a changed one is rewritten alone. The generation read alone
+  suffices only once every chain was digested since the generation last
+  changed. What a digest cannot see: a same-count change made between
+  podnet's write of a chain and the next census is learned as podnet's (it
+  goes at the chain's next rewrite, at the latest the next full sync);
 * a service whose values cannot be written safely is logged, counted in
   podnet_proxy_skipped_services_total and left out; the others are written.
 """
@@ -58,6 +66,10 @@ from podnet.proxy.proxier import CHECK_BUDGET, FULL_SYNC_PERIOD, STREAM_BLOCK, S
 from podnet.proxy.rules import NodeContext
 
 log = logging.getLogger("podnet.proxy")
+
+DIGEST_SLICE = 1024
+"""Chains whose content digest a census reads besides the ones not learned yet: every chain of a
+10k-service table (10,013 chains) is digested within ten censuses that count every chain."""
 
 
 def service_fragments(svc: Service, slices: list[EndpointSlice], ctx: NodeContext, node_name: str,
@@ -109,6 +121,19 @@ class NftFamilyProxier:
     """Service chains found damaged; the next partial sync writes them again."""
     next_full_check: float | None = None
     """When canary_ok may next count every chain (None: at its next run); see CHECK_BUDGET."""
+    digests: dict[str, str] = field(default_factory=dict)
+    """Chain -> the content digest the kernel gave for it after podnet last wrote it (learned)."""
+    digest_cursor: int = 0
+    """Where the next rotating slice of chains to digest starts (index into the sorted chains)."""
+    covered: int = 0
+    """Chains digested since the generation last changed; the table is settled (a generation read
+    suffices) only once every chain was digested at the current generation."""
+    census_gen: int | None = None
+    """The generation the last census read."""
+    totals: dict[str, int] = field(default_factory=dict)
+    """Chains, rules, affinity sets, services without local endpoints per policy, and keys per named
+    map or set, of :attr:`fragments` (and :attr:`claims`), kept in step with them: the metrics of a
+    sync cost no walk over every service."""
 
     @property
     def label(self) -> str:
@@ -135,7 +160,10 @@ class NftFamilyProxier:
     def _refresh(self, key: str) -> None:
         self.dirty.discard(key)
         svc, slices = self.source(key) if self.source else (None, [])
-        drop_claims(self.claims, key, self.fragments.pop(key, ()))
+        old = self.fragments.pop(key, ())
+        drop_claims(self.claims, key, old)
+        self._count(old, -1)
+        self._count_keys({(name, k) for f in old for name, k, _ in f.elements if (name, k) not in self.claims}, -1)
         if svc is None:
             return
         try:
@@ -154,7 +182,24 @@ class NftFamilyProxier:
             return
         if frags:
             self.fragments[key] = frags
+            self._count_keys({(name, k) for f in frags for name, k, _ in f.elements if (name, k) not in self.claims}, 1)
             add_claims(self.claims, key, frags)
+            self._count(frags, 1)
+
+    def _count(self, frags: tuple[NftService, ...], sign: int) -> None:
+        t = self.totals
+        for f in frags:
+            t["chains"] = t.get("chains", 0) + sign * len(f.chains)
+            t["rules"] = t.get("rules", 0) + sign * sum(len(r) for r in f.chains.values())
+            t["affinity"] = t.get("affinity", 0) + sign * len(f.affinity_sets)
+            for policy in f.no_local_endpoints:
+                t[policy] = t.get(policy, 0) + sign
+
+    def _count_keys(self, keys: set[tuple[str, str]], sign: int) -> None:
+        """``keys`` (map or set, key) appeared in (+1) or left (-1) the claims."""
+        t = self.totals
+        for name, _ in keys:
+            t["keys " + name] = t.get("keys " + name, 0) + sign
 
     def desired(self) -> NftState:
         return build_state(self.fragments, self.ctx, self.claims)
@@ -165,21 +210,29 @@ class NftFamilyProxier:
     async def canary_ok(self) -> bool:
         """False (and the next sync repairs) when podnet's table differs from what was applied.
 
-        Nothing committed since the last verification: one generation read. Else
-        every chain's rule count and every named map's and set's element count
-        against :attr:`applied` (see the module docstring)."""
+        Nothing committed since the table was last verified and every chain's digest read since
+        the generation last changed: one generation read. Else every chain's rule count, every
+        named map's and set's element count, and the content digest of a slice of the chains (the
+        ones written since their digest was last learned, and the next ``DIGEST_SLICE`` in
+        rotation) against :attr:`applied` and the learned digests (see the module docstring)."""
         applied = self.applied
         if applied is None or self.syncing:
             return True
         sets = self._named_sets()
         start = self.wall()
         every = self.next_full_check is None or start >= self.next_full_check
-        want_chains = applied.chains() if every else applied.fixed
-        census = await self.nft.census(TABLE, self.verified_gen, sets, sorted(want_chains))
+        all_chains = applied.chains()
+        want_chains = all_chains if every else applied.fixed
+        settled = self.covered >= len(all_chains)
+        digest = self._digest_slice(sorted(all_chains)) if every else frozenset()
+        census = await self.nft.census(TABLE, self.verified_gen if settled else None, sets, sorted(want_chains), digest)
         if self.applied is not applied or self.syncing:
             return True  # a sync ran meanwhile; the next check compares with its result
         if census.chains is None:
             return True
+        if census.gen != self.census_gen:
+            self.covered = 0
+        self.census_gen = census.gen
         if every:
             self.next_full_check = start + (self.wall() - start) / CHECK_BUDGET
         elements = census.elements or {}
@@ -189,6 +242,17 @@ class NftFamilyProxier:
         lost = [(c, "emptied" if not census.chains.get(c) else "changed")
                 for c, rules in sorted(want_chains.items()) if census.chains.get(c, 0) != len(rules)]
         lost += [(s, "elements") for s in sets if elements.get(s) != want_elements.get(s, 0)]
+        counted_ok = {c for c in digest if census.chains.get(c, 0) == len(all_chains[c])}
+        for c, value in sorted((census.digests or {}).items()):
+            if c not in counted_ok:
+                continue
+            known = self.digests.get(c)
+            if known is None:
+                self.digests[c] = value  # first read since podnet wrote it: learned
+            elif known != value:
+                lost.append((c, "content"))
+        if every:
+            self.covered += len(digest)
         if not lost:
             if every:
                 self.verified_gen = census.gen
@@ -207,6 +271,15 @@ class NftFamilyProxier:
             self.need_full = True
             self.applied = None
         return False
+
+    def _digest_slice(self, chains: list[str]) -> frozenset[str]:
+        """The chains whose digest is not learned yet, and the next ``DIGEST_SLICE`` in rotation."""
+        if not chains:
+            return frozenset()
+        lo = self.digest_cursor % len(chains)
+        turn = chains[lo:lo + DIGEST_SLICE] + chains[:max(0, lo + DIGEST_SLICE - len(chains))]
+        self.digest_cursor = (lo + DIGEST_SLICE) % len(chains)
+        return frozenset(turn).union(c for c in chains if c not in self.digests)
 
     async def sync(self, force_full: bool = False) -> SyncReport:
         self.syncing = True
@@ -288,8 +361,14 @@ class NftFamilyProxier:
                 if text:
                     await self.nft.apply(text)
                     rep.restored = True
+                    for key in changed:
+                        for f in (*self.applied.services.get(key, ()), *desired.services.get(key, ())):
+                            self._forget(f.chains)
+                    self._forget(self.repair)
+                    self._forget(c for c, rules in desired.fixed.items() if self.applied.fixed.get(c) != rules)
         except NftError as e:
             m.RESTORE_FAILURES.labels(self.label).inc()
+            m.NFT_SYNC_FAILURES.labels(self.label).inc()
             if not full:
                 m.PARTIAL_RESTORE_FAILURES.labels(self.label).inc()
             log.error("%s %s nft sync failed: %s", self.label, "full" if full else "partial", e)
@@ -300,6 +379,7 @@ class NftFamilyProxier:
             return rep
         if full:
             rep.wrote_chains = sum(1 for rules in desired.chains().values() if rules)
+            self.digests.clear()
         else:
             rep.wrote_chains = text.count(" {\n    ")  # chains given rules: one block each
             rep.deleted_chains = text.count("delete chain ")
@@ -315,6 +395,25 @@ class NftFamilyProxier:
         (m.SYNC_FULL_DURATION if full else m.SYNC_PARTIAL_DURATION).labels(fam).observe(rep.seconds)
         m.LAST_SYNC.labels(fam).set(time.time())
         for policy in ("internal", "external"):
-            n = sum(1 for frs in self.fragments.values() for f in frs if policy in f.no_local_endpoints)
-            m.NO_LOCAL_ENDPOINTS.labels(policy, fam).set(n)
+            m.NO_LOCAL_ENDPOINTS.labels(policy, fam).set(self.totals.get(policy, 0))
+        self._publish_counts(desired, full, text)
         return rep
+
+    def _forget(self, chains) -> None:
+        """``chains`` were written: their digests are learned again at their next read."""
+        for c in chains:
+            self.digests.pop(c, None)
+
+    def _publish_counts(self, desired: NftState, full: bool, partial_text: str) -> None:
+        """The rule-count gauges for the table as just applied (running totals: no walk of every chain)."""
+        fam = self.label
+        t = self.totals
+        fixed_rules = sum(len(r) for r in desired.fixed.values())
+        m.NFT_OBJECTS.labels("chain", fam).set(len(desired.fixed) + t.get("chains", 0))
+        m.NFT_OBJECTS.labels("rule", fam).set(fixed_rules + t.get("rules", 0))
+        m.NFT_OBJECTS.labels("map", fam).set(len(map_types(self.ctx.family)))
+        m.NFT_OBJECTS.labels("set", fam).set(len(static_sets(self.ctx.family)) + t.get("affinity", 0))
+        for name in self._named_sets():
+            m.NFT_ELEMENTS.labels(name, fam).set(t.get("keys " + name, 0))
+        written = fixed_rules + t.get("rules", 0) if full else partial_text.count("\n    ")
+        m.NFT_RULES_LAST.labels(fam).set(written)

@@ -14,7 +14,14 @@ with one change kept on purpose for load speed: no per-endpoint chains and no
 anonymous ``numgen ... vmap`` sets; a service chain is a list of plain rules
 ``numgen random mod N == 0 meta l4proto tcp dnat to A:port`` (1/N of what
 the earlier rules left: the iptables ``statistic`` trick), which loads an order
-of magnitude faster.
+of magnitude faster. A service chain holds only those endpoint rules: the
+masquerade of ClusterIP traffic from outside the cluster CIDR (kube-proxy's
+per-service ``ip daddr CLUSTER-IP ... ip saddr != CIDR jump mark-for-masquerade``)
+is one rule in ``services`` looking the destination up in the named set
+``cluster-ips`` (a sixth of the rules of a 5-endpoint table, and the rule
+kube-proxy scopes to the ClusterIP: traffic reaching a chain through an
+external IP, a load balancer IP or a NodePort is masqueraded by the ``ext-*``
+chain's policy alone).
 
 Base chains and their priorities (documented so other nftables users can
 order themselves around them):
@@ -74,6 +81,9 @@ MAP_NO_EP_IPS = "no-endpoint-services"
 MAP_NO_EP_NODEPORTS = "no-endpoint-nodeports"
 SET_HAIRPIN = "hairpin"
 SET_HEALTH_CHECK = "health-check-nodeports"
+SET_CLUSTER_IPS = "cluster-ips"
+"""``ClusterIP . protocol . port`` of every service port with internal endpoints: traffic to them from
+outside the cluster CIDR (every source with masquerade_all) is marked for masquerade."""
 SERVICES = "services"
 MARK_MASQ = "mark-for-masquerade"
 MASQUERADING = "masquerading"
@@ -198,8 +208,12 @@ def _balance(proto: str, eps: tuple[EndpointInfo, ...], ctx: NodeContext,
     Every connection that lands on an endpoint through affinity refreshes the client's entry
     (``update`` restarts an element's timeout), so affinity lasts the timeout after the client's
     last connection, as kube-proxy's ``recent --set`` on every connection does."""
+    dnats = [f"meta l4proto {proto} dnat to {_endpoint_text(e, ctx.family)}" for e in eps]
+    if not affinity:
+        n = len(dnats)
+        return [f"numgen random mod {n - i} == 0 {d}" for i, d in enumerate(dnats[:-1])] + dnats[-1:]
     rules = []
-    dnat = {id(e): f"meta l4proto {proto} dnat to {_endpoint_text(e, ctx.family)}" for e in eps}
+    dnat = {id(e): d for e, d in zip(eps, dnats)}
     for e in eps:
         if id(e) in affinity:
             aff = affinity[id(e)]
@@ -227,12 +241,6 @@ def service_nft(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeCon
     elements: list[Element] = []
     no_local: list[str] = []
 
-    head: list[str] = []
-    if ctx.masquerade_all:
-        head.append(f"jump {MARK_MASQ}")
-    elif ctx.cluster_cidrs:
-        head.append(f"{fam} saddr != {_cidr(ctx.cluster_cidrs[0], family)} jump {MARK_MASQ}")
-
     affinity: dict[int, str] = {}
     aff_sets: dict[str, int] = {}
     if sp.affinity_timeout is not None:
@@ -248,15 +256,17 @@ def service_nft(sp: ServicePortInfo, eps: tuple[EndpointInfo, ...], ctx: NodeCon
     internal_chain = svl if sp.itp_local else svc
     used: set[int] = set()
     if cat.cluster and (not sp.itp_local or sp.externally_reachable):
-        chains[svc] = tuple((head if internal_chain == svc else []) + _balance(proto, cat.cluster, ctx, affinity, fam))
+        chains[svc] = tuple(_balance(proto, cat.cluster, ctx, affinity, fam))
         used.update(map(id, cat.cluster))
     if cat.local and sp.uses_local:
-        chains[svl] = tuple((head if internal_chain == svl else []) + _balance(proto, cat.local, ctx, affinity, fam))
+        chains[svl] = tuple(_balance(proto, cat.local, ctx, affinity, fam))
         used.update(map(id, cat.local))
 
     key = f"{cip} . {proto} . {port}"
     if cat.internal:
         elements.append((MAP_SERVICE_IPS, key, f"goto {internal_chain}"))
+        if ctx.masquerade_all or ctx.cluster_cidrs:
+            elements.append((SET_CLUSTER_IPS, key, ""))
     elif cat.has_any:
         no_local.append("internal")
         elements.append((MAP_NO_EP_IPS, key, "drop"))
@@ -418,7 +428,8 @@ def fixed_chains(ctx: NodeContext) -> dict[str, tuple[str, ...]]:
                            f"meta mark & {mark} == {mark} accept",
                            "ct state established,related accept"),
         "filter-output": (f"ct state new jump {SERVICE_EP_CHECK}", *martian),
-        SERVICES: (f"{fam} daddr . meta l4proto . th dport vmap @{MAP_SERVICE_IPS}",
+        SERVICES: (*_cluster_ip_masquerade(ctx),
+                   f"{fam} daddr . meta l4proto . th dport vmap @{MAP_SERVICE_IPS}",
                    *(f"{d}meta l4proto . th dport vmap @{MAP_NODEPORTS}" for d in dests)),
         SERVICE_EP_CHECK: (f"{fam} daddr . meta l4proto . th dport vmap @{MAP_NO_EP_IPS}",),
         NODEPORT_EP_CHECK: tuple(f"{d}meta l4proto . th dport vmap @{MAP_NO_EP_NODEPORTS}" for d in dests),
@@ -432,6 +443,19 @@ def fixed_chains(ctx: NodeContext) -> dict[str, tuple[str, ...]]:
     }
 
 
+def _cluster_ip_masquerade(ctx: NodeContext) -> list[str]:
+    """The one rule that marks ClusterIP traffic for masquerade (kube-proxy writes it per service:
+    ``ip daddr CLUSTER-IP th dport PORT ip saddr != CIDR jump mark-for-masquerade``); one lookup in
+    @cluster-ips instead keeps a service chain to its endpoint rules."""
+    fam = family_kw(ctx.family)
+    lookup = f"{fam} daddr . meta l4proto . th dport @{SET_CLUSTER_IPS} jump {MARK_MASQ}"
+    if ctx.masquerade_all:
+        return [lookup]
+    if ctx.cluster_cidrs:
+        return [f"{fam} saddr != {_cidr(ctx.cluster_cidrs[0], ctx.family)} {lookup}"]
+    return []
+
+
 def build_state(services: dict[str, tuple[NftService, ...]], ctx: NodeContext, claims: Claims | None = None) -> NftState:
     return NftState(ctx.family, fixed_chains(ctx), dict(services), claims)
 
@@ -439,7 +463,7 @@ def build_state(services: dict[str, tuple[NftService, ...]], ctx: NodeContext, c
 def static_sets(family: int) -> dict[str, str]:
     """Named sets every table has (elements from the services) -> their type."""
     a = addr_type(family)
-    return {SET_HAIRPIN: f"{a} . {a}", SET_HEALTH_CHECK: "inet_service"}
+    return {SET_HAIRPIN: f"{a} . {a}", SET_HEALTH_CHECK: "inet_service", SET_CLUSTER_IPS: f"{a} . inet_proto . inet_service"}
 
 
 def map_types(family: int) -> dict[str, str]:

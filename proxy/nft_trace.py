@@ -18,7 +18,8 @@ Semantics kept: ``accept`` (and falling off a base chain, policy accept) ends
 that base chain only and the packet goes on to the next one; ``drop`` and
 ``reject`` are final; ``jump`` returns, ``goto`` does not; ``dnat`` and
 ``masquerade`` end their chain with accept; verdict maps (``vmap @m``) look up
-the concatenated key and fall through when it is missing. ``numgen random mod
+the concatenated key and fall through when it is missing, and a set of such keys (``... th dport @s``)
+matches when it holds the key. ``numgen random mod
 N == 0`` forks the walk, so the result lists *every* endpoint a connection may
 land on; ``ip saddr @aff-*`` matches only sets named in ``Packet.recent`` (the
 client's affinity history) and ``update @aff-*`` is reported in
@@ -88,6 +89,7 @@ def _addr_match(neg: bool, value: str) -> Callable[[str], bool]:
 _GRAMMAR: list[tuple[re.Pattern[str], Callable[[re.Match[str]], Op]]] = [
     (re.compile(_FAM + r" (saddr|daddr) \. meta l4proto \. th dport vmap @([\w-]+)"), lambda m: ("vmap", m.group(3), m.group(2))),
     (re.compile(r"meta l4proto \. th dport vmap @([\w-]+)"), lambda m: ("vmap", m.group(1), None)),
+    (re.compile(_FAM + r" (saddr|daddr) \. meta l4proto \. th dport @([\w-]+)"), lambda m: ("key-set", m.group(3), m.group(2))),
     (re.compile(_FAM + r" saddr \. \1 daddr @([\w-]+)"), lambda m: ("pair", m.group(2))),
     (re.compile(_FAM + r" saddr @([\w-]+)"), lambda m: ("recent", m.group(2))),
     (re.compile(_FAM + r" (saddr|daddr) (!= )?([0-9a-f:.]+(?:/\d+)?)"),
@@ -280,6 +282,8 @@ class NftTracer:
         kind = op[0]
         if kind == "addr":
             return op[2](pkt.src if op[1] == "saddr" else st.dst)
+        if kind == "key-set":
+            return self._key(op[2], pkt, st) in self.sets.get(op[1], set())
         if kind == "pair":
             return f"{pkt.src} . {st.dst}" in self.sets.get(op[1], set())
         if kind == "recent":

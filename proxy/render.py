@@ -42,10 +42,12 @@ def plan(desired: Tables, applied: Tables | None, full: bool, existing: dict[str
         had = applied.get(table, {})
         if full:
             write[table] = sorted(want)
+        elif want is had:
+            write[table] = []
         else:
-            write[table] = sorted(c for c, rules in want.items() if had.get(c) != rules)
-        stale = set(had) | (existing or {}).get(table, set())
-        delete[table] = sorted(c for c in stale if c not in want and names.is_ours(c))
+            write[table] = sorted(c for c, rules in want.items() if (was := had.get(c)) is not rules and was != rules)
+        stale = (had.keys() | (existing or {}).get(table, set())) - want.keys()
+        delete[table] = sorted(c for c in stale if names.is_ours(c))
     return Plan(write, delete)
 
 

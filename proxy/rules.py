@@ -320,6 +320,27 @@ def assemble(fragments: Iterable[ServiceRules], ctx: NodeContext) -> Tables:
     }
 
 
+def shared_part(fr: ServiceRules) -> tuple:
+    """What a fragment contributes to chains it does not own (dispatch trees, NodePorts, filter)."""
+    return (fr.nat_dispatch, fr.nat_nodeports, fr.filter_services, fr.filter_external,
+            fr.filter_external_plain, fr.filter_firewall, fr.filter_nodeports)
+
+
+def reassemble(previous: Tables, old: Iterable[ServiceRules], new: Iterable[ServiceRules]) -> Tables:
+    """``previous`` (an :func:`assemble` result) with the fragments ``old`` replaced by ``new``.
+
+    Equal to assembling the whole set again when the replaced fragments' shared parts
+    (:func:`shared_part`, in order) equal the new ones': then only chains the fragments own
+    differ. The caller checks that; unchanged tables and chains are shared, not copied."""
+    nat = dict(previous["nat"])
+    for fr in old:
+        for chain in fr.nat_chains:
+            nat.pop(chain, None)
+    for fr in new:
+        nat.update(fr.nat_chains)
+    return {**previous, "nat": nat}
+
+
 def _nodeport_jumps(ctx: NodeContext) -> list[str]:
     comment = '-m comment --comment "podnet service nodeports; NOTE: this must be the last rule in this chain"'
     if not ctx.nodeport_cidrs:

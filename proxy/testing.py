@@ -342,13 +342,15 @@ class FakeNft:
             return set(), set()
         return set(self.chains), {n for n in self.elements if n in self.sets}
 
-    async def census(self, table: str, known_gen: int | None, sets: list[str], chains: list[str]) -> Census:
+    async def census(self, table: str, known_gen: int | None, sets: list[str], chains: list[str],
+                     digest: frozenset[str] = frozenset()) -> Census:
         if known_gen == self.generation:
             return Census(self.generation)
+        digests = {c: "\n".join(self.chains[c]) if self.exists and c in self.chains else "" for c in chains if c in digest}
         if not self.exists:
-            return Census(self.generation, {c: 0 for c in chains}, {s: None for s in sets})
+            return Census(self.generation, {c: 0 for c in chains}, {s: None for s in sets}, digests)
         return Census(self.generation, {c: len(self.chains.get(c, ())) for c in chains},
-                      {s: len(self.elements[s]) if s in self.elements else None for s in sets})
+                      {s: len(self.elements[s]) if s in self.elements else None for s in sets}, digests)
 
     # -- foreign changes
     def delete_table(self) -> None:
@@ -361,6 +363,11 @@ class FakeNft:
     def flush_chain(self, chain: str) -> None:
         self.generation += 1
         self.chains[chain] = []
+
+    def replace_rule(self, chain: str, index: int, rule: str) -> None:
+        """One rule replaced by another: every count stays."""
+        self.generation += 1
+        self.chains[chain][index] = rule
 
 
 # ---------------------------------------------------------------------------------------------- conntrack

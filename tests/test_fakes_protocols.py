@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 
 from podnet.cni import testing as cni_testing
+from podnet.cni.antispoof import Tables as RawTables
 from podnet.cni.ipam import Store
 from podnet.cni.overlay import OverlayOps
 from podnet.cni.plugin import NetOps
 from podnet.dns import testing as dns_testing
+from podnet.dns.datagrams import DatagramBatch
 from podnet.dns.watch import InformerLike
 from podnet.kube import testing as kube_testing
 from podnet.kube.informer import Informer
@@ -47,10 +49,12 @@ PAIRS = [
     pytest.param(Conntrack, proxy_testing.FakeConntrack, None, id="proxy-Conntrack-FakeConntrack"),
     pytest.param(Clock, kube_testing.FakeClock, None, id="proxy-Clock-FakeClock"),
     pytest.param(InformerLike, kube_testing.FakeInformer, None, id="dns-InformerLike-FakeInformer"),
+    pytest.param(DatagramBatch, dns_testing.FakeDatagramBatch, None, id="dns-DatagramBatch-FakeDatagramBatch"),
     pytest.param(Informer, kube_testing.FakeInformer, INFORMER_SURFACE, id="kube-Informer-FakeInformer"),
     pytest.param(NetOps, cni_testing.FakeNetOps, None, id="cni-NetOps-FakeNetOps"),
     pytest.param(OverlayOps, cni_testing.FakeOverlayOps, None, id="cni-OverlayOps-FakeOverlayOps"),
     pytest.param(Store, cni_testing.MemoryStore, None, id="cni-Store-MemoryStore"),
+    pytest.param(RawTables, cni_testing.FakeRawTables, None, id="cni-Tables-FakeRawTables"),
     pytest.param(Kernel, policy_testing.FakeKernel, None, id="policy-Kernel-FakeKernel"),
 ]
 

@@ -15,8 +15,11 @@ allowed requests are recorded for ``GET /debug/podnet/rbac-usage`` (:mod:`podnet
 and other writes record their field manager in ``managedFields``; ``/openapi/v3`` comes from
 :mod:`podnet.netlab.apiserver.openapi`.
 ``pods/NAME/log`` answers text/plain from the lab kubelet's log files
-(:mod:`podnet.netlab.apiserver.podlogs`); exec, attach and portforward answer a Status naming
-the pod's network namespace and the command to use instead (:mod:`podnet.netlab.apiserver.streaming`).
+(:mod:`podnet.netlab.apiserver.podlogs`); exec runs the command in the container over websocket
+(:mod:`podnet.netlab.apiserver.podexec`), portforward tunnels SPDY in a websocket into the pod's network
+namespace (:mod:`podnet.netlab.apiserver.portforward`); attach (and exec and portforward on a server without
+lab kubelets) answers a Status naming the pod's network namespace and the command to use instead
+(:mod:`podnet.netlab.apiserver.streaming`).
 
 Deployments and ReplicaSets serve the ``scale`` subresource (:mod:`podnet.netlab.apiserver.scale`);
 deleting a Deployment, ReplicaSet or DaemonSet with ``propagationPolicy: Orphan`` releases its
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import logging
 import random
@@ -99,6 +103,10 @@ class ApiHandlers:
         self.watchers: set[Watcher] = set()
         self.requests = 0
         self.pod_logs: PodLogs | None = None
+        self.pod_exec: Any = None
+        """``serve(request, pod)`` for pods/exec (:class:`.podexec.PodExec`); None: a Status naming the netns."""
+        self.pod_port_forward: Any = None
+        """``serve(request, pod)`` for pods/portforward (:class:`.portforward.PortForward`); None: a Status."""
         self.authenticator: TokenAuthenticator | None = None
         """None: every request is served (a server without ``--token-auth-file``)."""
         self.policy: Any = None
@@ -182,6 +190,15 @@ class ApiHandlers:
                     raise StatusError(405, "MethodNotAllowed", f"{m} is not allowed on {path}")
                 return await self.token_request(request, ns or "", name)
             if sub in STREAMING and kind.plural == "pods":
+                if m == "GET" and user is not None and self.policy is not None:
+                    # a websocket upgrade arrives as a GET: kube-apiserver (AuthorizePodWebsocketUpgrade-
+                    # CreatePermission) also requires create, the verb of the SPDY POST
+                    self._authorize(dataclasses.replace(
+                        self._resource_attributes(request, user, kind, ns, name, sub), verb="create"))
+                if sub == "exec" and self.pod_exec is not None:
+                    return await self.pod_exec.serve(request, self._get(kind, ns, name))
+                if sub == "portforward" and self.pod_port_forward is not None:
+                    return await self.pod_port_forward.serve(request, self._get(kind, ns, name))
                 raise no_streaming(self._get(kind, ns, name), sub, request.query.getall("command", []))
             if sub == "scale" and kind.plural in apikinds.SCALABLE:
                 return await self.scale_subresource(request, kind, ns, name)

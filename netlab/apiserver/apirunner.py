@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root-ca-file", help="the CA published as every namespace's kube-root-ca.crt ConfigMap; "
                                            "default: ca.crt beside --tls-cert-file, when present")
     ap.add_argument("--rbac-file", help="authorise with the RBAC documents of this manifest (deploy/podnet.yaml)")
-    ap.add_argument("--pod-log-dir", help="the kubelets' pod log root (<run dir>/logs/pods) for pods/log")
+    ap.add_argument("--pod-log-dir", help="the kubelets' pod log root (<run dir>/logs/pods) for pods/log; "
+                                          "pods/exec finds the kubelets' records in that run dir")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_serve(a))

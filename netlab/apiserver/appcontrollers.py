@@ -4,8 +4,9 @@
 :class:`~podnet.netlab.apiserver.apistore.Store`, like the controllers of :mod:`.controllers`.
 Every event marks the objects it concerns as dirty (a Deployment, ReplicaSet or DaemonSet; the
 ReplicaSet or DaemonSet controlling a Pod; the Deployment controlling a ReplicaSet; every DaemonSet
-on a Node change; the Endpoints of each Service selecting a Pod, and of a changed Service); the
-dirty queue is then drained synchronously, each key reconciled by its pure controller
+on a Node change; the ReplicaSets and DaemonSets of a namespace where a ServiceAccount appears, since
+a pod create refused for want of it may now pass; the Endpoints of each Service selecting a Pod, and of
+a changed Service); the dirty queue is then drained synchronously, each key reconciled by its pure controller
 (:mod:`.replicasets`, :mod:`.deployments`, :mod:`.daemonsets`, :mod:`.endpoints`) from the store as
 it is at that moment (after the workload claimed its dependents: orphans matching its selector adopted,
 owned ones no longer matching released, as the ControllerRefManager does), and the returned actions
@@ -21,10 +22,11 @@ a grace period. A delete with ``propagationPolicy: Orphan`` first removes the ow
 dependents' ownerReferences (:func:`orphan_dependents`, what the garbage collector's orphan
 finalizer does), so they stay.
 
-Events: the controllers' events (SuccessfulCreate, SuccessfulDelete, ScalingReplicaSet) are stored
-as core/v1 Events named ``<object>.<hex nanoseconds>``, as client-go's recorder names them, with
-``source.component`` and ``reportingComponent`` the controller's name; the oldest beyond
-``max_events`` are deleted (kube-apiserver expires them after an hour instead).
+Events: the controllers' events (SuccessfulCreate, FailedCreate with the refused create's message,
+SuccessfulDelete, ScalingReplicaSet) are stored as core/v1 Events named ``<object>.<hex nanoseconds>``,
+as client-go's recorder names them, with ``source.component`` and ``reportingComponent`` the
+controller's name; the oldest beyond ``max_events`` are deleted (kube-apiserver expires them after an
+hour instead).
 """
 
 from __future__ import annotations
@@ -134,6 +136,12 @@ class WorkloadControllers:
         elif ev.plural == "nodes":
             for ds in self.store.items("daemonsets"):
                 self._mark("daemonsets", ds)
+        elif ev.plural == "serviceaccounts" and ev.type == "ADDED":
+            # a pod create refused for want of this account can now pass
+            ns = ev.obj["metadata"].get("namespace", "")
+            for plural in ("replicasets", "daemonsets"):
+                for obj in self.store.items(plural, ns):
+                    self._mark(plural, obj)
         elif ev.plural == "services":
             self._mark("endpoints", ev.obj)
             if ev.type == "DELETED":
@@ -255,16 +263,19 @@ class WorkloadControllers:
     def _apply(self, a: Action) -> None:
         if isinstance(a, Create):
             obj = copy.deepcopy(dict(a.obj)) if a.plural == "pods" and self.pod_admission else dict(a.obj)
-            meta = dict(obj["metadata"])
-            if not meta.get("name"):
-                meta["name"] = self._free_name(a.plural, meta.get("namespace", ""), meta.pop("generateName", ""))
-            obj["metadata"] = meta
-            if a.plural == "pods" and self.pod_admission is not None:
-                self.pod_admission(obj)
+            meta = obj["metadata"] = dict(obj["metadata"])
             try:
+                if a.plural == "pods" and self.pod_admission is not None:
+                    self.pod_admission(obj)  # before the name is generated, as kube-apiserver admits
+                if not meta.get("name"):
+                    meta["name"] = self._free_name(a.plural, meta.get("namespace", ""), meta.pop("generateName", ""))
                 created = self.store.create(a.plural, obj)
             except StatusError as e:
-                log.warning("create %s %s/%s: %s", a.plural, meta.get("namespace", ""), meta["name"], e.message)
+                log.warning("create %s %s/%s: %s", a.plural, meta.get("namespace", ""),
+                            meta.get("name") or meta.get("generateName", ""), e.message)
+                if a.event is not None:
+                    self._record(EventSpec(a.event.involved, "FailedCreate", f"Error creating: {e.message}",
+                                           a.event.component, "Warning"), "")
                 return
             self._record(a.event, created["metadata"]["name"])
         elif isinstance(a, Delete):

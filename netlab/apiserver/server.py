@@ -63,6 +63,9 @@ from podnet.netlab.apiserver.rbacstore import seed as rbac_seed
 from podnet.netlab.apiserver.tokens import ServiceAccountTokens
 from podnet.netlab.apiserver.controllers import EndpointSliceController, NodeCIDRController
 from podnet.netlab.apiserver.podlogs import PodLogs
+from podnet.netlab.apiserver.podexec import PodExec
+from podnet.netlab.apiserver.portforward import PortForward
+from podnet.netlab.apiserver.containertargets import KubeletRecords
 from podnet.netlab.apiserver.registry import Registry, finish_graceful_delete
 from podnet.netlab.apiserver.scheduler import PodScheduler
 from podnet.netlab.apiserver.serviceaccounts import ServiceAccountController
@@ -117,6 +120,10 @@ class LabApiServer:
         self.registry = Registry(self.store, service_cidrs=cidrs, node_ports=node_port_range)
         self.handlers = ApiHandlers(self.store, self.registry, bookmark_interval=bookmark_interval)
         self.handlers.pod_logs = PodLogs(self.store, pod_log_dir)
+        if pod_log_dir:  # the lab's run directory holds logs/pods and the kubelets' records
+            records = KubeletRecords(Path(pod_log_dir).parent.parent)
+            self.handlers.pod_exec = PodExec(records)
+            self.handlers.pod_port_forward = PortForward(records)
         self.tokens = ServiceAccountTokens(self.store, service_account_key)
         self.handlers.token_requests = self.tokens
         self.handlers.apply = serve_apply
@@ -300,7 +307,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "kube-api-access-* projected volume at create (as kube-controller-manager's "
                         "--root-ca-file and the ServiceAccount admission plugin do)")
     p.add_argument("--pod-log-dir", metavar="DIR",
-                   help="serve pods/log from kubelet's /var/log/pods layout under DIR (a lab's <run dir>/logs/pods)")
+                   help="serve pods/log from kubelet's /var/log/pods layout under DIR (a lab's <run dir>/logs/pods), "
+                        "and pods/exec and pods/portforward into the containers the lab kubelets of that run dir launched")
     p.add_argument("--kubernetes-service", metavar="IP:PORT",
                    help="create the default/kubernetes Service pointing at this address (as kube-apiserver does)")
 

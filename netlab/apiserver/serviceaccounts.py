@@ -8,11 +8,15 @@ kube-controller-manager's serviceaccounts-controller and root-ca-cert-publisher 
 - with a root CA (PEM), every such Namespace holds the ConfigMap ``kube-root-ca.crt`` whose
   ``ca.crt`` is that CA (created, recreated when deleted, put back when its data is changed).
 
-:func:`admit_pod` is the ServiceAccount admission plugin's mutation of a Pod at create
-(plugin/pkg/admission/serviceaccount/admission.go), pure data:
+:func:`admit_pod` is the ServiceAccount admission plugin on a Pod at create
+(plugin/pkg/admission/serviceaccount/admission.go), pure data apart from the refusal:
 
+- a mirror pod (annotation ``kubernetes.io/config.mirror``) passes untouched;
 - ``spec.serviceAccountName`` defaults to ``default`` (and ``spec.serviceAccount``, the deprecated
   alias, mirrors it);
+- a Pod whose ServiceAccount does not exist is refused with kube-apiserver's 403
+  (``pods "<pod>" is forbidden: error looking up service account <ns>/<sa>: serviceaccount "<sa>" not
+  found``); a workload controller's create fails the same way and is retried once the account exists;
 - unless the Pod's ``automountServiceAccountToken`` is false (or, the Pod leaving it unset, its
   ServiceAccount's is false), or a volume named ``kube-api-access-*`` exists already: a projected
   volume ``kube-api-access-<5 random characters>`` (a serviceAccountToken of 3607 s at ``token``,
@@ -31,10 +35,12 @@ from __future__ import annotations
 import secrets
 from typing import Any, Mapping
 
-from podnet.netlab.apiserver.apistore import Event, Store
+from podnet.netlab.apiserver.apistore import Event, StatusError, Store
 
-__all__ = ["ServiceAccountController", "admit_pod", "ROOT_CA_CONFIGMAP", "SA_MOUNT_PATH", "TOKEN_VOLUME_PREFIX"]
+__all__ = ["ServiceAccountController", "admit_pod", "missing_service_account", "ROOT_CA_CONFIGMAP", "SA_MOUNT_PATH",
+           "TOKEN_VOLUME_PREFIX", "MIRROR_POD_ANNOTATION"]
 
+MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 SA_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_VOLUME_PREFIX = "kube-api-access-"
@@ -105,16 +111,29 @@ def token_volume(name: str) -> dict[str, Any]:
     ]}}
 
 
+def missing_service_account(namespace: str, pod: str, account: str) -> StatusError:
+    """The admission plugin's refusal of a Pod whose ServiceAccount does not exist (``admission.NewForbidden``
+    around the lister's NotFound)."""
+    return StatusError(403, "Forbidden", f'pods "{pod}" is forbidden: error looking up service account '
+                                         f'{namespace}/{account}: serviceaccount "{account}" not found',
+                       kind="pods", name=pod)
+
+
 def admit_pod(pod: dict[str, Any], service_account: Mapping[str, Any] | None, *, add_volume: bool,
               suffix: str | None = None) -> None:
-    """Mutate ``pod`` (a create's body after defaulting) as the admission plugin does (module
-    docstring). ``service_account``: the stored ServiceAccount the pod runs as, if any;
-    ``suffix``: the volume name's random part (random when None)."""
+    """Mutate ``pod`` (a create's body after defaulting) as the admission plugin does, or raise its 403
+    :class:`.StatusError` when ``service_account`` is None (module docstring). ``service_account``: the
+    stored ServiceAccount the pod runs as, if any; ``suffix``: the volume name's random part (random when
+    None)."""
     spec = pod.get("spec")
-    if not isinstance(spec, dict):
+    meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
+    if not isinstance(spec, dict) or MIRROR_POD_ANNOTATION in (meta.get("annotations") or {}):
         return
-    sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    sa = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
     spec["serviceAccountName"] = spec["serviceAccount"] = sa
+    if service_account is None:  # named as admission.NewForbidden names it: the generateName while there is one
+        shown = meta.get("generateName") or meta.get("name") or "Unknown"
+        raise missing_service_account(str(meta.get("namespace", "")), str(shown), sa)
     if not add_volume:
         return
     automount = spec.get("automountServiceAccountToken")

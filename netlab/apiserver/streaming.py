@@ -1,11 +1,13 @@
-"""pods/exec, pods/attach and pods/portforward: a Status that says what to run instead.
+"""pods/attach (and pods/exec and pods/portforward on a server without lab kubelets): a Status that says what to run instead.
 
-The lab runs no container runtime streaming server (kubectl 1.32 speaks websocket, then SPDY, to
-one through the API server), so these answer 400 BadRequest with a Status whose message names the
-pod's network namespace (the lab kubelet's ``podnet.io/netns`` annotation) and the host command
-that does the same: ``ip netns exec <netns> <command>`` for exec, the pod IP reachable from the
-host's node namespaces for port-forward. kubectl prints the message
-("error: unable to upgrade connection: ...").
+pods/exec (:mod:`podnet.netlab.apiserver.podexec`) and pods/portforward
+(:mod:`podnet.netlab.apiserver.portforward`) are served over websocket by a server that knows the
+lab's run directory (``--pod-log-dir``). attach is not served: the lab runs no terminal
+multiplexer to attach to. These answer 400 BadRequest with a Status whose message names the pod's
+network namespace (the lab kubelet's ``podnet.io/netns`` annotation) and what does the same:
+``kubectl exec`` or ``kubectl logs -f`` for attach, ``ip netns exec <netns> <command>`` for exec
+and the pod IP reachable from its node's namespace for port-forward without lab kubelets.
+kubectl prints the message ("error: unable to upgrade connection: ...").
 """
 
 from __future__ import annotations
@@ -27,14 +29,17 @@ def no_streaming(pod: dict[str, Any], sub: str, command: list[str]) -> StatusErr
     netns = (meta.get("annotations") or {}).get(NETNS_ANNOTATION)
     if not netns:
         return StatusError(400, "BadRequest", f"pod {name} has no network namespace yet (it is not running on a "
-                           "lab node); the podnet lab runs no exec/attach/port-forward server")
+                           f"lab node); the podnet lab serves no {sub} for it")
     ip = (pod.get("status") or {}).get("podIP") or "<pod IP>"
     node = (pod.get("spec") or {}).get("nodeName") or "<node>"
     if sub == "exec":
-        hint = f"ip netns exec {netns} {shlex.join(command) if command else 'sh'}"
+        what = "this API server runs without lab kubelets (no --pod-log-dir), so it serves no exec"
+        hint = f"on the host, as root: ip netns exec {netns} {shlex.join(command) if command else 'sh'}"
     elif sub == "portforward":
-        hint = f"ip netns exec pnl-{node} CLIENT {ip} PORT (the pod IP is routed inside its node's namespace)"
+        what = "this API server runs without lab kubelets (no --pod-log-dir), so it serves no port-forward"
+        hint = (f"on the host, as root: ip netns exec pnl-{node} CLIENT {ip} PORT "
+                "(the pod IP is routed inside its node's namespace)")
     else:
-        hint = f"ip netns exec {netns} ... (the container's output is in `kubectl logs {name}`)"
-    return StatusError(400, "BadRequest", f"the podnet lab runs no {sub} server: pod {name} lives in network "
-                       f"namespace {netns}; on the host, as root: {hint}")
+        what = "the podnet lab serves no attach"
+        hint = f"use `kubectl exec {name} -- COMMAND`, or `kubectl logs -f {name}` for the container's output"
+    return StatusError(400, "BadRequest", f"{what}: pod {name} lives in network namespace {netns}; {hint}")

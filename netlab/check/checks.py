@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import ipaddress
+import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from podnet.kube import resources as r
 from podnet.kube.client import ApiClient
@@ -29,13 +30,21 @@ from podnet.netlab.lab.bringup import UPSTREAM_NAMES, wait_pods_ready
 from podnet.netlab.lab.labstate import LabState
 from podnet.netlab.lab.topology import LabPlan
 
-__all__ = ["run_checks", "CHECK_LABEL", "BasePod"]
+__all__ = ["run_checks", "row_filter", "CHECK_LABEL", "BasePod"]
 
 CHECK_LABEL = "lab.podnet.io/check"
 NODE_LABEL = "lab.podnet.io/node"
 POD_LABEL = "lab.podnet.io/pod"
 NS = "default"
 SVC_PORT, UDP_PORT = 80, 5353
+SCALE_DOWN, SCALE_UP = "scale 1->0: refused at once", "scale 0->1: reachable within 1 s"
+
+
+def row_filter(patterns: Iterable[str]):
+    """A predicate on row names: true for every row when ``patterns`` is empty, else for the rows
+    whose whole name one of the regular expressions matches (as ``--case`` selects netpol cases)."""
+    compiled = [re.compile(p) for p in patterns]
+    return lambda check: not compiled or any(c.fullmatch(check) for c in compiled)
 
 
 @dataclass(frozen=True)
@@ -47,8 +56,8 @@ class BasePod:
 
 
 class Suite:
-    def __init__(self, plan: LabPlan, st: LabState, client: ApiClient) -> None:
-        self.plan, self.st, self.client = plan, st, client
+    def __init__(self, plan: LabPlan, st: LabState, client: ApiClient, wanted=row_filter(())) -> None:
+        self.plan, self.st, self.client, self.wanted = plan, st, client, wanted
         self.pods: list[BasePod] = []
         self.svc: dict[str, dict[str, Any]] = {}
         self.rows: list[Row] = []
@@ -128,6 +137,8 @@ class Suite:
     # ------------------------------------------------------------------ rows
 
     async def row(self, check: str, expected: str, fn, needs: tuple[str, ...] = ()) -> None:
+        if not self.wanted(check):
+            return
         t0 = time.monotonic()
         missing = [n for n in needs if not {"proxy": self.proxy_ok, "dns": self.dns_ok}[n]]
         if missing:
@@ -220,8 +231,8 @@ class Suite:
         first = await self._until_ok(src.netns, "tcp", ip, SVC_PORT)
         if not first.get("ok"):
             obs = f"never reachable before scaling: {first.get('error')}"
-            return (Row("scale 1->0: refused at once", "", obs, False, time.monotonic() - t0),
-                    Row("scale 0->1: reachable within 1 s", "", obs, False, 0.0))
+            return (Row(SCALE_DOWN, "", obs, False, time.monotonic() - t0),
+                    Row(SCALE_UP, "", obs, False, 0.0))
         bg = asyncio.create_task(probe(src.netns, "tcp", ip, SVC_PORT, count=40, interval=0.05, timeout=0.5))
         await asyncio.sleep(0.4)
         t_del = time.time()
@@ -235,7 +246,7 @@ class Suite:
         delay = (after[k]["t"] - t_del) if k < len(after) else None
         ok1 = delay is not None and delay <= 1.0 and len(after) - k >= 5
         before = collections.Counter(x.get("error") or "answered" for x in after[:k])
-        row1 = Row("scale 1->0: refused at once", "refused for good within 1 s of the delete",
+        row1 = Row(SCALE_DOWN, "refused for good within 1 s of the delete",
                    (f"refused {delay:.2f} s after delete, then always ({len(after) - k}x); before: "
                     f"{dict(before) or 'nothing'}") if delay is not None else
                    f"never refused for good: {dict(collections.Counter(x.get('error') or 'answered' for x in after))}",
@@ -252,7 +263,7 @@ class Suite:
         oks = [x for x in res if x.get("ok") and x["t"] >= t_ready - 1.0]
         delay = (max(oks[0]["t"], t_ready) - t_ready) if oks else None
         ok2 = delay is not None and delay <= 1.0 and bool(oks) and oks[0].get("pod") == "chk-scale-2"
-        row2 = Row("scale 0->1: reachable within 1 s", "answered within 1 s of endpoint ready",
+        row2 = Row(SCALE_UP, "answered within 1 s of endpoint ready",
                    f"{oks[0]['pod']} answered {delay:.2f} s after its endpoint became ready" if oks else
                    "never answered", ok2, time.monotonic() - t1)
         return row1, row2
@@ -359,7 +370,8 @@ class Suite:
         await self.row("eTP=Local, node without endpoint", "refused or dropped", lambda: self.etp_local(False), ("proxy",))
         await self.row("session affinity ClientIP", "every connection to one pod", self.affinity, ("proxy",))
         if self.proxy_ok:
-            self.rows.extend(await self.scale_to_zero_and_back())
+            if self.wanted(SCALE_DOWN) or self.wanted(SCALE_UP):
+                self.rows.extend(row for row in await self.scale_to_zero_and_back() if self.wanted(row.check))
         else:
             await self.row("scale 1->0 / 0->1", "refused at once / reachable within 1 s", None, ("proxy",))
         await self.row("UDP endpoint replaced", "the same flow moves to the new pod", self.udp_replace, ("proxy",))
@@ -371,9 +383,11 @@ class Suite:
         return self.rows
 
 
-async def run_checks(plan: LabPlan, st: LabState, keep: bool = False, progress=None) -> list[Row]:
+async def run_checks(plan: LabPlan, st: LabState, keep: bool = False, progress=None,
+                     rows: Iterable[str] = ()) -> list[Row]:
+    """The check table, or only the rows whose name fully matches one of the regular expressions ``rows``."""
     async with ApiClient.from_flags(master=st.local_master, kubeconfig=str(plan.run_dir / "kubeconfig")) as client:
-        suite = Suite(plan, st, client)
+        suite = Suite(plan, st, client, row_filter(rows))
         try:
             if progress:
                 progress.note("setting up check Services and pods")

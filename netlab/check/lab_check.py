@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 
 from podnet.netlab.lab import labstate
@@ -24,14 +25,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="e2e: the data-plane check table (default); netpol: the upstream NetworkPolicy model and the "
                         "AdminNetworkPolicy conformance cases")
     p.add_argument("--case", action="append", default=[], metavar="REGEX",
-                   help="netpol: run only the cases whose id matches (repeatable; default all)")
+                   help="run only the rows (e2e) or cases (netpol) whose whole name or id matches (repeatable; "
+                        "default all)")
     p.add_argument("--via", choices=("service", "pod"), default="service",
                    help="netpol: probe each pod through its Service's ClusterIP (default) or its pod IP")
 
 
-def check(name: str, out=None, keep: bool = False, progress=None, wide: bool = False) -> int:
+def check(name: str, out=None, keep: bool = False, progress=None, wide: bool = False,
+          patterns: list[str] | None = None) -> int:
     from podnet.netlab.check.checkkit import render_table
-    from podnet.netlab.check.checks import run_checks
+    from podnet.netlab.check.checks import row_filter, run_checks
     from podnet.netlab.lab.progress import Progress
 
     out = out or sys.stdout
@@ -40,14 +43,22 @@ def check(name: str, out=None, keep: bool = False, progress=None, wide: bool = F
         print(f"podnet lab check: no running lab {name!r} (start one with `podnet lab up --name {name}`)",
               file=sys.stderr)
         return 2
+    try:
+        row_filter(patterns or [])
+    except re.error as e:
+        print(f"podnet lab check: bad --case pattern: {e}", file=sys.stderr)
+        return 2
     plan = st.plan()
     progress = progress or Progress(out)
     try:
         with progress.step(f"end-to-end checks against lab {name!r}"):
-            rows = asyncio.run(run_checks(plan, st, keep=keep, progress=progress))
+            rows = asyncio.run(run_checks(plan, st, keep=keep, progress=progress, rows=patterns or []))
     except Exception as e:  # noqa: BLE001 - e.g. the API server is gone: one line, not a traceback
         print(f"podnet lab check: cannot run against lab {name!r}: {type(e).__name__}: {e}\n"
               f"  logs: {plan.run_dir / 'logs'}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"podnet lab check: no check row matches {patterns}", file=sys.stderr)
         return 2
     out.write("\n" + render_table(rows, None if wide else (32, 44, 58)))
     for row in rows:
@@ -105,4 +116,4 @@ def run(a: argparse.Namespace) -> int:
     quiet_api_discovery(a)
     if a.suite == "netpol":
         return check_netpol(a.name, keep=a.keep, patterns=a.case, via=a.via)
-    return check(a.name, keep=a.keep, wide=a.wide)
+    return check(a.name, keep=a.keep, wide=a.wide, patterns=a.case)

@@ -64,6 +64,7 @@ def banp(subject: dict, ingress: list | None = None, egress: list | None = None)
 
 
 SUBJ_X = {"namespaces": ns("x")}
+LINUX_NODES = {"matchLabels": {"kubernetes.io/os": "linux"}}
 NS_Y = {"namespaces": ns("y")}
 NS_Z = {"namespaces": ns("z")}
 DENY_ALL_INGRESS_X = ("x", {"podSelector": {}, "ingress": []})
@@ -206,12 +207,20 @@ _CASES: list[tuple[str, list[dict], list[tuple[str, dict]], str, int, Expect]] =
     # egress networks peer (StandardEgressInlineCIDR): a /32 of y/a
     ("anp-egress-networks", [anp("cidr", 3, SUBJ_X, egress=[rule("Deny", {"networks": ["{y/a}/32"]}, egress=True)])],
      [], "TCP", 80, out_of("x", lambda t: t == "y/a")),
-    # nodes peers are not implemented: Deny fails closed (deny everything), Allow matches nothing
-    ("anp-egress-nodes-deny-fails-closed", [anp("nodes", 3, SUBJ_X, egress=[rule("Deny", {"nodes": {}}, egress=True)])],
-     [], "TCP", 80, out_of("x", lambda t: True)),
-    ("anp-egress-nodes-allow-matches-nothing", [anp("nodes", 3, SUBJ_X, egress=[rule("Allow", {"nodes": {}}, NS_Y, egress=True)])],
-     [("x", {"podSelector": {}, "policyTypes": ["Egress"]})], "TCP", 80, out_of("x", lambda t: True)),
-    # a peer kind of a newer API version fails closed the same way
+    # AdminNetworkPolicyEgressNodePeers (extended-egress-selector-rules.yaml): allow 36363/TCP and pass
+    # 5353/UDP to the linux nodes, then deny slytherin (y) and the nodes. Upstream probes a host-network
+    # server on a node; on this pod-to-pod table the nodes peer matches no pod and the pods peer denies y
+    # (the node addresses are judged in tests/policy/test_admin_nodes.py).
+    ("anp-egress-node-peers", [anp("node-selector-as-peer-example", 75, SUBJ_X, egress=[
+        rule("Allow", {"nodes": LINUX_NODES}, ports=[tcp(36363)], egress=True),
+        rule("Pass", {"nodes": LINUX_NODES}, ports=[{"portNumber": {"protocol": "UDP", "port": 5353}}], egress=True),
+        rule("Deny", {"pods": {"namespaceSelector": ns("y"), "podSelector": {}}}, {"nodes": LINUX_NODES}, egress=True)])],
+     [], "TCP", 80, out_of("x", from_ns("y"))),
+    # a nodes peer beside a namespaces peer: the Allow opens y, never the pods a nodes selector cannot match
+    ("anp-egress-nodes-peer-matches-no-pod", [anp("nodes", 3, SUBJ_X, egress=[
+        rule("Allow", {"nodes": {}}, NS_Y, egress=True)])],
+     [("x", {"podSelector": {}, "policyTypes": ["Egress"]})], "TCP", 80, out_of("x", lambda t: not t.startswith("y/"))),
+    # a peer kind of a newer API version fails closed: Deny and Pass deny everything, Allow matches nothing
     ("anp-unknown-peer-kind-deny-fails-closed", [anp("newer", 3, SUBJ_X, [rule("Deny", {"serviceAccounts": {}})])],
      [], "TCP", 80, into("x", lambda f: True)),
     ("anp-unknown-peer-kind-pass-fails-closed", [anp("newer", 3, SUBJ_X, [rule("Pass", {"serviceAccounts": {}})])],

@@ -35,26 +35,38 @@ TOOLS = {
 }
 
 
-def _add(sub: argparse._SubParsersAction, verbs: dict[str, tuple[str, str]]) -> None:
+def _add(sub: argparse._SubParsersAction, verbs: dict[str, tuple[str, str]], only: str | None) -> None:
     for verb, (module, help_) in verbs.items():
         p = sub.add_parser(verb, help=help_, description=help_)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if only in (None, module):
+            importlib.import_module(module).add_arguments(p)
 
 
-def parser() -> argparse.ArgumentParser:
+def chosen(argv: list[str]) -> str | None:
+    """The module of the verb ``argv`` names (``lab <verb>`` or a tool), None when it is unclear."""
+    if "lab" in argv:
+        i = argv.index("lab")
+        return LAB_VERBS[argv[i + 1]][0] if i + 1 < len(argv) and argv[i + 1] in LAB_VERBS else None
+    return next((TOOLS[a][0] for a in argv if a in TOOLS), None)
+
+
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI; ``only``: the one verb module whose flags are defined (the others take none), so a
+    command imports only its own verb's modules."""
     p = logsetup.OneLineParser(prog="podnet", description="podnet: a Kubernetes service-networking data plane")
     logsetup.add_flags(p, "")
     top = p.add_subparsers(dest="cmd", required=True, parser_class=logsetup.OneLineParser)
     lab = top.add_parser("lab", help="network-namespace labs").add_subparsers(
         dest="verb", required=True, parser_class=logsetup.OneLineParser)
-    _add(lab, LAB_VERBS)
-    _add(top, TOOLS)
+    _add(lab, LAB_VERBS, only)
+    _add(top, TOOLS, only)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(chosen(argv)).parse_args(argv)
     logsetup.setup_from_args(args)
     return int(importlib.import_module(args._module).run(args) or 0)
 

@@ -6,21 +6,24 @@ Order, each step waiting for what the next one needs:
  2. the fabric (underlay bridge, nodes, outside and upstream hosts); meanwhile the static CNI shim of
     podnet's image is compiled into ``<run-dir>/image`` (the kubelets' ``--image-dir``);
  3. the API server (root 127.0.0.1:<ephemeral> for kubectl, <underlay .1>:6443 for nodes), RBAC on
-    with only kube-apiserver's bootstrap roles;
- 4. the upstream DNS (dnsmasq in the upstream netns, a few fixed names);
- 5. one kubelet per node: registers its Node; wait for every node's pod CIDR;
- 6. podnet installed from deploy/podnet.yaml (:mod:`.install`: the user's edits only) through the
-    API with the admin credential: ServiceAccounts, RBAC, ConfigMaps, the node DaemonSet, the
-    kube-dns Service; the DaemonSet controller puts one podnet-node pod on every node, whose init
+    with only kube-apiserver's bootstrap roles, started together with one kubelet per node (each
+    retries registering its Node until the API server answers) and the upstream DNS (dnsmasq in
+    the upstream netns, a few fixed names); wait for the API server's port (dnsmasq is checked
+    before podnet-dns, which forwards to it, is installed);
+ 4. podnet installed from deploy/podnet.yaml (:mod:`.install`: the user's edits only) through the
+    API with the admin credential while the kubelets start: ServiceAccounts, RBAC, ConfigMaps, the
+    node DaemonSet, the kube-dns Service; then wait for every node's pod CIDR (so every kubelet
+    registered; when one did not, say which node cannot reach the API server);
+ 5. the DaemonSet controller puts one podnet-node pod on every node as it registers, whose init
     container writes the CNI plugin and conflist the kubelet then uses, and whose containers (CNI
     daemon, proxy, NetworkPolicy engine) run with the ``podnet-node`` ServiceAccount's
     TokenRequest token; wait until each node's CNI daemon can serve an ADD (its /healthz names
     the node's pod CIDR);
- 7. the manifest's podnet-dns Deployment and the user's echo pods; wait until they are Ready, then
+ 6. the manifest's podnet-dns Deployment and the user's echo pods; wait until they are Ready, then
     (up to ``NODE_READY_GRACE``) every node's podnet-node pod: one that is not is named in the
     parts' status (a layout the CNI cannot route keeps the CNI daemon's readiness failing) and
     ``lab check`` shows what does not work;
- 8. kubeconfig + usage.
+ 7. kubeconfig + usage.
 
 podnet's daemons have no other start-up path: what runs is what the manifest says. ``--cni
 reference`` points the kubelets at the reference bridge plugin and installs the manifest without
@@ -46,6 +49,8 @@ from podnet.kube.client import ApiClient, ApiError, TRANSPORT_ERRORS
 from podnet.host import procs
 from podnet.host.netns import list_netns
 from podnet.host.nsenter import exec_argv
+from podnet.host import podman as podman_store_file
+from podnet.host.podman import Store as PodmanStore
 from podnet.netlab.lab import credentials, fabric, install, labstate, manifests, parts
 from podnet.netlab.lab.labstate import LabState
 from podnet.netlab.lab.progress import Progress
@@ -80,10 +85,10 @@ def _wait_file(path: Path, timeout: float, proc_pid: int | None = None) -> str:
 
 
 def start_apiserver(p: LabPlan) -> int:
-    """Start the API server (see apirunner); return its root-namespace port once it listens."""
+    """Start the API server (see apirunner); return its pid (:func:`wait_apiserver` waits for its port)."""
     port_file = p.run_dir / "apiserver.port"
     port_file.unlink(missing_ok=True)
-    pid = procs.spawn(p.run_dir, p.spec.name, "apiserver", _python() + [
+    return procs.spawn(p.run_dir, p.spec.name, "apiserver", _python() + [
         "podnet.netlab.apiserver.apirunner", "--netns", p.underlay_netns,
         "--underlay-listen", f"{p.apiserver_ip}:{p.apiserver_port}", "--port-file", str(port_file),
         "--state", str(p.run_dir / "apiserver-state.json"),
@@ -94,7 +99,11 @@ def start_apiserver(p: LabPlan) -> int:
         "--tls-private-key-file", str(credentials.serving_files(p)[1]),
         "--rbac-file", str(credentials.bootstrap_rbac_file(p)),
     ])
-    return int(_wait_file(port_file, 30, pid))
+
+
+def wait_apiserver(p: LabPlan, pid: int) -> int:
+    """The API server's root-namespace port, once it listens."""
+    return int(_wait_file(p.run_dir / "apiserver.port", 30, pid))
 
 
 def start_upstream_dns(p: LabPlan) -> None:
@@ -224,42 +233,51 @@ def _wait_listening(p: LabPlan, name: str, netns: str, ip: str, port: int, timeo
 
 def up(spec: LabSpec, out: TextIO = sys.stdout, *, ready_timeout: float = 180.0, cni: str = "podnet",
        progress: Progress | None = None, proxy_min_sync: str = parts.PROXY_MIN_SYNC_PERIOD,
-       claimed: Callable[[], None] = lambda: None) -> LabState:
+       claimed: Callable[[], None] = lambda: None, podman_store: PodmanStore | None = None) -> LabState:
     """Build the lab. ``claimed`` is called once the name is known to be free, before anything
-    is created: from then on a rollback (``teardown.down``) removes only what this call built."""
+    is created: from then on a rollback (``teardown.down``) removes only what this call built.
+    ``podman_store``: the kubelets run podnet's image with podman from that store (``--runtime podman``)."""
     p = make_plan(spec)  # raises TopologyError before anything exists
     _check_free(p)
     if os.geteuid() != 0:
         raise PermissionError("podnet lab up needs root (network namespaces)")
+    if podman_store is not None:
+        missing = sorted(i for i in install.images(install.load()) if not podman_store.image_exists(i))
+        if missing:
+            raise RuntimeError(f"--runtime podman: podman has no {', '.join(missing)} "
+                               "(build it with: bash dev.sh image)")
     claimed()
     progress = progress or Progress(out)
     st = LabState(spec=spec, created=time.time())
     labstate.save(p.run_dir, st)
+    if podman_store is not None:
+        podman_store_file.save(p.run_dir, podman_store)
+        st.parts["runtime"] = "podman: podnet's image runs in podman containers"
     p.data_dir.mkdir(parents=True, exist_ok=True)
     layout = (f"{spec.layout} underlay {spec.underlay}" if spec.layout == "flat" else
               f"{spec.layout} underlay: {len(p.segments)} subnets of {spec.underlay} behind {p.router_netns}")
     st.parts["underlay"] = f"{layout}; CNI backend {spec.backend}"
     # podnet's image files compile while the fabric and the API server come up (only the CNI
-    # install container needs them, so not for --cni reference)
+    # install container needs them, so not for --cni reference); every container of the image
+    # mounts the directory, so it exists either way
+    parts.image_dir(p).mkdir(parents=True, exist_ok=True)
     image_build = _start_image_build(p) if cni == "podnet" else None
     with progress.step(f"fabric: {layout}, {spec.nodes} node{'s' * (spec.nodes != 1)}, outside and upstream hosts"):
         fabric.build(p, progress.note)
-    with progress.step("API server + controllers"):
+    # the API server, the kubelets (they retry registering until it answers) and the upstream DNS start
+    # together: their interpreters start up side by side instead of one after the other
+    with progress.step("API server + controllers (kubelets and upstream DNS starting meanwhile)"):
         tokens = credentials.issue(p)
-        st.api_port = start_apiserver(p)
+        api_pid = start_apiserver(p)
+        for n in p.nodes:
+            procs.spawn(p.run_dir, spec.name, f"kubelet-{n.name}", _kubelet_cmd(p, n, cni, podman_store))
+        start_upstream_dns(p)
+        st.api_port = wait_apiserver(p, api_pid)
         labstate.save(p.run_dir, st)
         credentials.write_private(p.run_dir / "kubeconfig",
                                   credentials.kubeconfig_text(spec.name, st.local_master, tokens["admin"],
                                                               credentials.ca_file(p).read_text()))
         progress.note(f"kubectl side: {st.local_master}; nodes: {p.master}")
-        for n in p.nodes:  # routed layouts: through the router, from every segment
-            if not fabric.wait_reachable(n.netns, p.apiserver_ip, p.apiserver_port, 15):
-                raise RuntimeError(f"API server not reachable from {n.netns} at {p.master}")
-    with progress.step("upstream DNS (dnsmasq) in " + p.upstream_netns):
-        start_upstream_dns(p)
-        err = _wait_listening(p, "upstream-dns", p.upstream_netns, p.upstream_ip, 53, 10)
-        if err:
-            raise RuntimeError(f"upstream DNS (dnsmasq): {err}")
     asyncio.run(_up_api(p, st, progress, ready_timeout, cni, proxy_min_sync, image_build))
     kc = p.run_dir / "kubeconfig"
     labstate.save(p.run_dir, st)
@@ -376,7 +394,7 @@ async def _node_pods_ready(client: ApiClient, p: LabPlan, timeout: float, progre
     return {c: f"NOT READY on {', '.join(nodes)}" for c, nodes in lagging.items()}
 
 
-def _kubelet_cmd(p: LabPlan, n: Any, cni: str) -> list[str]:
+def _kubelet_cmd(p: LabPlan, n: Any, cni: str, podman_store: PodmanStore | None = None) -> list[str]:
     """One node's kubelet: podnet's CNI is whatever the node DaemonSet installs into the node's own
     /opt/cni/bin and /etc/cni/net.d (seen by the plugin at its host paths); ``--cni reference``: the
     lab's reference-plugin dirs."""
@@ -392,12 +410,13 @@ def _kubelet_cmd(p: LabPlan, n: Any, cni: str) -> list[str]:
         "--master", p.master, "--lab", p.spec.name, "--run-dir", str(p.run_dir), "--root-dir", str(root),
         *cni_args, "--image-dir", str(parts.image_dir(p)), "--cluster-dns", p.dns_service_ip,
         "--kubeconfig", str(credentials.kubeconfig_path(p, f"kubelet-{n.name}")),
+        *(podman_store.kubelet_args() if podman_store else []),
     ]
+
 
 
 async def _up_api(p: LabPlan, st: LabState, progress: Progress, ready_timeout: float, cni: str,
                   proxy_min_sync: str, image_build: subprocess.Popen | None) -> None:
-    lab = p.spec.name
     docs = install.lab_documents(
         install.load(), cluster_cidr=p.spec.cluster_cidr, backend=p.spec.backend, api_host=p.apiserver_ip,
         api_port=p.apiserver_port, dns_service_ip=p.dns_service_ip, upstream_dns=p.upstream_ip,
@@ -409,13 +428,24 @@ async def _up_api(p: LabPlan, st: LabState, progress: Progress, ready_timeout: f
     # first) or, with --cni reference, once the node pod runs (its proxy is ready); the rest of the
     # node pod finishes starting meanwhile
     first = install.NODE_CONTAINERS["proxy"]
+    upstream_dns = asyncio.create_task(asyncio.to_thread(
+        _wait_listening, p, "upstream-dns", p.upstream_netns, p.upstream_ip, 53, 10))
     async with ApiClient.from_flags(kubeconfig=str(p.run_dir / "kubeconfig")) as client:
-        with progress.step("kubelets: register nodes, wait for pod CIDRs"):
+        # the manifest goes in while the kubelets still start: the DaemonSet controller makes each
+        # node's pod the moment its Node registers
+        with progress.step(f"podnet: apply {install.MANIFEST.name} (kubelets starting meanwhile)"):
             if image_build is not None:
                 _finish_image_build(image_build)
-            for n in p.nodes:
-                procs.spawn(p.run_dir, lab, f"kubelet-{n.name}", _kubelet_cmd(p, n, cni))
-            st.pod_cidrs = await _wait_pod_cidrs(client, p, 30)
+            await _ensure_namespace(client, "kube-system")
+            await install.apply(client, node_docs)
+        with progress.step("kubelets: register nodes, wait for pod CIDRs"):
+            try:
+                st.pod_cidrs = await _wait_pod_cidrs(client, p, 30)
+            except TimeoutError:
+                for n in p.nodes:  # routed layouts: through the router, from every segment
+                    if not fabric.wait_reachable(n.netns, p.apiserver_ip, p.apiserver_port, 1):
+                        raise RuntimeError(f"API server not reachable from {n.netns} at {p.master}") from None
+                raise
             labstate.save(p.run_dir, st)
             fabric.add_pod_cidr_routes(p, st.pod_cidrs)
             for n in p.nodes:
@@ -424,14 +454,15 @@ async def _up_api(p: LabPlan, st: LabState, progress: Progress, ready_timeout: f
             _reference_cni(p, st.pod_cidrs)
         how = f"from {install.MANIFEST.name} (DaemonSet {'/'.join(install.NODE_DAEMONSET)})"
         ready_what = "every node's CNI daemon serving" if cni == "podnet" else f"the {first} container of every node Ready"
-        with progress.step(f"podnet: apply {install.MANIFEST.name}; {ready_what}"):
-            await _ensure_namespace(client, "kube-system")
-            await install.apply(client, node_docs)
+        with progress.step(f"podnet-node: {ready_what}"):
             if cni == "podnet":
                 await _wait_cni_serving(p, ready_timeout, progress)
             else:
                 await wait_installed(client, install.NODE_SELECTOR, len(p.nodes), ready_timeout,
                                      f"podnet-node {first}", progress, per_node=True, container=first)
+        err = await upstream_dns  # podnet-dns forwards to it
+        if err:
+            raise RuntimeError(f"upstream DNS (dnsmasq) in {p.upstream_netns}: {err}")
         keys = []
         with progress.step(f"podnet-dns Deployment, {p.spec.pods_per_node} echo pods per node; all Ready"):
             await install.apply(client, dns_docs)

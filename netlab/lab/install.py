@@ -16,9 +16,13 @@ Nothing else changes: images, commands, probes, security contexts, RBAC and volu
 ``lab up --cni reference`` (the comparison anchor) also drops the DaemonSet's CNI containers
 (:func:`without_cni`), as a cluster that keeps its own CNI would.
 
-Side effects (:func:`apply`): each document goes through the API as ``kubectl apply`` sends it: a
-GET, then a POST to its collection for an object that does not exist yet, a JSON merge patch of the
-document for one that does. :func:`staged` splits the documents in two applies: everything but the
+Side effects (:func:`apply`): each document goes through the API as ``kubectl apply`` would leave it:
+a POST to its collection creates it; when it exists already (409, or 422 for a Service naming a
+clusterIP that is allocated, which the server answers before it could answer 409) a JSON merge
+patch of the document updates it. The documents go in waves (:func:`waves`): Namespaces first, then
+everything a pod may name (ServiceAccounts, RBAC, ConfigMaps, Secrets, Services, ...) concurrently,
+then the workloads concurrently, so a controller's first pod never meets a missing ServiceAccount
+or ConfigMap. :func:`staged` splits the documents in two applies: everything but the
 Deployments first, the Deployments once every node's CNI daemon container is ready, because the
 lab kubelet fails a pod whose CNI ADD fails (no conflist installed yet) where kubelet retries the
 sandbox; the ReplicaSet controller would replace each failed pod at once, in a loop, until the
@@ -30,6 +34,7 @@ daemon's backend summary for ``lab check``).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import re
@@ -40,7 +45,7 @@ import yaml
 
 from podnet.kube.client import ApiClient, ApiError
 
-__all__ = ["MANIFEST", "load", "lab_documents", "without_cni", "staged", "collection_path", "apply", "NODE_SELECTOR",
+__all__ = ["MANIFEST", "load", "images", "lab_documents", "without_cni", "staged", "collection_path", "apply", "waves", "NODE_SELECTOR",
            "DNS_SELECTOR", "NODE_DAEMONSET", "DNS_DEPLOYMENT", "NODE_CONTAINERS", "node_pod_log"]
 
 MANIFEST = Path(__file__).with_name("podnet.yaml")
@@ -60,6 +65,17 @@ _CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "Namespace", "PriorityCl
 def load(path: Path = MANIFEST) -> list[dict[str, Any]]:
     """Every document of the manifest, in order."""
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def images(docs: Iterable[Mapping[str, Any]]) -> set[str]:
+    """Every container image the workloads in ``docs`` name (init containers included)."""
+    out = set()
+    for d in docs:
+        spec = ((d.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for c in [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]:
+            if c.get("image"):
+                out.add(str(c["image"]))
+    return out
 
 
 def _find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -130,27 +146,51 @@ def collection_path(doc: Mapping[str, Any]) -> str:
     return f"{base}/namespaces/{ns}/{_plural(kind)}"
 
 
-async def apply(client: ApiClient, docs: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Apply each document as kubectl does: GET it; absent, create it (POST); present, patch it with
-    the document (JSON merge patch, so fields the server set, such as a Service's clusterIPs, stay).
-    The GET comes first because a create of an existing Service that names its clusterIP answers 422
-    (the IP is allocated) before it could answer 409. Returns kubectl's ``kind/name created|configured``."""
-    done = []
-    for d in docs:
-        path, name = collection_path(d), d["metadata"]["name"]
+_WAVE_OF = {"Namespace": 0, "DaemonSet": 2, "Deployment": 2, "ReplicaSet": 2, "StatefulSet": 2, "Job": 2,
+            "CronJob": 2, "Pod": 2}
+
+
+def waves(docs: Iterable[Mapping[str, Any]]) -> list[list[int]]:
+    """The documents' indices in apply order: Namespaces, then what pods refer to, then the workloads
+    and pods (each wave in manifest order; empty waves left out)."""
+    out: list[list[int]] = [[], [], []]
+    for i, d in enumerate(docs):
+        out[_WAVE_OF.get(d["kind"], 1)].append(i)
+    return [w for w in out if w]
+
+
+async def _apply_one(client: ApiClient, d: Mapping[str, Any]) -> str:
+    path, name = collection_path(d), d["metadata"]["name"]
+    try:
         try:
+            await client.request("POST", path, body=d)
+            return f"{d['kind'].lower()}/{name} created"
+        except ApiError as e:
+            if e.code not in (409, 422):
+                raise
             try:
                 await client.request("GET", f"{path}/{name}")
-            except ApiError as e:
-                if not e.is_not_found:
-                    raise
-                await client.request("POST", path, body=d)
-                done.append(f"{d['kind'].lower()}/{name} created")
-                continue
-            await client.request("PATCH", f"{path}/{name}", body=d, content_type="application/merge-patch+json")
-            done.append(f"{d['kind'].lower()}/{name} configured")
-        except ApiError as e:
-            raise RuntimeError(f"applying {d['kind']} {name}: {e}") from e
+            except ApiError as missing:
+                if missing.is_not_found:
+                    raise e from None  # a 422 about the document itself
+                raise
+        await client.request("PATCH", f"{path}/{name}", body=d, content_type="application/merge-patch+json")
+        return f"{d['kind'].lower()}/{name} configured"
+    except ApiError as e:
+        raise RuntimeError(f"applying {d['kind']} {name}: {e}") from e
+
+
+async def apply(client: ApiClient, docs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Apply the documents (module docstring); returns kubectl's ``kind/name created|configured``, in
+    the documents' order."""
+    docs = list(docs)
+    done: list[str] = [""] * len(docs)
+    for wave in waves(docs):
+        results = await asyncio.gather(*(_apply_one(client, docs[i]) for i in wave), return_exceptions=True)
+        for i, res in zip(wave, results):
+            if isinstance(res, BaseException):
+                raise res
+            done[i] = res
     return done
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from podnet.host.podman import Store
 from podnet.netlab.lab.progress import quiet_api_discovery
 from podnet.netlab.lab.topology import (BACKENDS, LAYOUTS, LabSpec, TopologyError, layout_of, load_topology_file,
                                         validate)
@@ -58,9 +59,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--proxy-min-sync-period", default="100ms",
                    help="iptables.minSyncPeriod of the installed podnet-proxy ConfigMap (kube-proxy's default "
                         "is 1s; the lab's 100ms)")
+    p.add_argument("--runtime", choices=("lab", "podman"), default="lab",
+                   help="lab (default): containers run over the host's files; podman: the containers of podnet's "
+                        "image (the node DaemonSet, podnet-dns) run with podman from that image, which must be "
+                        "built first (bash dev.sh image)")
+    p.add_argument("--podman-root", default=None, help="podman's --root holding the image (default podman's own)")
+    p.add_argument("--podman-runroot", default=None, help="podman's --runroot (default podman's own)")
     p.add_argument("--retain", action="store_true",
                    help="keep what was built when up fails or is interrupted (Ctrl-C, SIGTERM); by default it is "
                         "removed, as kind deletes a failed cluster")
+
+
+def podman_store(a: argparse.Namespace) -> Store | None:
+    """The store ``--runtime podman`` runs podnet's image from (None for the lab runtime)."""
+    if getattr(a, "runtime", "lab") != "podman":
+        return None
+    return Store(a.podman_root, a.podman_runroot)
 
 
 def report_topology_error(e: TopologyError, out=None) -> int:
@@ -111,7 +125,7 @@ def run(a: argparse.Namespace) -> int:
     with signals_raise():
         try:
             up(spec, sys.stdout, ready_timeout=a.ready_timeout, cni=a.cni, proxy_min_sync=a.proxy_min_sync_period,
-               claimed=lambda: ours.append(True))
+               claimed=lambda: ours.append(True), podman_store=podman_store(a))
         except LabExists as e:
             print(f"podnet lab up: {e}", file=sys.stderr)
             return 1

@@ -6,7 +6,9 @@ What a lab leaves, and how each is found without trusting any single record:
   ``PODNET_LAB`` environment marker, then anything still inside a lab netns;
 - network namespaces: every ``pnl-<lab>-*`` name (links, routes, iptables rules
   and conntrack entries of the lab all live inside them and go with them);
-- files: ``/etc/netns/pnl-<lab>-*``, the run dir and the data dir.
+- files: ``/etc/netns/pnl-<lab>-*``, the run dir and the data dir;
+- podman containers (``--runtime podman``): every container labelled with the lab's name in the
+  store the run dir names, whatever state its ``podman run`` was left in.
 
 Idempotent: running it twice, or on a lab that never finished ``up``, is fine.
 The root namespace is never modified (the lab never touched it).
@@ -18,7 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from podnet.host import procs
+from podnet.host import podman, procs
 from podnet.host.netns import NETNS_ETC, list_netns, sweep
 from podnet.netlab.lab.topology import DATA_ROOT, PREFIX, RUN_ROOT
 
@@ -30,16 +32,22 @@ class Removed:
     processes: list[int] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return f"{len(self.processes)} processes, {len(self.netns)} network namespaces, {len(self.paths)} paths"
+        podman = f", {len(self.containers)} podman containers" if self.containers else ""
+        return (f"{len(self.processes)} processes, {len(self.netns)} network namespaces, {len(self.paths)} "
+                f"paths{podman}")
 
 
 def down(lab: str, run_root: Path = RUN_ROOT, data_root: Path = DATA_ROOT) -> Removed:
     prefix = f"{PREFIX}{lab}-"
     run_dir, data_dir = run_root / lab, data_root / lab
     gone = Removed()
+    store = podman.load(run_dir)
     gone.processes = procs.stop_all(run_dir, lab, grace=2.0)
+    if store is not None:  # after the kubelets: none starts another container meanwhile
+        gone.containers = podman.remove_lab(store, lab)
     gone.netns = sweep(prefix)  # kills whatever still runs inside, then deletes
     for d in sorted(NETNS_ETC.glob(f"{prefix}*")) if NETNS_ETC.is_dir() else []:
         shutil.rmtree(d, ignore_errors=True)
@@ -63,6 +71,8 @@ def leftovers(lab: str, run_root: Path = RUN_ROOT, data_root: Path = DATA_ROOT) 
     """Anything of the lab still present (empty after a successful :func:`down`)."""
     prefix = f"{PREFIX}{lab}-"
     out = [f"netns {n}" for n in list_netns() if n.startswith(prefix)]
+    store = podman.load(run_root / lab)
+    out += [f"podman container {c}" for c in (podman.lab_containers(store, lab) if store else [])]
     out += [f"process {p}" for p in procs.find_lab_processes(lab)]
     out += [f"path {d}" for d in (run_root / lab, data_root / lab) if d.exists()]
     if NETNS_ETC.is_dir():

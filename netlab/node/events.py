@@ -14,7 +14,9 @@ Started     Normal   ``Started container <name>``
 Killing     Normal   ``Stopping container <name>`` (pod deleted), ``Container <name> failed
                      <liveness|startup> probe, will be restarted``
 BackOff     Warning  ``Back-off restarting failed container <name> in pod <pod>_<ns>(<uid>)``
-Unhealthy   Warning  ``<Readiness|Liveness|Startup> probe failed: <why>``
+Unhealthy   Warning  ``<Readiness|Liveness|Startup> probe failed: <prober output>`` (each failed
+                     attempt, :func:`.probes.event_for`), ``<kind> probe errored and resulted
+                     in unknown state: <error>``
 ==========  =======  =====================================================================
 
 :func:`event` is pure (the object to POST). :class:`Recorder` posts them without blocking the

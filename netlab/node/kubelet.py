@@ -72,12 +72,13 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from podnet.host import loop as hostloop, procs
+from podnet.host.podman import Store as PodmanStore
 from podnet.kube import objects as o
 from podnet.kube import resources as r
 from podnet.kube.backoff import Backoff
 from podnet.kube.client import ApiClient, ApiError, TRANSPORT_ERRORS
 from podnet.kube.informer import Informer
-from podnet.netlab.node import events, images, podlogs, podspec, probes, volumes
+from podnet.netlab.node import events, images, podlogs, podman, podspec, probes, volumes
 from podnet.kube.names import NETNS_ANNOTATION
 from podnet.netlab.node.hostinfo import system_info
 from podnet.netlab.node.podspec import ConfigError, Container, PodSpec
@@ -232,8 +233,10 @@ class Kubelet:
                  root_dir: Path | None = None, ca_file: Path | None = None, sa_token_dir: Path | None = None,
                  api_url: str = "", image_dir: Path | None = None, node_netns: str | None = None,
                  cni_node_view: bool = False, clock=time.monotonic, sleep=asyncio.sleep, python: str = sys.executable,
-                 informer: Informer | None = None) -> None:
+                 informer: Informer | None = None, podman_store: PodmanStore | None = None) -> None:
         self.client, self.node, self.node_ip, self.lab = client, node, node_ip, lab
+        self.podman = podman_store
+        """Where podman finds podnet's image; None: every container runs through :mod:`.launch`."""
         self.run_dir = Path(run_dir)
         self.state_dir = self.run_dir / "pods" / node
         self.log_root = self.run_dir / "logs" / "pods"
@@ -319,6 +322,11 @@ class Kubelet:
         ref = {"namespace": pr.spec.namespace, "name": pr.spec.name, "uid": pr.spec.uid}
         self.events.record(ref, reason, message, type_=type_,
                            path=events.field_path(cr.c.name, cr.init) if cr is not None else "")
+
+    def _probe_event(self, pr: PodRun, cr: ContainerRun, kind: str, outcome: probes.Outcome) -> None:
+        said = probes.event_for(kind, outcome)
+        if said is not None:
+            self._event(pr, said[0], said[1], cr, "Warning")
 
     async def _annotate_netns(self, ns: str, name: str, netns: str) -> None:
         """Name the pod's network namespace on the Pod (``kubectl get pods -o wide`` shows it)."""
@@ -558,8 +566,31 @@ class Kubelet:
         ns, name = pr.sb.namespace_name
         log_path = podlogs.container_log(self.log_root, ns, name, pr.sb.uid, cr.c.name, cr.restart_count)
         assert pr.sb.pod_dir is not None
+        if self.podman is not None and images.is_podnet_image(cr.c.image):
+            return await self._start_podman(pr, cr, plan, log_path)
         plan_path = pr.sb.pod_dir / "containers" / cr.c.name / f"plan-{cr.restart_count}.json"
         return await pr.sb.start_container(cr.c.name, plan, plan_path, log_path, self.python)
+
+    async def _start_podman(self, pr: PodRun, cr: ContainerRun, plan: dict[str, Any], log_path: Path) -> Any:
+        store = self.podman
+        assert store is not None
+        name = podman.container_name(self.lab, pr.sb.uid, cr.c.name, cr.restart_count)
+        argv = podman.run_argv(store, plan, name=name, image=cr.c.image,
+                               netns_path=None if pr.spec.host_network else pr.sb.netns_path,
+                               hostname=self.node if pr.spec.host_network else pr.spec.name,
+                               security=cr.c.security, lab=self.lab, pod=pr.spec.key)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        pr.sb.container_pids.pop(cr.c.name, None)
+        proc = await pr.sb.start_process(cr.c.name, argv, log_path, cleanup=lambda: podman.remove(store, name))
+        asyncio.ensure_future(self._publish_podman_pid(pr, cr.c.name, store, name, proc))
+        return proc
+
+    async def _publish_podman_pid(self, pr: PodRun, container: str, store: PodmanStore, name: str, proc: Any) -> None:
+        """Record the container's own pid once podman has started it (``kubectl exec`` joins that process)."""
+        pid = await podman.container_pid(store, name, running=lambda: proc.returncode is None, sleep=self.sleep)
+        if pid and pr.sb.procs.get(container) is proc:
+            pr.sb.container_pids[container] = pid
+            self._save(pr.sb)
 
     async def _supervise(self, pr: PodRun, cr: ContainerRun) -> bool:
         """Run ``cr`` until no restart is due; True when it finally exited 0. An init container
@@ -643,16 +674,15 @@ class Kubelet:
             if p.initial_delay:
                 await asyncio.sleep(p.initial_delay)
             while proc.returncode is None and st.failures < p.failure_threshold and not st.result:
-                passed = await probes.attempt(p, c.port_number(p.port), ip, proc.pid)
-                st.record(passed)
+                outcome = await probes.attempt(p, c.port_number(p.port), ip, proc.pid)
+                self._probe_event(pr, cr, "Startup", outcome)
+                st.record(outcome.passed)
                 if not st.result and st.failures < p.failure_threshold:
                     await asyncio.sleep(p.period)
             if proc.returncode is not None:
                 return
             if not st.result:
                 log.warning("pod %s: container %s failed its startup probe; killing it", pr.spec.key, c.name)
-                self._event(pr, "Unhealthy", "Startup probe failed: no success within the failure threshold", cr,
-                            "Warning")
                 self._event(pr, "Killing", f"Container {c.name} failed startup probe, will be restarted", cr)
                 await stop_process(proc)
                 return
@@ -680,10 +710,12 @@ class Kubelet:
         if p.initial_delay:
             await asyncio.sleep(p.initial_delay)
         while proc.returncode is None:
-            if state.record(await probes.attempt(p, cr.c.port_number(p.port), ip, proc.pid)) and not state.result:
+            outcome = await probes.attempt(p, cr.c.port_number(p.port), ip, proc.pid)
+            if proc.returncode is not None:
+                return
+            self._probe_event(pr, cr, "Liveness", outcome)
+            if state.record(outcome.passed) and not state.result:
                 log.warning("pod %s: container %s failed its liveness probe; killing it", pr.spec.key, cr.c.name)
-                self._event(pr, "Unhealthy", f"Liveness probe failed: {p.failure_threshold} consecutive failures",
-                            cr, "Warning")
                 self._event(pr, "Killing", f"Container {cr.c.name} failed liveness probe, will be restarted", cr)
                 await stop_process(proc)
                 return
@@ -696,9 +728,10 @@ class Kubelet:
             await asyncio.sleep(p.initial_delay)
         passed_once = False
         while proc.returncode is None:
-            passed = await probes.attempt(p, cr.c.port_number(p.port), ip, proc.pid)
-            if passed_once and not passed and proc.returncode is None:
-                self._event(pr, "Unhealthy", "Readiness probe failed: the probe did not succeed", cr, "Warning")
+            outcome = await probes.attempt(p, cr.c.port_number(p.port), ip, proc.pid)
+            passed = outcome.passed
+            if passed_once and proc.returncode is None:
+                self._probe_event(pr, cr, "Readiness", outcome)
             passed_once = passed_once or passed
             if state.record(passed) and proc.returncode is None:
                 cr.ready = state.result
@@ -852,7 +885,8 @@ async def _amain(a: argparse.Namespace) -> None:
                 ca_file=Path(a.ca_file) if a.ca_file else None,
                 sa_token_dir=Path(a.sa_token_dir) if a.sa_token_dir else None, api_url=a.master,
                 image_dir=Path(a.image_dir) if a.image_dir else None, node_netns=a.netns,
-                cni_node_view=a.cni_node_view)
+                cni_node_view=a.cni_node_view,
+                podman_store=PodmanStore(a.podman_root, a.podman_runroot) if a.runtime == "podman" else None)
     stop = hostloop.stop_on_signals()
     for _ in range(100):
         try:
@@ -890,6 +924,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cni-node-view", action="store_true",
                     help="exec CNI plugins seeing the node's hostPath directories at their host paths "
                          "(for a CNI that a DaemonSet installs; pass --cni-bin-dir/--cni-conf-dir under --root-dir)")
+    ap.add_argument("--runtime", choices=("lab", "podman"), default="lab",
+                    help="lab: every container through the in-process launcher over the host's files; podman: "
+                         "containers of podnet's image run by podman from that image")
+    ap.add_argument("--podman-root", help="podman's --root (the store holding podnet's image); default podman's own")
+    ap.add_argument("--podman-runroot", help="podman's --runroot; default podman's own")
     ap.add_argument("--crashloop-backoff-base", type=float, default=10.0,
                     help="first crash-loop back-off in seconds (kubelet: 10)")
     ap.add_argument("--crashloop-backoff-max", type=float, default=300.0,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-__all__ = ["ConfigError", "Probe", "Port", "VolumeMount", "EnvVar", "EnvFrom", "Container", "PodSpec", "parse",
+__all__ = ["ConfigError", "Probe", "Port", "VolumeMount", "EnvVar", "EnvFrom", "Container", "SecurityContext", "PodSpec", "parse",
            "expand", "resolve_env", "pod_facts", "FIELD_PATHS"]
 
 
@@ -79,6 +79,18 @@ class EnvFrom:
 
 
 @dataclass(frozen=True)
+class SecurityContext:
+    """The container's securityContext fields a runtime applies (the in-process launcher runs
+    everything as root with every capability; the podman runtime applies these)."""
+    privileged: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    allow_privilege_escalation: bool | None = None
+    read_only_root: bool = False
+    run_as_user: int | None = None
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     image: str = ""
@@ -92,6 +104,7 @@ class Container:
     liveness: Probe | None = None
     readiness: Probe | None = None
     startup: Probe | None = None
+    security: SecurityContext = SecurityContext()
 
     def port_number(self, port: int | str | None) -> int | None:
         """A probe's port: a number, or the containerPort of the port with that name."""
@@ -196,7 +209,23 @@ def _container(raw: Mapping[str, Any]) -> Container:
         working_dir=str(raw.get("workingDir") or ""),
         env=tuple(_env(e) for e in raw.get("env") or () if isinstance(e, Mapping)), env_from=env_from,
         ports=ports, mounts=mounts, liveness=_probe(raw.get("livenessProbe")),
-        readiness=_probe(raw.get("readinessProbe")), startup=_probe(raw.get("startupProbe")))
+        readiness=_probe(raw.get("readinessProbe")), startup=_probe(raw.get("startupProbe")),
+        security=_security_context(raw.get("securityContext")))
+
+
+def _security_context(raw: Any) -> SecurityContext:
+    if not isinstance(raw, Mapping):
+        return SecurityContext()
+    caps = raw.get("capabilities") if isinstance(raw.get("capabilities"), Mapping) else {}
+    escalation = raw.get("allowPrivilegeEscalation")
+    user = raw.get("runAsUser")
+    return SecurityContext(
+        privileged=raw.get("privileged") is True,
+        cap_add=tuple(str(c) for c in caps.get("add") or () if isinstance(c, str)),
+        cap_drop=tuple(str(c) for c in caps.get("drop") or () if isinstance(c, str)),
+        allow_privilege_escalation=escalation if isinstance(escalation, bool) else None,
+        read_only_root=raw.get("readOnlyRootFilesystem") is True,
+        run_as_user=user if isinstance(user, int) and not isinstance(user, bool) else None)
 
 
 def parse(pod: Mapping[str, Any]) -> PodSpec:

@@ -29,7 +29,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from podnet.host.netns import NETNS_ETC, run
 from podnet.host.nsenter import exec_argv
@@ -65,6 +65,10 @@ class Sandbox:
     cni: tuple[str, Path, dict[str, Any], tuple[str, ...]] | None = None
     """(CNI_PATH, conf dir, runtimeConfig, exec prefix) once ADD ran."""
     pod_dir: Path | None = None
+    cleanups: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    container_pids: dict[str, int] = field(default_factory=dict)
+    """container name -> its process where that is not the process started (a runtime's client, such as
+    ``podman run``, starts it): what the record publishes for ``kubectl exec``."""
 
     @property
     def netns_path(self) -> str:
@@ -77,7 +81,7 @@ class Sandbox:
 
     def record(self) -> dict[str, Any]:
         """What ``lab down`` and ``lab check`` read back (JSON-ready)."""
-        pids = {n: p.pid for n, p in self.procs.items() if p is not None and p.pid > 0}
+        pids = {n: self.container_pids.get(n, p.pid) for n, p in self.procs.items() if p is not None and p.pid > 0}
         return {"pod": self.key, "uid": self.uid, "netns": self.netns, "container_id": self.container_id,
                 "ips": self.ips, "pid": next(iter(pids.values()), None), "pids": pids, "result": self.result}
 
@@ -114,6 +118,15 @@ class Sandbox:
         plan_path.write_text(json.dumps(plan))
         plan_path.chmod(0o600)
         argv = exec_argv(self.netns, [python, "-P", "-m", "podnet.netlab.node.launch", str(plan_path)])
+        return await self.start_process(name, argv, log_path)
+
+    async def start_process(self, name: str, argv: list[str], log_path: Path,
+                            cleanup: Callable[[], Awaitable[None]] | None = None) -> Any:
+        """Run ``argv`` as container ``name``'s process in its own session, stdout and stderr appended to
+        ``log_path``; ``cleanup`` runs in :meth:`destroy` after the processes are stopped (a runtime's
+        leftovers, such as a killed ``podman run``'s container)."""
+        if cleanup is not None:
+            self.cleanups.append(cleanup)
         with open(log_path, "ab") as logf:
             spawn = asyncio.ensure_future(asyncio.create_subprocess_exec(
                 *argv,
@@ -131,6 +144,10 @@ class Sandbox:
         """Stop the processes, CNI DEL, remove the netns and its files. Returns the problems met (best effort)."""
         problems = []
         await asyncio.gather(*(stop_process(p, grace) for p in self.procs.values()), return_exceptions=True)
+        cleanups, self.cleanups = self.cleanups, []
+        for result in await asyncio.gather(*(c() for c in cleanups), return_exceptions=True):
+            if isinstance(result, Exception):
+                problems.append(f"container cleanup: {result}")
         if self.cni is not None:
             ns, name = self.namespace_name
             try:

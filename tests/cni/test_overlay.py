@@ -144,15 +144,17 @@ def test_parse_node_keeps_only_podnet_string_annotations():
     assert dict(n.annotations) == {"podnet.io/vtep-mac": MAC_B, "podnet.io/long": "z" * 256}
 
 
+INHERIT = overlay.DF_INHERIT
 DEVICE_CASES = [
-    pytest.param("auto", HOST, SELF, (Device("podnet.vxlan", 4, 1, 8472, "192.168.1.10", 1450),
+    pytest.param("auto", HOST, SELF, (Device("podnet.vxlan", 4, 1, 8472, "192.168.1.10", 1450, INHERIT),
                                       Device("podnet.vxlan6", 6, 1, 8472, "fd00:1::10", 1430)), 1430, id="dual-underlay"),
     pytest.param("vxlan", Host((Iface("eth0", 9000, ("10.0.0.5/16",)),)), None,
-                 (Device("podnet.vxlan", 4, 1, 8472, "10.0.0.5", 8950),), 8950, id="jumbo-v4"),
+                 (Device("podnet.vxlan", 4, 1, 8472, "10.0.0.5", 8950, INHERIT),), 8950, id="jumbo-v4"),
     pytest.param("auto", Host((Iface("eth0", 1500, ("fd00:1::10/64", "fe80::1/64")),)), None,
                  (Device("podnet.vxlan6", 6, 1, 8472, "fd00:1::10", 1430),), 1430, id="ipv6-only-underlay"),
     pytest.param("auto", Host((Iface("eth0", 1500, ("10.9.0.1/24",)), Iface("eth1", 1400, ("192.168.1.10/24",)))),
-                 SELF, (Device("podnet.vxlan", 4, 1, 8472, "192.168.1.10", 1350),), 1350, id="node-internal-ip-iface"),
+                 SELF, (Device("podnet.vxlan", 4, 1, 8472, "192.168.1.10", 1350, INHERIT),), 1350,
+                 id="node-internal-ip-iface"),
     pytest.param("host-gw", HOST, SELF, (), 1500, id="host-gw-no-devices"),
     pytest.param("auto", Host(), None, (), 1450, id="no-underlay-yet"),
 ]
@@ -162,6 +164,11 @@ DEVICE_CASES = [
 def test_devices_and_pod_mtu(backend, host, own, want, mtu):
     assert overlay.desired_devices(Config(backend), own, host) == want
     assert overlay.pod_mtu(Config(backend), own, host) == mtu
+
+
+def test_outer_df_unset_is_flannels_way_on_the_ipv4_device_only():
+    devs = overlay.desired_devices(Config("auto", df=overlay.DF_UNSET), SELF, HOST)
+    assert [(d.name, d.df) for d in devs] == [("podnet.vxlan", overlay.DF_UNSET), ("podnet.vxlan6", overlay.DF_UNSET)]
 
 
 def test_configured_mtu_wins():
@@ -174,6 +181,7 @@ def test_configured_mtu_wins():
     pytest.param({"vni": 1 << 24}, "VNI", id="vni-too-big"),
     pytest.param({"port": 0}, "port", id="port-zero"),
     pytest.param({"mtu": 100}, "MTU", id="mtu-too-small"),
+    pytest.param({"df": overlay.DF_SET}, "outer DF", id="df-set-not-offered"),
 ])
 def test_config_refuses_bad_values(kw, msg):
     with pytest.raises(ValueError, match=msg):
@@ -196,7 +204,7 @@ def test_annotation_patch_publishes_vtep_and_removes_absent_family():
 
 def test_fake_implements_the_protocol():
     members = [(n, f) for n, f in inspect.getmembers(overlay.OverlayOps, inspect.isfunction) if not n.startswith("_")]
-    assert len(members) == 15
+    assert len(members) == 16
     for name, fn in members:
         fake = getattr(FakeOverlayOps, name)
         assert list(inspect.signature(fake).parameters) == list(inspect.signature(fn).parameters), name
@@ -215,7 +223,7 @@ def test_apply_creates_device_and_entries_idempotently():
     assert errors == [] and set(ops.links) == {"podnet.vxlan", "podnet.vxlan6"}
     st = ops.links["podnet.vxlan"]
     assert (st.vni, st.port, st.local, st.learning, st.mtu, st.up, st.df) == (
-        1, 8472, "192.168.1.10", False, 1450, True, overlay.DF_UNSET)
+        1, 8472, "192.168.1.10", False, 1450, True, overlay.DF_INHERIT)
     assert ops.neigh == {Neigh("podnet.vxlan", "10.244.2.0", MAC_C)}
     assert ops.fdb == {Fdb("podnet.vxlan", MAC_C, "192.168.2.12")}
     assert o.mtu == 1430
@@ -256,19 +264,20 @@ def test_changed_vni_recreates_the_device_and_host_gw_removes_it():
     assert ops.links == {}
 
 
-@pytest.mark.parametrize("drift", [
-    pytest.param({"df": overlay.DF_INHERIT}, id="df-inherit"),
-    pytest.param({"df": overlay.DF_SET}, id="df-set"),
-    pytest.param({"learning": True}, id="learning-on"),
+@pytest.mark.parametrize(("mode", "drift"), [
+    pytest.param(overlay.DF_INHERIT, {"df": overlay.DF_UNSET}, id="inherit-changed-to-unset"),
+    pytest.param(overlay.DF_INHERIT, {"df": overlay.DF_SET}, id="inherit-changed-to-set"),
+    pytest.param(overlay.DF_UNSET, {"df": overlay.DF_INHERIT}, id="unset-changed-to-inherit"),
+    pytest.param(overlay.DF_INHERIT, {"learning": True}, id="learning-on"),
 ])
-def test_a_device_changed_by_hand_is_recreated_with_outer_df_unset(drift):
+def test_a_device_changed_by_hand_is_recreated_with_its_outer_df_mode(mode, drift):
     ops = FakeOverlayOps(HOST)
-    run_once(ops, Config("auto"), [SELF, FAR])
+    run_once(ops, Config("auto", df=mode), [SELF, FAR])
     old_mac = ops.links["podnet.vxlan"].mac
     ops.links["podnet.vxlan"] = dataclasses.replace(ops.links["podnet.vxlan"], **drift)
-    _, _, changes, errors = run_once(ops, Config("auto"), [SELF, FAR])
+    _, _, changes, errors = run_once(ops, Config("auto", df=mode), [SELF, FAR])
     st = ops.links["podnet.vxlan"]
-    assert errors == [] and (st.df, st.learning, st.up) == (overlay.DF_UNSET, False, True) and st.mac != old_mac
+    assert errors == [] and (st.df, st.learning, st.up) == (mode, False, True) and st.mac != old_mac
     assert ops.neigh == {Neigh("podnet.vxlan", "10.244.2.0", MAC_C)}  # entries put back on the new device
     assert ops.links["podnet.vxlan6"].df == overlay.DF_UNSET
 
@@ -309,10 +318,12 @@ def test_unknown_errors_are_reported_not_raised():
 
 
 @pytest.mark.parametrize(("argv", "want"), [
-    pytest.param([], ("auto", 1, 8472, 0), id="defaults-flannel-port"),
-    pytest.param(["--backend", "vxlan", "--vni", "42", "--vxlan-port", "4789", "--mtu", "1400"], ("vxlan", 42, 4789, 1400),
-                 id="iana-port"),
-    pytest.param(["--backend", "host-gw"], ("host-gw", 1, 8472, 0), id="host-gw"),
+    pytest.param([], ("auto", 1, 8472, 0, "inherit"), id="defaults-flannel-port"),
+    pytest.param(["--backend", "vxlan", "--vni", "42", "--vxlan-port", "4789", "--mtu", "1400"],
+                 ("vxlan", 42, 4789, 1400, "inherit"), id="iana-port"),
+    pytest.param(["--backend", "host-gw"], ("host-gw", 1, 8472, 0, "inherit"), id="host-gw"),
+    pytest.param(["--vxlan-df", "unset"], ("auto", 1, 8472, 0, "unset"), id="outer-df-unset-as-flannel"),
+    pytest.param(["--vxlan-df", "set"], SystemExit, id="outer-df-set-refused"),
     pytest.param(["--vni", "0"], SystemExit, id="vni-zero-refused"),
     pytest.param(["--vni", "16777216"], SystemExit, id="vni-too-big-refused"),
     pytest.param(["--vxlan-port", "70000"], SystemExit, id="port-too-big-refused"),
@@ -331,7 +342,7 @@ def test_daemon_flags(argv, want):
             p.parse_args(base + argv)
         return
     o = daemon.options_from(p.parse_args(base + argv))
-    assert (o.backend, o.vni, o.vxlan_port, o.mtu) == want
+    assert (o.backend, o.vni, o.vxlan_port, o.mtu, o.vxlan_df) == want
 
 
 @pytest.mark.parametrize(("created_b", "created_c", "kept"), [

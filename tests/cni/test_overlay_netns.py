@@ -8,7 +8,9 @@ and n2 and VXLAN to n3; pods talk across nodes over TCP and UDP with their own
 source address; a DF datagram of the pod MTU crosses intact; deleted entries
 come back; a recreated VXLAN device (new VTEP MAC) is followed by the peers; a
 node that leaves takes its entries with it; a taken VXLAN port is one log line
-and host-gw peers keep working.
+and host-gw peers keep working. With a smaller hop on the router (IPv4 or IPv6
+underlay), pods learn the smaller MTU by path-MTU discovery (podnet.cni.pmtu);
+hand-made overlays show the kernel behaviour that design rests on.
 """
 
 from __future__ import annotations
@@ -418,13 +420,9 @@ async def test_ipv6_underlay_carries_ipv6_pods_and_dual_stack_pods_keep_their_ad
         assert n["n1"].log().count("podnet.vxlan6 created") == 1  # read back as wanted: never recreated
         assert n["n1"].log().count("route fd00:10:3::/64 ->") == 1  # the onlink route reads back equal: no churn
 
-        pods, ips = {}, {}
+        pods, ips = await pods_on(pool, {k: n[k] for k in ("n1", "n3")})
         for k in ("n1", "n3"):
-            pods[k] = pool.netns("p" + k[1])
-            code, res = await asyncio.to_thread(n[k].cni, "ADD", "c" + k, pods[k].path)
-            assert code == 0, res
             assert "mtu 1430 " in pods[k].ip("link", "show", "eth0")  # the smaller of 1500-50 and 1500-70
-            ips[k] = {4 if ":" not in a else 6: a for a in (i["address"].split("/")[0] for i in res["ips"])}
         for fam, size in ((6, 1430 - 48), (4, 1430 - 28)):
             assert await asyncio.to_thread(tcp_seen, pods["n3"], ips["n3"][fam], pods["n1"]) == ips["n1"][fam]
             assert await asyncio.to_thread(udp_seen, pods["n3"], ips["n3"][fam], pods["n1"], size) == (
@@ -432,6 +430,17 @@ async def test_ipv6_underlay_carries_ipv6_pods_and_dual_stack_pods_keep_their_ad
     finally:
         await client.close()
         await api.stop()
+
+
+async def pods_on(pool, nodes) -> tuple[dict, dict]:
+    """A pod on each of ``nodes`` (key -> daemon node), netns ``p<digit of the key>``: (pods, {key: {4: ip, 6: ip}})."""
+    pods, ips = {}, {}
+    for k, node in nodes.items():
+        pods[k] = pool.netns("p" + k[1])
+        code, res = await asyncio.to_thread(node.cni, "ADD", "c" + k, pods[k].path)
+        assert code == 0, res
+        ips[k] = {4 if ":" not in a else 6: a for a in (i["address"].split("/")[0] for i in res["ips"])}
+    return pods, ips
 
 
 async def test_dual_stack_pods_over_an_ipv4_only_underlay(pool, make_node):
@@ -456,12 +465,7 @@ async def test_dual_stack_pods_over_an_ipv4_only_underlay(pool, make_node):
             "n1 IPv6 route over the IPv4 VTEP")
         assert not n["n1"].ns.ip("link", "show", "podnet.vxlan6", check=False).strip()
         assert ("fd00:10:3::", vtep_mac(n["n3"])) in neighs(n["n1"])
-        pods, ips = {}, {}
-        for k in n:
-            pods[k] = pool.netns("p" + k[1])
-            code, res = await asyncio.to_thread(n[k].cni, "ADD", "c" + k, pods[k].path)
-            assert code == 0, res
-            ips[k] = {4 if ":" not in a else 6: a for a in (i["address"].split("/")[0] for i in res["ips"])}
+        pods, ips = await pods_on(pool, n)
         assert await asyncio.to_thread(tcp_seen, pods["n3"], ips["n3"][6], pods["n1"]) == ips["n1"][6]
         assert await asyncio.to_thread(udp_seen, pods["n1"], ips["n1"][6], pods["n3"], 1450 - 48) == (
             ips["n3"][6], 1450 - 48, True)
@@ -471,12 +475,11 @@ async def test_dual_stack_pods_over_an_ipv4_only_underlay(pool, make_node):
 
 
 BULK = r"""
-import hashlib, socket, sys
-mode, addr = sys.argv[1], sys.argv[2]
-limit = float(sys.argv[3]) if len(sys.argv) > 3 else 30.0
-size = 1 << 20
+import hashlib, socket, sys, time
+mode, addr, limit, size = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
 if mode == "serve":
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((addr, 8082)); s.listen(1)
+    s = socket.socket(fam); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((addr, 8082)); s.listen(1)
     s.settimeout(limit)
     print("ready", flush=True)
     c, peer = s.accept(); c.settimeout(limit)
@@ -490,39 +493,58 @@ if mode == "serve":
 else:
     payload = bytes(i % 251 for i in range(size))
     try:
+        t0 = time.monotonic()
         c = socket.create_connection((addr, 8082), timeout=limit)
         c.sendall(payload); c.shutdown(socket.SHUT_WR)
-        print(c.recv(200).decode(), hashlib.sha256(payload).hexdigest())
+        print(c.recv(200).decode(), hashlib.sha256(payload).hexdigest(), f"{time.monotonic() - t0:.3f}")
     except TimeoutError:
         print("timeout")
 """
 
 
-def bulk(a, b, ip_b: str, limit: float = 30.0) -> list[str]:
-    """A 1 MiB TCP transfer from netns ``a`` to a server on ``ip_b`` in ``b``: ``[bytes, sha256 got, sha256 sent]``
-    when it completes, ``["timeout"]`` when it stalls for ``limit`` seconds."""
-    srv = b.popen(sys.executable, "-P", "-c", BULK, "serve", ip_b, str(limit), stdout=subprocess.PIPE, text=True)
+def bulk(a, b, ip_b: str, limit: float = 30.0, size: int = 1 << 20) -> list[str]:
+    """A TCP transfer of ``size`` bytes from netns ``a`` to a server on ``ip_b`` in ``b``: ``[bytes, sha256
+    got, sha256 sent, seconds]`` when it completes, ``["timeout"]`` when it stalls for ``limit`` seconds."""
+    srv = b.popen(sys.executable, "-P", "-c", BULK, "serve", ip_b, str(limit), str(size), stdout=subprocess.PIPE,
+                  text=True)
     try:
         assert srv.stdout.readline().strip() == "ready"
-        return a.run(sys.executable, "-P", "-c", BULK, "send", ip_b, str(limit), timeout=limit + 30).split()
+        return a.run(sys.executable, "-P", "-c", BULK, "send", ip_b, str(limit), str(size),
+                     timeout=limit + 30).split()
     finally:
         srv.kill()
         srv.wait()
+
+
+def crossed(out: list[str], size: int = 1 << 20) -> bool:
+    """A :func:`bulk` result of a completed, intact transfer."""
+    return len(out) == 4 and out[0] == str(size) and out[1] == out[2]
 
 
 def vxlan_df(node_ns, dev: str = "podnet.vxlan") -> str:
     return json.loads(node_ns.ip("-j", "-d", "link", "show", dev))[0]["linkinfo"]["info_data"].get("df", "")
 
 
-async def test_node_sends_from_its_pod_cidr_over_vxlan_and_tcp_crosses_a_smaller_mtu_hop(pool, make_node):
+def route_mtu(node_ns, dst: str) -> str:
+    """The ``mtu`` of ``ip route get dst`` in ``node_ns`` ('' without one)."""
+    f = node_ns.ip("route", "get", dst).split()
+    return f[f.index("mtu") + 1] if "mtu" in f else ""
+
+
+@pytest.mark.parametrize("df", ["inherit", "unset"])
+async def test_node_sends_from_its_pod_cidr_over_vxlan_and_tcp_crosses_a_smaller_mtu_hop(pool, make_node, df):
     """The node's own traffic to a remote pod over VXLAN leaves from the VXLAN device's address (its pod CIDR's
     network address, a /32), so the reply needs no route to the node's underlay address from the pod's side;
-    and a 1 MiB TCP transfer pod->pod crosses a router hop whose route MTU (1400) is below the underlay's:
-    podnet creates the VXLAN device with outer DF unset, so the router fragments the outer packets (counted),
-    UDP without DF crosses the same way, and a device whose DF mode was changed by hand is recreated."""
+    and a 1 MiB TCP transfer pod->pod crosses a router hop whose route MTU (1400) is below the underlay's,
+    either way ``--vxlan-df`` allows. ``inherit`` (the default): the router refuses the full-size outer
+    packets (DF), each node learns the path MTU, gives its route to the other's pods mtu 1350 and answers
+    its pod's oversized packets, so each pod learns 1350 and the router fragments no pod TCP segment.
+    ``unset`` (flannel's way): the router fragments the outer packets (counted) and nobody learns anything.
+    A full-size UDP datagram without DF crosses either way (fragmented on the node before encapsulation,
+    or by the router), and a device whose DF mode was changed by hand is recreated with the configured one."""
     rt, ns = routed_underlay(pool)
     extra = ["--master", f"http://{API_IP}:{API_PORT}", "--cluster-cidr", "10.244.0.0/16", "--route-interval", "0.5",
-             "--backend", "auto"]
+             "--backend", "auto", "--vxlan-df", df]
     sock = listening_socket(rt.name, API_IP, API_PORT)
     api = await LabApiServer(cluster_cidr="10.244.0.0/16").start(["127.0.0.1:0"], sockets=[sock])
     client = ApiClient.from_url(api.url)
@@ -555,57 +577,78 @@ async def test_node_sends_from_its_pod_cidr_over_vxlan_and_tcp_crosses_a_smaller
         # a smaller MTU on the router's path (a route MTU, which forwarding honours) between the two subnets
         rt.ip("route", "replace", "192.168.78.0/24", "dev", "br2", "mtu", "1400")
         rt.ip("route", "replace", "192.168.77.0/24", "dev", "br1", "mtu", "1400")
-        assert vxlan_df(n["n1"].ns) == vxlan_df(n["n3"].ns) == "unset"
-        frags_before = ip_stat(rt, "FragCreates") + ip_stat(rt, "FragFails")
-        for a, b, ip_b in ((p1, p3, ip3), (p3, p1, ip1)):
+        assert vxlan_df(n["n1"].ns) == vxlan_df(n["n3"].ns) == df
+        # the way back goes to another pod on n1: p1, once it knows the smaller MTU, advertises an MSS that
+        # keeps p3's segments small, so n3 would have nothing to discover
+        p1b = pool.netns("p1b")
+        code, r1b = await asyncio.to_thread(n["n1"].cni, "ADD", "c1b", p1b.path)
+        assert code == 0, r1b
+        ip1b = r1b["ips"][0]["address"].split("/")[0]
+        created, refused = ip_stat(rt, "FragCreates"), ip_stat(rt, "FragFails")
+        for a, b, ip_b in ((p1, p3, ip3), (p3, p1b, ip1b)):
             out = await asyncio.to_thread(bulk, a, b, ip_b)
-            assert len(out) == 3 and out[0] == str(1 << 20) and out[1] == out[2], out
-        # the full-size VXLAN packets really met the smaller hop (fragmented or refused there)
-        assert ip_stat(rt, "FragCreates") + ip_stat(rt, "FragFails") > frags_before
-        # a full-size UDP datagram without DF crosses too, its outer packet fragmented by the router
-        created = ip_stat(rt, "FragCreates")
+            assert crossed(out), out
+        if df == "inherit":  # refused by the router, learned by the nodes and the pods; nothing fragmented
+            assert ip_stat(rt, "FragFails") > refused and ip_stat(rt, "FragCreates") == created
+            assert route_mtu(n["n1"].ns, ip3) == route_mtu(n["n3"].ns, ip1b) == "1350"
+            assert route_mtu(p1, ip3) == route_mtu(p3, ip1b) == "1350"
+            assert "underlay path MTU: 192.168.78.13 1400" in n["n1"].log()
+            assert "underlay path MTU: 192.168.77.11 1400" in n["n3"].log()
+        else:  # fragmented by the router, learned by nobody
+            assert ip_stat(rt, "FragCreates") > created
+            assert route_mtu(n["n1"].ns, ip3) == route_mtu(p1, ip3) == ""
+        # a full-size UDP datagram without DF crosses too: fragmented by the pod (it knows the path MTU now)
+        # or by the router
+        fragmenter = p1 if df == "inherit" else rt
+        created = ip_stat(fragmenter, "FragCreates")
         assert await asyncio.to_thread(udp_seen, p3, ip3, p1, 1450 - 28, False) == (ip1, 1450 - 28, True)
-        assert ip_stat(rt, "FragCreates") > created
+        assert ip_stat(fragmenter, "FragCreates") > created
 
-        # outer DF switched to "inherit" by hand (it black-holes pod TCP through this hop): the re-check
-        # recreates the device with DF unset, n3 follows its new VTEP MAC, and the transfer completes again
-        n["n1"].ns.ip("link", "set", "podnet.vxlan", "type", "vxlan", "df", "inherit")
-        await eventually(lambda: n["n1"].log().count("podnet.vxlan created") == 2 and vxlan_df(n["n1"].ns) == "unset",
-                         "device recreated with DF unset")
+        # the other outer DF mode set by hand: the re-check recreates the device with the configured one,
+        # n3 follows its new VTEP MAC, and the transfer completes again
+        n["n1"].ns.ip("link", "set", "podnet.vxlan", "type", "vxlan", "df", {"inherit": "unset", "unset": "inherit"}[df])
+        await eventually(lambda: n["n1"].log().count("podnet.vxlan created") == 2 and vxlan_df(n["n1"].ns) == df,
+                         f"device recreated with DF {df}")
         await eventually(lambda: {m for m, _ in fdbs(n["n3"])} == {vtep_mac(n["n1"])}, "n3 follows n1's new VTEP MAC")
         await eventually(lambda: neighs(n["n1"]) and routes(n["n1"]).get(cidr["n3"], "").endswith("onlink"),
                          "n1 entries over the recreated device")
         out = await asyncio.to_thread(bulk, p1, p3, ip3)
-        assert len(out) == 3 and out[0] == str(1 << 20) and out[1] == out[2], out
+        assert crossed(out), out
     finally:
         await client.close()
         await api.stop()
 
 
-def hand_made_overlay(pool, df: str, forward_use_pmtu: str):
+def hand_made_overlay(pool, df: str, forward_use_pmtu: str, underlay: int = 4):
     """podnet's VXLAN layout built by hand (no daemon) on :func:`routed_underlay` with a 1400-byte route MTU on
-    the router: nodes n1 and n3, VXLAN devices with outer DF ``df``, a pod per node (p1 10.244.1.2, p3 10.244.3.2,
-    pod MTU 1450) and ``net.ipv4.ip_forward_use_pmtu`` = ``forward_use_pmtu`` on both nodes."""
-    rt, ns = routed_underlay(pool)
+    the router: nodes n1 and n3, VXLAN devices over the IPv4 (outer DF ``df``) or the IPv6 ``underlay``, a pod
+    per node (p1 10.244.1.2, p3 10.244.3.2, pod MTU = the device's) and ``net.ipv4.ip_forward_use_pmtu`` =
+    ``forward_use_pmtu`` on both nodes."""
+    rt, ns = routed_underlay(pool, ipv6=underlay == 6)
     rt.ip("route", "replace", "192.168.78.0/24", "dev", "br2", "mtu", "1400")
     rt.ip("route", "replace", "192.168.77.0/24", "dev", "br1", "mtu", "1400")
+    if underlay == 6:  # IPv6 forwarding honours a locked route MTU only
+        rt.ip("-6", "route", "replace", "fd00:78::/64", "dev", "br2", "metric", "256", "mtu", "lock", "1400")
+        rt.ip("-6", "route", "replace", "fd00:77::/64", "dev", "br1", "metric", "256", "mtu", "lock", "1400")
+    dev, mtu = overlay.DEVICE[underlay], str(1500 - overlay.OVERHEAD[underlay])
     pods = {}
     for i, o in ((1, 3), (3, 1)):
         node, local, remote = ns[f"n{i}"], UNDERLAY[f"n{i}"][1], UNDERLAY[f"n{o}"][1]
+        if underlay == 6:
+            local, remote = v6(local), v6(remote)
         node.sysctl("net.ipv4.ip_forward", "1")
         node.sysctl("net.ipv4.ip_forward_use_pmtu", forward_use_pmtu)
-        node.ip("link", "add", "podnet.vxlan", "type", "vxlan", "id", "1", "dstport", "8472", "local", local,
-                "nolearning", "df", df)
-        node.ip("link", "set", "podnet.vxlan", "address", f"02:00:00:00:00:0{i}", "mtu", "1450", "up")
-        node.ip("addr", "add", f"10.244.{i}.0/32", "dev", "podnet.vxlan")
-        node.ip("neigh", "replace", f"10.244.{o}.0", "lladdr", f"02:00:00:00:00:0{o}", "dev", "podnet.vxlan",
-                "nud", "permanent")
-        node.run("bridge", "fdb", "append", f"02:00:00:00:00:0{o}", "dev", "podnet.vxlan", "dst", remote)
-        node.ip("route", "add", f"10.244.{o}.0/24", "via", f"10.244.{o}.0", "dev", "podnet.vxlan", "onlink")
+        node.ip("link", "add", dev, "type", "vxlan", "id", "1", "dstport", "8472", "local", local,
+                "nolearning", *(["df", df] if underlay == 4 else []))
+        node.ip("link", "set", dev, "address", f"02:00:00:00:00:0{i}", "mtu", mtu, "up")
+        node.ip("addr", "add", f"10.244.{i}.0/32", "dev", dev)
+        node.ip("neigh", "replace", f"10.244.{o}.0", "lladdr", f"02:00:00:00:00:0{o}", "dev", dev, "nud", "permanent")
+        node.run("bridge", "fdb", "append", f"02:00:00:00:00:0{o}", "dev", dev, "dst", remote)
+        node.ip("route", "add", f"10.244.{o}.0/24", "via", f"10.244.{o}.0", "dev", dev, "onlink")
         pod = pods[i] = pool.netns(f"p{i}")
         pool.veth(pod, "eth0", node, f"veth{i}")
-        pod.ip("link", "set", "eth0", "mtu", "1450")
-        node.ip("link", "set", f"veth{i}", "mtu", "1450", "up")
+        pod.ip("link", "set", "eth0", "mtu", mtu)
+        node.ip("link", "set", f"veth{i}", "mtu", mtu, "up")
         node.ip("addr", "add", f"10.244.{i}.1/32", "dev", f"veth{i}")
         node.ip("route", "add", f"10.244.{i}.2/32", "dev", f"veth{i}")
         pod.ip("addr", "add", f"10.244.{i}.2/24", "dev", "eth0")
@@ -614,14 +657,37 @@ def hand_made_overlay(pool, df: str, forward_use_pmtu: str):
     return rt, ns, pods
 
 
-def test_outer_df_inherit_completes_pmtu_discovery_only_when_forwarding_honours_the_learned_pmtu(pool):
-    """Why podnet keeps outer DF unset: with ``df inherit`` the node learns the underlay PMTU from the
-    router and the VXLAN driver records it on the node's route to the remote pod, but nothing tells the pod
-    (the driver answers the inner sender only on a bridged device) and IPv4 forwarding ignores a learned
-    PMTU unless ``net.ipv4.ip_forward_use_pmtu`` is 1: the pod's full-size TCP segments are dropped on its
-    own node and the transfer stalls. With the sysctl, the node answers the pod with "fragmentation needed"
-    (1350 = 1400 - 50), the pod's route learns it, the transfer completes and the router fragments nothing;
-    a UDP datagram without DF still crosses (fragmented before encapsulation on the node)."""
+def test_an_ipv6_underlay_black_holes_ipv4_pod_tcp_without_a_route_mtu(pool):
+    """What an IPv6 underlay with a smaller hop does to IPv4 pods without podnet's route MTU (the VXLAN
+    device's DF mode plays no part: routers never fragment IPv6): the router's "packet too big" teaches
+    the node the path MTU (1400) and the VXLAN driver records 1330 on the node's route to the remote pod,
+    but IPv4 forwarding ignores it, so the pod's full-size TCP segments are dropped on its own node and
+    the transfer stalls. With ``mtu 1330`` on the route to the remote pod CIDR it completes and the pod
+    learns 1330."""
+    rt, ns, pods = hand_made_overlay(pool, "", "0", underlay=6)
+    assert bulk(pods[1], pods[3], "10.244.3.2", limit=4) == ["timeout"]
+    assert "mtu 1400" in ns["n1"].ip("-6", "route", "get", "fd00:78::13")  # the node learned the path MTU
+    assert "mtu" not in pods[1].ip("route", "get", "10.244.3.2")  # the pod never heard of it
+
+    rt, ns, pods = hand_made_overlay(pool, "", "0", underlay=6)
+    for i, o in ((1, 3), (3, 1)):
+        ns[f"n{i}"].ip("route", "replace", f"10.244.{o}.0/24", "via", f"10.244.{o}.0", "dev", "podnet.vxlan6",
+                       "onlink", "mtu", "1330")
+    out = bulk(pods[1], pods[3], "10.244.3.2")
+    assert crossed(out), out
+    assert "mtu 1330" in pods[1].ip("route", "get", "10.244.3.2")
+
+
+def test_the_kernel_tells_the_pod_only_through_a_route_mtu_or_the_node_wide_sysctl(pool):
+    """The kernel behaviour podnet's path-MTU discovery rests on (podnet.cni.pmtu), on a hand-made overlay
+    with outer ``df inherit``: the node learns the underlay PMTU from the router and the VXLAN driver
+    records it on the node's route to the remote pod, but nothing tells the pod (the driver answers the
+    inner sender only on a bridged device) and IPv4 forwarding ignores a learned PMTU unless the node-wide
+    ``net.ipv4.ip_forward_use_pmtu`` is 1: the pod's full-size TCP segments are dropped on its own node and
+    the transfer stalls. Forwarding does honour a route's own ``mtu``: with ``mtu 1350`` (1400 - 50) on the
+    route to the remote pod CIDR, and without the sysctl, the node answers the pod with "fragmentation
+    needed", the pod's route learns 1350, the transfer completes and the router fragments nothing; the
+    sysctl does the same from the learned PMTU. A UDP datagram without DF crosses either way."""
     rt, ns, pods = hand_made_overlay(pool, "inherit", "0")
     assert vxlan_df(ns["n1"]) == "inherit"
     fails = ip_stat(ns["n1"], "FragFails")
@@ -630,16 +696,94 @@ def test_outer_df_inherit_completes_pmtu_discovery_only_when_forwarding_honours_
     assert "mtu 1400" in ns["n1"].ip("route", "get", "192.168.78.13")  # the node did learn the underlay PMTU
     assert "mtu" not in pods[1].ip("route", "get", "10.244.3.2")  # the pod never heard of it
 
-    rt, ns, pods = hand_made_overlay(pool, "inherit", "1")
-    out = bulk(pods[1], pods[3], "10.244.3.2")
-    assert len(out) == 3 and out[0] == str(1 << 20) and out[1] == out[2], out
-    assert ip_stat(rt, "FragCreates") == 0
-    assert "mtu 1350" in pods[1].ip("route", "get", "10.244.3.2")
-    assert "mtu 1400" in ns["n1"].ip("route", "get", "192.168.78.13")
-    assert udp_seen(pods[3], "10.244.3.2", pods[1], 1450 - 28, False) == ("10.244.1.2", 1450 - 28, True)
+    for sysctl, route_mtu_metric in (("0", ["mtu", "1350"]), ("1", [])):
+        rt, ns, pods = hand_made_overlay(pool, "inherit", sysctl)
+        for i, o in ((1, 3), (3, 1)):
+            ns[f"n{i}"].ip("route", "replace", f"10.244.{o}.0/24", "via", f"10.244.{o}.0", "dev", "podnet.vxlan",
+                           "onlink", *route_mtu_metric)
+        out = bulk(pods[1], pods[3], "10.244.3.2")
+        assert crossed(out), out
+        assert ip_stat(rt, "FragCreates") == 0
+        assert "mtu 1350" in pods[1].ip("route", "get", "10.244.3.2")
+        assert udp_seen(pods[3], "10.244.3.2", pods[1], 1450 - 28, False) == ("10.244.1.2", 1450 - 28, True)
+    assert "mtu 1400" in ns["n1"].ip("route", "get", "192.168.78.13")  # learned through the router's ICMP
 
 
 def ip_stat(ns, name: str) -> int:
     """One counter of the ``Ip:`` line of /proc/net/snmp inside ``ns``."""
     lines = [line.split() for line in ns.run("cat", "/proc/net/snmp").splitlines() if line.startswith("Ip:")]
     return int(lines[1][lines[0].index(name)])
+
+
+def ipv6_api_socket(netns: str, port: int):
+    """A listening TCP socket on ``[fd00:77::1]:port`` inside ``netns`` (the router of an IPv6-only underlay)."""
+    import socket
+
+    from podnet.host.nsenter import inside
+
+    with inside(netns):
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("fd00:77::1", port))
+        s.listen(64)
+        s.setblocking(False)
+        return s
+
+
+@pytest.mark.parametrize(("underlay", "want_mtu"), [
+    pytest.param(4, "1350", id="ipv4-underlay"),
+    pytest.param(6, "1330", id="ipv6-underlay"),
+])
+async def test_pods_learn_a_smaller_underlay_hop_by_path_mtu_discovery(pool, make_node, underlay, want_mtu):
+    """Dual-stack pods on two nodes in different subnets, over an IPv4-only or an IPv6-only underlay whose
+    router forwards at most 1400 bytes between the subnets: a 4 MiB TCP transfer of each pod family
+    completes, each pod learns the smaller MTU (``ip route get`` in the pod: 1400 less 50 or 70 bytes of
+    encapsulation) and the node's route to the other node's pods carries it. Without podnet's route MTU
+    an IPv6 underlay black-holes IPv4 pod TCP here (IPv4 forwarding ignores the PMTU the node learns).
+    The route re-check runs every 30 s only: the ICMP watch is what notices the smaller hop. The
+    transfer times (discovery included, then again once learned) are printed."""
+    rt, ns = routed_underlay(pool, ipv6=underlay == 6)
+    hop = ["mtu", "lock", "1400"]  # IPv6 forwarding honours a locked route MTU only
+    for net, br in (("192.168.77.0/24", "br1"), ("192.168.78.0/24", "br2")):
+        rt.ip("route", "replace", net, "dev", br, *hop)
+        if underlay == 6:
+            rt.ip("-6", "route", "replace", v6(net.split("/")[0]) + "/64", "dev", br, "metric", "256", *hop)
+    if underlay == 6:
+        for k in ("n1", "n3"):
+            ns[k].ip("-4", "addr", "flush", "dev", "eth0")  # IPv6-only underlay
+        sock, master = ipv6_api_socket(rt.name, API_PORT), f"http://[fd00:77::1]:{API_PORT}"
+    else:
+        sock, master = listening_socket(rt.name, API_IP, API_PORT), f"http://{API_IP}:{API_PORT}"
+    extra = ["--master", master, "--route-interval", "30s", "--backend", "auto"]
+    api = await LabApiServer(cluster_cidr="10.244.0.0/16").start(["127.0.0.1:0"], sockets=[sock])
+    client = ApiClient.from_url(api.url)
+    try:
+        n = {k: make_node((), extra, ns=ns[k]) for k in ("n1", "n3")}
+        under = {k: UNDERLAY[k][1] if underlay == 4 else v6(UNDERLAY[k][1]) for k in n}
+        for k, node in n.items():
+            cidrs = [f"10.244.{k[1]}.0/24", f"fd00:10:{k[1]}::/64"]
+            await client.create(overlay.NODES, {
+                "metadata": {"name": node.ns.name}, "spec": {"podCIDR": cidrs[0], "podCIDRs": cidrs},
+                "status": {"addresses": [{"type": "InternalIP", "address": under[k]}]}})
+        for node in n.values():
+            await eventually(lambda: node.cni("STATUS", version="1.1.0")[0] == 0, "STATUS 0")
+        dev = overlay.DEVICE[underlay]
+        await eventually(lambda: routes(n["n1"], "-6").get("fd00:10:3::/64", "").endswith(f"dev {dev} onlink")
+                         and routes(n["n1"]).get("10.244.3.0/24", "").endswith(f"dev {dev} onlink"),
+                         f"n1 routes n3's pods of both families over {dev}")
+        pods, ips = await pods_on(pool, n)
+        size = 4 << 20
+        for fam in (4, 6):
+            first = await asyncio.to_thread(bulk, pods["n1"], pods["n3"], ips["n3"][fam], 60.0, size)
+            assert crossed(first, size), (fam, first)
+            again = await asyncio.to_thread(bulk, pods["n1"], pods["n3"], ips["n3"][fam], 60.0, size)
+            assert crossed(again, size), (fam, again)
+            print(f"IPv{underlay} underlay, IPv{fam} pods: {size >> 20} MiB in {first[3]} s with discovery, "
+                  f"{again[3]} s after")
+            assert route_mtu(pods["n1"], ips["n3"][fam]) == want_mtu, fam
+        for cidr, fam in (("10.244.3.0/24", "-4"), ("fd00:10:3::/64", "-6")):
+            assert f"mtu {want_mtu}" in n["n1"].ns.ip(fam, "route", "show", cidr)
+        assert f"underlay path MTU: {under['n3']} 1400" in n["n1"].log()
+    finally:
+        await client.close()
+        await api.stop()

@@ -121,7 +121,7 @@ def policy_pod(name: str, node: str, app: str):
 def engine_for(node):
     """(engine, kernel, pods informer): the engine knows the Pods (bound to ``node``, no addresses yet) and a
     default-deny ingress policy for app=secret before any sandbox exists."""
-    kernel = KernelRunner(4, "legacy", ["ip", "netns", "exec", node.ns.name])
+    kernel = KernelRunner(4, "legacy", netns=node.ns.name)
     engine = Engine([Programmer(kernel)], node.ns.name)
     pols, pods, nss = FakeInformer(), FakeInformer(), FakeInformer()
     engine.attach(pols, pods, nss)

@@ -148,10 +148,10 @@ def test_the_scan_sees_every_kind_of_call(tmp_path):
     assert found == ["NODES", ("get", "NODES"), ("patch", "SERVICES"), "NETWORK_POLICIES", "NAMESPACES"]
 
 
-def test_the_policy_engine_needs_exactly_policies_pods_and_namespaces():
+def test_the_policy_engine_needs_exactly_policies_pods_namespaces_and_nodes():
     calls = code_calls(("policy",))
     assert set(calls) == {(g, r, v) for g, r in (("networking.k8s.io", "networkpolicies"), ("", "pods"),
-                                                  ("", "namespaces"),
+                                                  ("", "namespaces"), ("", "nodes"),
                                                   ("policy.networking.k8s.io", "adminnetworkpolicies"),
                                                   ("policy.networking.k8s.io", "baselineadminnetworkpolicies"))
                           for v in ("list", "watch")}

@@ -1,6 +1,6 @@
-"""The CI end-to-end tests: up (2 nodes x 2 pods) with podnet installed only from
-deploy/podnet.yaml, check (every row passes, no API call of podnet's daemons refused), down,
-nothing left.
+"""The CI end-to-end tests: up (2 nodes x 2 pods on the default flat underlay) with podnet installed
+only from deploy/podnet.yaml, check (every row passes, the node pair on host-gw, no API call of
+podnet's daemons refused), draw, down, nothing left.
 
 Also: kubectl against the lab's kubeconfig, ``down`` after a crash (every
 lab process SIGKILLed) leaving nothing behind, and a killed pod container
@@ -118,10 +118,18 @@ def test_up_check_down_leaves_nothing(lab, tmp_path):
         gone = k("wait", "--for=delete", "pod/kc-pod", "--timeout=15s")  # < grace: only the kubelet can end it
         assert gone.returncode == 0, gone.stdout + gone.stderr
 
-    check = podnet("check", "--name", lab, timeout=300)
+    check = podnet("check", "--name", lab, "--wide", timeout=300)
     print(check.stdout)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "FAIL" not in check.stdout
+    # the flat underlay (the default): the node pair shares one subnet, so the daemon picks host-gw
+    pair = next(line for line in check.stdout.splitlines() if line.startswith("n1->n2 pod->pod, same subnet"))
+    assert "  pass  " in pair and f"daemon on {lab}-n1: host-gw;" in pair, pair
+    svg = tmp_path / "lab.svg"
+    drawn = podnet("draw", "--lab", lab, "-o", str(svg))
+    assert drawn.returncode == 0, drawn.stderr
+    text = svg.read_text()
+    assert f"→ {lab}-n2: host-gw" in text and f"netns pnl-{lab}-n1-p" in text
     # the daemons run with deploy/'s ServiceAccounts (TokenRequest tokens, RBAC on): nothing refused
     assert _api_refusals(lab) == []
 

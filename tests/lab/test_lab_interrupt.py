@@ -34,8 +34,9 @@ PODNET = str(Path(sys.executable).parent / "podnet")
 POINTS = {
     "fabric": "[ 1] fabric",
     "apiserver": "[ 2] API server",
+    "apply": "[ 3] podnet: apply",
     "kubelets": "[ 4] kubelets",
-    "node-network": "[ 5] podnet: apply",
+    "node-network": "[ 5] podnet-node",
     "pods": "[ 6] podnet-dns Deployment",
 }
 
@@ -78,8 +79,9 @@ def nothing_left(name: str) -> list[str]:
 
 
 CASES = [pytest.param(sig, point, id=f"{sig.name}-{point}")
-         for sig, point in [(signal.SIGINT, "fabric"), (signal.SIGTERM, "apiserver"), (signal.SIGINT, "kubelets"),
-                            (signal.SIGTERM, "node-network"), (signal.SIGINT, "pods"), (signal.SIGTERM, "pods")]]
+         for sig, point in [(signal.SIGINT, "fabric"), (signal.SIGTERM, "apiserver"), (signal.SIGINT, "apply"),
+                            (signal.SIGINT, "kubelets"), (signal.SIGTERM, "node-network"), (signal.SIGINT, "pods"),
+                            (signal.SIGTERM, "pods")]]
 
 
 @pytest.mark.parametrize("sig,point", CASES)

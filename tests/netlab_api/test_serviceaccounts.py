@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from podnet.netlab.apiserver.server import LabApiServer
+from podnet.netlab.apiserver.apistore import StatusError
 from podnet.netlab.apiserver.serviceaccounts import SA_MOUNT_PATH, admit_pod, token_volume
 
 CA = "-----BEGIN CERTIFICATE-----\nMIIBlab\n-----END CERTIFICATE-----\n"
@@ -29,17 +30,18 @@ def pod(**spec) -> dict:
 
 
 MOUNT = {"name": "kube-api-access-abcde", "readOnly": True, "mountPath": SA_MOUNT_PATH}
+SA = {"metadata": {"name": "default"}}
 
 
 @pytest.mark.parametrize("spec, sa, want_sa, want_volume", [
-    pytest.param({}, None, "default", True, id="defaults-to-default"),
+    pytest.param({}, SA, "default", True, id="defaults-to-default"),
     pytest.param({"serviceAccountName": "app"}, {"metadata": {"name": "app"}}, "app", True, id="named"),
-    pytest.param({"serviceAccount": "old"}, None, "old", True, id="deprecated-alias"),
-    pytest.param({"automountServiceAccountToken": False}, None, "default", False, id="pod-opts-out"),
+    pytest.param({"serviceAccount": "old"}, {"metadata": {"name": "old"}}, "old", True, id="deprecated-alias"),
+    pytest.param({"automountServiceAccountToken": False}, SA, "default", False, id="pod-opts-out"),
     pytest.param({}, {"automountServiceAccountToken": False}, "default", False, id="sa-opts-out"),
     pytest.param({"automountServiceAccountToken": True}, {"automountServiceAccountToken": False}, "default", True,
                  id="pod-overrides-sa"),
-    pytest.param({"volumes": [{"name": "kube-api-access-own", "emptyDir": {}}]}, None, "default", False,
+    pytest.param({"volumes": [{"name": "kube-api-access-own", "emptyDir": {}}]}, SA, "default", False,
                  id="has-one-already"),
 ])
 def test_admit_pod(spec, sa, want_sa, want_volume):
@@ -55,7 +57,7 @@ def test_admit_pod_mounts_every_container_not_already_mounting_the_path():
     own = {"name": "mine", "mountPath": SA_MOUNT_PATH + "/"}
     p = pod(initContainers=[{"name": "i", "image": "x"}],
             containers=[{"name": "a", "image": "x"}, {"name": "b", "image": "x", "volumeMounts": [own]}])
-    admit_pod(p, None, add_volume=True, suffix="abcde")
+    admit_pod(p, SA, add_volume=True, suffix="abcde")
     assert p["spec"]["initContainers"][0]["volumeMounts"] == [MOUNT]
     assert p["spec"]["containers"][0]["volumeMounts"] == [MOUNT]
     assert p["spec"]["containers"][1]["volumeMounts"] == [own]
@@ -64,8 +66,45 @@ def test_admit_pod_mounts_every_container_not_already_mounting_the_path():
 def test_admit_pod_without_volume_only_names_the_account():
     p = pod()
     before = copy.deepcopy(p)
-    admit_pod(p, None, add_volume=False)
+    admit_pod(p, SA, add_volume=False)
     before["spec"].update(serviceAccountName="default", serviceAccount="default")
+    assert p == before
+
+
+@pytest.mark.parametrize("spec, add_volume, want", [
+    pytest.param({"serviceAccountName": "ghost"}, True,
+                 'pods "p" is forbidden: error looking up service account ns/ghost: serviceaccount "ghost" not found',
+                 id="named-account-missing"),
+    pytest.param({}, False,
+                 'pods "p" is forbidden: error looking up service account ns/default: serviceaccount "default" '
+                 'not found', id="default-missing-without-token-volume"),
+    pytest.param({"serviceAccount": "old"}, True,
+                 'pods "p" is forbidden: error looking up service account ns/old: serviceaccount "old" not found',
+                 id="deprecated-alias-missing"),
+])
+def test_admit_pod_refuses_a_missing_account(spec, add_volume, want):
+    p = pod(**spec)
+    with pytest.raises(StatusError) as e:
+        admit_pod(p, None, add_volume=add_volume, suffix="abcde")
+    assert (e.value.code, e.value.reason, e.value.message) == (403, "Forbidden", want)
+    assert e.value.status()["details"] == {"name": "p", "kind": "pods"}
+
+
+def test_refusal_names_the_generate_name_as_kube_apiserver_does():
+    p = pod(serviceAccountName="ghost")
+    p["metadata"]["generateName"] = "web-7d4b9c-"
+    del p["metadata"]["name"]
+    with pytest.raises(StatusError) as e:
+        admit_pod(p, None, add_volume=True)
+    assert e.value.message == ('pods "web-7d4b9c-" is forbidden: error looking up service account ns/ghost: '
+                               'serviceaccount "ghost" not found')
+
+
+def test_admit_pod_leaves_mirror_pods_alone():
+    p = pod(serviceAccountName="ghost")
+    p["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "hash"}
+    before = copy.deepcopy(p)
+    admit_pod(p, None, add_volume=True, suffix="abcde")
     assert p == before
 
 
@@ -126,3 +165,29 @@ async def test_without_root_ca_pods_only_get_the_account_name():
                              {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x"}]}})
         assert code == 201, p
         assert p["spec"]["serviceAccountName"] == "default" and "volumes" not in p["spec"]
+
+
+async def test_pod_of_a_missing_account_is_refused_and_a_controller_retries_once_it_exists():
+    async with LabApiServer(root_ca=CA) as api:
+        body = {"metadata": {"name": "p"}, "spec": {"serviceAccountName": "app",
+                                                   "containers": [{"name": "c", "image": "x"}]}}
+        code, status = await call(api, "POST", f"{NS}/default/pods", body)
+        assert code == 403, status
+        assert status["message"] == ('pods "p" is forbidden: error looking up service account default/app: '
+                                     'serviceaccount "app" not found')
+        assert (status["reason"], status["details"]) == ("Forbidden", {"name": "p", "kind": "pods"})
+        assert api.store.get("pods", "default", "p") is None
+        rs = {"metadata": {"name": "rs"}, "spec": {
+            "replicas": 2, "selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "a"}},
+                         "spec": {"serviceAccountName": "app", "containers": [{"name": "c", "image": "x"}]}}}}
+        assert (await call(api, "POST", "/apis/apps/v1/namespaces/default/replicasets", rs))[0] == 201
+        assert list(api.store.items("pods", "default")) == []
+        failed = [e for e in api.store.items("events", "default") if e["reason"] == "FailedCreate"]
+        assert failed and all(e["type"] == "Warning" and e["involvedObject"]["name"] == "rs" for e in failed)
+        assert failed[0]["message"] == ('Error creating: pods "rs-" is forbidden: error looking up service account '
+                                        'default/app: serviceaccount "app" not found')
+        assert (await call(api, "POST", f"{NS}/default/serviceaccounts", {"metadata": {"name": "app"}}))[0] == 201
+        made = list(api.store.items("pods", "default"))
+        assert len(made) == 2 and all(q["spec"]["serviceAccountName"] == "app" for q in made)
+        assert (await call(api, "POST", f"{NS}/default/pods", body))[0] == 201

@@ -25,7 +25,7 @@ POD = {"metadata": {"name": "web-1", "annotations": {NETNS_ANNOTATION: "pnl-lab-
     pytest.param("exec", ["ls", "-l", "/a b"], "ip netns exec pnl-lab-n1-p3 ls -l '/a b'", id="exec-quoted"),
     pytest.param("exec", [], "ip netns exec pnl-lab-n1-p3 sh", id="exec-default-shell"),
     pytest.param("portforward", [], "ip netns exec pnl-lab-n1 CLIENT 10.244.0.5 PORT", id="port-forward"),
-    pytest.param("attach", [], "kubectl logs web-1", id="attach"),
+    pytest.param("attach", [], "kubectl logs -f web-1", id="attach"),
 ])
 def test_status_names_the_command(sub, command, words):
     pod = {**POD, "status": {"podIP": "10.244.0.5"}}

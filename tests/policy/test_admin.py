@@ -65,9 +65,14 @@ def test_everything_after_a_match_all_entry_is_left_out():
                                 anp("b", 2, SUBJ_X, [rule("Allow", NS_Y)])]), None)["x/a"]
     # a namespaces peer selecting every namespace is a pod set, not "every address": both stay ordered
     assert [e.action for e in v.admin_ingress] == ["Deny", "Allow", "Allow"]
-    v = compute(admin_snapshot([anp("a", 1, SUBJ_X, egress=[rule("Deny", {"nodes": {}}, egress=True)]),
+    # a peer kind of a newer API version fails closed: a Deny of every address, so nothing follows it
+    v = compute(admin_snapshot([anp("a", 1, SUBJ_X, egress=[rule("Deny", {"serviceAccounts": {}}, egress=True)]),
                                 anp("b", 2, SUBJ_X, egress=[rule("Allow", NS_Y, egress=True)])]), None)["x/a"]
     assert [e.action for e in v.admin_egress] == ["Deny"]
+    # a nodes peer is the nodes' addresses (none in this snapshot): the later entries stay
+    v = compute(admin_snapshot([anp("a", 1, SUBJ_X, egress=[rule("Deny", {"nodes": {}}, egress=True)]),
+                                anp("b", 2, SUBJ_X, egress=[rule("Allow", NS_Y, egress=True)])]), None)["x/a"]
+    assert [e.action for e in v.admin_egress] == ["Deny", "Allow"]
 
 
 async def test_log_denied_logs_admin_denies():

@@ -74,6 +74,12 @@ BAD = [
     pytest.param(egress_peer({"networks": ["10.0.0.0/8"]}, ports=[{"namedPort": "web"}]), "namedPorts",
                  id="networks-with-named-port"),
     pytest.param(egress_peer({"nodes": {}}, ports=[{"namedPort": "web"}]), "namedPorts", id="nodes-with-named-port"),
+    pytest.param(with_rule(**{"from": [{"nodes": {}}]}), "from[0].nodes", id="nodes-on-ingress"),
+    pytest.param(egress_peer({"nodes": {"matchLabels": {"bad key!": "x"}}}), "to[0].nodes.matchLabels",
+                 id="nodes-bad-label-key"),
+    pytest.param(egress_peer({"nodes": {"matchExpressions": [{"key": "role", "operator": "Exists", "values": ["a"]}]}}),
+                 "to[0].nodes.matchExpressions[0].values", id="nodes-exists-with-values"),
+    pytest.param(egress_peer({"nodes": {}, "networks": ["10.0.0.0/8"]}), "to[0]", id="nodes-and-networks-in-one-peer"),
     pytest.param({"metadata": {"name": "p", "namespace": "x"}, "spec": None}, "spec", id="spec-missing"),
     pytest.param({"metadata": {"name": "Bad_Name"}, "spec": anp()["spec"]}, "metadata.name", id="bad-name"),
 ]
@@ -134,3 +140,14 @@ def test_full_policy_parses_in_order():
                                                                                               ["Allow", "Pass"])
     assert p.subject_pods is not None and p.egress[0].ports is None
     assert p.egress[0].peers[0].node_selector is not None and p.egress[0].peers[1].networks == ("192.168.0.0/16",)
+
+
+def test_nodes_peer_keeps_its_selector():
+    sel = {"matchLabels": {"node-role.kubernetes.io/worker": ""},
+           "matchExpressions": [{"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["z1", "z2"]}]}
+    p = parse_admin_network_policy(egress_peer({"nodes": sel}, ports=[{"portNumber": {"port": 6443}}]))
+    peer = p.egress[0].peers[0]
+    assert peer.node_selector is not None and not peer.unknown and peer.namespace_selector is None
+    assert peer.node_selector.matches({"node-role.kubernetes.io/worker": "", "topology.kubernetes.io/zone": "z2"})
+    assert not peer.node_selector.matches({"node-role.kubernetes.io/worker": "", "topology.kubernetes.io/zone": "z3"})
+    assert not peer.node_selector.matches({"topology.kubernetes.io/zone": "z1"})

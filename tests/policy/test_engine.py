@@ -120,7 +120,8 @@ async def test_metrics_after_sync():
     assert await eng.sync()
     assert REGISTRY.get_sample_value("podnet_policy_policies") == 1
     assert REGISTRY.get_sample_value("podnet_policy_isolated_pods") == 1
-    assert REGISTRY.get_sample_value("podnet_policy_programmed_rules", {"family": "4"}) == 4
+    # the ESTABLISHED returns, the pod's dispatch and its DROP, the pending-set drops (2 in FORWARD, 1 in INPUT)
+    assert REGISTRY.get_sample_value("podnet_policy_programmed_rules", {"family": "4"}) == 7
     assert REGISTRY.get_sample_value("podnet_policy_programming_latency_seconds_count") == before + 1
     assert not k.forward("10.1.1.1", "10.1.0.1", "tcp", 80)
     assert await eng.collect_denied() == {"x/a": 1}

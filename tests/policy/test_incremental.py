@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -132,17 +133,33 @@ def test_a_policy_change_recomputes_only_the_pods_it_selects():
     assert inc.last_recomputed == 0
 
 
-def test_a_peer_ip_change_recomputes_only_pods_whose_policies_select_it():
-    world = World([("x", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "c"}}}]}]}),
-                   ("y", {"podSelector": {}, "ingress": []})])
+FROM_C = ("x", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "c"}}}]}]})
+TO_C_NAMED = ("x", {"podSelector": {}, "policyTypes": ["Egress"],
+                    "egress": [{"to": [{"podSelector": {"matchLabels": {"pod": "c"}}}], "ports": [{"port": "serve-80-tcp"}]}]})
+DENY_Y = ("y", {"podSelector": {}, "ingress": []})
+PEER_CHANGES = {
+    # name: (policies, change, pods recomputed, sets refilled)
+    "peer's new address is a set-member change": ([FROM_C, DENY_Y], ("move-ip", "x/c"), 0, 1),
+    "peer relabelled out of the set": ([FROM_C, DENY_Y], ("relabel-pod", "x/c", {"pod": "b"}), 0, 1),
+    "peer finished": ([FROM_C, DENY_Y], ("finish", "x/c"), 0, 1),
+    "peer deleted": ([FROM_C, DENY_Y], ("delete-pod", "x/c"), 0, 1),
+    "a pod no peer selects": ([FROM_C, DENY_Y], ("move-ip", "z/c"), 0, 0),
+    "egress named port: its per-port sets may change": ([TO_C_NAMED], ("move-ip", "x/c"), 2, 0),
+}
+
+
+@pytest.mark.parametrize("policies, change, recomputed, refilled", PEER_CHANGES.values(), ids=PEER_CHANGES.keys())
+def test_a_peer_change_refills_sets_without_recomputing_pods(policies, change, recomputed, refilled):
+    world = World(policies)
     inc = Incremental(NODE)
-    inc.compute(world.snapshot())
-    world.apply(("move-ip", "x/c"))  # a peer of x's policy, on the other node
+    before = inc.compute(world.snapshot())
+    world.apply(change)
     v = inc.compute(world.snapshot())
-    assert inc.last_recomputed == 2 and v == compute(world.snapshot(), NODE)  # x/a and x/b: selected by {}
-    world.apply(("move-ip", "z/c"))  # selected by nothing
-    inc.compute(world.snapshot())
-    assert inc.last_recomputed == 0
+    assert v == compute(world.snapshot(), NODE)
+    assert (inc.last_recomputed, inc.last_refilled) == (recomputed, refilled)
+    if refilled:
+        assert v != before  # the members changed in the verdicts...
+        assert r.render(v, 4).iptables == r.render(before, 4).iptables  # ...and no rule did
 
 
 def _ours(k: FakeKernel) -> tuple[dict, dict]:
@@ -230,3 +247,41 @@ async def test_engines_with_and_without_incremental_program_the_same_kernel():
             assert await eng.sync(), eng.last_error
         assert _ours(sides[0][1]) == _ours(sides[1][1]), step
         assert sides[0][0].verdicts == sides[1][0].verdicts == compute(world.snapshot(), NODE), step
+
+
+async def test_engine_writes_only_members_for_a_peer_change_and_recovers_from_a_failed_write():
+    from podnet.kube.testing import FakeInformer
+    from podnet.policy.engine import Engine
+
+    world = World([FROM_C, DENY_Y])
+    k = FakeKernel()
+    eng = Engine([Programmer(k)], NODE)
+    pols, pods, nss = FakeInformer(), FakeInformer(), FakeInformer()
+    eng.attach(pols, pods, nss)
+
+    def feed() -> None:
+        snap = world.snapshot()
+        for inf, objs in ((pols, snap.policies), (pods, snap.pods), (nss, snap.namespaces)):
+            for o in objs:
+                inf.set(o)
+            if not inf.has_synced:
+                inf.synced()
+
+    feed()
+    assert await eng.sync()
+    k.calls.clear()
+    world.apply(("move-ip", "x/c"))
+    feed()
+    assert await eng.sync() and k.calls == ["ipset_update"]
+    assert k.forward(world.pods["x/c"]["ip"], ip("x/a"), "TCP", 80)
+    world.apply(("move-ip", "x/c"))
+    feed()
+    k.fail_next = "ipset_update"
+    assert not await eng.sync()  # the previous rules stay; the next sync re-reads and rewrites
+    assert not k.forward(world.pods["x/c"]["ip"], ip("x/a"), "TCP", 80)
+    k.calls.clear()
+    assert await eng.sync()
+    assert "iptables_restore" in k.calls and k.forward(world.pods["x/c"]["ip"], ip("x/a"), "TCP", 80)
+    fresh = FakeKernel()
+    await Programmer(fresh).apply(compute(world.snapshot(), NODE))
+    assert _ours(k) == _ours(fresh)

@@ -82,7 +82,7 @@ class Cluster:
     """The engine for the node namespace, fed by fake informers."""
 
     def __init__(self, lab):
-        self.kernel = KernelRunner(4, "legacy", ["ip", "netns", "exec", lab["node"].name])
+        self.kernel = KernelRunner(4, "legacy", netns=lab["node"].name)
         self.engine = Engine([Programmer(self.kernel)], "node")
         self.pols, self.pods, self.nss = FakeInformer(), FakeInformer(), FakeInformer()
         self.anps, self.banps = FakeInformer(), FakeInformer()
@@ -315,7 +315,7 @@ def test_ipv6_ipblock_and_pod_sets(lab):
         return out.get(f"{dst} {six[src]}", 0) == 1
 
     async def scenario() -> None:
-        kernel = KernelRunner(6, "legacy", ["ip", "netns", "exec", lab["node"].name])
+        kernel = KernelRunner(6, "legacy", netns=lab["node"].name)
         pods = [parse_policy_pod(raw_pod(n.split("-")[0], n.split("-")[1], a, node="node", labels={"pod": "a"}))
                 for n, a in six.items()]
         from podnet.policy.model import Snapshot, compute

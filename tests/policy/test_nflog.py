@@ -117,10 +117,11 @@ def test_render_puts_a_limited_nflog_rule_before_each_drop():
     text = render({"x/a": v}, 4, log_denied=True).iptables
     drops = [i for i, line in enumerate(text.splitlines()) if line.endswith("-j DROP")]
     assert drops
+    assert any(text.splitlines()[i].startswith("-A PODNET-NP-I-") for i in drops)
     for i in drops:
-        before = text.splitlines()[i - 1]
-        assert f"-j NFLOG --nflog-group {n.NFLOG_GROUP} --nflog-prefix PODNET-NP-I-" in before
-        assert "-m limit --limit 10/second" in before
+        before, chain = text.splitlines()[i - 1], text.splitlines()[i].split()[1]
+        assert f"-j NFLOG --nflog-group {n.NFLOG_GROUP} --nflog-prefix {chain}:" in before  # the pod's chain, or
+        assert "-m limit --limit 10/second" in before  # the dispatch chain for a pod still pending
     assert "NFLOG" not in render({"x/a": v}, 4).iptables
 
 

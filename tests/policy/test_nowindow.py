@@ -14,6 +14,7 @@ from podnet.kube.testing import FakeInformer
 from podnet.policy.cli import parser
 from podnet.policy.engine import Engine
 from podnet.policy.handshake import Announcements, BadRequest, HandshakeServer, api_fetcher, encode_request, parse_request
+from podnet.policy import render as r
 from podnet.policy.programmer import Programmer
 from podnet.policy.testing import FakeKernel, raw_ns, raw_pod, raw_policy
 
@@ -167,10 +168,58 @@ async def test_not_synced_is_an_error(tmp_path):
         await s.server.close()
 
 
-async def test_kernel_failure_is_an_error(hs):
-    hs.kernel.fail_next = "iptables_restore"
+async def test_kernel_failure_before_the_pod_is_isolated_is_an_error(hs):
+    hs.kernel.fail_next = "ipset_update"  # the pending entry cannot be written
     r = await hs.add("secret", "10.1.0.3")
     assert r["status"] == "error" and "injected" in r["message"]
+
+
+async def test_chains_failing_after_the_answer_leave_the_pod_isolated_until_a_retry(hs):
+    assert await hs.engine.sync()  # the engine's first sync: its dispatch chains are in force
+    hs.kernel.fail_next = "iptables_restore"
+    assert (await hs.add("secret", "10.1.0.3"))["status"] == "ok"
+    assert not hs.kernel.forward(CLIENT, "10.1.0.3", "tcp", 80)
+    assert hs.kernel.sets[r.pending_sets(4)[0]][1] == ["10.1.0.3"]
+    assert await hs.engine.sync()  # a resync: the pending entry stays until the chains are written
+    assert not hs.kernel.forward(CLIENT, "10.1.0.3", "tcp", 80) and hs.kernel.sets[r.pending_sets(4)[0]][1] == []
+    assert any("-d 10.1.0.3/32" in rule for rule in hs.kernel.chains[r.FORWARD])
+
+
+class WatchedKernel(FakeKernel):
+    """Records, when the chains are written, whether the client reaches the new pod and whether the
+    handshake has already answered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[bool, bool]] = []
+        self.answered = False
+
+    async def iptables_restore(self, text: str) -> None:
+        self.seen.append((self.forward(CLIENT, "10.1.0.3", "tcp", 80), self.answered))
+        await asyncio.sleep(0.05)
+        await super().iptables_restore(text)
+
+
+async def test_answer_comes_before_the_chains_with_the_pod_pending(tmp_path):
+    s = Setup(tmp_path)
+    k = WatchedKernel()
+    s.engine.programmers = [Programmer(k)]
+    await s.engine.sync()
+    await s.server.start()
+    try:
+        k.seen.clear()
+        reply = await s.add("secret", "10.1.0.3")
+        k.answered = True
+        assert reply["status"] == "ok" and not k.forward(CLIENT, "10.1.0.3", "tcp", 80)
+        assert k.sets[r.pending_sets(4)[0]][1] == ["10.1.0.3"]  # the restore is still running
+        for _ in range(200):  # bounded wait for the sync to finish
+            if not s.server._background:
+                break
+            await asyncio.sleep(0.01)
+        assert k.seen == [(False, False)]  # isolated (pending) while the chains were written
+        assert k.sets[r.pending_sets(4)[0]][1] == [] and not k.forward(CLIENT, "10.1.0.3", "tcp", 80)
+    finally:
+        await s.server.close()
 
 
 @pytest.mark.parametrize("line, needle", [
@@ -262,3 +311,18 @@ async def test_api_fetcher_passes_other_errors_on():
 def test_cli_flag():
     assert parser().parse_args(["--cni-socket", "/run/podnet/policy.sock"]).cni_socket == "/run/podnet/policy.sock"
     assert parser().parse_args([]).cni_socket == ""
+
+
+async def test_first_sync_answers_only_after_the_chains(tmp_path):
+    """Before the engine's first apply no dispatch chain holds the pending-set rules: the answer waits."""
+    s = Setup(tmp_path)
+    k = WatchedKernel()
+    s.engine.programmers = [Programmer(k)]
+    await s.server.start()
+    try:
+        reply = await s.add("secret", "10.1.0.3")
+        assert reply["status"] == "ok" and k.seen and not k.forward(CLIENT, "10.1.0.3", "tcp", 80)
+        assert not s.server._background  # the sync had finished when the answer came
+    finally:
+        await s.server.close()
+

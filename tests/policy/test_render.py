@@ -19,7 +19,7 @@ def test_kernels_implement_the_protocol(impl):
     import inspect
 
     members = [n for n, v in vars(Kernel).items() if inspect.isfunction(v) and not n.startswith("_")]
-    assert len(members) == 8
+    assert len(members) == 9
     for name in members:
         want, got = inspect.signature(getattr(Kernel, name)), inspect.signature(getattr(impl, name))
         assert list(want.parameters) == list(got.parameters), name
@@ -78,8 +78,11 @@ def test_other_family_only_rendered_in_its_own_table():
     v = {"x/a": PodVerdict("x/a", ("10.1.0.1", "fd00::1"),
                            (Allow(AddressSet("b", block=IPBlock("fd00::/64")), None),), None)}
     four, six = r.render(v, 4), r.render(v, 6)
-    assert not four.sets and "-d 10.1.0.1/32" in four.iptables and "match-set" not in four.iptables
-    assert len(six.sets) == 1 and "-d fd00::1/128" in six.iptables and "match-set" in six.iptables
+    pending = [ln for ln in four.iptables.splitlines() if "PENDING" in ln]
+    assert not four.sets and "-d 10.1.0.1/32" in four.iptables and "fd00" not in four.iptables
+    assert [ln for ln in four.iptables.splitlines() if "match-set" in ln] == pending
+    assert len(six.sets) == 1 and "-d fd00::1/128" in six.iptables and "10.1.0.1" not in six.iptables
+    assert all("PODNET-PS6-" in ln for ln in six.iptables.splitlines() if "match-set" in ln)
 
 
 @pytest.mark.parametrize("bad", [
@@ -99,7 +102,7 @@ def test_names_fit_kernel_limits():
     assert len(name) <= 31 and len(r.temp_name(name)) <= 31 and r.temp_name(name).startswith("PODNET-PT4-")
 
 
-async def test_pod_churn_swaps_set_without_touching_chains():
+async def test_pod_churn_changes_set_members_without_touching_chains():
     pol = [("x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]})]
     k = FakeKernel()
     prog = Programmer(k)
@@ -109,9 +112,12 @@ async def test_pod_churn_swaps_set_without_touching_chains():
     k.calls.clear()
     moved = Snapshot(snap.policies, tuple(p for p in snap.pods if p.key != "x/b"), snap.namespaces)
     second = await prog.apply(compute(moved, None))
-    assert k.calls == ["ipset_restore"] and not second.chains_written and second.sets_written == 1
+    assert k.calls == ["ipset_update"] and not second.chains_written and second.sets_written == 1
     assert not k.forward(ip("x/b"), ip("x/a"), "TCP", 80)
-    third = await prog.apply(compute(moved, None))
+    k.calls.clear()
+    await prog.apply(compute(snap, None))  # x/b is back
+    assert k.calls == ["ipset_update"] and k.forward(ip("x/b"), ip("x/a"), "TCP", 80)
+    third = await prog.apply(compute(snap, None))
     assert third.sets_written == 0 and not third.chains_written
 
 
@@ -122,7 +128,7 @@ async def test_policy_delete_reopens_and_removes_chains_and_sets():
     assert not k.forward(ip("y/a"), ip("x/a"), "TCP", 80)
     done = await prog.apply({})
     assert k.forward(ip("y/a"), ip("x/a"), "TCP", 80)
-    assert done.sets_destroyed == 1 and not k.sets
+    assert done.sets_destroyed == 1 and set(k.sets) == set(r.pending_sets(4))
     assert {c for c in k.chains if c.startswith("PODNET-")} == {r.FORWARD, r.INPUT}
 
 
@@ -144,7 +150,7 @@ async def test_restart_adopts_and_removes_leftovers():
     await Programmer(k).apply(compute(snapshot([("x", {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]})]), None))
     fresh = Programmer(k)  # a restarted engine: no memory of the first one's chains and sets
     await fresh.apply({})
-    assert not k.sets and {c for c in k.chains if c.startswith("PODNET-NP-")} == set()
+    assert set(k.sets) == set(r.pending_sets(4)) and {c for c in k.chains if c.startswith("PODNET-NP-")} == set()
 
 
 async def test_jumps_first_and_cleanup_removes_everything():

@@ -163,8 +163,7 @@ async def test_partial_sync_touches_only_the_changed_service(lab):
 
     assert all(ours(ln) for ln in removed + added), (removed, added)
     at = after.index(f"\tchain {svc_chain} {{")
-    assert after[at + 1:at + 4] == ["\t\tip saddr != 10.0.0.0/16 jump mark-for-masquerade",
-                                    "\t\tmeta l4proto tcp dnat to 10.9.9.9:8080", "\t}"]
+    assert after[at + 1:at + 3] == ["\t\tmeta l4proto tcp dnat to 10.9.9.9:8080", "\t}"]
 
 
 async def test_foreign_table_at_the_same_hooks_coexists(lab):
@@ -226,6 +225,25 @@ async def test_foreign_damage_found_and_repaired(lab, damage, full):
     assert not await px.fam.canary_ok()
     rep = await px.sync()
     assert (rep.full, rep.ok) == (full, True)
+    assert await px.fam.canary_ok()
+    assert probe(lab["client"], "tcp", "172.30.0.41", "80", "2") == {f"ep1 {PODS['client']}": 2}
+
+
+async def test_rule_replaced_by_hand_keeping_every_count_is_repaired(lab):
+    """``nft replace rule`` of the service chain's one rule by another DNAT (every rule and element count
+    unchanged) is found by the chain's content digest and only that chain is rewritten."""
+    px = await Proxy(lab).start([svc(ports=TCP)], [slice_(endpoints=eps("ep1"), ports=TCP_EP, name="a")])
+    assert await px.fam.canary_ok()  # learns the digests of what it wrote
+    listing = lab["node"].run("nft", "-a", "list", "chain", "ip", "podnet", SVC_CHAIN)
+    handle = re.search(r"dnat to \S+ # handle (\d+)", listing).group(1)
+    lab["node"].run("nft", "replace", "rule", "ip", "podnet", SVC_CHAIN, "handle", handle,
+                    "meta", "l4proto", "tcp", "dnat", "to", f"{PODS['ep2']}:{PORT}")
+    assert probe(lab["client"], "tcp", "172.30.0.41", "80", "1") == {f"ep2 {PODS['client']}": 1}
+    px.fam.next_full_check = None  # a period in which counting every chain fits the check's time budget
+    assert not await px.fam.canary_ok()
+    assert px.fam.repair == {SVC_CHAIN}
+    rep = await px.sync()
+    assert (rep.full, rep.ok) == (False, True)
     assert await px.fam.canary_ok()
     assert probe(lab["client"], "tcp", "172.30.0.41", "80", "2") == {f"ep1 {PODS['client']}": 2}
 

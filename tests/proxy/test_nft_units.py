@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import pytest
@@ -11,16 +12,19 @@ from podnet.proxy.model import EndpointInfo, ServicePortInfo, ServicePortName
 from podnet.proxy.nft_proxier import NftFamilyProxier, build
 from podnet.proxy.nft_render import render_full, render_partial
 from podnet.proxy.nft_rules import (
-    MAP_NO_EP_IPS, MAP_NO_EP_NODEPORTS, MAP_NODEPORTS, MAP_SERVICE_IPS, REJECT_CHAIN, UnsafeValue,
-    claims_of, service_chain_names, service_nft,
+    MAP_NO_EP_IPS, MAP_NO_EP_NODEPORTS, MAP_NODEPORTS, MAP_SERVICE_IPS, REJECT_CHAIN, SET_CLUSTER_IPS, UnsafeValue,
+    claims_of, fixed_chains, service_chain_names, service_nft,
 )
 from podnet.kube.testing import FakeInformer
 from podnet.proxy.nft_run import Nft, NftRunner
-from podnet.proxy.testing import NODE, FakeNft, ctx, ep, slice_, svc
+from podnet.proxy.nft_trace import NftTracer
+from podnet.proxy.trace import Packet
+from podnet.proxy.testing import NODE, NODE_IP, FakeNft, ctx, ep, slice_, svc
 
 SVC, SVL, EXT, FW = service_chain_names("ns/svc:http", "TCP")
 HTTP = ((80, "TCP", "http"),)
 HTTP_EP = ((8080, "TCP", "http"),)
+CIP = (SET_CLUSTER_IPS, "172.30.0.41 . tcp . 80")
 
 
 def one(services, slices, context=None):
@@ -35,11 +39,10 @@ def one(services, slices, context=None):
 CASES = [
     pytest.param(
         [svc(ports=HTTP)], [slice_(endpoints=[ep("10.0.1.1"), ep("10.0.1.2"), ep("10.0.1.3")], ports=HTTP_EP)], None,
-        {SVC: ("ip saddr != 10.0.0.0/16 jump mark-for-masquerade",
-               "numgen random mod 3 == 0 meta l4proto tcp dnat to 10.0.1.1:8080",
+        {SVC: ("numgen random mod 3 == 0 meta l4proto tcp dnat to 10.0.1.1:8080",
                "numgen random mod 2 == 0 meta l4proto tcp dnat to 10.0.1.2:8080",
                "meta l4proto tcp dnat to 10.0.1.3:8080")},
-        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}"},
+        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}", CIP: ""},
         id="clusterip-three-endpoints-plain-probability-rules",
     ),
     pytest.param(
@@ -54,23 +57,23 @@ CASES = [
     ),
     pytest.param(
         [svc(ports=HTTP, internalTrafficPolicy="Local")], [slice_(endpoints=[ep("10.0.1.1", node=NODE), ep("10.0.1.2")], ports=HTTP_EP)], None,
-        {SVL: ("ip saddr != 10.0.0.0/16 jump mark-for-masquerade", "meta l4proto tcp dnat to 10.0.1.1:8080")},
-        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVL}", ("hairpin", "10.0.1.1 . 10.0.1.1"): ""},
+        {SVL: ("meta l4proto tcp dnat to 10.0.1.1:8080",)},
+        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVL}", CIP: "", ("hairpin", "10.0.1.1 . 10.0.1.1"): ""},
         id="itp-local-goes-to-local-endpoint-only",
     ),
     pytest.param(
         [svc(ports=((80, "TCP", "http", 30080),), type="NodePort")], [slice_(endpoints=[ep("10.0.1.1")], ports=HTTP_EP)], None,
-        {SVC: ("ip saddr != 10.0.0.0/16 jump mark-for-masquerade", "meta l4proto tcp dnat to 10.0.1.1:8080"),
+        {SVC: ("meta l4proto tcp dnat to 10.0.1.1:8080",),
          EXT: ("jump mark-for-masquerade", f"goto {SVC}")},
-        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}", (MAP_NODEPORTS, "tcp . 30080"): f"goto {EXT}"},
+        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}", CIP: "", (MAP_NODEPORTS, "tcp . 30080"): f"goto {EXT}"},
         id="nodeport-masquerades-then-balances",
     ),
     pytest.param(
         [svc(ports=((80, "TCP", "http", 30080),), type="NodePort", externalTrafficPolicy="Local")],
         [slice_(endpoints=[ep("10.0.1.1")], ports=HTTP_EP)], None,
-        {SVC: ("ip saddr != 10.0.0.0/16 jump mark-for-masquerade", "meta l4proto tcp dnat to 10.0.1.1:8080"),
+        {SVC: ("meta l4proto tcp dnat to 10.0.1.1:8080",),
          EXT: (f"ip saddr 10.0.0.0/16 goto {SVC}", "fib saddr type local jump mark-for-masquerade", f"fib saddr type local goto {SVC}")},
-        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}", (MAP_NODEPORTS, "tcp . 30080"): f"goto {EXT}",
+        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}", CIP: "", (MAP_NODEPORTS, "tcp . 30080"): f"goto {EXT}",
          (MAP_NO_EP_NODEPORTS, "tcp . 30080"): "drop"},
         id="etp-local-without-local-endpoints-drops-nodeport",
     ),
@@ -83,10 +86,10 @@ CASES = [
         [svc(ports=((80, "TCP", "http", 30080),), type="LoadBalancer", loadBalancerSourceRanges=["203.0.113.0/24"],
              externalIPs=["198.51.100.7"], status={"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}})],
         [slice_(endpoints=[ep("10.0.1.1")], ports=HTTP_EP)], None,
-        {SVC: ("ip saddr != 10.0.0.0/16 jump mark-for-masquerade", "meta l4proto tcp dnat to 10.0.1.1:8080"),
+        {SVC: ("meta l4proto tcp dnat to 10.0.1.1:8080",),
          EXT: ("jump mark-for-masquerade", f"goto {SVC}"),
          FW: (f"ip saddr 203.0.113.0/24 goto {EXT}", "drop")},
-        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}",
+        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}", CIP: "",
          (MAP_SERVICE_IPS, "198.51.100.7 . tcp . 80"): f"goto {EXT}",
          (MAP_SERVICE_IPS, "192.0.2.10 . tcp . 80"): f"goto {FW}",
          (MAP_NODEPORTS, "tcp . 30080"): f"goto {EXT}"},
@@ -95,21 +98,21 @@ CASES = [
     pytest.param(
         [svc(ports=HTTP)], [slice_(endpoints=[ep("10.0.1.1", ready=False, serving=True, terminating=True),
                                           ep("10.0.1.2", ready=False, serving=False, terminating=True)], ports=HTTP_EP)], None,
-        {SVC: ("ip saddr != 10.0.0.0/16 jump mark-for-masquerade", "meta l4proto tcp dnat to 10.0.1.1:8080")},
-        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}"},
+        {SVC: ("meta l4proto tcp dnat to 10.0.1.1:8080",)},
+        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}", CIP: ""},
         id="terminating-fallback-serving-only",
     ),
     pytest.param(
         [svc(ports=HTTP, cluster_ip="fd00:96::41")], [slice_(endpoints=[ep("fd00:1::1")], ports=HTTP_EP, family="IPv6")],
         ctx(family=6, cluster_cidrs=("fd00::/48",), node_ips=("fd00:ff::2",)),
-        {SVC: ("ip6 saddr != fd00::/48 jump mark-for-masquerade", "meta l4proto tcp dnat to [fd00:1::1]:8080")},
-        {(MAP_SERVICE_IPS, "fd00:96::41 . tcp . 80"): f"goto {SVC}"},
+        {SVC: ("meta l4proto tcp dnat to [fd00:1::1]:8080",)},
+        {(MAP_SERVICE_IPS, "fd00:96::41 . tcp . 80"): f"goto {SVC}", (SET_CLUSTER_IPS, "fd00:96::41 . tcp . 80"): ""},
         id="ipv6",
     ),
     pytest.param(
         [svc(ports=HTTP)], [slice_(endpoints=[ep("10.0.1.1")], ports=HTTP_EP)], ctx(masquerade_all=True),
-        {SVC: ("jump mark-for-masquerade", "meta l4proto tcp dnat to 10.0.1.1:8080")},
-        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}"},
+        {SVC: ("meta l4proto tcp dnat to 10.0.1.1:8080",)},
+        {(MAP_SERVICE_IPS, "172.30.0.41 . tcp . 80"): f"goto {SVC}", CIP: ""},
         id="masquerade-all",
     ),
 ]
@@ -126,12 +129,12 @@ def test_affinity_uses_one_dynamic_set_per_endpoint():
     st = build([svc(ports=HTTP, sessionAffinity="ClientIP")], [slice_(endpoints=[ep("10.0.1.1"), ep("10.0.1.2")], ports=HTTP_EP)], ctx(), NODE)
     (f,) = st.services["ns/svc"]
     assert set(f.affinity_sets.values()) == {10800} and len(f.affinity_sets) == 2
-    a1, a2 = sorted(f.affinity_sets, key=lambda s: f.chains[SVC][1].find(s) < 0)
+    a1, a2 = sorted(f.affinity_sets, key=lambda s: f.chains[SVC][0].find(s) < 0)
     rules = f.chains[SVC]
-    assert rules[1] == f"ip saddr @{a1} update @{a1} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.1:8080"
-    assert rules[2] == f"ip saddr @{a2} update @{a2} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.2:8080"
-    assert rules[3] == f"numgen random mod 2 == 0 update @{a1} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.1:8080"
-    assert rules[4] == f"update @{a2} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.2:8080"
+    assert rules[0] == f"ip saddr @{a1} update @{a1} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.1:8080"
+    assert rules[1] == f"ip saddr @{a2} update @{a2} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.2:8080"
+    assert rules[2] == f"numgen random mod 2 == 0 update @{a1} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.1:8080"
+    assert rules[3] == f"update @{a2} {{ ip saddr }} meta l4proto tcp dnat to 10.0.1.2:8080"
     text = render_full(st)
     assert f"set {a1} {{ type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }}" in text
 
@@ -139,7 +142,7 @@ def test_affinity_uses_one_dynamic_set_per_endpoint():
 def test_topology_narrows_to_zone_like_iptables_mode():
     slices = [slice_(endpoints=[ep("10.0.1.1", zones=("a",)), ep("10.0.1.2", zones=("b",))], ports=HTTP_EP)]
     chains, _ = one([svc(ports=HTTP, trafficDistribution="PreferClose")], slices, ctx(zone="a"))
-    assert chains[SVC][1:] == ("meta l4proto tcp dnat to 10.0.1.1:8080",)
+    assert chains[SVC] == ("meta l4proto tcp dnat to 10.0.1.1:8080",)
 
 
 def sp(**kw):
@@ -156,12 +159,20 @@ def sp(**kw):
     pytest.param(sp(protocol="ICMP"), (), ctx(), id="protocol"),
     pytest.param(sp(), (EndpointInfo("10.0.1.1\n", 8080),), ctx(), id="endpoint-with-newline"),
     pytest.param(sp(), (EndpointInfo("10.0.1.1", 70000),), ctx(), id="endpoint-port-out-of-range"),
-    pytest.param(sp(), (EndpointInfo("10.0.1.1", 8080),), ctx(cluster_cidrs=("10.0.0.0/16%",)), id="cluster-cidr-percent"),
     pytest.param(sp(affinity_timeout=10**9), (EndpointInfo("10.0.1.1", 8080),), ctx(), id="affinity-timeout"),
 ])
 def test_unsafe_values_refused(port, eps, context):
     with pytest.raises(UnsafeValue):
         service_nft(port, eps, context)
+
+
+@pytest.mark.parametrize("context", [
+    pytest.param(ctx(cluster_cidrs=("10.0.0.0/16%",)), id="cluster-cidr-percent"),
+    pytest.param(ctx(cluster_cidrs=("10.0.0.1",)), id="cluster-cidr-without-prefix"),
+])
+def test_unsafe_node_values_refused(context):
+    with pytest.raises(UnsafeValue):
+        fixed_chains(context)
 
 
 def _services(n, n_eps=3):
@@ -267,7 +278,7 @@ async def test_first_sync_full_then_partial_then_foreign_delete_repaired():
     fake.flush_chain("services")
     assert not await fam.canary_ok()
     assert await d.sync_once()
-    assert len(fake.chains["services"]) == 2
+    assert len(fake.chains["services"]) == 3
     si.delete("ns/s1")
     assert await d.sync_once()
     assert fam.claims == claims_of(fam.fragments)  # the incremental index matches a fresh one
@@ -429,8 +440,8 @@ class CountingNft(FakeNft):
 
     dumps = 0
 
-    async def census(self, table, known_gen, sets, chains):
-        c = await super().census(table, known_gen, sets, chains)
+    async def census(self, table, known_gen, sets, chains, digest=frozenset()):
+        c = await super().census(table, known_gen, sets, chains, digest)
         self.dumps += c.chains is not None
         return c
 
@@ -480,9 +491,9 @@ async def test_counting_every_chain_keeps_to_its_time_budget():
     assert await d.sync_once()
     real_census = fake.census
 
-    async def slow_census(table, known_gen, sets, chains):
+    async def slow_census(table, known_gen, sets, chains, digest=frozenset()):
         now[0] += 1.0  # every census takes one second
-        return await real_census(table, known_gen, sets, chains)
+        return await real_census(table, known_gen, sets, chains, digest)
 
     fake.census = slow_census
     assert await fam.canary_ok()  # counted everything: next full count 1 s / CHECK_BUDGET later
@@ -493,3 +504,78 @@ async def test_counting_every_chain_keeps_to_its_time_budget():
     assert not await fam.canary_ok() and fam.repair == {svc1}
     fake.delete_table()
     assert not await fam.canary_ok() and fam.need_full  # a deleted table is seen by the cheap check too
+
+
+@pytest.mark.parametrize("slice_size,services,within", [
+    pytest.param(1024, 4, 1, id="small-table-one-period"),
+    pytest.param(3, 8, 7, id="rotating-slice-of-three-of-21-chains"),
+])
+async def test_rule_replaced_keeping_every_count_found_within_the_rotation(monkeypatch, slice_size, services, within):
+    """A foreign rule that replaces one of podnet's (every count unchanged) is found by the content
+    digest of its chain within ceil(chains / DIGEST_SLICE) periods, and only that chain is rewritten."""
+    monkeypatch.setattr("podnet.proxy.nft_proxier.DIGEST_SLICE", slice_size)
+    fake = CountingNft()
+    svcs, slices = _services(services)
+    d, fam, si, ei = daemon_with(fake, svcs, slices)
+    assert await d.sync_once() and await fam.canary_ok()  # learns every chain's digest
+    assert await fam.canary_ok()
+    chains = len(fam.applied.chains())
+    assert within == -(-chains // slice_size)
+    victim = service_chain_names(f"ns/s{services}:http", "TCP")[0]
+    good = fake.chains[victim][0]
+    fake.replace_rule(victim, 0, good.replace("dnat to 10.0.", "dnat to 10.9."))
+    results = [await fam.canary_ok() for _ in range(within)]
+    assert results.count(False) == 1, results
+    assert fam.repair == {victim}
+    assert await d.sync_once() and not d.proxier.last_reports[0].full
+    assert fake.chains[victim][0] == good
+    assert victim in fake.texts[-1] and all(c not in fake.texts[-1] for c in fam.applied.chains() if c != victim)
+    assert all([await fam.canary_ok() for _ in range(within + 1)])
+
+
+async def test_rule_count_metrics_follow_the_table():
+    from prometheus_client import REGISTRY
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, {"ip_family": "IPv4", **labels})
+
+    fake = FakeNft()
+    svcs, slices = _services(3)
+    d, fam, si, ei = daemon_with(fake, svcs, slices)
+    assert await d.sync_once()
+    rules = sum(len(r) for r in fake.chains.values())
+    assert value("podnet_proxy_sync_proxy_rules_nftables_objects", type="rule") == rules
+    assert value("podnet_proxy_sync_proxy_rules_nftables_objects", type="chain") == len(fake.chains)
+    assert value("podnet_proxy_sync_proxy_rules_nftables_last") == rules
+    for name, items in fake.elements.items():
+        assert value("podnet_proxy_sync_proxy_rules_nftables_elements", set=name) == len(items), name
+    ei.set(slice_(service="s2", endpoints=[ep("10.0.2.1")], ports=HTTP_EP, name=slices[1].name))
+    assert await d.sync_once() and not d.proxier.last_reports[0].full
+    assert value("podnet_proxy_sync_proxy_rules_nftables_objects", type="rule") == sum(len(r) for r in fake.chains.values()) == rules - 2
+    assert value("podnet_proxy_sync_proxy_rules_nftables_last") == 1
+    si.delete("ns/s3")
+    assert await d.sync_once()
+    assert value("podnet_proxy_sync_proxy_rules_nftables_objects", type="chain") == len(fake.chains)
+    for name, items in fake.elements.items():
+        assert value("podnet_proxy_sync_proxy_rules_nftables_elements", set=name) == len(items), name
+
+
+NP_LOCAL = ((80, "TCP", "http", 30080),)
+
+
+@pytest.mark.parametrize("service,packet,masq", [
+    pytest.param(svc(ports=HTTP, internalTrafficPolicy="Local"), Packet("203.0.113.9", "172.30.0.41", 80), True,
+                 id="itp-local-clusterip-from-outside-cidr-masqueraded"),
+    pytest.param(svc(ports=HTTP), Packet("10.0.3.3", "172.30.0.41", 80), False, id="clusterip-from-pod-not-masqueraded"),
+    pytest.param(svc(ports=NP_LOCAL, type="NodePort", externalTrafficPolicy="Local", internalTrafficPolicy="Local"),
+                 Packet("203.0.113.9", NODE_IP, 30080), False, id="etp-and-itp-local-nodeport-keeps-client-ip"),
+    pytest.param(svc(ports=NP_LOCAL, type="NodePort"), Packet("203.0.113.9", NODE_IP, 30080), True,
+                 id="nodeport-cluster-policy-masqueraded"),
+])
+def test_cluster_ip_masquerade_is_scoped_to_the_cluster_ip(service, packet, masq):
+    """The @cluster-ips rule marks ClusterIP traffic only: traffic that reaches an internal chain through a
+    NodePort keeps the ext chain's policy (eTP Local keeps the client's address, as kube-proxy)."""
+    fake = FakeNft()
+    asyncio.run(fake.apply(render_full(build([service], [slice_(endpoints=[ep("10.0.1.1", node=NODE)], ports=HTTP_EP)], ctx(), NODE))))
+    got = NftTracer(fake.chains, fake.elements, ctx().node_ips).trace(packet)
+    assert (got.verdict, got.endpoints, got.masq) == ("ACCEPT", ("10.0.1.1:8080",), masq)
