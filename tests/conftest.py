@@ -7,10 +7,22 @@ folder must not shadow dnspython's dns).
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from podnet.kube.client import ApiClient
 from podnet.netlab.apiserver.server import LabApiServer
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    """SIGTERM stops the run as Ctrl-C does, so the ``finally`` blocks and fixture teardowns that remove
+    the namespaces, labs and processes a test made still run (a plain SIGTERM would kill pytest first)."""
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture

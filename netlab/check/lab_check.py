@@ -72,7 +72,7 @@ def check(name: str, out=None, keep: bool = False, progress=None, wide: bool = F
 
 def check_netpol(name: str, out=None, keep: bool = False, patterns: list[str] | None = None,
                  via: str = "service", progress=None) -> int:
-    from podnet.netlab.check.netpol_suite import render_case, run_suite, select_cases
+    from podnet.netlab.check.netpol_suite import render_case, run_suite, select_cases, unmatched_patterns
     from podnet.netlab.lab.progress import Progress
 
     out = out or sys.stdout
@@ -81,10 +81,15 @@ def check_netpol(name: str, out=None, keep: bool = False, patterns: list[str] | 
         print(f"podnet lab check: no running lab {name!r} (start one with `podnet lab up --name {name}`)",
               file=sys.stderr)
         return 2
-    cases = select_cases(patterns or [])
-    if not cases:
-        print(f"podnet lab check: no netpol case matches {patterns}", file=sys.stderr)
+    try:
+        unmatched = unmatched_patterns(patterns or [])
+    except re.error as e:
+        print(f"podnet lab check: bad --case pattern: {e}", file=sys.stderr)
         return 2
+    if unmatched:
+        print(f"podnet lab check: no netpol case matches {unmatched}", file=sys.stderr)
+        return 2
+    cases = select_cases(patterns or [])
     if not st.parts.get("policy", "").startswith("podnet"):
         out.write(f"note: policy: {st.parts.get('policy', 'not started by this lab')}\n")
     plan = st.plan()

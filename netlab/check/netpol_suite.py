@@ -45,7 +45,7 @@ from podnet.netlab.lab.labstate import LabState
 from podnet.netlab.lab.parts import POLICY_HEALTH_PORT
 from podnet.netlab.lab.topology import LabPlan
 
-__all__ = ["CaseResult", "run_suite", "render_case", "select_cases", "NETWORK_POLICIES", "ADMIN_NETWORK_POLICIES",
+__all__ = ["CaseResult", "run_suite", "render_case", "select_cases", "unmatched_patterns", "NETWORK_POLICIES", "ADMIN_NETWORK_POLICIES",
            "BASELINE_ADMIN_NETWORK_POLICIES"]
 
 NETWORK_POLICIES = Resource("/apis/networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", True,
@@ -104,6 +104,12 @@ def select_cases(patterns: Sequence[str] = ()) -> list[Case | UpdateCase]:
     if not patterns:
         return every
     return [c for c in every if any(re.fullmatch(p, c.id) for p in patterns)]
+
+
+def unmatched_patterns(patterns: Sequence[str]) -> list[str]:
+    """The patterns that select no case (a typo must not silently shrink the suite); raises
+    ``re.error`` for a pattern that is not a regex."""
+    return [p for p in patterns if not select_cases([p])]
 
 
 def render_case(res: CaseResult) -> str:

@@ -21,10 +21,10 @@ pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid(
 
 PODNET = str(Path(sys.executable).parent / "podnet")
 # one of each shape: ANP deny by port, Pass deferring to a NetworkPolicy, priority order, the
-# ANP -> NP -> BANP integration, a BANP on egress, a networks (CIDR) peer, a fail-closed peer
+# ANP -> NP -> BANP integration, a BANP on egress, a networks (CIDR) peer, a nodes peer
 CASES = ["anp-ingress-deny-at-port-80", "anp-ingress-pass-defers-to-networkpolicy", "anp-priority-lower-number-wins",
          "integration-banp-deny-without-np", "banp-egress-deny-at-port-80", "anp-egress-networks",
-         "anp-egress-nodes-deny-fails-closed"]
+         "anp-egress-node-peers"]
 
 
 def podnet(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

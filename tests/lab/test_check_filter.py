@@ -7,6 +7,7 @@ import re
 import pytest
 
 from podnet.netlab.check.checks import SCALE_DOWN, SCALE_UP, row_filter
+from podnet.netlab.check.netpol_suite import unmatched_patterns
 
 ROWS = ["pod->pod, same node", "pod->pod, across nodes", "n1->n2 pod->pod, across subnets",
         "pod->ClusterIP balanced", "outside->NodePort lab-n1", SCALE_DOWN, SCALE_UP, "DNS short name (search path)"]
@@ -30,3 +31,19 @@ def test_row_filter(patterns, selected):
 def test_bad_pattern_is_rejected_up_front():
     with pytest.raises(re.error):
         row_filter(["("])
+
+
+@pytest.mark.parametrize("patterns,unmatched", [
+    pytest.param([], [], id="none-given"),
+    pytest.param(["anp-egress-node-peers", "anp-egress-networks"], [], id="every-pattern-selects"),
+    pytest.param(["anp-egress-node-peers", "anp-egress-nodes-deny-fails-closed"],
+                 ["anp-egress-nodes-deny-fails-closed"], id="a-retired-case-name-is-reported"),
+    pytest.param(["anp-.*", "anp"], ["anp"], id="a-prefix-alone-selects-nothing"),
+])
+def test_netpol_case_patterns_that_select_nothing(patterns, unmatched):
+    assert unmatched_patterns(patterns) == unmatched
+
+
+def test_netpol_bad_pattern_is_rejected_up_front():
+    with pytest.raises(re.error):
+        unmatched_patterns(["("])
